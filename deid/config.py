@@ -1,0 +1,377 @@
+"""Configuration: frozen dataclasses, loaded from YAML, overridable with ``key=value``.
+
+    cfg = load_config("configs/default.yaml", overrides=["anonymize.blur.strength=1.5"])
+    cfg.track.max_gap            # typed, validated, immutable
+    config_hash(cfg)             # stable sha256 of the effective configuration
+
+Unknown keys are errors (a typo must not silently fall back to a default).
+Each section validates itself in ``__post_init__``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def _one_of(value: str, allowed: tuple[str, ...], key: str) -> None:
+    _check(value in allowed, f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class IOConfig:
+    """Decoding and encoding."""
+
+    decoder: str = "pyav"  # pyav | decord
+    chunk_size: int = 32  # frames decoded / processed per batch
+    crf: int = 20  # libx264 constant rate factor (lower = better quality)
+    preset: str = "veryfast"  # libx264 preset
+    keep_audio: bool = False  # default strips audio (voices identify people)
+    # "keep": output frames carry the input's presentation timestamps (VFR stays VFR);
+    # "cfr": timestamps are regularised to the average frame rate. Frame count is kept either way.
+    timing: str = "keep"
+    on_corrupt: str = "fail"  # fail | keep_partial (keep decodable frames, marked partial)
+    container: str = "mp4"
+
+    def __post_init__(self) -> None:
+        _one_of(self.decoder, ("pyav", "decord"), "io.decoder")
+        _check(1 <= self.chunk_size <= 4096, "io.chunk_size must be in 1..4096")
+        _check(0 <= self.crf <= 51, "io.crf must be in 0..51")
+        _one_of(
+            self.preset,
+            ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"),
+            "io.preset",
+        )
+        _one_of(self.timing, ("keep", "cfr"), "io.timing")
+        _one_of(self.on_corrupt, ("fail", "keep_partial"), "io.on_corrupt")
+        _one_of(self.container, ("mp4", "mkv"), "io.container")
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """Face detection."""
+
+    backend: str = "mediapipe"  # mediapipe | dlib_hog | dlib_cnn | scrfd
+    min_score: float = 0.4
+    max_side: int = 640  # frames are downscaled to this longest side before detection
+    model_path: str = ""  # for backends that load a user-supplied model (scrfd)
+    upsample: int = 1  # dlib: times to upsample (finds smaller faces, slower)
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.min_score <= 1.0, "detect.min_score must be in [0, 1]")
+        _check(self.max_side >= 64, "detect.max_side must be >= 64")
+        _check(0 <= self.upsample <= 3, "detect.upsample must be in 0..3")
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    """Tracking, gap filling and fail-closed coverage."""
+
+    iou_threshold: float = 0.2  # min IoU to continue a track
+    max_gap: int = 15  # interpolate across misses up to this many frames
+    hold_frames: int = 8  # keep a box this many frames before a track's first / after its last hit
+    smooth_window: int = 5  # centred moving-average window over box coordinates (odd, 1 = off)
+    min_hits: int = 1  # detections needed to confirm a track
+    # padding around the detector's face box so the region covers the whole head
+    pad_side: float = 0.30  # fraction of face width added left and right
+    pad_top: float = 0.55  # fraction of face height added above (hair, forehead)
+    pad_bottom: float = 0.25  # fraction of face height added below (chin)
+    # body-keypoint fallback when the face detector misses
+    pose_fallback: bool = True
+    pose_backend: str = "mediapipe_pose"
+    pose_stride: int = 1  # run the fallback every k-th missed frame (boxes are interpolated between)
+    pose_min_score: float = 0.5  # keypoint visibility needed to count a person as present
+    # frames with a person present and no head region: redact | flag | drop
+    fail_closed: str = "redact"
+    lookahead: int = 48  # frames buffered for interpolation/smoothing (bounded memory)
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.iou_threshold <= 1.0, "track.iou_threshold must be in [0, 1]")
+        _check(self.max_gap >= 0 and self.hold_frames >= 0, "track.max_gap/hold_frames must be >= 0")
+        _check(self.smooth_window >= 1 and self.smooth_window % 2 == 1, "track.smooth_window must be odd and >= 1")
+        _check(self.pose_stride >= 1, "track.pose_stride must be >= 1")
+        _one_of(self.fail_closed, ("redact", "flag", "drop"), "track.fail_closed")
+        _check(
+            self.lookahead >= max(self.max_gap, self.hold_frames, self.smooth_window // 2) + 1,
+            "track.lookahead must exceed max_gap, hold_frames and smooth_window/2",
+        )
+        for k in ("pad_side", "pad_top", "pad_bottom"):
+            _check(0.0 <= getattr(self, k) <= 2.0, f"track.{k} must be in [0, 2]")
+
+
+@dataclass(frozen=True)
+class BlurConfig:
+    # Strength is the Gaussian sigma as a fraction of the region's size, applied after a
+    # downscale. Calibrated against dlib re-identification (see docs/calibration.md).
+    strength: float = 0.12
+    shape: str = "ellipse"  # ellipse | box
+    feather: float = 0.12  # edge softness as a fraction of region size
+
+    def __post_init__(self) -> None:
+        _check(0.01 <= self.strength <= 1.0, "anonymize.blur.strength must be in [0.01, 1]")
+        _one_of(self.shape, ("ellipse", "box"), "anonymize.blur.shape")
+        _check(0.0 <= self.feather <= 0.5, "anonymize.blur.feather must be in [0, 0.5]")
+
+
+@dataclass(frozen=True)
+class PixelateConfig:
+    blocks: int = 8  # blocks across the region's longer side
+    shape: str = "box"
+
+    def __post_init__(self) -> None:
+        _check(2 <= self.blocks <= 64, "anonymize.pixelate.blocks must be in 2..64")
+        _one_of(self.shape, ("ellipse", "box"), "anonymize.pixelate.shape")
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    color: tuple[int, int, int] = (0, 0, 0)
+    shape: str = "ellipse"
+
+    def __post_init__(self) -> None:
+        _check(len(self.color) == 3 and all(0 <= int(c) <= 255 for c in self.color), "anonymize.mask.color must be 3 ints 0..255")
+        object.__setattr__(self, "color", tuple(int(c) for c in self.color))
+        _one_of(self.shape, ("ellipse", "box"), "anonymize.mask.shape")
+
+
+@dataclass(frozen=True)
+class AnonymizeConfig:
+    blur: BlurConfig = field(default_factory=BlurConfig)
+    pixelate: PixelateConfig = field(default_factory=PixelateConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Automatic leak audit of every output."""
+
+    leak_check: bool = True
+    identity_backend: str = "dlib"
+    sample_frames: int = 40  # frames re-checked per output (evenly spaced), 0 = all
+    threshold: float = 0.6  # identity distance under which a face counts as a leak
+    on_leak: str = "fail"  # fail (delete output, error) | flag (keep, mark in audit)
+
+    def __post_init__(self) -> None:
+        _check(self.sample_frames >= 0, "audit.sample_frames must be >= 0")
+        _one_of(self.on_leak, ("fail", "flag"), "audit.on_leak")
+
+
+@dataclass(frozen=True)
+class PoseConfig:
+    backend: str = "mediapipe_holistic"
+    model_path: str = ""  # for openpose / rtmpose (user-supplied files)
+    det_model_path: str = ""  # rtmpose person detector (optional)
+    min_score: float = 0.3
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    backend: str = "dlib"
+    model_path: str = ""  # for arcface
+    threshold: float = 0.6
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    pose: PoseConfig = field(default_factory=PoseConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    identity_every: int = 1  # embed faces every k-th frame
+    max_frames: int = 0  # 0 = all frames
+
+
+@dataclass(frozen=True)
+class SwapConfig:
+    preset: str = "small"  # small (CPU, minutes) | large (GPU, 128 px)
+    donor: str = ""
+    donor_library: str = ""  # folder of donors; default ~/.deid/donors or $DEID_DONORS
+    max_minutes: float = 8.0  # training time budget
+    max_steps: int = 0  # 0 = time budget only
+    other_faces: str = "blur"  # policy for faces that are not the patient's: blur | mask | swap
+    gate: bool = True  # identity gate: fall back to mask where the swap still matches the patient
+    keep_model: bool = False
+    blend: str = "feather"  # feather | seamless
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _one_of(self.other_faces, ("blur", "mask", "swap"), "swap.other_faces")
+        _one_of(self.blend, ("feather", "seamless"), "swap.blend")
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    segment_frames: int = 300
+    segment_overlap: int = 48
+    num_gpus_detect: float = 0.0
+    num_gpus_pose: float = 0.0
+    num_gpus_train: float = 0.0
+    train_workers: int = 1
+    concurrency: int = 2
+    batch_size: int = 1
+    max_concurrent_trainings: int = 1
+    storage_path: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    io: IOConfig = field(default_factory=IOConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
+    anonymize: AnonymizeConfig = field(default_factory=AnonymizeConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    swap: SwapConfig = field(default_factory=SwapConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, *overrides: str) -> "Config":
+        """A copy with ``section.key=value`` overrides applied."""
+        return from_dict(apply_overrides(self.to_dict(), overrides))
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not dataclasses.is_dataclass(cls):
+        return data
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(sorted(where + '.' + k if where else k for k in unknown))}; "
+            f"valid keys{' in ' + where if where else ''}: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        key = f"{where}.{f.name}" if where else f.name
+        t = hints[f.name]
+        v = data[f.name]
+        if dataclasses.is_dataclass(t):
+            kwargs[f.name] = _build(t, v, key)
+        else:
+            kwargs[f.name] = _coerce(t, v, key)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"bad value in {where or 'config'}: {e}") from None
+
+
+def _coerce(t: Any, v: Any, key: str) -> Any:
+    origin = typing.get_origin(t)
+    try:
+        if t is bool:
+            if isinstance(v, str):
+                if v.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if v.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(v)
+            if not isinstance(v, (bool, int)):
+                raise ValueError(v)
+            return bool(v)
+        if t is int:
+            if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):
+                raise ValueError(v)
+            return int(v)
+        if t is float:
+            if isinstance(v, bool):
+                raise ValueError(v)
+            return float(v)
+        if t is str:
+            if v is None:
+                return ""
+            if not isinstance(v, (str, int, float)):
+                raise ValueError(v)
+            return str(v)
+        if origin is tuple:
+            if not isinstance(v, (list, tuple)):
+                raise ValueError(v)
+            return tuple(v)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: cannot use {v!r} as {getattr(t, '__name__', t)}") from None
+    return v
+
+
+def from_dict(data: dict[str, Any] | None) -> Config:
+    return _build(Config, data or {}, "")
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: typing.Iterable[str]) -> dict[str, Any]:
+    data = json.loads(json.dumps(data))  # deep copy of plain data
+    for ov in overrides:
+        if "=" not in ov:
+            raise ConfigError(f"override {ov!r} must look like section.key=value (e.g. track.max_gap=10)")
+        key, _, value = ov.partition("=")
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise ConfigError(f"override {ov!r} has an empty key")
+        node = data
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {ov!r}: {p} is not a section")
+            node = nxt
+        node[parts[-1]] = _parse_value(value)
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> Config:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    data: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} not found")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must contain a mapping at the top level")
+        data = loaded
+    return from_dict(apply_overrides(data, overrides))
+
+
+def config_hash(cfg: Config, sections: typing.Iterable[str] | None = None) -> str:
+    """Stable hash of the effective configuration (optionally of some sections only)."""
+    d = cfg.to_dict()
+    if sections is not None:
+        d = {k: d[k] for k in sections}
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(json.loads(json.dumps(cfg.to_dict())), sort_keys=False)

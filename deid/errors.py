@@ -1,0 +1,56 @@
+"""Error hierarchy. A message says what failed, on which file or frame, and what to do."""
+
+from __future__ import annotations
+
+
+class DeidError(Exception):
+    """Base class for every error deid raises on purpose."""
+
+    #: short machine-readable kind, written into audit records and status tables
+    kind = "error"
+
+
+class InvalidInputError(DeidError):
+    """The input is missing, empty, not a video, or would be overwritten."""
+
+    kind = "invalid_input"
+
+
+class VideoDecodeError(DeidError):
+    """The container opened but the stream could not be decoded (fully)."""
+
+    kind = "decode_error"
+
+    def __init__(self, message: str, *, last_good_frame: int | None = None):
+        super().__init__(message)
+        self.last_good_frame = last_good_frame
+
+
+class VideoEncodeError(DeidError):
+    kind = "encode_error"
+
+
+class ModelWeightsError(DeidError):
+    """A model file is missing or does not have the expected signature."""
+
+    kind = "model_weights"
+
+
+class ConfigError(DeidError):
+    kind = "config"
+
+
+class OutputExistsError(InvalidInputError):
+    kind = "output_exists"
+
+
+class LeakDetectedError(DeidError):
+    """The leak audit found an identifiable face in the output."""
+
+    kind = "leak"
+
+
+class ConsentError(DeidError):
+    """A face-swap donor has no valid consent record."""
+
+    kind = "consent"

@@ -1,0 +1,84 @@
+"""Output safety: atomic publication, never over an input, never over an output by accident.
+
+A file being written is a hidden temporary in the *output* directory
+(``.clip.blur.mp4.partial-<random>``); it is renamed to its final name only when
+complete, and removed when anything fails. So a crash never leaves a half-written file
+that looks finished, and readers of the output directory never see partial files under
+a final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from ..errors import InvalidInputError, OutputExistsError
+
+PARTIAL_MARK = ".partial-"
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output_path(out: str | os.PathLike, inputs: Iterable[str | os.PathLike], *, overwrite: bool = False) -> Path:
+    """Refuse to write over an input (whatever the flags) or over an existing output
+    (unless ``overwrite``)."""
+    out_p = Path(out)
+    out_abs = out_p.resolve()
+    for i in inputs:
+        ip = Path(i)
+        if ip.resolve() == out_abs or _same_file(ip, out_p):
+            raise InvalidInputError(f"{out_p}: refusing to write an output over its input {ip}")
+    if out_p.exists() and not overwrite:
+        raise OutputExistsError(f"{out_p}: output exists; pass --overwrite to replace it")
+    if out_p.exists() and out_p.is_dir():
+        raise InvalidInputError(f"{out_p}: output path is a directory")
+    return out_p
+
+
+def temp_path_for(final: str | os.PathLike) -> Path:
+    f = Path(final)
+    return f.with_name(f".{f.name}{PARTIAL_MARK}{secrets.token_hex(4)}{f.suffix}")
+
+
+@contextlib.contextmanager
+def atomic_output(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``final``; on success rename it into place."""
+    final_p = Path(final)
+    final_p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(final_p)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise RuntimeError(f"{tmp}: nothing was written")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final_p)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_text_atomic(final: str | os.PathLike, text: str) -> Path:
+    with atomic_output(final) as tmp:
+        Path(tmp).write_text(text)
+    return Path(final)
+
+
+def remove_stale_partials(directory: str | os.PathLike) -> list[Path]:
+    """Delete temporaries left by a killed process (they never carry a final name)."""
+    d = Path(directory)
+    removed = []
+    if d.is_dir():
+        for p in d.glob(f".*{PARTIAL_MARK}*"):
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed.append(p)
+    return removed

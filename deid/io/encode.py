@@ -1,0 +1,227 @@
+"""Encode with PyAV / libx264: yuv420p, even dimensions, no metadata, atomic.
+
+What an output carries, by default:
+- one H.264 video stream, yuv420p, CRF/preset from config;
+- no audio stream (``keep_audio=True`` copies the input's first audio stream);
+- no container or stream tags: no creation time, location, device or encoder tag
+  (``fflags=+bitexact``), and x264's settings banner (an SEI NAL unit) is filtered out;
+- the input's frame count; timestamps either the input's (``timing="keep"``, so VFR
+  stays VFR) or regularised to the average rate (``timing="cfr"``).
+
+Odd widths/heights (which yuv420p cannot hold) are padded by one replicated pixel on
+the right/bottom, so pixel coordinates are unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from ..errors import VideoEncodeError
+
+log = logging.getLogger(__name__)
+
+#: container tags that must never appear in an output (checked by tests)
+SENSITIVE_TAGS = ("creation_time", "location", "location-eng", "com.apple.quicktime.location.iso6709",
+                  "encoder", "com.apple.quicktime.make", "com.apple.quicktime.model", "make", "model",
+                  "date", "title", "comment", "artist")
+
+
+def even_size(width: int, height: int) -> tuple[int, int]:
+    return width + (width & 1), height + (height & 1)
+
+
+def pad_even(img: np.ndarray) -> np.ndarray:
+    h, w = img.shape[:2]
+    if not (h & 1 or w & 1):
+        return img
+    return np.pad(img, ((0, h & 1), (0, w & 1), (0, 0)), mode="edge")
+
+
+def _rate_fraction(fps: float) -> Fraction:
+    # common NTSC-style rates are exact fractions
+    for num, den in ((24000, 1001), (30000, 1001), (60000, 1001)):
+        if abs(fps - num / den) < 1e-3:
+            return Fraction(num, den)
+    return Fraction(fps).limit_denominator(1001)
+
+
+class VideoWriter:
+    """Write RGB frames to ``path`` (normally a temporary from :func:`atomic_output`).
+
+    ``write(frame, pts)`` takes the input's timestamp in ``time_base`` units when
+    ``timing="keep"``; with ``timing="cfr"`` (or ``pts=None``) frames are spaced at ``fps``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        width: int,
+        height: int,
+        fps: float,
+        *,
+        crf: int = 20,
+        preset: str = "veryfast",
+        timing: str = "keep",
+        time_base: Fraction | None = None,
+        audio_from: str | os.PathLike | None = None,
+        container_format: str | None = None,
+    ):
+        self.path = str(path)
+        self.size = (int(width), int(height))
+        self.enc_w, self.enc_h = even_size(int(width), int(height))
+        self.rate = _rate_fraction(float(fps))
+        self.timing = timing
+        self.frames_written = 0
+        self._last_pts: int | None = None
+        self._first_in_pts: int | None = None
+        fmt = container_format or ("matroska" if self.path.endswith(".mkv") else "mp4")
+        try:
+            self._out = av.open(self.path, mode="w", format=fmt, options={"fflags": "+bitexact"})
+        except av.error.FFmpegError as e:
+            raise VideoEncodeError(f"{self.path}: cannot create output ({e})") from None
+        self._out.metadata.clear()
+        s = self._out.add_stream("libx264", rate=self.rate)
+        s.width, s.height = self.enc_w, self.enc_h
+        s.pix_fmt = "yuv420p"
+        s.options = {"crf": str(int(crf)), "preset": preset}
+        if timing == "keep" and time_base:
+            self.time_base = Fraction(time_base)
+        else:
+            self.time_base = 1 / self.rate
+        s.time_base = self.time_base
+        s.codec_context.time_base = self.time_base
+        s.metadata.clear()
+        self._v = s
+        try:
+            self._bsf = av.bitstream.BitStreamFilterContext("filter_units=remove_types=6", s, s)
+        except Exception:  # pragma: no cover - filter missing from an FFmpeg build
+            self._bsf = None
+            log.warning("filter_units bitstream filter unavailable; x264 SEI banner stays in the stream")
+        self._audio_in = None
+        self._a = None
+        if audio_from is not None:
+            self._open_audio(audio_from)
+
+    # ------------------------------------------------------------------ audio
+    def _open_audio(self, src: str | os.PathLike) -> None:
+        try:
+            ic = av.open(str(src), metadata_errors="ignore")
+        except av.error.FFmpegError as e:
+            raise VideoEncodeError(f"{src}: cannot read audio ({e})") from None
+        if not ic.streams.audio:
+            ic.close()
+            return
+        a_in = ic.streams.audio[0]
+        try:
+            self._a = self._out.add_stream_from_template(a_in)
+        except Exception as e:
+            ic.close()
+            raise VideoEncodeError(f"{src}: audio codec {a_in.codec_context.name} cannot be copied into {self.path} ({e})") from None
+        self._a.metadata.clear()
+        self._audio_in = ic
+
+    def _copy_audio(self) -> None:
+        ic, a_out = self._audio_in, self._a
+        if ic is None or a_out is None:
+            return
+        try:
+            for pkt in ic.demux(ic.streams.audio[0]):
+                if pkt.dts is None:
+                    continue
+                pkt.stream = a_out
+                self._out.mux(pkt)
+        finally:
+            ic.close()
+            self._audio_in = None
+
+    # ------------------------------------------------------------------ video
+    def _mux(self, packets) -> None:
+        for p in packets:
+            outs = self._bsf.filter(p) if self._bsf is not None else [p]
+            for q in outs:
+                q.stream = self._v
+                self._out.mux(q)
+
+    def write(self, frame: np.ndarray, pts: int | None = None) -> None:
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise VideoEncodeError(f"{self.path}: frame {self.frames_written} must be RGB uint8, got {frame.dtype} {frame.shape}")
+        h, w = frame.shape[:2]
+        if (w, h) != self.size:
+            raise VideoEncodeError(f"{self.path}: frame {self.frames_written} is {w}x{h}, expected {self.size[0]}x{self.size[1]}")
+        vf = av.VideoFrame.from_ndarray(pad_even(np.ascontiguousarray(frame)), format="rgb24")
+        if self.timing == "keep" and pts is not None:
+            if self._first_in_pts is None:
+                self._first_in_pts = int(pts)
+            out_pts = int(pts) - self._first_in_pts
+            if self._last_pts is not None and out_pts <= self._last_pts:
+                out_pts = self._last_pts + 1  # never emit non-increasing timestamps
+        else:
+            out_pts = self.frames_written
+        vf.pts = out_pts
+        vf.time_base = self.time_base
+        self._last_pts = out_pts
+        try:
+            self._mux(self._v.encode(vf))
+        except av.error.FFmpegError as e:
+            raise VideoEncodeError(f"{self.path}: encoder failed at frame {self.frames_written} ({e})") from None
+        self.frames_written += 1
+
+    def close(self) -> None:
+        if self._out is None:
+            return
+        try:
+            self._mux(self._v.encode(None))
+            if self._bsf is not None:
+                for q in self._bsf.filter(None):
+                    q.stream = self._v
+                    self._out.mux(q)
+            self._copy_audio()
+        finally:
+            self._out.close()
+            self._out = None
+
+    def abort(self) -> None:
+        """Close without caring about errors (the caller deletes the temporary)."""
+        if self._audio_in is not None:
+            self._audio_in.close()
+            self._audio_in = None
+        if self._out is not None:
+            try:
+                self._out.close()
+            except Exception:
+                pass
+            self._out = None
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def container_tags(path: str | os.PathLike) -> dict[str, dict[str, str]]:
+    """All metadata tags of a file: ``{"format": {...}, "stream0": {...}, ...}`` (for audits/tests)."""
+    with av.open(str(path), metadata_errors="ignore") as c:
+        out = {"format": dict(c.metadata)}
+        for i, s in enumerate(c.streams):
+            out[f"stream{i}:{s.type}"] = dict(s.metadata)
+    return out
+
+
+def has_sensitive_tags(path: str | os.PathLike) -> list[str]:
+    """Names of identifying tags present in ``path`` (should be empty for our outputs)."""
+    found = []
+    for where, tags in container_tags(path).items():
+        for k in tags:
+            if k.lower() in SENSITIVE_TAGS or "location" in k.lower() or "gps" in k.lower():
+                found.append(f"{where}.{k}")
+    return found
+

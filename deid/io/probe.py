@@ -1,0 +1,176 @@
+"""``probe(path) -> VideoInfo``: what a video is, without decoding all of it.
+
+Frame count comes from the container when it records one, else from a demux-only scan
+of packet timestamps (no decoding; fast even for long videos). The scan also tells
+whether timestamps are variable (VFR) and gives the presentation-ordered timestamps
+that segment reads need.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from ..errors import InvalidInputError, VideoDecodeError
+from ..types import VideoInfo
+
+log = logging.getLogger(__name__)
+
+av.logging.set_level(av.logging.PANIC)  # FFmpeg's own chatter; we report errors ourselves
+
+
+@dataclass(frozen=True, eq=False)
+class StreamScan:
+    """Demux-only scan of the first video stream."""
+
+    pts: np.ndarray  # int64 presentation timestamps of every packet, sorted
+    time_base: Fraction
+    keyframes: np.ndarray  # sorted pts of keyframe packets
+    out_of_order: bool  # decode order != presentation order somewhere (B-frames or broken muxing)
+    duplicates: int  # packets sharing a pts with another (broken timestamps)
+
+
+def check_readable(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise InvalidInputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InvalidInputError(f"{p}: is a directory, not a video file")
+    if not os.access(p, os.R_OK):
+        raise InvalidInputError(f"{p}: not readable (check permissions)")
+    if p.stat().st_size == 0:
+        raise InvalidInputError(f"{p}: file is empty (0 bytes)")
+    return p
+
+
+def open_container(path: str | os.PathLike) -> "av.container.InputContainer":
+    p = check_readable(path)
+    try:
+        c = av.open(str(p), mode="r", metadata_errors="ignore")
+    except av.error.InvalidDataError:
+        raise InvalidInputError(f"{p}: not a video file (unrecognised container format)") from None
+    except av.error.FFmpegError as e:
+        raise InvalidInputError(f"{p}: cannot open ({e.strerror or e})") from None
+    if not c.streams.video:
+        c.close()
+        raise InvalidInputError(f"{p}: has no video stream")
+    return c
+
+
+def rotation_of(frame: "av.VideoFrame") -> int:
+    """Clockwise degrees to turn a decoded frame so that it is upright.
+
+    FFmpeg reports the display matrix as a counter-clockwise angle (``-90`` for a phone
+    video tagged ``rotate=90``); we normalise to 0/90/180/270 clockwise."""
+    r = getattr(frame, "rotation", 0) or 0
+    return int(round(-float(r) / 90.0)) * 90 % 360
+
+
+def scan_stream(path: str | os.PathLike) -> StreamScan:
+    """Demux (no decode) the first video stream and collect packet timestamps."""
+    c = open_container(path)
+    try:
+        s = c.streams.video[0]
+        pts, keys, dts_order = [], [], []
+        try:
+            for pkt in c.demux(s):
+                if pkt.size == 0 and pkt.pts is None:
+                    continue  # flush packet
+                t = pkt.pts if pkt.pts is not None else pkt.dts
+                if t is None:
+                    continue
+                pts.append(t)
+                dts_order.append(t)
+                if pkt.is_keyframe:
+                    keys.append(t)
+        except av.error.FFmpegError as e:
+            raise VideoDecodeError(f"{path}: container is damaged after {len(pts)} packets ({e})", last_good_frame=len(pts) - 1) from None
+        arr = np.asarray(dts_order, dtype=np.int64)
+        out_of_order = bool(len(arr) > 1 and np.any(np.diff(arr) < 0))
+        sorted_pts = np.sort(arr)
+        dup = int(len(sorted_pts) - len(np.unique(sorted_pts)))
+        return StreamScan(sorted_pts, Fraction(s.time_base), np.sort(np.asarray(keys, np.int64)), out_of_order, dup)
+    finally:
+        c.close()
+
+
+def _is_vfr(pts: np.ndarray, time_base: Fraction) -> bool:
+    if len(pts) < 3:
+        return False
+    d = np.diff(pts).astype(np.float64) * float(time_base)
+    d = d[d > 0]
+    if len(d) < 2:
+        return False
+    med = float(np.median(d))
+    # More than one frame duration present (beyond rounding of the time base)
+    tol = max(1.5 * float(time_base), 0.02 * med)
+    return bool(np.mean(np.abs(d - med) > tol) > 0.01)
+
+
+def probe(path: str | os.PathLike, *, scan: bool = True) -> VideoInfo:
+    """Describe a video. Raises :class:`InvalidInputError` for anything that is not a
+    decodable video (missing, empty, not a container, no video stream, first frame
+    undecodable)."""
+    p = check_readable(path)
+    c = open_container(p)
+    try:
+        s = c.streams.video[0]
+        cc = s.codec_context
+        has_audio = bool(c.streams.audio)
+        rate = s.average_rate or s.guessed_rate or s.base_rate
+        # decode the first frame: proves the stream decodes and gives rotation
+        first = None
+        try:
+            for first in c.decode(s):
+                break
+        except av.error.FFmpegError as e:
+            raise InvalidInputError(f"{p}: video stream cannot be decoded ({e.strerror or e})") from None
+        if first is None:
+            raise InvalidInputError(f"{p}: video stream has no decodable frames")
+        rot = rotation_of(first)
+        w, h = first.width, first.height
+        pix_fmt = first.format.name
+        codec = cc.name
+        frames = int(s.frames or 0)
+        container_duration = float(c.duration) / av.time_base if c.duration else 0.0
+    finally:
+        c.close()
+
+    is_vfr = False
+    exact = frames > 0
+    if scan:
+        sc = scan_stream(p)
+        if len(sc.pts):
+            frames = len(sc.pts)
+            exact = True
+            is_vfr = _is_vfr(sc.pts, sc.time_base)
+            if not rate and len(sc.pts) > 1:
+                span = float((sc.pts[-1] - sc.pts[0]) * sc.time_base)
+                rate = Fraction(len(sc.pts) - 1) / Fraction(span) if span > 0 else None
+    fps = float(rate) if rate else 25.0
+    if frames <= 0:
+        frames = max(1, int(round(container_duration * fps)))
+        exact = False
+    duration = container_duration or frames / fps
+    if rot in (90, 270):
+        w, h = h, w
+    return VideoInfo(
+        path=str(p),
+        width=int(w),
+        height=int(h),
+        fps=fps,
+        frame_count=int(frames),
+        duration=float(duration),
+        rotation=rot,
+        codec=codec,
+        has_audio=has_audio,
+        is_vfr=is_vfr,
+        pix_fmt=pix_fmt,
+        frame_count_exact=exact,
+    )
