@@ -51,6 +51,7 @@ class VideoInfo:
     is_vfr: bool = False
     pix_fmt: str = ""
     frame_count_exact: bool = True  # False when estimated from duration x fps
+    time_base: str = ""  # the video stream's time base, e.g. "1/12800" (timestamps' unit)
 
     def __post_init__(self) -> None:
         if self.width <= 0 or self.height <= 0:

@@ -138,6 +138,7 @@ def probe(path: str | os.PathLike, *, scan: bool = True) -> VideoInfo:
         pix_fmt = first.format.name
         codec = cc.name
         frames = int(s.frames or 0)
+        time_base = str(s.time_base) if s.time_base else ""
         container_duration = float(c.duration) / av.time_base if c.duration else 0.0
     finally:
         c.close()
@@ -173,4 +174,5 @@ def probe(path: str | os.PathLike, *, scan: bool = True) -> VideoInfo:
         is_vfr=is_vfr,
         pix_fmt=pix_fmt,
         frame_count_exact=exact,
+        time_base=time_base,
     )

@@ -1,0 +1,87 @@
+"""Shared machinery for region anonymizers: integer ROIs, cached soft masks, blending.
+
+Every anonymizer returns a *new* frame and only touches pixels inside the regions it is
+given (plus the feathered rim inside those regions)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+
+from ..types import FaceRegion, check_frame
+
+
+def roi(box: np.ndarray, width: int, height: int) -> tuple[int, int, int, int] | None:
+    """Integer pixel rectangle covering ``box`` (rounded outwards), clipped; None if empty."""
+    x1 = max(0, int(np.floor(box[0])))
+    y1 = max(0, int(np.floor(box[1])))
+    x2 = min(width, int(np.ceil(box[2])))
+    y2 = min(height, int(np.ceil(box[3])))
+    if x2 - x1 < 1 or y2 - y1 < 1:
+        return None
+    return x1, y1, x2, y2
+
+
+@lru_cache(maxsize=256)
+def soft_mask(w: int, h: int, shape: str, feather: float) -> np.ndarray:
+    """(h, w, 1) float32 alpha for a region of w x h pixels.
+
+    The shape (an ellipse inscribed in the ROI, or the ROI itself) is 1 in its interior
+    and falls off smoothly to 0 over the outer ``feather`` fraction of its radius, so the
+    interior is fully covered and only the rim is blended with the original pixels."""
+    ys = (np.arange(h, dtype=np.float32) + 0.5) / h * 2.0 - 1.0
+    xs = (np.arange(w, dtype=np.float32) + 0.5) / w * 2.0 - 1.0
+    u, v = np.meshgrid(xs, ys)
+    r = np.maximum(np.abs(u), np.abs(v)) if shape == "box" else np.sqrt(u * u + v * v)
+    if feather <= 0:
+        m = (r <= 1.0).astype(np.float32)
+    else:
+        f = min(0.95, 2.0 * float(feather))  # feather is a fraction of the size; r runs over the half-size
+        t = np.clip((1.0 - r) / f, 0.0, 1.0)
+        m = t * t * (3.0 - 2.0 * t)  # smoothstep
+    return m.astype(np.float32)[:, :, None]
+
+
+def blend(dst: np.ndarray, src: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """alpha * src + (1 - alpha) * dst, uint8."""
+    out = dst.astype(np.float32) * (1.0 - alpha) + src.astype(np.float32) * alpha
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+class RegionAnonymizer:
+    """Base class: subclasses implement ``_render(patch) -> patch`` for one ROI."""
+
+    name = "region"
+    shape = "ellipse"
+    feather = 0.0
+
+    def _render(self, patch: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def apply(self, frame: np.ndarray, faces: Sequence[FaceRegion]) -> np.ndarray:
+        check_frame(frame)
+        out = frame.copy()
+        h, w = frame.shape[:2]
+        for face in faces:
+            r = roi(face.box, w, h)
+            if r is None:
+                continue
+            x1, y1, x2, y2 = r
+            patch = out[y1:y2, x1:x2]
+            rendered = self._render(patch)
+            alpha = soft_mask(x2 - x1, y2 - y1, self.shape, self.feather)
+            out[y1:y2, x1:x2] = blend(patch, rendered, alpha)
+        return out
+
+
+def redact_frame(frame: np.ndarray, color: tuple[int, int, int] = (128, 128, 128)) -> np.ndarray:
+    """The fail-closed fallback: a frame with nothing left to identify."""
+    out = np.empty_like(frame)
+    out[:] = np.asarray(color, np.uint8)
+    return out
+
+
+Renderer = Callable[[np.ndarray], np.ndarray]

@@ -1,0 +1,132 @@
+"""Many videos in one process: models built once, one bad video never stops the batch,
+progress bars per video and overall, a summary table at the end."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from .config import Config
+from .errors import DeidError
+from .pipeline import Components, VideoResult, discover_inputs, process_video
+
+log = logging.getLogger(__name__)
+
+
+def _probe_total(paths: Sequence[Path]) -> int:
+    from .io import probe
+
+    total = 0
+    for p in paths:
+        try:
+            total += probe(p, scan=False).frame_count
+        except DeidError:
+            pass
+    return total
+
+
+@contextlib.contextmanager
+def _swap_session(video: Path, cfg: Config) -> Iterator[Any]:
+    """Train the per-patient swap model for ``video``, yield its anonymizer, then delete
+    the model (irreversibility). Provided by :mod:`deid.swap`."""
+    try:
+        from .swap.session import swap_session
+    except ImportError as e:
+        raise DeidError(f"face swap is not available in this build ({e})") from None
+    with swap_session([video], cfg) as anonymizer:
+        yield anonymizer
+
+
+def run_batch(
+    inputs: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    methods: Sequence[str],
+    cfg: Config,
+    *,
+    overwrite: bool = False,
+    dry_run: bool = False,
+    progress: bool = True,
+    evaluate: bool = False,
+    components: Components | None = None,
+) -> list[VideoResult]:
+    from tqdm import tqdm
+
+    paths = discover_inputs(inputs)
+    if not paths:
+        raise DeidError(f"no video files found in {', '.join(map(str, inputs))}")
+    out = Path(out_dir)
+    if not dry_run:
+        out.mkdir(parents=True, exist_ok=True)
+        from .io import remove_stale_partials
+
+        remove_stale_partials(out)
+    base_methods = [m for m in methods if m != "swap"]
+    comp = components
+    if comp is None and not dry_run:
+        comp = Components.build(cfg, base_methods)
+    results: list[VideoResult] = []
+    show = progress and sys.stderr.isatty()
+    total = _probe_total(paths) if show else 0
+    overall = tqdm(total=total * max(1, len(paths) and 1), unit="frame", desc="all videos", position=0, disable=not show, leave=True)
+    try:
+        for p in paths:
+            bar = tqdm(desc=p.name[:30], unit="frame", position=1, leave=False, disable=not show)
+
+            def tick(n: int, _bar=bar) -> None:
+                _bar.update(n)
+                overall.update(n)
+
+            try:
+                if "swap" in methods and not dry_run:
+                    with _swap_session(p, cfg) as swap_anon:
+                        comp_v = Components(
+                            cfg, comp.detector, comp.pose, comp.presence, {**comp.anonymizers, "swap": swap_anon}, comp.identity
+                        )
+                        r = process_video(p, out, list(methods), cfg, components=comp_v, overwrite=overwrite, progress=tick)
+                else:
+                    r = process_video(p, out, list(methods), cfg, components=comp, overwrite=overwrite, dry_run=dry_run, progress=tick)
+            except DeidError as e:
+                r = VideoResult(input=str(p), status="failed", error=str(e), error_kind=e.kind)
+            bar.close()
+            results.append(r)
+            if evaluate and r.status in ("done", "partial"):
+                _evaluate(r, cfg, out)
+    finally:
+        overall.close()
+    return results
+
+
+def _evaluate(r: VideoResult, cfg: Config, out: Path) -> None:
+    try:
+        from .evaluate import evaluate_outputs
+    except ImportError as e:
+        log.warning("evaluation not available: %s", e)
+        return
+    evaluate_outputs(r.input, {o.method: o.path for o in r.outputs}, out / "metrics", cfg)
+
+
+def summary_table(results: Sequence[VideoResult]) -> str:
+    """Plain-text table: one row per (video, method)."""
+    rows = [("input", "method", "status", "frames", "fail-closed", "leaks", "seconds", "output / error")]
+    for r in results:
+        secs = f"{r.timings.get('total', 0):.1f}"
+        if not r.outputs:
+            rows.append((Path(r.input).name, "-", r.status, str(r.frames_read), "-", "-", secs, r.error))
+            continue
+        for o in r.outputs:
+            leaks = str(o.leak.get("leaks", "-")) if o.leak else "-"
+            fc = str(r.counts.get("frames_fail_closed", "-")) if r.counts else "-"
+            rows.append((Path(r.input).name, o.method, r.status, str(o.frames_written or r.frames_read), fc, leaks, secs, o.path))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for k, row in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 14)
+    n_ok = sum(r.ok for r in results)
+    lines.append(f"{n_ok} of {len(results)} video(s) succeeded" + ("" if n_ok == len(results) else f"; {len(results) - n_ok} failed"))
+    return "\n".join(lines)

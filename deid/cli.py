@@ -1,0 +1,70 @@
+"""``deid`` console script.
+
+Each sub-command lives in its own module which defines ``add_parser(subparsers)``; the
+parser it adds sets ``func=run`` with ``run(args) -> int`` (the exit code). Command
+modules keep their top-level imports light (argparse only) so ``deid --help`` is fast;
+heavy libraries are imported inside ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from . import __version__
+from .errors import DeidError
+
+#: (module, description) — order is the order shown in --help
+COMMANDS: list[str] = [
+    "deid.commands.anonymize",  # anonymize
+    "deid.commands.probe",  # probe
+    "deid.evaluate",  # evaluate
+    "deid.swap.cli",  # swap train, donor add/list/check
+    "deid.report.cli",  # report
+    "deid.commands.archive",  # archive (Ray)
+    "deid.commands.demo",  # demo
+    "deid.commands.doctor",  # doctor
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="deid",
+        description="De-identify medical videos while keeping the motion clinicians need.",
+    )
+    p.add_argument("--version", action="version", version=f"deid {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for mod_name in COMMANDS:
+        try:
+            mod = importlib.import_module(mod_name)
+        except ModuleNotFoundError as e:
+            if e.name and mod_name.startswith(e.name):
+                continue  # command not built yet
+            raise
+        mod.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except DeidError as e:
+        print(f"deid: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("deid: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

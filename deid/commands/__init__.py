@@ -1,0 +1,23 @@
+"""Sub-commands of the ``deid`` console script (one module each, see :mod:`deid.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", metavar="FILE", help="YAML config (default: built-in defaults; see configs/default.yaml)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value, e.g. --set track.max_gap=10 (repeatable)",
+    )
+
+
+def load_cfg(args: argparse.Namespace):
+    from ..config import load_config
+
+    return load_config(getattr(args, "config", None), getattr(args, "overrides", []) or [])

@@ -1,0 +1,38 @@
+"""``deid probe VIDEO...``: what a video is (size, rate, frames, rotation, audio, VFR)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("probe", help="describe videos (size, fps, frames, rotation, audio, VFR)")
+    p.add_argument("videos", nargs="+", metavar="VIDEO")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import DeidError
+    from ..io import probe
+
+    rc = 0
+    for v in args.videos:
+        try:
+            info = probe(v)
+        except DeidError as e:
+            print(f"deid: error: {e}", file=sys.stderr)
+            rc = 1
+            continue
+        if args.json:
+            print(json.dumps(info.to_dict()))
+        else:
+            print(
+                f"{info.path}: {info.width}x{info.height} (upright; rotation {info.rotation}°), {info.fps:.3f} fps, "
+                f"{info.frame_count} frames{'' if info.frame_count_exact else ' (estimated)'}, {info.duration:.2f} s, "
+                f"{info.codec}/{info.pix_fmt}, audio: {'yes' if info.has_audio else 'no'}, "
+                f"{'variable' if info.is_vfr else 'constant'} frame rate"
+            )
+    return rc

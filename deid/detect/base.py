@@ -1,0 +1,92 @@
+"""Helpers shared by detector backends: resizing, non-maximum suppression, building."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..registry import DETECTORS
+from ..types import Detections
+
+
+def resize_for_detection(frame: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """Downscale so the longest side is at most ``max_side``; returns (image, scale)
+    where original_coords = detection_coords / scale."""
+    h, w = frame.shape[:2]
+    s = min(1.0, float(max_side) / max(h, w))
+    if s >= 1.0:
+        return frame, 1.0
+    img = cv2.resize(frame, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return img, s
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix between (N, 4) and (M, 4) xyxy boxes."""
+    a = np.asarray(a, np.float32).reshape(-1, 4)
+    b = np.asarray(b, np.float32).reshape(-1, 4)
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), np.float32)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
+
+
+def nms(det: Detections, iou_threshold: float = 0.4) -> Detections:
+    """Greedy NMS keeping the highest score; for merging several models' outputs."""
+    if len(det) <= 1:
+        return det
+    order = np.argsort(-det.scores)
+    keep: list[int] = []
+    iou = box_iou(det.boxes, det.boxes)
+    suppressed = np.zeros(len(det), bool)
+    for i in order:
+        if suppressed[i]:
+            continue
+        keep.append(int(i))
+        suppressed |= iou[i] > iou_threshold
+    return det.filter(np.asarray(keep, np.int64))
+
+
+def concat(dets: list[Detections]) -> Detections:
+    dets = [d for d in dets if len(d)]
+    if not dets:
+        return Detections.empty()
+    lms = None
+    if all(d.landmarks is not None for d in dets):
+        lms = np.concatenate([d.landmarks for d in dets])
+    elif any(d.landmarks is not None for d in dets):
+        lms = np.concatenate(
+            [d.landmarks if d.landmarks is not None else np.full((len(d), 5, 2), np.nan, np.float32) for d in dets]
+        )
+    return Detections(np.concatenate([d.boxes for d in dets]), np.concatenate([d.scores for d in dets]), lms)
+
+
+def clip_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    b = np.asarray(boxes, np.float32).copy().reshape(-1, 4)
+    b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, width)
+    b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, height)
+    return b
+
+
+def build_detector(cfg: Any = None, name: str | None = None, **kw: Any):
+    """Build the detector named in ``cfg.detect`` (a :class:`deid.config.Config` or its
+    ``detect`` section) or by ``name``."""
+    d = getattr(cfg, "detect", cfg)
+    if name is None:
+        name = d.backend if d is not None else "mediapipe"
+    if d is not None:
+        kw.setdefault("min_score", d.min_score)
+        kw.setdefault("max_side", d.max_side)
+        if name.startswith("dlib"):
+            kw.setdefault("upsample", d.upsample)
+        if name == "scrfd":
+            kw.setdefault("model_path", d.model_path)
+    return DETECTORS.create(name, **kw)

@@ -1,0 +1,482 @@
+"""One video, one process: decode -> detect/track -> anonymize -> encode -> audit -> publish.
+
+Design
+------
+- *Analysis once, render many*: faces are found and tracked once per video; every
+  requested method (blur, mask, ...) renders the same regions, so methods are compared
+  on equal terms and extra methods cost only their rendering and encoding.
+- *Streaming with bounded lookahead*: frames wait in a buffer of ``track.lookahead``
+  frames until their regions are final (gap filling and smoothing need a little
+  future), so memory does not grow with video length.
+- *Overlapped stages*: decoding runs in a reader thread and encoding in a writer
+  thread (FFmpeg releases the GIL), detection in the main thread.
+- *Fail closed*: a frame with a person but no head region is redacted (by default);
+  every output is re-checked by the leak audit before it is published; outputs appear
+  under their final name only when complete (see :mod:`deid.io.atomic`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import queue
+import threading
+import time
+from fractions import Fraction
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from . import __version__
+from .anonymize import build_anonymizer, redact_frame
+from .config import Config, config_hash
+from .errors import DeidError, InvalidInputError, LeakDetectedError, VideoDecodeError
+from .io import VideoReader, VideoWriter, atomic_output, check_output_path, probe, write_text_atomic
+from .track import FrameAnalyzer, Planner
+from .types import BoxSource, FrameDecision, FramePlan, Timings, VideoInfo
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".mts", ".m2ts", ".3gp")
+
+
+# ----------------------------------------------------------------------------- naming
+
+
+def output_path(input_path: str | os.PathLike, out_dir: str | os.PathLike, method: str, container: str = "mp4") -> Path:
+    """``<out_dir>/<input stem>.<method>.<container>`` — e.g. ``clip.blur.mp4``."""
+    return Path(out_dir) / f"{Path(input_path).stem}.{method}.{container}"
+
+
+def audit_path(video_out: str | os.PathLike) -> Path:
+    p = Path(video_out)
+    return p.with_name(p.name.rsplit(".", 1)[0] + ".audit.json")
+
+
+def frames_path(video_out: str | os.PathLike) -> Path:
+    p = Path(video_out)
+    return p.with_name(p.name.rsplit(".", 1)[0] + ".frames.parquet")
+
+
+def discover_inputs(paths: Iterable[str | os.PathLike], extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[Path]:
+    """Files as given; folders searched recursively for video extensions. Missing paths are
+    kept (they fail later with a clear error, and the rest of the batch still runs)."""
+    out: list[Path] = []
+    seen = set()
+    for p in map(Path, paths):
+        items = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in extensions) if p.is_dir() else [p]
+        for q in items:
+            key = str(q.resolve()) if q.exists() else str(q)
+            if key not in seen:
+                seen.add(key)
+                out.append(q)
+    return out
+
+
+def sha256_file(path: str | os.PathLike, bufsize: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(bufsize):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- components
+
+
+@dataclass
+class Components:
+    """Models built once and reused across videos of a batch."""
+
+    cfg: Config
+    detector: Any
+    pose: Any | None = None
+    presence: Any | None = None
+    anonymizers: dict[str, Any] = field(default_factory=dict)
+    identity: Any | None = None  # for the leak audit
+
+    @classmethod
+    def build(cls, cfg: Config, methods: Sequence[str], **prebuilt: Any) -> "Components":
+        from .detect import build_detector
+
+        detector = prebuilt.get("detector") or build_detector(cfg)
+        pose = prebuilt.get("pose")
+        presence = prebuilt.get("presence")
+        if cfg.track.pose_fallback and pose is None:
+            from .registry import POSE_ESTIMATORS
+
+            pose = POSE_ESTIMATORS.create(cfg.track.pose_backend)
+        if cfg.track.pose_fallback and presence is None:
+            from .track.presence import SegmentationPresence
+
+            presence = SegmentationPresence()
+        anons = dict(prebuilt.get("anonymizers") or {})
+        for m in methods:
+            if m not in anons:
+                anons[m] = build_anonymizer(m, cfg)
+        identity = prebuilt.get("identity")
+        if cfg.audit.leak_check and identity is None:
+            from .registry import IDENTITY_ENCODERS
+
+            identity = IDENTITY_ENCODERS.create(cfg.audit.identity_backend)
+        return cls(cfg, detector, pose, presence, anons, identity)
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass
+class MethodOutput:
+    method: str
+    path: str
+    audit_path: str = ""
+    frames_written: int = 0
+    leak: dict[str, Any] = field(default_factory=dict)
+    anonymizer_stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class VideoResult:
+    input: str
+    status: str  # done | failed | partial | planned | skipped
+    error: str = ""
+    error_kind: str = ""
+    outputs: list[MethodOutput] = field(default_factory=list)
+    info: VideoInfo | None = None
+    frames_read: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    plans: list[FramePlan] | None = None  # only when keep_plans=True
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("done", "partial", "planned", "skipped")
+
+
+# ----------------------------------------------------------------------------- threads
+
+
+def _prefetch(it: Iterable[Any], maxsize: int = 2) -> Iterator[Any]:
+    """Run an iterator in a background thread, bounded queue; re-raise its errors here."""
+    q: queue.Queue = queue.Queue(maxsize=maxsize)
+    done = object()
+    stop = threading.Event()
+
+    def worker() -> None:
+        try:
+            for item in it:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as e:  # noqa: BLE001 - forwarded to the consumer
+            q.put(e)
+
+    t = threading.Thread(target=worker, name="deid-reader", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                q.get_nowait()
+        t.join(timeout=5)
+
+
+class _WriterThread:
+    """Encodes frames for several writers in one background thread."""
+
+    def __init__(self, writers: dict[str, VideoWriter], maxsize: int = 16):
+        self.writers = writers
+        self.q: queue.Queue = queue.Queue(maxsize=maxsize)
+        self.error: BaseException | None = None
+        self.t = threading.Thread(target=self._run, name="deid-writer", daemon=True)
+        self.t.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue
+            method, frame, pts = item
+            try:
+                self.writers[method].write(frame, pts)
+            except BaseException as e:  # noqa: BLE001
+                self.error = e
+
+    def put(self, method: str, frame: np.ndarray, pts: int | None) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put((method, frame, pts))
+
+    def close(self) -> None:
+        self.q.put(None)
+        self.t.join()
+        if self.error is not None:
+            raise self.error
+
+
+# ----------------------------------------------------------------------------- main entry
+
+
+class _Bookkeeper:
+    """Per-frame decisions kept compactly (one small row a frame), running counts, and
+    the full plans of the frames the leak audit will sample."""
+
+    def __init__(self, frame_count: int, sample_frames: int, keep_all: bool = False):
+        from .audit import sample_indices
+
+        self.counts = _counts([])
+        self.rows: list[tuple] = []
+        self.sample = set(sample_indices(frame_count, sample_frames))
+        self.sampled: dict[int, FramePlan] = {}
+        self.keep_all = keep_all
+        self.plans: list[FramePlan] = []
+
+    def add(self, plan: FramePlan) -> None:
+        for k, v in _counts([plan]).items():
+            self.counts[k] += v
+        self.rows.append(
+            (
+                plan.index,
+                plan.decision.value,
+                bool(plan.person_present),
+                [f.source.value for f in plan.faces],
+                [[round(float(x), 1) for x in f.box] for f in plan.faces],
+            )
+        )
+        if plan.index in self.sample:
+            self.sampled[plan.index] = plan
+        if self.keep_all:
+            self.plans.append(plan)
+
+
+def _counts(plans: Iterable[FramePlan]) -> dict[str, int]:
+    c = {
+        "frames_with_faces": 0,
+        "regions_detected": 0,
+        "regions_interpolated": 0,
+        "regions_held": 0,
+        "regions_pose": 0,
+        "frames_pose_only": 0,
+        "frames_fail_closed": 0,
+        "frames_person_present": 0,
+    }
+    for p in plans:
+        if p.faces:
+            c["frames_with_faces"] += 1
+        if p.person_present:
+            c["frames_person_present"] += 1
+        if p.decision == FrameDecision.FAIL_CLOSED:
+            c["frames_fail_closed"] += 1
+        srcs = [f.source for f in p.faces]
+        c["regions_detected"] += srcs.count(BoxSource.DETECTED)
+        c["regions_interpolated"] += srcs.count(BoxSource.INTERPOLATED)
+        c["regions_held"] += srcs.count(BoxSource.HELD)
+        c["regions_pose"] += srcs.count(BoxSource.POSE)
+        if srcs and all(s == BoxSource.POSE for s in srcs):
+            c["frames_pose_only"] += 1
+    return c
+
+
+def process_video(
+    input_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    methods: Sequence[str],
+    cfg: Config,
+    *,
+    components: Components | None = None,
+    overwrite: bool = False,
+    dry_run: bool = False,
+    progress: Callable[[int], None] | None = None,
+    keep_plans: bool = False,
+    sha256: bool = True,
+) -> VideoResult:
+    """De-identify one video with every method in ``methods``. Never raises for a bad
+    video: the error travels in the result (status ``failed``) so batches go on."""
+    src = str(input_path)
+    res = VideoResult(input=src, status="failed")
+    timings = Timings()
+    t_all = time.perf_counter()
+    try:
+        t0 = time.perf_counter()
+        info = probe(src)
+        res.info = info
+        timings.add("probe", time.perf_counter() - t0)
+        container = cfg.io.container
+        outs = {m: output_path(src, out_dir, m, container) for m in methods}
+        if len(set(outs.values())) != len(outs):
+            raise InvalidInputError(f"{src}: methods {list(methods)} would write the same output name")
+        for p in outs.values():
+            check_output_path(p, [src], overwrite=overwrite)
+        if dry_run:
+            res.status = "planned"
+            res.outputs = [MethodOutput(m, str(p)) for m, p in outs.items()]
+            return res
+        comp = components or Components.build(cfg, methods)
+        _run(src, info, outs, cfg, comp, res, timings, progress, keep_plans, sha256)
+    except DeidError as e:
+        res.status = "failed"
+        res.error = str(e)
+        res.error_kind = e.kind
+    except Exception as e:  # unexpected: still per-video, never kills the batch
+        log.exception("unexpected error on %s", src)
+        res.status = "failed"
+        res.error = f"{src}: unexpected {type(e).__name__}: {e}"
+        res.error_kind = "internal"
+    timings.add("total", time.perf_counter() - t_all)
+    res.timings = {k: round(v, 4) for k, v in timings.seconds.items()}
+    return res
+
+
+def _run(
+    src: str,
+    info: VideoInfo,
+    outs: dict[str, Path],
+    cfg: Config,
+    comp: Components,
+    res: VideoResult,
+    timings: Timings,
+    progress: Callable[[int], None] | None,
+    keep_plans: bool,
+    want_sha: bool,
+) -> None:
+    methods = list(outs)
+    analyzer = FrameAnalyzer(comp.detector, cfg.track, comp.pose, comp.presence)
+    analyzer.reset()
+    for a in comp.anonymizers.values():
+        if hasattr(a, "reset"):
+            a.reset()
+    planner = Planner(cfg.track, info.width, info.height)
+    reader = VideoReader(src, info=info, chunk_size=cfg.io.chunk_size, on_corrupt=cfg.io.on_corrupt, decoder=cfg.io.decoder)
+    book = _Bookkeeper(info.frame_count, cfg.audit.sample_frames, keep_all=keep_plans)
+    pending: deque[tuple[int, np.ndarray, int | None]] = deque()
+    redact_color = (128, 128, 128)
+
+    with contextlib.ExitStack() as stack:
+        tmp = {m: stack.enter_context(atomic_output(p)) for m, p in outs.items()}
+        writers = {}
+        for m in methods:
+            writers[m] = stack.enter_context(
+                VideoWriter(
+                    tmp[m],
+                    info.width,
+                    info.height,
+                    info.fps,
+                    crf=cfg.io.crf,
+                    preset=cfg.io.preset,
+                    timing=cfg.io.timing,
+                    time_base=Fraction(info.time_base) if info.time_base else None,
+                    audio_from=src if cfg.io.keep_audio else None,
+                    container_format="matroska" if outs[m].suffix == ".mkv" else "mp4",
+                )
+            )
+        wt = _WriterThread(writers)
+        written = {m: 0 for m in methods}
+
+        def render(plans: list[FramePlan]) -> None:
+            t_r = time.perf_counter()
+            for plan in plans:
+                idx, frame, pts = pending.popleft()
+                assert idx == plan.index, (idx, plan.index)
+                for m in methods:
+                    if plan.decision == FrameDecision.FAIL_CLOSED:
+                        if cfg.track.fail_closed == "drop":
+                            continue
+                        if cfg.track.fail_closed == "redact":
+                            wt.put(m, redact_frame(frame, redact_color), pts)
+                            written[m] += 1
+                            continue
+                    wt.put(m, comp.anonymizers[m].apply(frame, plan.faces), pts)
+                    written[m] += 1
+                book.add(plan)
+            timings.add("render", time.perf_counter() - t_r)
+
+        t_loop = time.perf_counter()
+        for batch in _prefetch(reader, maxsize=2):
+            t_a = time.perf_counter()
+            obs = analyzer.analyze(batch.frames, batch.start)
+            timings.add("analyze", time.perf_counter() - t_a)
+            planner.add(obs)
+            pending.extend(zip(batch.indices(), batch.frames, batch.pts))
+            render(planner.ready())
+            if progress:
+                progress(len(batch))
+        render(planner.finish())
+        t_c = time.perf_counter()
+        wt.close()
+        for w in writers.values():
+            w.close()
+        timings.add("encode_tail", time.perf_counter() - t_c)
+        timings.add("stream", time.perf_counter() - t_loop)
+
+        res.frames_read = reader.stats.frames_read
+        res.counts = dict(book.counts)
+        res.counts.update({k: int(v) for k, v in analyzer.counts.items()})
+        partial = reader.stats.partial
+
+        # verify what we wrote before anything is published
+        for m in methods:
+            expect = res.frames_read - (res.counts["frames_fail_closed"] if cfg.track.fail_closed == "drop" else 0)
+            if written[m] != expect:
+                raise DeidError(f"{src}: wrote {written[m]} frames for {m}, expected {expect}")
+            got = probe(tmp[m]).frame_count
+            if got != written[m]:
+                raise DeidError(f"{src}: {m} output has {got} frames after encoding, expected {written[m]}")
+
+        # leak audit on the finished temporaries, before publication
+        leak_reports: dict[str, dict[str, Any]] = {}
+        if cfg.audit.leak_check:
+            from .audit import leak_audit
+
+            t_l = time.perf_counter()
+            for m in methods:
+                rep = leak_audit(src, tmp[m], cfg.audit, comp.identity, plans=book.sampled)
+                leak_reports[m] = rep
+                if rep["leaks"] > 0 and cfg.audit.on_leak == "fail":
+                    raise LeakDetectedError(
+                        f"{src}: leak audit found {rep['leaks']} face(s) in the {m} output still matching the input "
+                        f"(frames {rep['leak_frames'][:10]}); nothing was written. Raise anonymize.{m} strength or "
+                        "set audit.on_leak=flag to keep the output for inspection"
+                    )
+            timings.add("leak_audit", time.perf_counter() - t_l)
+
+        input_sha = sha256_file(src) if want_sha else ""
+        chash = config_hash(cfg)
+        status = "partial" if partial else "done"
+        for m in methods:
+            stats = comp.anonymizers[m].stats() if hasattr(comp.anonymizers[m], "stats") else {}
+            mo = MethodOutput(m, str(outs[m]), str(audit_path(outs[m])), written[m], leak_reports.get(m, {}), stats)
+            res.outputs.append(mo)
+        res.status = status
+        if partial:
+            res.error = reader.stats.error
+            res.error_kind = "partial"
+        # all checks passed: write the audit records, then the `with` exit renames the
+        # video temporaries into place (atomic), so a published video always has its audit
+        from .audit import build_audit_record, write_frames_table
+
+        for mo in res.outputs:
+            write_frames_table(frames_path(mo.path), book.rows, mo.method)
+            write_text_atomic(mo.audit_path, build_audit_record(res, mo, cfg, input_sha, chash, timings))
+    if keep_plans:
+        res.plans = book.plans

@@ -1,0 +1,241 @@
+"""From per-frame evidence to per-frame face regions, failing closed.
+
+Evidence per frame (:class:`Observation`): the face detector's boxes, head boxes placed
+from body keypoints where the face detector missed, and whether a person is present at
+all. :func:`plan_window` turns a window of observations into :class:`FramePlan` rows:
+
+1. face boxes are padded into head boxes; pose-placed boxes that overlap one are dropped;
+2. boxes are linked into tracks frame to frame (IoU, with a centre-distance gate for
+   fast motion), allowing gaps of up to ``max_gap`` frames;
+3. gaps are filled by interpolation (slightly enlarged for motion uncertainty); tracks
+   are held ``hold_frames`` before their first and after their last evidence, since a
+   detector typically starts firing a few frames after a face appears;
+4. boxes are smoothed with a centred moving average, then re-grown to cover the
+   evidence of that frame (smoothing must never uncover what the detector saw);
+5. a frame where a person is present and no head region exists is marked
+   ``FAIL_CLOSED``; the renderer then applies the configured policy (redact by default).
+
+:class:`Planner` applies this in a sliding window with ``lookahead`` frames of context
+on each side, so memory is bounded and results match a whole-video run for every frame
+whose neighbourhood fits in the window.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+
+from ..config import TrackConfig
+from ..types import BoxSource, Detections, FaceRegion, FrameDecision, FramePlan
+from . import boxes as B
+
+_RANK = {BoxSource.DETECTED: 0, BoxSource.POSE: 1, BoxSource.INTERPOLATED: 2, BoxSource.HELD: 3}
+
+
+@dataclass(frozen=True, eq=False)
+class Observation:
+    """Raw evidence for one frame."""
+
+    index: int
+    faces: Detections = field(default_factory=Detections.empty)
+    head_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # pose-placed
+    person_present: bool = False  # a person is in the frame (face, pose or segmentation)
+    pose_ran: bool = False
+
+    def __post_init__(self) -> None:
+        hb = np.asarray(self.head_boxes, np.float32).reshape(-1, 4)
+        object.__setattr__(self, "head_boxes", hb)
+        if len(self.faces) or len(hb):
+            object.__setattr__(self, "person_present", True)
+
+
+@dataclass
+class _Point:
+    box: np.ndarray
+    source: BoxSource
+    score: float
+    landmarks: np.ndarray | None = None
+    face_box: np.ndarray | None = None
+    evidence: np.ndarray | None = None  # box that smoothing must keep covering
+
+
+@dataclass
+class _Track:
+    points: dict[int, _Point] = field(default_factory=dict)
+    first: int = 0
+
+    @property
+    def last_frame(self) -> int:
+        return max(self.points)
+
+    def last_box(self) -> np.ndarray:
+        return self.points[self.last_frame].box
+
+
+def _candidates(obs: Observation, cfg: TrackConfig) -> list[_Point]:
+    pts: list[_Point] = []
+    f = obs.faces
+    for i in range(len(f)):
+        hb = B.pad_face_box(f.boxes[i], cfg.pad_side, cfg.pad_top, cfg.pad_bottom)
+        lm = None if f.landmarks is None else f.landmarks[i]
+        pts.append(_Point(hb, BoxSource.DETECTED, float(f.scores[i]), lm, f.boxes[i], hb))
+    for hb in obs.head_boxes:
+        if any(B.box_iou(hb[None], p.box[None])[0, 0] > 0.1 for p in pts):
+            continue  # the face detector already covers this head
+        pts.append(_Point(hb.astype(np.float32), BoxSource.POSE, 0.5, None, None, hb.astype(np.float32)))
+    return pts
+
+
+def _associate(observations: list[Observation], cfg: TrackConfig) -> list[_Track]:
+    tracks: list[_Track] = []
+    for obs in observations:
+        cands = _candidates(obs, cfg)
+        if not cands:
+            continue
+        live = [t for t in tracks if obs.index - t.last_frame <= cfg.max_gap + 1]
+        pairs = []
+        for ti, t in enumerate(live):
+            lb = t.last_box()
+            for ci, c in enumerate(cands):
+                iou = float(B.box_iou(lb[None], c.box[None])[0, 0])
+                dist = B.center_distance(lb, c.box)
+                if iou >= cfg.iou_threshold or dist <= 0.5:
+                    pairs.append((iou - 0.1 * dist, ti, ci))
+        pairs.sort(reverse=True)
+        used_t, used_c = set(), set()
+        for _, ti, ci in pairs:
+            if ti in used_t or ci in used_c:
+                continue
+            used_t.add(ti)
+            used_c.add(ci)
+            live[ti].points[obs.index] = cands[ci]
+        for ci, c in enumerate(cands):
+            if ci not in used_c:
+                tracks.append(_Track({obs.index: c}, obs.index))
+    return tracks
+
+
+def _fill(track: _Track, cfg: TrackConfig, lo: int, hi: int) -> dict[int, _Point]:
+    """Interpolate gaps and add holds; frames limited to [lo, hi)."""
+    frames = sorted(track.points)
+    out: dict[int, _Point] = dict(track.points)
+    runs: list[list[int]] = [[frames[0]]]
+    for a, b in zip(frames, frames[1:]):
+        if b - a - 1 <= cfg.max_gap:
+            for k in range(a + 1, b):
+                t = (k - a) / (b - a)
+                box = B.expand(B.interpolate(track.points[a].box, track.points[b].box, t), 0.05)
+                out[k] = _Point(box, BoxSource.INTERPOLATED, min(track.points[a].score, track.points[b].score))
+            runs[-1].append(b)
+        else:
+            runs.append([b])
+    for run in runs:
+        first, last = run[0], run[-1]
+        for d in range(1, cfg.hold_frames + 1):
+            grow = 0.05 + 0.02 * d
+            if first - d >= lo and first - d not in out:
+                out[first - d] = _Point(B.expand(track.points[first].box, grow), BoxSource.HELD, 0.0)
+            if last + d < hi and last + d not in out:
+                out[last + d] = _Point(B.expand(track.points[last].box, grow), BoxSource.HELD, 0.0)
+    return out
+
+
+def _smooth(points: dict[int, _Point], window: int) -> None:
+    if window <= 1 or len(points) < 2:
+        return
+    frames = sorted(points)
+    half = window // 2
+    raw = {f: points[f].box.copy() for f in frames}
+    for f in frames:
+        neigh = [raw[g] for g in range(f - half, f + half + 1) if g in raw]
+        avg = np.mean(neigh, axis=0).astype(np.float32)
+        keep = points[f].evidence if points[f].evidence is not None else raw[f]
+        points[f].box = B.union(avg, keep)
+
+
+def plan_window(
+    observations: Iterable[Observation],
+    cfg: TrackConfig,
+    width: int,
+    height: int,
+    emit: tuple[int, int] | None = None,
+) -> list[FramePlan]:
+    """Plans for the frames in ``emit`` = [start, stop) (default: all observed frames),
+    using every observation given as context."""
+    obs = sorted(observations, key=lambda o: o.index)
+    if not obs:
+        return []
+    lo, hi = obs[0].index, obs[-1].index + 1
+    e_lo, e_hi = emit if emit is not None else (lo, hi)
+    tracks = _associate(obs, cfg)
+    per_frame: dict[int, list[FaceRegion]] = {}
+    for t in tracks:
+        n_det = sum(1 for p in t.points.values() if p.source == BoxSource.DETECTED)
+        n_pose = sum(1 for p in t.points.values() if p.source == BoxSource.POSE)
+        if n_det < cfg.min_hits and n_pose == 0:
+            continue
+        pts = _fill(t, cfg, lo, hi)
+        _smooth(pts, cfg.smooth_window)
+        tid = int(t.first) * 1000 + int(abs(hash(tuple(np.round(t.points[t.first].box).astype(int)))) % 1000)
+        for f, p in pts.items():
+            if not (e_lo <= f < e_hi):
+                continue
+            box = B.clip(p.box, width, height)
+            if B.area(box) < 4.0:
+                continue  # entirely outside the frame
+            per_frame.setdefault(f, []).append(
+                FaceRegion(box=box, track_id=tid, source=p.source, score=p.score, landmarks=p.landmarks, face_box=p.face_box)
+            )
+    by_index = {o.index: o for o in obs}
+    plans = []
+    for f in range(e_lo, e_hi):
+        o = by_index.get(f)
+        faces = tuple(sorted(per_frame.get(f, []), key=lambda r: (_RANK[r.source], -r.score)))
+        present = bool(o.person_present) if o is not None else False
+        decision = FrameDecision.FAIL_CLOSED if (present and not faces) else FrameDecision.OK
+        plans.append(FramePlan(index=f, faces=faces, decision=decision, person_present=present or bool(faces)))
+    return plans
+
+
+class Planner:
+    """Sliding-window planner: ``add()`` observations in frame order, then take the plans
+    that are final with ``ready()``; ``finish()`` returns the rest.
+
+    A plan for frame f is final once frames up to f + lookahead have been observed."""
+
+    def __init__(self, cfg: TrackConfig, width: int, height: int):
+        self.cfg = cfg
+        self.width, self.height = int(width), int(height)
+        self.L = int(cfg.lookahead)
+        self._obs: deque[Observation] = deque()
+        self._next_emit = None  # first frame not yet emitted
+        self._last = -1
+
+    def add(self, observations: Iterable[Observation]) -> None:
+        for o in observations:
+            if o.index <= self._last:
+                raise ValueError(f"observations must arrive in frame order (got {o.index} after {self._last})")
+            self._last = o.index
+            if self._next_emit is None:
+                self._next_emit = o.index
+            self._obs.append(o)
+
+    def _emit(self, stop: int) -> list[FramePlan]:
+        if self._next_emit is None or stop <= self._next_emit:
+            return []
+        start = self._next_emit
+        ctx = [o for o in self._obs if start - self.L <= o.index < stop + self.L]
+        plans = plan_window(ctx, self.cfg, self.width, self.height, emit=(start, stop))
+        self._next_emit = stop
+        while self._obs and self._obs[0].index < stop - self.L:
+            self._obs.popleft()
+        return plans
+
+    def ready(self) -> list[FramePlan]:
+        return self._emit(self._last + 1 - self.L)
+
+    def finish(self) -> list[FramePlan]:
+        return self._emit(self._last + 1)
