@@ -105,10 +105,10 @@ class TrackConfig:
         _check(self.smooth_window >= 1 and self.smooth_window % 2 == 1, "track.smooth_window must be odd and >= 1")
         _check(self.pose_stride >= 1, "track.pose_stride must be >= 1")
         _one_of(self.fail_closed, ("redact", "flag", "drop"), "track.fail_closed")
-        _check(
-            self.lookahead >= max(self.max_gap, self.hold_frames, self.smooth_window // 2) + 1,
-            "track.lookahead must exceed max_gap, hold_frames and smooth_window/2",
-        )
+        # a frame's region depends on evidence up to max(max_gap + 1, hold_frames) frames
+        # ahead, plus half the smoothing window: the planner must see that far
+        need = max(self.max_gap + 1, self.hold_frames) + self.smooth_window // 2 + 1
+        _check(self.lookahead >= need, f"track.lookahead must be >= {need} for these max_gap/hold_frames/smooth_window")
         for k in ("pad_side", "pad_top", "pad_bottom"):
             _check(0.0 <= getattr(self, k) <= 2.0, f"track.{k} must be in [0, 2]")
 

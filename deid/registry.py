@@ -75,3 +75,8 @@ POSE_ESTIMATORS.register("rtmpose", "deid.pose.rtmpose_backend:RTMPoseEstimator"
 
 IDENTITY_ENCODERS.register("dlib", "deid.identity.dlib_backend:DlibIdentityEncoder")
 IDENTITY_ENCODERS.register("arcface", "deid.identity.arcface_backend:ArcFaceIdentityEncoder")
+
+# Test doubles (deid.testing): real algorithms on synthetic clips, no model files.
+DETECTORS.register("color", "deid.testing:ColorFaceDetector")
+POSE_ESTIMATORS.register("color_pose", "deid.testing:ColorPoseEstimator")
+IDENTITY_ENCODERS.register("patch", "deid.testing:PatchIdentityEncoder")

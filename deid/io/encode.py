@@ -97,11 +97,10 @@ class VideoWriter:
         s.codec_context.time_base = self.time_base
         s.metadata.clear()
         self._v = s
-        try:
-            self._bsf = av.bitstream.BitStreamFilterContext("filter_units=remove_types=6", s, s)
-        except Exception:  # pragma: no cover - filter missing from an FFmpeg build
-            self._bsf = None
-            log.warning("filter_units bitstream filter unavailable; x264 SEI banner stays in the stream")
+        # The SEI filter is created at the first packet, once the encoder is open: its
+        # parameters (size, extradata) are copied from the stream at creation time.
+        self._bsf = None
+        self._bsf_ready = False
         self._audio_in = None
         self._a = None
         if audio_from is not None:
@@ -140,9 +139,21 @@ class VideoWriter:
             self._audio_in = None
 
     # ------------------------------------------------------------------ video
+    def _filter(self):
+        if not self._bsf_ready:
+            self._bsf_ready = True
+            self._out.start_encoding()  # header written with the opened encoder's parameters
+            try:
+                self._bsf = av.bitstream.BitStreamFilterContext("filter_units=remove_types=6", self._v, self._v)
+            except Exception:  # pragma: no cover - filter missing from an FFmpeg build
+                self._bsf = None
+                log.warning("filter_units bitstream filter unavailable; x264 SEI banner stays in the stream")
+        return self._bsf
+
     def _mux(self, packets) -> None:
         for p in packets:
-            outs = self._bsf.filter(p) if self._bsf is not None else [p]
+            bsf = self._filter()
+            outs = bsf.filter(p) if bsf is not None else [p]
             for q in outs:
                 q.stream = self._v
                 self._out.mux(q)
