@@ -20,7 +20,7 @@ from deid.pose.openpose_backend import (
     layout_for_channels,
     score_limb,
 )
-from deid.pose.testing import write_openpose_onnx
+from deid.pose.testing import openpose_maps, write_openpose_onnx
 
 # OpenPose's part names in network order (openpose/src/openpose/pose/poseParameters.cpp).
 BODY25_PARTS = [
@@ -60,40 +60,10 @@ def frame_to_cell(xy):
     return (xn - 3.5) / 8.0, (yn - 3.5) / 8.0
 
 
-def make_maps(people, parts, layout, h=46, w=60, sigma=1.0, limb_width=1.0):
-    """Ground-truth-style OpenPose maps: Gaussian part heatmaps, background = 1 - max,
-    PAFs = unit limb vectors within `limb_width` cells of each limb (averaged where two overlap)."""
-    J = len(parts)
-    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
-    hm = np.zeros((J + 1, h, w), np.float32)
-    paf = np.zeros((2 * len(layout.pairs), h, w), np.float32)
-    cnt = np.zeros((len(layout.pairs), h, w), np.float32)
-    for person in people:
-        cells = {n: frame_to_cell(p) for n, p in person.items()}
-        for j, n in enumerate(parts):
-            if n in cells:
-                cx, cy = cells[n]
-                hm[j] = np.maximum(hm[j], np.exp(-((gx - cx) ** 2 + (gy - cy) ** 2) / (2 * sigma**2)))
-        for k, ((a, b), (chx, chy)) in enumerate(zip(layout.pairs, layout.paf)):
-            if parts[a] not in cells or parts[b] not in cells:
-                continue
-            pa, pb = np.array(cells[parts[a]]), np.array(cells[parts[b]])
-            v = pb - pa
-            L = np.linalg.norm(v)
-            u = v / L
-            rx, ry = gx - pa[0], gy - pa[1]
-            along = rx * u[0] + ry * u[1]
-            across = np.abs(rx * u[1] - ry * u[0])
-            m = (along >= -limb_width) & (along <= L + limb_width) & (across <= limb_width)
-            paf[chx][m] += u[0]
-            paf[chy][m] += u[1]
-            cnt[k][m] += 1
-    for k, (chx, chy) in enumerate(layout.paf):
-        nz = cnt[k] > 0
-        paf[chx][nz] /= cnt[k][nz]
-        paf[chy][nz] /= cnt[k][nz]
-    hm[J] = 1.0 - hm[:J].max(axis=0)
-    return np.concatenate([hm, paf], axis=0)
+def make_maps(people, parts, layout, h=46, w=60):
+    """OpenPose maps for people given by part name in frame pixels."""
+    cells = [{parts.index(n): frame_to_cell(p) for n, p in person.items() if n in parts} for person in people]
+    return openpose_maps(cells, layout, (h, w))
 
 
 def two_people(parts):

@@ -1,0 +1,141 @@
+"""RTMPose backend through rtmlib + onnxruntime, on tiny ONNX models with RTMPose's
+signature whose SimCC outputs peak at known bins; the expected frame coordinates are
+computed here from mmpose's top-down conventions, not by calling rtmlib."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")
+
+from deid.errors import ConfigError, ModelWeightsError
+from deid.pose import schema
+from deid.pose.rtmpose_backend import KEYPOINT_MAPS, RTMPoseEstimator
+from deid.pose.testing import write_rtmpose_onnx, write_yolox_onnx
+
+IN_W, IN_H = 192, 256  # RTMPose-m body input (w, h)
+SPLIT = 2.0  # SimCC bins per input pixel
+
+
+def simcc(bins_x, bins_y, val_x=0.9, val_y=0.7):
+    """One-hot-ish SimCC vectors peaking at the given bins (-1: an all-zero row = missing)."""
+    K = len(bins_x)
+    sx = np.zeros((1, K, int(IN_W * SPLIT)), np.float32)
+    sy = np.zeros((1, K, int(IN_H * SPLIT)), np.float32)
+    for k, (bx, by) in enumerate(zip(bins_x, bins_y)):
+        if bx >= 0:
+            sx[0, k, bx] = val_x
+            sx[0, k, bx - 1] = val_x / 3  # a neighbour bin, lower: argmax stays put
+            sy[0, k, by] = val_y
+    return sx, sy
+
+
+def expected_xy(box, bx, by):
+    """mmpose top-down decoding: box -> centre and size x1.25, size widened or heightened to
+    the input aspect (w/h = 192/256); a SimCC bin b is input pixel b / 2, and input pixel u
+    maps to centre - size/2 + u / input_size * size."""
+    x1, y1, x2, y2 = box
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    w, h = (x2 - x1) * 1.25, (y2 - y1) * 1.25
+    aspect = IN_W / IN_H
+    if w > h * aspect:
+        h = w / aspect
+    else:
+        w = h * aspect
+    u, v = bx / SPLIT, by / SPLIT
+    return cx - w / 2 + u / IN_W * w, cy - h / 2 + v / IN_H * h
+
+
+def textured(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+BINS_X = [40 + 17 * k for k in range(17)]
+BINS_Y = [150 + 12 * k for k in range(17)]
+
+
+@pytest.fixture()
+def coco17_model(tmp_path):
+    bx, by = list(BINS_X), list(BINS_Y)
+    bx[16] = by[16] = -1  # right ankle: no response -> missing
+    bx[15] = 4  # left ankle: decodes left of the frame -> dropped unless keep_outside
+    return write_rtmpose_onnx(tmp_path / "rtmpose17.onnx", *simcc(bx, by), input_size=(IN_W, IN_H)), bx, by
+
+
+def test_whole_frame_box_decodes_where_mmpose_puts_it(coco17_model):
+    path, bx, by = coco17_model
+    H, W = 240, 320
+    est = RTMPoseEstimator(path, person_boxes="frame")
+    assert est.input_size == (IN_W, IN_H)
+    (kp,) = est.estimate([textured(H, W)])
+    assert kp.schema == "wholebody133" and kp.data.shape == (1, 133, 3)
+    d = kp.data[0]
+    for k in range(15):
+        ex, ey = expected_xy((0, 0, W, H), bx[k], by[k])
+        assert d[k, 0] == pytest.approx(ex, abs=1e-3) and d[k, 1] == pytest.approx(ey, abs=1e-3), schema.SCHEMA[k].name
+        assert d[k, 2] == pytest.approx((0.9 + 0.7) / 2)  # rtmlib: mean of the two axes' maxima
+    assert np.all(d[15:] == 0)  # out-of-frame ankle, silent ankle, and nothing beyond COCO-17
+    keep = RTMPoseEstimator(path, person_boxes="frame", keep_outside=True).estimate([textured(H, W)])[0].data[0]
+    ex, _ = expected_xy((0, 0, W, H), bx[15], by[15])
+    assert ex < 0 and keep[15, 0] == pytest.approx(ex, abs=1e-3) and keep[15, 2] > 0
+    assert keep[16, 2] == 0
+
+
+def test_detector_boxes_one_person_each(tmp_path, coco17_model):
+    """Two YOLOX boxes (in the detector's 640x640 letterboxed input) -> two people, each
+    decoded relative to its own box mapped back to frame pixels."""
+    path, bx, by = coco17_model
+    H, W = 240, 320  # letterbox ratio min(640/240, 640/320) = 2
+    dets = np.array([[20, 40, 220, 400, 0.95], [300, 60, 560, 460, 0.9]], np.float32)
+    det = write_yolox_onnx(tmp_path / "yolox.onnx", dets)
+    est = RTMPoseEstimator(path, det_model_path=det)
+    assert est.person_boxes == "yolox"
+    boxes = est.boxes(textured(H, W))
+    np.testing.assert_allclose(boxes, dets[:, :4] / 2.0, atol=1e-4)
+    (kp,) = est.estimate([textured(H, W)])
+    assert kp.num_persons == 2
+    for person, box in zip(kp.data, boxes):
+        for k in range(15):
+            ex, ey = expected_xy(box, bx[k], by[k])
+            if 0 <= ex <= W and 0 <= ey <= H:
+                assert person[k, :2] == pytest.approx((ex, ey), abs=1e-3)
+            else:
+                assert person[k, 2] == 0
+
+
+@pytest.mark.parametrize("K", [26, 133])
+def test_keypoint_count_selects_the_mapping(tmp_path, K):
+    bx = [60 + (k * 7) % 240 for k in range(K)]
+    by = [160 + (k * 5) % 200 for k in range(K)]
+    path = write_rtmpose_onnx(tmp_path / f"m{K}.onnx", *simcc(bx, by), input_size=(IN_W, IN_H))
+    (kp,) = RTMPoseEstimator(path, person_boxes="frame").estimate([textured(240, 320)])
+    d = kp.data[0]
+    mapping = KEYPOINT_MAPS[K]
+    for k in range(K):
+        ex, ey = expected_xy((0, 0, 320, 240), bx[k], by[k])
+        if mapping[k] < 0:
+            continue
+        assert d[mapping[k], :2] == pytest.approx((ex, ey), abs=1e-3)
+    if K == 26:  # Halpe-26: 24 = left heel, 21 = right big toe
+        assert mapping[24] == schema.index_of("left_heel") and mapping[21] == schema.index_of("right_big_toe")
+        assert int((d[:, 2] > 0).sum()) == 23  # head / neck / hip have no wholebody133 counterpart
+
+
+def test_unsupported_keypoint_count(tmp_path):
+    path = write_rtmpose_onnx(tmp_path / "m21.onnx", *simcc([50] * 21, [200] * 21), input_size=(IN_W, IN_H))
+    with pytest.raises(ModelWeightsError, match="21 keypoints"):
+        RTMPoseEstimator(path, person_boxes="frame")
+
+
+def test_missing_files_say_where_to_put_them(tmp_path, monkeypatch, coco17_model):
+    monkeypatch.delenv("DEID_RTMPOSE_MODEL", raising=False)
+    monkeypatch.delenv("DEID_RTMPOSE_DET_MODEL", raising=False)
+    with pytest.raises(ModelWeightsError, match="DEID_RTMPOSE_MODEL.*evaluate.pose.model_path"):
+        RTMPoseEstimator()
+    with pytest.raises(ModelWeightsError, match="not found"):
+        RTMPoseEstimator(tmp_path / "nope.onnx")
+    with pytest.raises(ModelWeightsError, match="DEID_RTMPOSE_DET_MODEL"):
+        RTMPoseEstimator(coco17_model[0], person_boxes="yolox")
+    with pytest.raises(ConfigError, match="person_boxes"):
+        RTMPoseEstimator(coco17_model[0], person_boxes="everyone")
