@@ -118,8 +118,28 @@ def _associate(observations: list[Observation], cfg: TrackConfig) -> list[_Track
     return tracks
 
 
+def _reinforce_pose(track: _Track, cfg: TrackConfig) -> None:
+    """A pose-placed box between two face detections of the same track (within max_gap)
+    also gets the box interpolated between those detections: head boxes from body
+    keypoints are rougher than padded face boxes, so the union covers both."""
+    det = sorted(f for f, p in track.points.items() if p.source == BoxSource.DETECTED)
+    if len(det) < 2:
+        return
+    for f, p in track.points.items():
+        if p.source != BoxSource.POSE:
+            continue
+        k = int(np.searchsorted(det, f))
+        if 0 < k < len(det):
+            a, b = det[k - 1], det[k]
+            if b - a - 1 <= cfg.max_gap:
+                ib = B.interpolate(track.points[a].box, track.points[b].box, (f - a) / (b - a))
+                p.box = B.union(p.box, ib)
+                p.evidence = p.box
+
+
 def _fill(track: _Track, cfg: TrackConfig, lo: int, hi: int) -> dict[int, _Point]:
     """Interpolate gaps and add holds; frames limited to [lo, hi)."""
+    _reinforce_pose(track, cfg)
     frames = sorted(track.points)
     out: dict[int, _Point] = dict(track.points)
     runs: list[list[int]] = [[frames[0]]]
