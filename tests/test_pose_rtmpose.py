@@ -139,3 +139,34 @@ def test_missing_files_say_where_to_put_them(tmp_path, monkeypatch, coco17_model
         RTMPoseEstimator(coco17_model[0], person_boxes="yolox")
     with pytest.raises(ConfigError, match="person_boxes"):
         RTMPoseEstimator(coco17_model[0], person_boxes="everyone")
+
+
+@pytest.mark.media
+def test_mediapipe_boxes_by_default(coco17_model):
+    """Without a detector model the person box comes from MediaPipe pose: one box around
+    the person's body points, and nobody on a blank frame."""
+    import cv2
+
+    from conftest import media_path
+
+    img = np.ascontiguousarray(cv2.imread(str(media_path("pose/COCO_val2014_000000000241.jpg")))[..., ::-1])
+    est = RTMPoseEstimator(coco17_model[0])
+    assert est.person_boxes == "mediapipe"
+    (box,) = est.boxes(img)
+    x1, y1, x2, y2 = box
+    assert 0 <= x1 < x2 <= img.shape[1] and 0 <= y1 < y2 <= img.shape[0]
+    assert (x2 - x1) * (y2 - y1) > 0.05 * img.shape[0] * img.shape[1]  # a person, not a speck
+    est.reset()  # MediaPipe tracks in video mode: start again so estimate() sees the same box
+    (kp,) = est.estimate([img])
+    assert kp.num_persons == 1
+    inside = 0
+    for k in range(15):
+        ex, ey = expected_xy(box, coco17_model[1][k], coco17_model[2][k])
+        if 0 <= ex <= img.shape[1] and 0 <= ey <= img.shape[0]:
+            inside += 1
+            assert kp.data[0, k, :2] == pytest.approx((ex, ey), abs=1e-3)
+        else:
+            assert kp.data[0, k, 2] == 0
+    assert inside >= 5
+    est.reset()
+    assert est.estimate([np.zeros((240, 320, 3), np.uint8)])[0].num_persons == 0
