@@ -73,3 +73,12 @@ def test_reference_embeddings_and_no_face_error(dlib_encoder, tmp_path):
         reference_embeddings(dlib_encoder, [blank])
     with pytest.raises(InvalidInputError, match="not found"):
         load_rgb(tmp_path / "missing.jpg")
+
+
+def test_attack_on_unprocessed_photos_finds_the_patient(faces, dlib_encoder):
+    from deid.metrics.reid import reid_attack
+
+    gallery = np.concatenate([faces["obama"][1], faces["biden"][1]])
+    probes = np.concatenate([faces["obama2"][1], faces["obama3"][1]])
+    res = reid_attack(gallery, ["patient", "other"], probes, "patient", distance=dlib_encoder.distance)
+    assert res.rank1 == 1.0 and res.mean_ap == 1.0 and res.chance_rank1 == 0.5

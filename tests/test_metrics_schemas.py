@@ -158,3 +158,25 @@ def test_reader_checks_table_kind_and_version(tmp_path):
         S.read_table(tmp_path / "plain.parquet", "summary")
     with pytest.raises(InvalidInputError, match="no such"):
         S.read_table(tmp_path / "missing.parquet", "summary")
+
+
+def test_summary_row_from_metric_results(tmp_path):
+    from deid.metrics import clinical, evaluate_pose, reid_attack, summarize_identity
+
+    rng = np.random.default_rng(0)
+    poses = [rng.uniform(0, 300, (1, 133, 3)) for _ in range(4)]
+    for p in poses:
+        p[..., 2] = 0.9
+    pose = evaluate_pose(poses, poses)
+    ident = summarize_identity(identity_data())
+    attack = reid_attack(np.eye(4), ["p", "a", "b", "c"], np.eye(4)[:1], "p")
+    feats = clinical.clinical_features(np.zeros((30, 133, 3)), 30.0)
+    row = S.summary_row("v1", "blur", pose=pose, identity=ident, attack=attack,
+                        feature_errors=clinical.feature_errors(feats, feats), pose_backend="mediapipe_holistic",
+                        identity_backend="dlib", identity_threshold=0.6)
+    S.write_table([row], tmp_path / "s.parquet", "summary")
+    df = S.read_table(tmp_path / "s.parquet", "summary").to_pandas().iloc[0]
+    assert df["ap_overall"] == pytest.approx(1.0) and df["ap_hands"] == pytest.approx(1.0)
+    assert df["frames"] == 4 and df["frames_leak"] == ident["frames_leak"] == 1
+    assert df["attack_rank1"] == 1.0 and df["attack_chance_rank1"] == pytest.approx(0.25)
+    assert math.isnan(df["fe_blink_rate_per_min"])  # not measurable on an empty track

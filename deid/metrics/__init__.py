@@ -11,7 +11,7 @@ from .clinical import FEATURE_NAMES, clinical_features, feature_errors, primary_
 from .identity import identity_rows, summarize_identity
 from .oks import PoseEvaluation, evaluate_pose, summarize_pose
 from .reid import AttackResult, reid_attack
-from .schemas import SCHEMA_VERSION, read_table, to_table, write_dataset, write_table
+from .schemas import SCHEMA_VERSION, read_table, status_rows, summary_row, to_table, write_dataset, write_table
 
 __all__ = [
     "FEATURE_NAMES",
@@ -25,6 +25,8 @@ __all__ = [
     "primary_person",
     "read_table",
     "reid_attack",
+    "status_rows",
+    "summary_row",
     "summarize_identity",
     "summarize_pose",
     "to_table",

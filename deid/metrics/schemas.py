@@ -439,3 +439,60 @@ def status_rows(
              "leaks": leak.get("leaks") if isinstance(leak, Mapping) else None}
         )
     return rows
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def summary_row(
+    video: str,
+    method: str,
+    *,
+    pose: Any = None,
+    identity: Mapping[str, Any] | None = None,
+    attack: Any = None,
+    feature_errors: Mapping[str, float] | None = None,
+    pose_backend: str = "",
+    identity_backend: str = "",
+    identity_threshold: float | None = None,
+    frames: int | None = None,
+    deid_version: str = "",
+) -> dict[str, Any]:
+    """One summary row from the metric results: ``pose`` a
+    :class:`deid.metrics.oks.PoseEvaluation`, ``identity`` the dict of
+    :func:`deid.metrics.identity.summarize_identity`, ``attack`` a
+    :class:`deid.metrics.reid.AttackResult`, ``feature_errors`` the dict of
+    :func:`deid.metrics.clinical.feature_errors`. Parts not given stay null."""
+    names = set(schema("summary").names)
+    row: dict[str, Any] = {
+        "video": video,
+        "method": method,
+        "pose_backend": pose_backend,
+        "identity_backend": identity_backend,
+        "identity_threshold": identity_threshold,
+        "frames": frames,
+        "deid_version": deid_version,
+    }
+    if pose is not None:
+        for g, v in pose.ap.items():
+            if f"ap_{g}" in names:
+                row[f"ap_{g}"] = v
+        row["ap50_overall"] = pose.ap50.get("overall")
+        row["ap75_overall"] = pose.ap75.get("overall")
+        fo = pose.frame_oks.get("overall")
+        row["oks_mean"] = float(np.nanmean(fo)) if fo is not None and np.isfinite(fo).any() else None
+        if frames is None:
+            row["frames"] = len(fo) if fo is not None else None
+    if identity is not None:
+        for k, v in identity.items():
+            if k in names and k != "frames":
+                row[k] = v
+    if attack is not None:
+        for k, v in attack.to_dict().items():
+            if k in names:
+                row[k] = v
+    if feature_errors is not None:
+        for k, v in feature_errors.items():
+            if f"fe_{k}" in names:
+                row[f"fe_{k}"] = v
+    return row
