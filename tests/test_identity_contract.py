@@ -175,3 +175,18 @@ def test_build_from_config(tiny_arcface_path):
     assert build_identity_encoder(IdentityConfig()).threshold == 0.6
     enc = build_identity_encoder(IdentityConfig(backend="arcface", model_path=str(tiny_arcface_path)))
     assert enc.name == "arcface" and enc.threshold == ARCFACE_THRESHOLD
+
+
+def test_pickles_by_rebuilding(encoder):
+    """Encoders travel to worker processes as (class, arguments) and reload their models."""
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(encoder))
+    assert type(clone) is type(encoder) and clone.threshold == encoder.threshold and clone.dim == encoder.dim
+    f = textured_frame()
+    np.testing.assert_allclose(clone.embed([f], [GOOD])[0], encoder.embed([f], [GOOD])[0], atol=1e-6)
+
+
+def test_box_partly_outside_the_frame_is_embedded(encoder):
+    out = encoder.embed([textured_frame()], [np.array([[-40, -30, 90, 100]], np.float32)])[0]
+    assert out.shape == (1, encoder.dim) and np.isfinite(out).all()

@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ModelWeightsError
-from .base import MIN_FACE_SIZE, check_inputs, cosine_distance, embeddable, nan_rows
+from .base import MIN_FACE_SIZE, check_inputs, cosine_distance, embeddable, nan_rows, rebuild
 from .landmarks import Landmarks68
 
 ENV_VAR = "DEID_ARCFACE_MODEL"
@@ -72,6 +72,10 @@ class ArcFaceIdentityEncoder:
     ):
         path = resolve_model_path(model_path)
         self.model_path = str(path)
+        self._init_kwargs = dict(
+            model_path=self.model_path, threshold=threshold, predictor_path=predictor_path,
+            min_face_size=min_face_size, batch_size=batch_size,
+        )
         try:
             from insightface.model_zoo import get_model
 
@@ -92,6 +96,9 @@ class ArcFaceIdentityEncoder:
         self.batch_size = max(1, int(batch_size))
         self._lm = Landmarks68(predictor_path)
         self._lock = threading.Lock()
+
+    def __reduce__(self):
+        return (rebuild, (type(self), self._init_kwargs))
 
     def keypoints(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray:
         """InsightFace-order 5 keypoints (5, 2) for one box (from dlib's 68 points)."""

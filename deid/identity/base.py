@@ -80,3 +80,10 @@ def cosine_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def nan_rows(n: int, dim: int) -> np.ndarray:
     return np.full((n, dim), np.nan, np.float32)
+
+
+def rebuild(cls: type, kwargs: dict) -> object:
+    """Unpickle helper: backends pickle as (class, constructor arguments) and load their
+    models again on the other side (dlib and ONNX Runtime objects do not pickle), so an
+    encoder can be shipped to a worker process."""
+    return cls(**kwargs)

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ModelWeightsError
-from .base import MIN_FACE_SIZE, check_inputs, embeddable, euclidean_distance, nan_rows
+from .base import MIN_FACE_SIZE, check_inputs, embeddable, euclidean_distance, nan_rows, rebuild
 from .landmarks import dlib_rect, load_shape_predictor, model_file
 
 #: dlib's same-person radius for ``dlib_face_recognition_resnet_model_v1``.
@@ -50,6 +50,10 @@ class DlibIdentityEncoder:
     ):
         import dlib
 
+        self._init_kwargs = dict(
+            threshold=threshold, num_jitters=num_jitters, model_path=model_path,
+            predictor_path=predictor_path, min_face_size=min_face_size, batch_size=batch_size,
+        )
         self.threshold = float(threshold)
         self.num_jitters = int(num_jitters)
         self.min_face_size = float(min_face_size)
@@ -65,6 +69,9 @@ class DlibIdentityEncoder:
             ) from None
         self._sp = load_shape_predictor(self.predictor_path)
         self._lock = threading.Lock()
+
+    def __reduce__(self):
+        return (rebuild, (type(self), self._init_kwargs))
 
     # -- protocol -------------------------------------------------------------------
     def embed(self, frames: Sequence[np.ndarray], boxes: Sequence[np.ndarray]) -> list[np.ndarray]:
