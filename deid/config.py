@@ -117,7 +117,7 @@ class TrackConfig:
 class BlurConfig:
     # Strength is the Gaussian sigma as a fraction of the region's size, applied after a
     # downscale. Calibrated against dlib re-identification (see docs/calibration.md).
-    strength: float = 0.12
+    strength: float = 0.25
     shape: str = "ellipse"  # ellipse | box
     feather: float = 0.12  # edge softness as a fraction of region size
 
@@ -161,8 +161,11 @@ class AuditConfig:
 
     leak_check: bool = True
     identity_backend: str = "dlib"
-    sample_frames: int = 40  # frames re-checked per output (evenly spaced), 0 = all
+    sample_frames: int = 24  # frames re-checked per output (evenly spaced), 0 = all
     threshold: float = 0.6  # identity distance under which a face counts as a leak
+    # for faces the recogniser cannot tell from a blank (distance to a greyed-out region
+    # under threshold), a leak also needs the output this much closer than the blank
+    null_margin: float = 0.1
     on_leak: str = "fail"  # fail (delete output, error) | flag (keep, mark in audit)
 
     def __post_init__(self) -> None:
@@ -195,20 +198,40 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class SwapConfig:
-    preset: str = "small"  # small (CPU, minutes) | large (GPU, 128 px)
-    donor: str = ""
-    donor_library: str = ""  # folder of donors; default ~/.deid/donors or $DEID_DONORS
-    max_minutes: float = 8.0  # training time budget
-    max_steps: int = 0  # 0 = time budget only
+    """Per-patient face swap (see docs/swap.md)."""
+
+    preset: str = "small"  # tiny (tests only) | small (CPU, minutes, 64 px) | large (GPU, 128 px)
+    donor: str = ""  # a donor in the library (`deid donor list`); "demo-carphone" is built in
+    donor_library: str = ""  # folder of donors; default $DEID_DONORS or ~/.deid/donors
+    max_minutes: float = 8.0  # training time budget (total, across resumes)
+    max_steps: int = 0  # training step budget (0 = time budget only)
+    batch_size: int = 0  # faces per identity per step (0 = the preset's)
+    learning_rate: float = 0.0  # AdamW learning rate (0 = the preset's)
+    max_frames: int = 400  # patient frames sampled (evenly) for the training face set
+    donor_pretrain: bool = True  # start from the donor's cached donor-only model when present
     other_faces: str = "blur"  # policy for faces that are not the patient's: blur | mask | swap
     gate: bool = True  # identity gate: fall back to mask where the swap still matches the patient
-    keep_model: bool = False
-    blend: str = "feather"  # feather | seamless
+    gate_every: int = 5  # gate every k-th frame of a track (1 = every frame); a failed track is gated every frame
+    keep_model: bool = False  # keep the patient's model after conversion (a warning is logged)
+    model_dir: str = ""  # convert with a model from `deid swap train` instead of training one (never deleted)
+    workdir: str = ""  # where the private (0700) session directory is made; default: the system temp dir
+    blend: str = "feather"  # feather | seamless (cv2.seamlessClone)
+    colour: str = "lab"  # colour matching to the face being replaced: lab (mean/std in LAB) | none
+    smooth: float = 1.0  # landmark smoothing over time: One-Euro min cutoff in Hz (lower = smoother; 0 = off)
     seed: int = 0
 
     def __post_init__(self) -> None:
+        _one_of(self.preset, ("tiny", "small", "large"), "swap.preset")
         _one_of(self.other_faces, ("blur", "mask", "swap"), "swap.other_faces")
         _one_of(self.blend, ("feather", "seamless"), "swap.blend")
+        _one_of(self.colour, ("lab", "none"), "swap.colour")
+        _check(self.max_minutes >= 0 and self.max_steps >= 0, "swap.max_minutes and swap.max_steps must be >= 0")
+        _check(self.max_minutes > 0 or self.max_steps > 0, "swap training needs a budget: swap.max_minutes or swap.max_steps above 0")
+        _check(self.batch_size >= 0, "swap.batch_size must be >= 0 (0 = the preset's)")
+        _check(0.0 <= self.learning_rate < 1.0, "swap.learning_rate must be in [0, 1) (0 = the preset's)")
+        _check(self.max_frames >= 8, "swap.max_frames must be >= 8")
+        _check(self.gate_every >= 1, "swap.gate_every must be >= 1 (1 = check every frame)")
+        _check(self.smooth >= 0.0, "swap.smooth must be >= 0 (0 = no smoothing)")
 
 
 @dataclass(frozen=True)
