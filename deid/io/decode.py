@@ -102,7 +102,8 @@ class VideoReader:
         c = open_container(self.path)
         try:
             s = c.streams.video[0]
-            s.thread_type = "AUTO"
+            # no frame threading: FFmpeg frame threads can deadlock on a corrupt stream
+            # (seen on video/bad/corrupted.mp4); decode is not the bottleneck anyway
             tb = Fraction(s.time_base) if s.time_base else Fraction(1, 1)
             index_of_pts = None
             first_pts = None
