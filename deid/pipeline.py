@@ -110,7 +110,8 @@ class Components:
         if cfg.track.pose_fallback and pose is None:
             from .registry import POSE_ESTIMATORS
 
-            pose = POSE_ESTIMATORS.create(cfg.track.pose_backend)
+            # keep_outside: a head cut off by the frame edge still gets its (clipped) box
+            pose = POSE_ESTIMATORS.create(cfg.track.pose_backend, keep_outside=True)
         if cfg.track.pose_fallback and presence is None:
             from .track.presence import SegmentationPresence
 
@@ -152,6 +153,7 @@ class VideoResult:
     counts: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     plans: list[FramePlan] | None = None  # only when keep_plans=True
+    outputs_written: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -348,18 +350,45 @@ def process_video(
     return res
 
 
-def _run(
+@dataclass
+class SegmentResult:
+    """What rendering a frame range produced (before any verification or publication)."""
+
+    start: int
+    stop: int
+    frames_read: int = 0  # frames of [start, stop) decoded
+    written: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    book: Any = None  # _Bookkeeper: per-frame rows + the leak audit's sampled plans
+    partial: bool = False
+    error: str = ""
+
+
+def render_segment(
     src: str,
     info: VideoInfo,
     outs: dict[str, Path],
     cfg: Config,
     comp: Components,
-    res: VideoResult,
-    timings: Timings,
-    progress: Callable[[int], None] | None,
-    keep_plans: bool,
-    want_sha: bool,
-) -> None:
+    *,
+    start: int = 0,
+    stop: int | None = None,
+    context: int = 0,
+    timings: Timings | None = None,
+    progress: Callable[[int], None] | None = None,
+    keep_plans: bool = False,
+    pts_origin: int | None = None,
+) -> SegmentResult:
+    """Analyze and render the frames ``[start, stop)`` of ``src`` into one file per method
+    (``outs``: method -> path, written directly; callers make them temporaries).
+
+    ``context`` extra frames on each side are decoded and analyzed (not written) so that
+    tracking, gap filling and smoothing at the segment's edges see the same evidence as a
+    whole-video run. A whole video is the segment ``[0, frame_count)``.
+    """
+    timings = timings or Timings()
+    stop = info.frame_count if stop is None else min(int(stop), info.frame_count)
+    start = max(0, int(start))
     methods = list(outs)
     analyzer = FrameAnalyzer(comp.detector, cfg.track, comp.pose, comp.presence)
     analyzer.reset()
@@ -367,18 +396,22 @@ def _run(
         if hasattr(a, "reset"):
             a.reset()
     planner = Planner(cfg.track, info.width, info.height)
-    reader = VideoReader(src, info=info, chunk_size=cfg.io.chunk_size, on_corrupt=cfg.io.on_corrupt, decoder=cfg.io.decoder)
+    read_lo, read_hi = max(0, start - context), min(info.frame_count, stop + context)
+    reader = VideoReader(
+        src, info=info, chunk_size=cfg.io.chunk_size, on_corrupt=cfg.io.on_corrupt, decoder=cfg.io.decoder,
+        start=read_lo, stop=read_hi,
+    )
     book = _Bookkeeper(info.frame_count, cfg.audit.sample_frames, keep_all=keep_plans)
     pending: deque[tuple[int, np.ndarray, int | None]] = deque()
     redact_color = (128, 128, 128)
+    seg = SegmentResult(start, stop, book=book)
 
     with contextlib.ExitStack() as stack:
-        tmp = {m: stack.enter_context(atomic_output(p)) for m, p in outs.items()}
         writers = {}
         for m in methods:
             writers[m] = stack.enter_context(
                 VideoWriter(
-                    tmp[m],
+                    outs[m],
                     info.width,
                     info.height,
                     info.fps,
@@ -386,8 +419,10 @@ def _run(
                     preset=cfg.io.preset,
                     timing=cfg.io.timing,
                     time_base=Fraction(info.time_base) if info.time_base else None,
-                    audio_from=src if cfg.io.keep_audio else None,
-                    container_format="matroska" if outs[m].suffix == ".mkv" else "mp4",
+                    audio_from=src if cfg.io.keep_audio and start == 0 and stop == info.frame_count else None,
+                    container_format="matroska" if Path(outs[m]).suffix == ".mkv" else "mp4",
+                    pts_origin=pts_origin,
+                    index_origin=start,
                 )
             )
         wt = _WriterThread(writers)
@@ -398,6 +433,9 @@ def _run(
             for plan in plans:
                 idx, frame, pts = pending.popleft()
                 assert idx == plan.index, (idx, plan.index)
+                if not (start <= idx < stop):
+                    continue  # context frame: analyzed, not written
+                seg.frames_read += 1
                 for m in methods:
                     if plan.decision == FrameDecision.FAIL_CLOSED:
                         if cfg.track.fail_closed == "drop":
@@ -412,71 +450,117 @@ def _run(
             timings.add("render", time.perf_counter() - t_r)
 
         t_loop = time.perf_counter()
-        for batch in _prefetch(reader, maxsize=2):
-            t_a = time.perf_counter()
-            obs = analyzer.analyze(batch.frames, batch.start)
-            timings.add("analyze", time.perf_counter() - t_a)
-            planner.add(obs)
-            pending.extend(zip(batch.indices(), batch.frames, batch.pts))
-            render(planner.ready())
-            if progress:
-                progress(len(batch))
-        render(planner.finish())
-        t_c = time.perf_counter()
-        wt.close()
+        try:
+            for batch in _prefetch(reader, maxsize=2):
+                t_a = time.perf_counter()
+                obs = analyzer.analyze(batch.frames, batch.start)
+                timings.add("analyze", time.perf_counter() - t_a)
+                planner.add(obs)
+                pending.extend(zip(batch.indices(), batch.frames, batch.pts))
+                render(planner.ready())
+                if progress:
+                    progress(sum(1 for i in batch.indices() if start <= i < stop))
+            render(planner.finish())
+        finally:
+            t_c = time.perf_counter()
+            wt.close()
+            timings.add("encode_tail", time.perf_counter() - t_c)
         for w in writers.values():
             w.close()
-        timings.add("encode_tail", time.perf_counter() - t_c)
         timings.add("stream", time.perf_counter() - t_loop)
 
-        res.frames_read = reader.stats.frames_read
-        res.counts = dict(book.counts)
-        res.counts.update({k: int(v) for k, v in analyzer.counts.items()})
-        partial = reader.stats.partial
+    seg.written = written
+    seg.counts = dict(book.counts)
+    seg.counts.update({k: int(v) for k, v in analyzer.counts.items()})
+    seg.partial = reader.stats.partial
+    seg.error = reader.stats.error
+    return seg
 
-        # verify what we wrote before anything is published
+
+def verify_output(path: str | Path, expected_frames: int, what: str) -> None:
+    """An encoded output must hold exactly the frames we wrote."""
+    got = probe(path).frame_count
+    if got != expected_frames:
+        raise DeidError(f"{what}: output has {got} frames after encoding, expected {expected_frames}")
+
+
+def expected_frames(frames_read: int, counts: dict[str, int], cfg: Config) -> int:
+    return frames_read - (counts.get("frames_fail_closed", 0) if cfg.track.fail_closed == "drop" else 0)
+
+
+def finalize_outputs(
+    src: str,
+    tmp: dict[str, Path],
+    outs: dict[str, Path],
+    res: VideoResult,
+    cfg: Config,
+    comp: Components,
+    book: Any,
+    timings: Timings,
+    want_sha: bool = True,
+) -> None:
+    """Verify, leak-audit and write audit records for finished temporaries (``tmp``);
+    raises (and the caller's atomic contexts delete everything) on any problem. The
+    caller publishes ``tmp`` -> ``outs`` after this returns."""
+    methods = list(outs)
+    for m in methods:
+        verify_output(tmp[m], res.outputs_written[m], f"{src} ({m})")
+    leak_reports: dict[str, dict[str, Any]] = {}
+    if cfg.audit.leak_check:
+        from .audit import leak_audit
+
+        t_l = time.perf_counter()
         for m in methods:
-            expect = res.frames_read - (res.counts["frames_fail_closed"] if cfg.track.fail_closed == "drop" else 0)
-            if written[m] != expect:
-                raise DeidError(f"{src}: wrote {written[m]} frames for {m}, expected {expect}")
-            got = probe(tmp[m]).frame_count
-            if got != written[m]:
-                raise DeidError(f"{src}: {m} output has {got} frames after encoding, expected {written[m]}")
+            rep = leak_audit(src, tmp[m], cfg.audit, comp.identity, plans=book.sampled)
+            leak_reports[m] = rep
+            if rep["leaks"] > 0 and cfg.audit.on_leak == "fail":
+                raise LeakDetectedError(
+                    f"{src}: leak audit found {rep['leaks']} face(s) in the {m} output still matching the input "
+                    f"(frames {rep['leak_frames'][:10]}); nothing was written. Raise anonymize.{m} strength or "
+                    "set audit.on_leak=flag to keep the output for inspection"
+                )
+        timings.add("leak_audit", time.perf_counter() - t_l)
+    input_sha = sha256_file(src) if want_sha else ""
+    chash = config_hash(cfg)
+    for m in methods:
+        stats = comp.anonymizers[m].stats() if hasattr(comp.anonymizers[m], "stats") else {}
+        res.outputs.append(MethodOutput(m, str(outs[m]), str(audit_path(outs[m])), res.outputs_written[m], leak_reports.get(m, {}), stats))
+    res.status = "partial" if res.status == "partial" else "done"
+    from .audit import build_audit_record, write_frames_table
 
-        # leak audit on the finished temporaries, before publication
-        leak_reports: dict[str, dict[str, Any]] = {}
-        if cfg.audit.leak_check:
-            from .audit import leak_audit
+    for mo in res.outputs:
+        write_frames_table(frames_path(mo.path), book.rows, mo.method)
+        write_text_atomic(mo.audit_path, build_audit_record(res, mo, cfg, input_sha, chash, timings))
 
-            t_l = time.perf_counter()
-            for m in methods:
-                rep = leak_audit(src, tmp[m], cfg.audit, comp.identity, plans=book.sampled)
-                leak_reports[m] = rep
-                if rep["leaks"] > 0 and cfg.audit.on_leak == "fail":
-                    raise LeakDetectedError(
-                        f"{src}: leak audit found {rep['leaks']} face(s) in the {m} output still matching the input "
-                        f"(frames {rep['leak_frames'][:10]}); nothing was written. Raise anonymize.{m} strength or "
-                        "set audit.on_leak=flag to keep the output for inspection"
-                    )
-            timings.add("leak_audit", time.perf_counter() - t_l)
 
-        input_sha = sha256_file(src) if want_sha else ""
-        chash = config_hash(cfg)
-        status = "partial" if partial else "done"
-        for m in methods:
-            stats = comp.anonymizers[m].stats() if hasattr(comp.anonymizers[m], "stats") else {}
-            mo = MethodOutput(m, str(outs[m]), str(audit_path(outs[m])), written[m], leak_reports.get(m, {}), stats)
-            res.outputs.append(mo)
-        res.status = status
-        if partial:
-            res.error = reader.stats.error
+def _run(
+    src: str,
+    info: VideoInfo,
+    outs: dict[str, Path],
+    cfg: Config,
+    comp: Components,
+    res: VideoResult,
+    timings: Timings,
+    progress: Callable[[int], None] | None,
+    keep_plans: bool,
+    want_sha: bool,
+) -> None:
+    with contextlib.ExitStack() as stack:
+        tmp = {m: stack.enter_context(atomic_output(p)) for m, p in outs.items()}
+        seg = render_segment(src, info, tmp, cfg, comp, timings=timings, progress=progress, keep_plans=keep_plans)
+        res.frames_read = seg.frames_read
+        res.counts = seg.counts
+        if seg.partial:
+            res.status = "partial"
+            res.error = seg.error
             res.error_kind = "partial"
-        # all checks passed: write the audit records, then the `with` exit renames the
-        # video temporaries into place (atomic), so a published video always has its audit
-        from .audit import build_audit_record, write_frames_table
-
-        for mo in res.outputs:
-            write_frames_table(frames_path(mo.path), book.rows, mo.method)
-            write_text_atomic(mo.audit_path, build_audit_record(res, mo, cfg, input_sha, chash, timings))
+        expect = expected_frames(seg.frames_read, seg.counts, cfg)
+        for m, n in seg.written.items():
+            if n != expect:
+                raise DeidError(f"{src}: wrote {n} frames for {m}, expected {expect}")
+        res.outputs_written = dict(seg.written)
+        # all checks pass inside finalize_outputs; then the `with` exit renames the
+        # temporaries into place (atomic), so a published video always has its audit
+        finalize_outputs(src, tmp, outs, res, cfg, comp, seg.book, timings, want_sha)
     if keep_plans:
-        res.plans = book.plans
+        res.plans = seg.book.plans

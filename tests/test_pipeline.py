@@ -202,3 +202,25 @@ def test_memory_does_not_hold_the_video(tmp_path, monkeypatch):
     cfg = CFG.replace("io.chunk_size=8", "track.lookahead=20")
     process_video(clip.path, tmp_path / "o", ["blur"], cfg, components=fake_components(cfg, ["blur"]))
     assert 0 < peak["n"] <= 20 + 8 + 8
+
+
+def test_segments_with_context_match_whole_video(clip, tmp_path):
+    """Rendering [0, 20) and [20, 36) separately, each with context, gives the same
+    regions as one whole-video run — the basis of the Ray segment sharding."""
+    from deid.pipeline import render_segment
+
+    comp = fake_components(CFG, ["mask"], pose=None)
+    info = probe(clip.path)
+    whole = render_segment(str(clip.path), info, {"mask": tmp_path / "w.mp4"}, CFG, comp, keep_plans=True)
+    parts = []
+    for k, (a, b) in enumerate([(0, 20), (20, 36)]):
+        seg = render_segment(str(clip.path), info, {"mask": tmp_path / f"s{k}.mp4"}, CFG, comp,
+                             start=a, stop=b, context=CFG.track.lookahead, keep_plans=True)
+        assert seg.frames_read == b - a and seg.written["mask"] == b - a
+        assert probe(tmp_path / f"s{k}.mp4").frame_count == b - a
+        parts += seg.book.plans
+    assert [p.index for p in parts] == list(range(36))
+    for p, q in zip(parts, whole.book.plans):
+        assert p.decision == q.decision and len(p.faces) == len(q.faces)
+        for f, g in zip(p.faces, q.faces):
+            assert np.allclose(f.box, g.box, atol=1e-3) and f.source == g.source

@@ -70,6 +70,8 @@ class VideoWriter:
         time_base: Fraction | None = None,
         audio_from: str | os.PathLike | None = None,
         container_format: str | None = None,
+        pts_origin: int | None = None,
+        index_origin: int = 0,
     ):
         self.path = str(path)
         self.size = (int(width), int(height))
@@ -78,7 +80,11 @@ class VideoWriter:
         self.timing = timing
         self.frames_written = 0
         self._last_pts: int | None = None
-        self._first_in_pts: int | None = None
+        # Timestamps are written relative to ``pts_origin`` (default: the first frame's pts)
+        # and, for CFR, frame numbers start at ``index_origin``. A segment of a longer video
+        # passes the video's origin so segments concatenate without retiming.
+        self._first_in_pts: int | None = pts_origin
+        self._index_origin = int(index_origin)
         fmt = container_format or ("matroska" if self.path.endswith(".mkv") else "mp4")
         try:
             self._out = av.open(self.path, mode="w", format=fmt, options={"fflags": "+bitexact"})
@@ -172,7 +178,7 @@ class VideoWriter:
             if self._last_pts is not None and out_pts <= self._last_pts:
                 out_pts = self._last_pts + 1  # never emit non-increasing timestamps
         else:
-            out_pts = self.frames_written
+            out_pts = self._index_origin + self.frames_written
         vf.pts = out_pts
         vf.time_base = self.time_base
         self._last_pts = out_pts
