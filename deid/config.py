@@ -70,11 +70,14 @@ class DetectConfig:
     max_side: int = 640  # frames are downscaled to this longest side before detection
     model_path: str = ""  # for backends that load a user-supplied model (scrfd)
     upsample: int = 1  # dlib: times to upsample (finds smaller faces, slower)
+    mediapipe_models: str = "short,full"  # BlazeFace models to run (merged): short, full
+    full_range_every: int = 4  # mediapipe: full-range model on misses + every k-th frame (1 = all)
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.min_score <= 1.0, "detect.min_score must be in [0, 1]")
         _check(self.max_side >= 64, "detect.max_side must be >= 64")
         _check(0 <= self.upsample <= 3, "detect.upsample must be in 0..3")
+        _check(self.full_range_every >= 1, "detect.full_range_every must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,7 @@ class SwapConfig:
     blend: str = "feather"  # feather | seamless (cv2.seamlessClone)
     colour: str = "lab"  # colour matching to the face being replaced: lab (mean/std in LAB) | none
     smooth: float = 1.0  # landmark smoothing over time: One-Euro min cutoff in Hz (lower = smoother; 0 = off)
+    landmarks: str = "dlib68"  # face landmarks for alignment: dlib68 | synthetic (synthetic test clips only)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -225,6 +229,7 @@ class SwapConfig:
         _one_of(self.other_faces, ("blur", "mask", "swap"), "swap.other_faces")
         _one_of(self.blend, ("feather", "seamless"), "swap.blend")
         _one_of(self.colour, ("lab", "none"), "swap.colour")
+        _one_of(self.landmarks, ("dlib68", "synthetic"), "swap.landmarks")
         _check(self.max_minutes >= 0 and self.max_steps >= 0, "swap.max_minutes and swap.max_steps must be >= 0")
         _check(self.max_minutes > 0 or self.max_steps > 0, "swap training needs a budget: swap.max_minutes or swap.max_steps above 0")
         _check(self.batch_size >= 0, "swap.batch_size must be >= 0 (0 = the preset's)")

@@ -46,9 +46,15 @@ def soft_mask(w: int, h: int, shape: str, feather: float) -> np.ndarray:
 
 
 def blend(dst: np.ndarray, src: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """alpha * src + (1 - alpha) * dst, uint8."""
-    out = dst.astype(np.float32) * (1.0 - alpha) + src.astype(np.float32) * alpha
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    """alpha * src + (1 - alpha) * dst, uint8 (alpha: (h, w, 1) float32 in [0, 1])."""
+    a = np.ascontiguousarray(alpha[:, :, 0], dtype=np.float32)
+    return cv2.blendLinear(np.ascontiguousarray(src), np.ascontiguousarray(dst), a, 1.0 - a)
+
+
+@lru_cache(maxsize=256)
+def hard_mask(w: int, h: int, shape: str) -> np.ndarray:
+    """(h, w, 1) bool: the shape with a hard edge (mask and pixelate need no blending)."""
+    return soft_mask(w, h, shape, 0.0) > 0.5
 
 
 class RegionAnonymizer:
@@ -72,8 +78,12 @@ class RegionAnonymizer:
             x1, y1, x2, y2 = r
             patch = out[y1:y2, x1:x2]
             rendered = self._render(patch)
-            alpha = soft_mask(x2 - x1, y2 - y1, self.shape, self.feather)
-            out[y1:y2, x1:x2] = blend(patch, rendered, alpha)
+            if self.feather > 0:
+                out[y1:y2, x1:x2] = blend(patch, rendered, soft_mask(x2 - x1, y2 - y1, self.shape, self.feather))
+            elif self.shape == "box":
+                out[y1:y2, x1:x2] = rendered
+            else:
+                np.copyto(patch, rendered, where=hard_mask(x2 - x1, y2 - y1, self.shape))
         return out
 
 

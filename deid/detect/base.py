@@ -89,4 +89,7 @@ def build_detector(cfg: Any = None, name: str | None = None, **kw: Any):
             kw.setdefault("upsample", d.upsample)
         if name == "scrfd":
             kw.setdefault("model_path", d.model_path)
+        if name == "mediapipe":
+            kw.setdefault("models", d.mediapipe_models)
+            kw.setdefault("full_range_every", d.full_range_every)
     return DETECTORS.create(name, **kw)

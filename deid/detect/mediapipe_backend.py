@@ -4,7 +4,9 @@ MediaPipe ships two models inside the package: the short-range model (faces with
 ~2 m, large in the frame) and the full-range model (faces up to ~5 m). On real clips
 they miss *different* faces (on the pancake clip the short-range model fired in 178
 frames, the full-range one in 52), so by default both run and their boxes are merged
-with NMS: a face missed by the detector is a leak, and recall comes first.
+with NMS: a face missed by the detector is a leak, and recall comes first. The
+full-range model costs ~3x the short-range one, so it runs on frames where the
+short-range model found nothing and on every ``full_range_every``-th frame.
 
 Boxes from BlazeFace are tight around the eyes-mouth area; the tracker pads them to
 cover the whole head (hair, ears, chin).
@@ -26,7 +28,13 @@ _MODELS = {"short": 0, "full": 1}
 class MediapipeFaceDetector:
     name = "mediapipe"
 
-    def __init__(self, min_score: float = 0.4, max_side: int = 640, models: Sequence[str] | str = ("short", "full")):
+    def __init__(
+        self,
+        min_score: float = 0.4,
+        max_side: int = 640,
+        models: Sequence[str] | str = ("short", "full"),
+        full_range_every: int = 4,
+    ):
         import mediapipe as mp  # heavy; imported when a detector is built
 
         if isinstance(models, str):
@@ -44,6 +52,12 @@ class MediapipeFaceDetector:
             for m in self.models
         ]
         self._lock = threading.Lock()  # a MediaPipe graph is not re-entrant
+        # With both models: the full-range model (3x the cost) runs where the short-range
+        # one found nothing, and on every ``full_range_every``-th frame regardless, so small
+        # or distant faces beside a close one are still found (the tracker carries them
+        # across the frames in between). 1 = every frame.
+        self.full_range_every = max(1, int(full_range_every))
+        self._n = 0
 
     def _one(self, fd, img: np.ndarray, w: int, h: int) -> Detections:
         res = fd.process(img)
@@ -74,9 +88,15 @@ class MediapipeFaceDetector:
                 h, w = frame.shape[:2]
                 img, s = resize_for_detection(frame, self.max_side)
                 img = np.ascontiguousarray(img)
-                parts = [self._one(fd, img, w, h) for fd in self._fd]
-                det = concat(parts)
-                out.append(nms(det, 0.4) if len(self._fd) > 1 else det)
+                if len(self._fd) == 1:
+                    out.append(self._one(self._fd[0], img, w, h))
+                else:
+                    first = self._one(self._fd[0], img, w, h)
+                    parts = [first]
+                    if not len(first) or self._n % self.full_range_every == 0:
+                        parts += [self._one(fd, img, w, h) for fd in self._fd[1:]]
+                    out.append(nms(concat(parts), 0.4))
+                self._n += 1
         return out
 
     def close(self) -> None:

@@ -1,0 +1,104 @@
+"""Contract tests every face detector passes, and behaviour on real photos."""
+
+import numpy as np
+import pytest
+
+from conftest import media_path
+from deid.detect import build_detector, nms
+from deid.detect.base import box_iou, resize_for_detection
+from deid.errors import ModelWeightsError
+from deid.types import Detections
+
+FAST = ["mediapipe", "dlib_hog", "color"]
+ALL = FAST + [pytest.param("dlib_cnn", marks=pytest.mark.slow)]
+
+
+@pytest.fixture(scope="module", params=ALL)
+def detector(request):
+    return build_detector(name=request.param)
+
+
+def test_contract_empty_and_blank(detector):
+    assert detector.detect([]) == []
+    blank = np.full((120, 160, 3), 127, np.uint8)
+    out = detector.detect([blank, blank])
+    assert len(out) == 2 and all(isinstance(d, Detections) and len(d) == 0 for d in out)
+
+
+def test_contract_shapes_and_bounds(detector):
+    from deid.testing import draw_frame
+    from deid.io import read_frames
+
+    img, _ = draw_frame(5, 10, 320, 240)
+    out = detector.detect([img])[0]
+    assert out.boxes.dtype == np.float32 and out.boxes.shape[1:] == (4,)
+    assert out.scores.dtype == np.float32 and out.scores.shape == (len(out),)
+    if len(out):
+        assert (out.boxes[:, 0] >= 0).all() and (out.boxes[:, 2] <= 320).all()
+        assert ((out.scores >= 0) & (out.scores <= 1)).all()
+
+
+@pytest.mark.media
+@pytest.mark.parametrize("name", ["mediapipe", "dlib_hog"])
+def test_finds_real_faces(name):
+    import cv2
+
+    det = build_detector(name=name)
+    img = cv2.imread(str(media_path("faces/two_people.jpg")))[:, :, ::-1].copy()
+    d = det.detect([img])[0]
+    assert len(d) == 2
+    one = cv2.imread(str(media_path("faces/obama.jpg")))[:, :, ::-1].copy()
+    d1 = det.detect([one])[0]
+    assert len(d1) == 1
+    h, w = one.shape[:2]
+    b = d1.boxes[0]
+    assert (b[2] - b[0]) * (b[3] - b[1]) > 0.01 * w * h
+
+
+@pytest.mark.media
+def test_mediapipe_and_dlib_agree_on_talking_head():
+    from deid.io import read_frames
+
+    frames = read_frames(media_path("video/talking/talking_head_1.mp4"), [0, 100])
+    a = build_detector(name="mediapipe").detect(frames)
+    b = build_detector(name="dlib_hog").detect(frames)
+    for x, y in zip(a, b):
+        assert len(x) == 1 and len(y) == 1
+        assert box_iou(x.boxes, y.boxes)[0, 0] > 0.4
+
+
+@pytest.mark.media
+def test_mediapipe_full_range_runs_on_misses_and_periodically():
+    from deid.detect.mediapipe_backend import MediapipeFaceDetector
+    from deid.io import read_frames
+
+    frames = read_frames(media_path("video/talking/talking_head_1.mp4"), list(range(8)))
+    det = MediapipeFaceDetector(full_range_every=4)
+    calls = {"n": 0}
+    orig = det._one
+
+    def counting(fd, img, w, h):
+        if fd is det._fd[1]:
+            calls["n"] += 1
+        return orig(fd, img, w, h)
+
+    det._one = counting
+    det.detect(frames)
+    assert calls["n"] == 2  # frames 0 and 4: the short-range model found the face elsewhere
+
+
+def test_scrfd_without_model_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("DEID_SCRFD_MODEL", raising=False)
+    with pytest.raises(ModelWeightsError, match="DEID_SCRFD_MODEL"):
+        build_detector(name="scrfd")
+
+
+def test_nms_and_resize():
+    d = Detections(np.array([[0, 0, 10, 10], [1, 1, 10, 10], [50, 50, 60, 60]], np.float32), np.array([0.5, 0.9, 0.7], np.float32))
+    k = nms(d, 0.4)
+    assert len(k) == 2 and np.isclose(k.scores, [0.9, 0.7]).all()
+    img = np.zeros((720, 1280, 3), np.uint8)
+    small, s = resize_for_detection(img, 640)
+    assert small.shape[:2] == (360, 640) and s == 0.5
+    same, s1 = resize_for_detection(img[:100, :100], 640)
+    assert s1 == 1.0 and same.shape == (100, 100, 3)
