@@ -47,10 +47,15 @@ class MediapipeFaceDetector:
         self.min_score = float(min_score)
         self.max_side = int(max_side)
         self.models = tuple(models)
-        self._fd = [
-            mp.solutions.face_detection.FaceDetection(model_selection=_MODELS[m], min_detection_confidence=self.min_score)
-            for m in self.models
-        ]
+        from .._quiet import native_stderr_silenced
+
+        with native_stderr_silenced():  # TFLite/absl start-up lines on fd 2
+            self._fd = [
+                mp.solutions.face_detection.FaceDetection(model_selection=_MODELS[m], min_detection_confidence=self.min_score)
+                for m in self.models
+            ]
+            for fd in self._fd:
+                fd.process(np.zeros((64, 64, 3), np.uint8))
         self._lock = threading.Lock()  # a MediaPipe graph is not re-entrant
         # With both models: the full-range model (3x the cost) runs where the short-range
         # one found nothing, and on every ``full_range_every``-th frame regardless, so small

@@ -130,7 +130,17 @@ class _MediapipeBase:
         self.keep_outside = bool(keep_outside)
         self._graph = None
         self._lock = threading.Lock()  # a MediaPipe graph is not re-entrant
-        self._graph = self._build()
+        self._graph = self._build_quietly()
+
+    def _build_quietly(self):
+        """Build the graph and run it once on a blank image with native start-up logging
+        silenced (TFLite/absl print to fd 2 on first use)."""
+        from .._quiet import native_stderr_silenced
+
+        with native_stderr_silenced():
+            g = self._build()
+            g.process(np.zeros((64, 64, 3), np.uint8))
+        return g
 
     def _build(self):  # pragma: no cover - overridden
         raise NotImplementedError
@@ -142,14 +152,14 @@ class _MediapipeBase:
         frames = check_frames(frames, type(self).__name__)
         with self._lock:
             if self._graph is None:
-                self._graph = self._build()
+                self._graph = self._build_quietly()
             return [self._one(f) for f in frames]
 
     def reset(self) -> None:
         """Forget the tracking state: the next frame is treated as the first of a video."""
         with self._lock:
             self._close_graph()
-            self._graph = self._build()
+            self._graph = self._build_quietly()
 
     def _close_graph(self) -> None:
         if self._graph is not None:

@@ -21,7 +21,11 @@ class SegmentationPresence:
     def __init__(self, min_fraction: float = 0.03, threshold: float = 0.5, max_side: int = 256):
         import mediapipe as mp
 
-        self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+        from .._quiet import native_stderr_silenced
+
+        with native_stderr_silenced():
+            self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+            self._seg.process(np.zeros((64, 64, 3), np.uint8))
         self.min_fraction = float(min_fraction)
         self.threshold = float(threshold)
         self.max_side = int(max_side)
