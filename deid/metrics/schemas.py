@@ -16,6 +16,16 @@ code that wrote it:
 - ``status``: one row per (video, method) run: input hash, config hash, state, error,
   frame and face counts, fail-closed frames, timings — the audit trail of an archive run.
 
+Schema 1.1 added three tables written by ``deid evaluate`` (:data:`EVALUATION_TABLES`)
+and nullable summary columns (same-place identity check, patient reference counts):
+
+- ``perframe``: one row per (video, method, frame): OKS per region group, persons
+  found, identity distances in that frame (the time series behind the summary);
+- ``per_keypoint``: one row per (video, method, keypoint): mean normalised error and
+  missing rate (which keypoints a method destroys);
+- ``clinical``: one row per (video, method, clinical feature): value on the processed
+  video, value on the original, and the error between them.
+
 Version rule: the major number changes when a column is removed, renamed or changes
 type (readers refuse other majors); the minor number when nullable columns are added
 (readers accept any minor and fill missing nullable columns with nulls).
@@ -44,7 +54,7 @@ import pyarrow as pa
 from ..errors import InvalidInputError
 from .clinical import FEATURE_NAMES
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: perframe, per_keypoint, clinical tables; summary same-place columns
 META_TABLE = b"deid.table"
 META_VERSION = b"deid.schema_version"
 PARTITION_BY = ("video", "method")
@@ -123,6 +133,18 @@ SUMMARY = [
     _f("attack_gallery", pa.int32()),
     *[_f(f"fe_{n}", pa.float64(), True, "clinical feature error (deid.metrics.clinical.feature_errors)") for n in FEATURE_NAMES],
     _f("deid_version", pa.string()),
+    # 1.1
+    _f("identity_frames", pa.int32(), True, "frames checked for faces (every evaluate.identity_every-th)"),
+    _f("faces_embedded", pa.int32(), True, "faces found in the processed video that the identity model could embed"),
+    _f("same_place_faces", pa.int32(), True, "original faces compared at the same place in the processed video"),
+    _f("frames_match_same_place", pa.int32(), True,
+       "frames where the processed video, embedded at an original face's box, still matches that face "
+       "(weak faces must also beat a blank; see deid.evaluate)"),
+    _f("mean_dist_same_place", pa.float64(), True, "mean distance at the same place (processed vs original face)"),
+    _f("attack_identities", pa.int32(), True, "distinct identities in the re-identification gallery"),
+    _f("patient_refs", pa.int32(), True, "patient embeddings distances are measured to"),
+    _f("patient_source", pa.string(), True, "photos | original_video | none"),
+    _f("target_refs", pa.int32(), True, "target / donor embeddings"),
 ]
 
 STATUS = [
@@ -148,6 +170,42 @@ STATUS = [
     _f("created_unix", pa.int64()),
 ]
 
+_OKS_GROUPS = ("overall", "body", "head", "face", "hands", "feet")
+PERFRAME = [
+    *_KEY,
+    _f("frame", pa.int32(), False, "0-based frame index"),
+    *[_f(f"oks_{g}", pa.float32(), True,
+         f"OKS, {g} group: mean over the original's persons of their best OKS against a processed person; "
+         "NaN = no original person with visible points in the group") for g in _OKS_GROUPS],
+    _f("persons", pa.int16(), True, "persons the pose estimator found in the processed frame"),
+    _f("gt_persons", pa.int16(), True, "persons found in the original frame (ground truth)"),
+    _f("faces_found", pa.int16(), True, "faces the attacker's detector found; null = frame not checked"),
+    _f("min_dist_patient", pa.float32(), True, "min distance of a found face to the patient; NaN = none embedded"),
+    _f("match_patient", pa.bool_(), True, "a found face is within the threshold of the patient"),
+    _f("dist_same_place", pa.float32(), True, "min distance, processed vs original, at the original's face boxes"),
+    _f("match_same_place", pa.bool_(), True, "same-place match (weak faces must also beat a blank)"),
+]
+
+PER_KEYPOINT = [
+    *_KEY,
+    _f("keypoint", pa.int16(), False, "index in the keypoint schema (wholebody133)"),
+    _f("name", pa.string(), True),
+    _f("region", pa.string(), True, "head | body | feet | face | left_hand | right_hand"),
+    _f("mean_error", pa.float64(), True,
+       "mean |processed - original| / sqrt(person area) over points found in both; NaN = never"),
+    _f("missing_rate", pa.float64(), True, "fraction of the original's visible points the processed video lost"),
+]
+
+CLINICAL = [
+    *_KEY,
+    _f("feature", pa.string(), False, "deid.metrics.clinical.FEATURE_NAMES"),
+    _f("value", pa.float64(), True, "feature on the processed video; NaN = not measurable"),
+    _f("original_value", pa.float64(), True, "feature on the original video"),
+    _f("relative_error", pa.float64(), True,
+       "|value - original| / |original| (absolute difference for the decrement features, see error_kind)"),
+    _f("error_kind", pa.string(), True, "relative | absolute"),
+]
+
 TABLES: dict[str, list[pa.Field]] = {
     "keypoints": KEYPOINTS,
     "identity": IDENTITY,
@@ -155,13 +213,24 @@ TABLES: dict[str, list[pa.Field]] = {
     "status": STATUS,
 }
 
+#: tables added in schema 1.1 for ``deid evaluate``. Kept apart from :data:`TABLES` so
+#: that code iterating over the original four (with sample data per kind) keeps working;
+#: :func:`schema`, the writers and :func:`read_table` accept every kind in :data:`ALL_TABLES`.
+EVALUATION_TABLES: dict[str, list[pa.Field]] = {
+    "perframe": PERFRAME,
+    "per_keypoint": PER_KEYPOINT,
+    "clinical": CLINICAL,
+}
+ALL_TABLES: dict[str, list[pa.Field]] = {**TABLES, **EVALUATION_TABLES}
+
 
 def schema(kind: str) -> pa.Schema:
-    """The versioned schema of table ``kind`` (keypoints | identity | summary | status)."""
+    """The versioned schema of table ``kind`` (keypoints | identity | summary | status |
+    perframe | per_keypoint | clinical)."""
     try:
-        fields = TABLES[kind]
+        fields = ALL_TABLES[kind]
     except KeyError:
-        raise InvalidInputError(f"unknown table {kind!r}; tables are {', '.join(TABLES)}") from None
+        raise InvalidInputError(f"unknown table {kind!r}; tables are {', '.join(ALL_TABLES)}") from None
     return pa.schema(fields, metadata={META_TABLE: kind.encode(), META_VERSION: SCHEMA_VERSION.encode()})
 
 
