@@ -96,7 +96,7 @@ class TrackConfig:
     # body-keypoint fallback when the face detector misses
     pose_fallback: bool = True
     pose_backend: str = "mediapipe_pose"
-    pose_stride: int = 1  # run the fallback every k-th missed frame (boxes are interpolated between)
+    pose_stride: int = 1  # pose every k-th missed frame; >1 is faster but MediaPipe tracks worse on gapped frames
     pose_min_score: float = 0.5  # keypoint visibility needed to count a person as present
     # frames with a person present and no head region: redact | flag | drop
     fail_closed: str = "redact"
@@ -193,10 +193,28 @@ class IdentityConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
+    """``deid evaluate`` (see docs/evaluation.md)."""
+
     pose: PoseConfig = field(default_factory=PoseConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     identity_every: int = 1  # embed faces every k-th frame
     max_frames: int = 0  # 0 = all frames
+    # the attacker's face detector on every evaluated video (Zhu et al.: dlib's HOG)
+    face_detector: str = "dlib_hog"
+    face_upsample: int = 1  # dlib detectors: times to upsample (finds faces down to ~40 px)
+    # where the original's faces are, for same-place checks and patient embeddings: the
+    # attacker's detector plus this one (pipeline = detect.backend, none = attacker only)
+    locate_faces: str = "pipeline"
+    gallery_size: int = 8  # embeddings per identity in the re-identification gallery
+    sample_frames: int = 24  # frames sampled from a target / distractor video
+    default_distractors: bool = True  # demo clips + packaged donor when --distractors is not given
+
+    def __post_init__(self) -> None:
+        _check(self.identity_every >= 1, "evaluate.identity_every must be >= 1 (1 = every frame)")
+        _check(self.max_frames >= 0, "evaluate.max_frames must be >= 0 (0 = all frames)")
+        _check(0 <= self.face_upsample <= 3, "evaluate.face_upsample must be in 0..3")
+        _check(self.gallery_size >= 1, "evaluate.gallery_size must be >= 1")
+        _check(self.sample_frames >= 1, "evaluate.sample_frames must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -241,16 +259,49 @@ class SwapConfig:
 
 @dataclass(frozen=True)
 class RayConfig:
-    segment_frames: int = 300
-    segment_overlap: int = 48
-    num_gpus_detect: float = 0.0
-    num_gpus_pose: float = 0.0
-    num_gpus_train: float = 0.0
-    train_workers: int = 1
-    concurrency: int = 2
-    batch_size: int = 1
-    max_concurrent_trainings: int = 1
-    storage_path: str = ""
+    """Whole archives on Ray: ``python -m ray_jobs.deidentify`` / ``deid archive`` (see
+    docs/ray.md). Nothing here changes what an output looks like, so this section is left
+    out of the hashes that decide whether an output is up to date (deid.archive)."""
+
+    # what to run (command-line flags override these)
+    manifest: str = ""  # CSV / Parquet manifest (video, patient_id, donor, methods), or a folder to scan
+    archive_root: str = ""  # relative manifest paths resolve here (default: the manifest's folder); set it to confine every row
+    out_dir: str = ""  # outputs mirror the archive's sub-folders here; status.parquet is written here too
+    methods: str = "blur"  # comma-separated default for rows without a methods column: blur,pixelate,mask,swap
+    work_dir: str = ""  # private segment files (default: .<out name>.deid-work beside the output folder)
+    evaluate: bool = False  # evaluate every output into metrics_dir (pose and identity actor pools)
+    metrics_dir: str = ""  # default: <out_dir>/metrics
+    retry_failed: bool = True  # a rerun retries videos that failed before (done ones are always skipped)
+    # segments: contiguous frame ranges rendered in parallel, then stitched without re-encoding
+    segment_frames: int = 300  # frames per segment (0 = whole videos)
+    segment_overlap: int = 48  # context frames analysed (not written) on each side; >= track.lookahead
+    # resources
+    num_cpus: int = 0  # local mode only: CPUs the local Ray instance may use (0 = all)
+    concurrency: int = 2  # render actors (each builds the models once)
+    batch_size: int = 1  # segments per render call
+    num_cpus_render: float = 1.0
+    num_gpus_detect: float = 0.0  # GPUs per render actor (face detection, swap conversion)
+    num_cpus_finalize: float = 1.0  # per stitch + leak-audit task
+    eval_concurrency: int = 1  # pose / identity actors each
+    num_gpus_pose: float = 0.0  # GPUs per pose actor
+    num_gpus_train: float = 0.0  # GPUs per swap training worker
+    train_workers: int = 1  # Ray Train workers per patient
+    max_concurrent_trainings: int = 1  # patients trained at once (Ray Tune trials)
+    storage_path: str = ""  # Ray Train checkpoints and patients' swap models (shared storage on a cluster)
+    max_retries: int = 3  # task retries / actor restarts after a worker dies; a segment that kills its worker more often fails
+    progress_every_s: float = 10.0  # summary line interval (videos done / failed, frames/s); 0 = off
+
+    def __post_init__(self) -> None:
+        _check(self.segment_frames >= 0, "ray.segment_frames must be >= 0 (0 = whole videos)")
+        _check(self.segment_overlap >= 0, "ray.segment_overlap must be >= 0")
+        _check(self.num_cpus >= 0, "ray.num_cpus must be >= 0 (0 = all)")
+        _check(self.concurrency >= 1 and self.eval_concurrency >= 1, "ray.concurrency and ray.eval_concurrency must be >= 1")
+        _check(self.batch_size >= 1, "ray.batch_size must be >= 1")
+        _check(self.train_workers >= 1 and self.max_concurrent_trainings >= 1, "ray.train_workers and ray.max_concurrent_trainings must be >= 1")
+        for k in ("num_cpus_render", "num_gpus_detect", "num_cpus_finalize", "num_gpus_pose", "num_gpus_train"):
+            _check(getattr(self, k) >= 0, f"ray.{k} must be >= 0")
+        _check(self.max_retries >= 0, "ray.max_retries must be >= 0")
+        _check(self.progress_every_s >= 0, "ray.progress_every_s must be >= 0 (0 = off)")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,9 @@ class FrameAnalyzer:
     """``analyze(frames, start) -> list[Observation]`` for consecutive frames.
 
     Pose runs only on frames where the face detector found nothing (every
-    ``pose_stride``-th such frame), so videos where faces are found cost nothing extra."""
+    ``pose_stride``-th such frame), so videos where faces are found cost nothing extra;
+    and not in the first ``hold_frames`` frames after a face detection, which the
+    tracker's hold covers whatever happens next."""
 
     def __init__(
         self,
@@ -34,7 +36,8 @@ class FrameAnalyzer:
         self.pose = pose
         self.presence = presence
         self._missed = 0
-        self.counts = {"pose_runs": 0, "presence_runs": 0}
+        self._since_face = 10**9  # frames since the last face detection
+        self.counts = {"pose_runs": 0, "presence_runs": 0, "pose_skipped_held": 0}
 
     def analyze(self, frames: Sequence[np.ndarray], start: int) -> list[Observation]:
         dets = self.detector.detect(frames)
@@ -46,9 +49,18 @@ class FrameAnalyzer:
             if len(d):
                 obs[i] = Observation(start + i, d, person_present=True)
                 self._missed = 0
+                self._since_face = 0
             else:
-                if self.cfg.pose_fallback and self.pose is not None and self._missed % self.cfg.pose_stride == 0:
-                    need_pose.append(i)
+                self._since_face += 1
+                held = self._since_face <= self.cfg.hold_frames
+                if self.cfg.pose_fallback and self.pose is not None:
+                    if held:
+                        self.counts["pose_skipped_held"] += 1
+                    elif self._missed % self.cfg.pose_stride == 0:
+                        need_pose.append(i)
+                if held:
+                    obs[i] = Observation(start + i, person_present=True)  # the hold covers it
+                    continue
                 self._missed += 1
         head: dict[int, np.ndarray] = {}
         pose_found: dict[int, bool] = {}
@@ -86,5 +98,6 @@ class FrameAnalyzer:
 
     def reset(self) -> None:
         self._missed = 0
+        self._since_face = 10**9
         if self.pose is not None and hasattr(self.pose, "reset"):
             self.pose.reset()
