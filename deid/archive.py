@@ -1,0 +1,1227 @@
+"""Whole archives: the pure pieces an archive run is made of (no Ray here).
+
+The Ray adapters in ``ray_jobs/`` only schedule these functions; everything that decides
+*what* happens lives here, so it is testable in one process and the in-process batch
+and the Ray job cannot drift apart.
+
+An archive run, step by step
+----------------------------
+1. :func:`load_manifest` reads a CSV / Parquet manifest (or scans a folder) and validates
+   every row up front: missing files, paths escaping the archive root, unknown methods,
+   swap without a donor, two rows that would write the same output. A bad row becomes
+   one clear :class:`RowError` (and a ``failed`` status row); the other rows still run.
+2. :func:`plan_video` probes and hashes one video, decides per method whether it is
+   already done (status table, else the audit record beside the output: same input
+   sha256, same :func:`method_config_hash`, output present) and cuts the rest into
+   :class:`Segment` s: contiguous frame ranges with ``ray.segment_overlap`` frames of
+   context on each side, so tracking at a segment's edges sees what a whole-video run
+   sees (:func:`check_segmenting` insists the overlap covers ``track.lookahead``).
+3. :func:`render_planned_segment` renders one segment into a *private work folder*
+   (never the output folder), then writes a small JSON marker; a killed run finds the
+   marker and does not render that segment again.
+4. :func:`finalize_video` stitches the segments of each method by remux
+   (:mod:`deid.io.concat`, no re-encode) into an atomic temporary in the output folder,
+   verifies frame counts, runs the leak audit and writes the audit records
+   (:func:`deid.pipeline.finalize_outputs`), publishes, and returns the status rows.
+5. :class:`StatusTable` keeps one row per (video, method) in ``<out>/status.parquet``
+   (table kind ``status``); rewritten atomically as videos finish.
+
+Nothing half-written ever carries a final name: segment files are temporaries until
+complete, outputs are published by rename, and a rerun deletes the temporaries a killed
+run left (:func:`remove_partials_of`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+import pickle
+import re
+import shutil
+import stat
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from .config import Config
+from .errors import ConfigError, DeidError, InvalidInputError, OutputExistsError, VideoDecodeError
+from .types import VideoInfo
+
+log = logging.getLogger(__name__)
+
+#: states whose output is published and current (a partial output is kept on purpose)
+DONE_STATES = ("done", "partial")
+STATUS_FILE = "status.parquet"
+#: manifest column -> accepted header names (case-insensitive)
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "video": ("video", "path", "video_path", "file"),
+    "video_id": ("video_id", "id"),
+    "patient": ("patient_id", "patient"),
+    "donor": ("donor", "donor_id"),
+    "methods": ("methods", "method"),
+}
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+# ============================================================================ manifest
+
+
+@dataclass(frozen=True)
+class ArchiveEntry:
+    """One valid manifest row."""
+
+    row: int  # 1-based data row of the manifest (0 for folder scans)
+    video: str  # absolute, resolved path
+    rel_dir: str  # sub-folder of the archive root (posix, "" = top); outputs mirror it
+    video_id: str  # unique id: status rows, metrics partitions, work folders
+    patient: str  # patient id: one swap model per patient
+    donor: str = ""  # swap donor (consenting target identity)
+    methods: tuple[str, ...] = ("blur",)
+
+    def output_dir(self, out_dir: str | os.PathLike) -> Path:
+        return Path(out_dir) / self.rel_dir if self.rel_dir else Path(out_dir)
+
+    def output_paths(self, out_dir: str | os.PathLike, container: str = "mp4") -> dict[str, Path]:
+        """``<out>/<rel_dir>/<stem>.<method>.<container>`` per method (the in-process naming)."""
+        from .pipeline import output_path
+
+        d = self.output_dir(out_dir)
+        return {m: output_path(self.video, d, m, container) for m in self.methods}
+
+
+@dataclass(frozen=True)
+class RowError:
+    """A manifest row that cannot run, with a message that names the row and the fix."""
+
+    row: int
+    video: str  # as written in the manifest
+    video_id: str
+    error: str
+    kind: str = InvalidInputError.kind
+
+
+@dataclass(frozen=True)
+class Manifest:
+    source: str
+    root: str
+    entries: tuple[ArchiveEntry, ...]
+    errors: tuple[RowError, ...]
+
+    def __len__(self) -> int:
+        return len(self.entries) + len(self.errors)
+
+    @property
+    def patients(self) -> dict[str, list[ArchiveEntry]]:
+        """Entries that need a swap model, grouped by patient (one model per patient)."""
+        out: dict[str, list[ArchiveEntry]] = {}
+        for e in self.entries:
+            if "swap" in e.methods:
+                out.setdefault(e.patient, []).append(e)
+        return out
+
+
+def parse_methods(text: Any, default: Sequence[str] = ()) -> tuple[str, ...]:
+    """``"blur, mask"`` / ``"blur|mask"`` / a list -> ``("blur", "mask")``; empty -> ``default``.
+    Raises ConfigError for an unknown method."""
+    from .anonymize import METHODS
+
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        items: list[str] = []
+    elif isinstance(text, (list, tuple)):
+        items = [str(t) for t in text]
+    else:
+        items = re.split(r"[,;|\s]+", str(text))
+    out: list[str] = []
+    for m in (i.strip().lower() for i in items):
+        if not m:
+            continue
+        if m not in METHODS:
+            raise ConfigError(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
+        if m not in out:
+            out.append(m)
+    return tuple(out) if out else tuple(default)
+
+
+def _cell(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return str(v).strip()
+
+
+def _read_rows(src: Path) -> list[dict[str, Any]]:
+    suffix = src.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        with open(src, newline="", encoding="utf-8-sig") as fh:
+            return list(csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ","))
+    if suffix in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(src).to_pylist()
+        except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds for a bad file
+            raise ConfigError(f"manifest {src} is not a readable Parquet file ({e})") from None
+    raise ConfigError(f"manifest {src}: use a .csv, .tsv or .parquet file, or a folder of videos to scan")
+
+
+def _normalise(row: Mapping[str, Any], header: Mapping[str, str]) -> dict[str, str]:
+    return {canon: _cell(row.get(orig)) for orig, canon in header.items()}
+
+
+def _header_map(names: Iterable[str], src: Path) -> dict[str, str]:
+    """Original header -> canonical column. Unknown columns are kept out (notes etc.)."""
+    alias = {a: canon for canon, names_ in COLUMNS.items() for a in names_}
+    out: dict[str, str] = {}
+    for n in names:
+        canon = alias.get(str(n).strip().lower())
+        if canon and canon not in out.values():
+            out[n] = canon
+    if "video" not in out.values():
+        raise ConfigError(
+            f"manifest {src} has no video column (columns: {', '.join(map(str, names)) or 'none'}); "
+            f"name one of them {' / '.join(COLUMNS['video'])}"
+        )
+    return out
+
+
+def _derive_id(rel_dir: str, stem: str) -> str:
+    raw = f"{rel_dir}/{stem}" if rel_dir else stem
+    s = re.sub(r"[^A-Za-z0-9._-]+", "_", raw.replace("/", "__")).strip("._") or "video"
+    return s[:128]
+
+
+def _inside(p: Path, root: Path) -> bool:
+    return p == root or root in p.parents
+
+
+def load_manifest(
+    source: str | os.PathLike,
+    *,
+    root: str | os.PathLike | None = None,
+    methods: Sequence[str] = ("blur",),
+    donor: str = "",
+    out_dir: str | os.PathLike | None = None,
+    exclude: Sequence[str | os.PathLike] = (),
+    container: str = "mp4",
+) -> Manifest:
+    """Read and validate a manifest (see the module doc).
+
+    ``source``: a ``.csv`` / ``.tsv`` / ``.parquet`` file, or a folder scanned recursively
+    for videos. ``root``: the archive root; relative paths resolve against it (default:
+    the manifest's folder) and no relative path may leave it. When ``root`` is given
+    explicitly, absolute paths must lie inside it too. ``methods`` / ``donor``: defaults
+    for rows without those columns. ``out_dir`` / ``exclude``: folders whose files are
+    never inputs (a folder scan would otherwise pick up earlier outputs).
+
+    Raises :class:`ConfigError` only when the manifest as a whole is unusable (missing,
+    unreadable, no video column); bad rows come back in ``Manifest.errors``."""
+    src = Path(source).expanduser()
+    if not src.exists():
+        raise ConfigError(f"manifest {src} not found; give a CSV / Parquet manifest or a folder of videos")
+    never = [Path(p).expanduser().resolve() for p in ([out_dir] if out_dir else []) + list(exclude)]
+    folder_scan = src.is_dir()
+    if folder_scan:
+        from .pipeline import discover_inputs
+
+        base = Path(root).expanduser().resolve() if root else src.resolve()
+        rows = [
+            {"video": str(p.resolve())}
+            for p in discover_inputs([src])
+            if not any(_inside(p.resolve(), n) for n in never)
+        ]
+        header = {"video": "video"}
+        explicit_root = True
+    else:
+        base = Path(root).expanduser().resolve() if root else src.resolve().parent
+        raw_rows = _read_rows(src)
+        names: list[str] = list(raw_rows[0].keys()) if raw_rows else []
+        if not raw_rows and src.suffix.lower() in (".csv", ".tsv"):
+            with open(src, newline="", encoding="utf-8-sig") as fh:
+                names = next(csv.reader(fh, delimiter="\t" if src.suffix.lower() == ".tsv" else ","), [])
+        header = _header_map(names, src)
+        rows = raw_rows
+        explicit_root = root is not None and str(root) != ""
+    default_methods = parse_methods(methods, ("blur",))
+
+    entries: list[ArchiveEntry] = []
+    errors: list[RowError] = []
+    seen_path: dict[Path, str] = {}  # -> "row N" (or the file, for folder scans)
+    seen_id: dict[str, str] = {}
+    seen_out: dict[tuple[str, str], str] = {}
+    where = src.name
+    for n, raw in enumerate(rows, 1):
+        n = 0 if folder_scan else n
+        r = _normalise(raw, header)
+        v = r.get("video", "")
+        vid = r.get("video_id", "")
+
+        def bad(msg: str, kind: str = InvalidInputError.kind) -> None:
+            label = f"manifest {where} row {n}" if not folder_scan else f"{where}"
+            errors.append(RowError(n, v, vid or _derive_id("", Path(v).stem if v else f"row{n}"), f"{label} ({v or 'no video'}): {msg}", kind))
+
+        if not v:
+            bad("the video column is empty; give the path of a video file or remove the row")
+            continue
+        given = Path(v).expanduser()
+        p = (given if given.is_absolute() else base / given).resolve()
+        inside = _inside(p, base)
+        if not inside and (explicit_root or not given.is_absolute()):
+            bad(f"path escapes the archive root {base} (it resolves to {p}); keep videos inside the root or set ray.archive_root")
+            continue
+        if any(_inside(p, x) for x in never):
+            bad("the video lies inside the output or work folder; inputs and outputs must be kept apart")
+            continue
+        if not p.exists():
+            bad("no such file; fix the path (relative paths start at the archive root) or remove the row")
+            continue
+        if not p.is_file():
+            bad("is not a file")
+            continue
+        try:
+            ms = parse_methods(r.get("methods", ""), default_methods)
+        except ConfigError as e:
+            bad(str(e), ConfigError.kind)
+            continue
+        d = r.get("donor", "") or donor
+        if "swap" in ms and not d:
+            bad("method swap needs a consenting donor: fill the donor column or set swap.donor", ConfigError.kind)
+            continue
+        rel_dir = p.parent.relative_to(base).as_posix() if inside else ""
+        rel_dir = "" if rel_dir == "." else rel_dir
+        if vid:
+            if not _ID_RE.match(vid):
+                bad(f"video_id {vid!r} may hold only letters, digits, '.', '_' and '-' (max 128, not starting with '.' or '-')")
+                continue
+        else:
+            vid = _derive_id(rel_dir, p.stem)
+        label = f"row {n}" if not folder_scan else str(p)
+        if p in seen_path:
+            bad(f"the same video as {seen_path[p]}; list each video once (give several methods in one row)")
+            continue
+        names = {m: f"{p.stem}.{m}.{container}" for m in ms}
+        clash = next((m for m in ms if (rel_dir, names[m]) in seen_out), None)
+        if clash is not None:
+            shown = f"{rel_dir}/{names[clash]}" if rel_dir else names[clash]
+            bad(f"would write the same output {shown} as {seen_out[(rel_dir, names[clash])]}; rename one video or move it to another folder")
+            continue
+        if vid in seen_id:
+            bad(f"video id {vid!r} is already used by {seen_id[vid]}; give the rows distinct video_id values")
+            continue
+        seen_path[p] = label
+        seen_id[vid] = label
+        for m in ms:
+            seen_out[(rel_dir, names[m])] = label
+        entries.append(ArchiveEntry(n, str(p), rel_dir, vid, r.get("patient", "") or vid, d, ms))
+    # a bad row's id must never name a good row's video (its failed status row would
+    # replace the good one's rows): a duplicate gets ".row<N>" appended
+    taken = {e.video_id for e in entries}
+    unique: list[RowError] = []
+    for err in errors:
+        vid, k = err.video_id, 1
+        while vid in taken:
+            vid = f"{err.video_id}.row{err.row}" + (f".{k}" if k > 1 else "")
+            k += 1
+        taken.add(vid)
+        unique.append(RowError(err.row, err.video, vid, err.error, err.kind))
+    return Manifest(str(src), str(base), tuple(entries), tuple(unique))
+
+
+# ============================================================================ segments
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Frames ``[start, stop)`` are written; ``context`` more on each side are analysed."""
+
+    index: int
+    start: int
+    stop: int
+    context: int = 0
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.start < self.stop) or self.context < 0:
+            raise ValueError(f"bad segment {self.index}: [{self.start}, {self.stop}) context {self.context}")
+
+    @property
+    def frames(self) -> int:
+        return self.stop - self.start
+
+
+def plan_segments(frame_count: int, segment_frames: int, overlap: int = 0) -> tuple[Segment, ...]:
+    """Cut ``frame_count`` frames into segments of ``segment_frames`` (0 = one segment).
+    A short tail (under a quarter of a segment) joins the previous segment: a tiny
+    segment costs a model warm-up and an IDR frame for almost no frames."""
+    if frame_count <= 0:
+        raise InvalidInputError(f"cannot plan segments for {frame_count} frames")
+    if segment_frames <= 0 or frame_count <= segment_frames:
+        return (Segment(0, 0, frame_count, overlap),)
+    bounds = list(range(0, frame_count, segment_frames)) + [frame_count]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] < max(1, segment_frames // 4):
+        del bounds[-2]
+    return tuple(Segment(k, a, b, overlap) for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])))
+
+
+def check_segmenting(cfg: Config) -> None:
+    """Raise ConfigError unless each segment's context covers the tracker's lookahead."""
+    r, t = cfg.ray, cfg.track
+    if r.segment_frames and r.segment_overlap < t.lookahead:
+        raise ConfigError(
+            f"ray.segment_overlap ({r.segment_overlap}) must be >= track.lookahead ({t.lookahead}): the frames at a "
+            "segment's edges need that much context for tracking, gap filling and smoothing to place their regions "
+            "as a whole-video run would; raise ray.segment_overlap (or set ray.segment_frames=0 for whole videos)"
+        )
+
+
+# ============================================================================ hashing
+
+
+def _digest(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def method_config_hash(cfg: Config, method: str, donor: str = "") -> str:
+    """Hash of everything that shapes one method's output: decoding/encoding, detection,
+    tracking, the leak audit, and that method's own settings (the swap: its section, the
+    donor and the anonymizers used for other faces). Ray resources and evaluation
+    settings are left out, so resizing a cluster never redoes finished videos, and adding
+    ``mask`` to a job does not redo its ``blur`` outputs."""
+    d = cfg.to_dict()
+    parts: dict[str, Any] = {k: d[k] for k in ("io", "detect", "track", "audit")}
+    parts["method"] = method
+    if method == "swap":
+        parts["swap"] = d["swap"]
+        parts["anonymize"] = d["anonymize"]
+        parts["donor"] = donor or cfg.swap.donor
+    else:
+        parts["anonymize"] = d["anonymize"].get(method, {})
+    return _digest(parts)
+
+
+# ============================================================================ status table
+
+
+def _status_names() -> list[str]:
+    from .metrics.schemas import schema
+
+    return schema("status").names
+
+
+class StatusTable:
+    """One row per (video, method) of an archive, kept in ``<out>/status.parquet``.
+
+    Failed videos that never produced an output have a single ``method = ""`` row
+    (the :func:`deid.metrics.schemas.status_rows` convention)."""
+
+    def __init__(self, rows: Iterable[Mapping[str, Any]] = ()):
+        self.rows: dict[tuple[str, str], dict[str, Any]] = {}
+        for r in rows:
+            self.rows[(str(r["video"]), str(r["method"]))] = dict(r)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "StatusTable":
+        p = Path(path)
+        if not p.is_file():
+            return cls()
+        from .metrics.schemas import read_table
+
+        return cls(read_table(p, "status").to_pylist())
+
+    def get(self, video: str, method: str) -> dict[str, Any] | None:
+        return self.rows.get((video, method))
+
+    def is_done(self, video: str, method: str, input_sha256: str, config_hash: str, output: str | os.PathLike) -> bool:
+        """Published with this input and this configuration, and still there."""
+        r = self.get(video, method)
+        return bool(
+            r
+            and r.get("state") in DONE_STATES
+            and r.get("input_sha256") == input_sha256
+            and r.get("config_hash") == config_hash
+            and Path(output).is_file()
+        )
+
+    def replace_video(self, video: str, rows: Iterable[Mapping[str, Any]], keep_methods: Iterable[str] = ()) -> None:
+        """Drop the video's rows (except ``keep_methods``, still valid) and add ``rows``."""
+        keep = set(keep_methods)
+        for k in [k for k in self.rows if k[0] == video and k[1] not in keep]:
+            del self.rows[k]
+        for r in rows:
+            self.rows[(str(r["video"]), str(r["method"]))] = dict(r)
+
+    def videos(self) -> dict[str, str]:
+        """video -> overall state: failed if any row failed, else partial if any, else done."""
+        out: dict[str, str] = {}
+        for (v, _m), r in sorted(self.rows.items()):
+            s = str(r.get("state"))
+            cur = out.get(v)
+            if cur is None or s == "failed" or (s == "partial" and cur == "done"):
+                out[v] = s
+        return out
+
+    def write(self, path: str | os.PathLike) -> Path:
+        from .metrics.schemas import write_table
+
+        names = set(_status_names())
+        rows = [{k: v for k, v in r.items() if k in names} for _, r in sorted(self.rows.items())]
+        return write_table(rows, path, "status")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _with_output_column(rows: list[dict[str, Any]], outputs: Mapping[str, str]) -> list[dict[str, Any]]:
+    if "output_path" in _status_names():
+        for r in rows:
+            r["output_path"] = str(outputs.get(r["method"], "")) or None
+    return rows
+
+
+def failed_rows(
+    video_id: str, input_path: str, error: str, kind: str, *, input_sha256: str = "", config_hash: str = "", timings: Mapping[str, float] | None = None
+) -> list[dict[str, Any]]:
+    """The single status row of a video that failed before any output existed."""
+    from . import __version__
+    from .metrics.schemas import status_rows
+
+    res = SimpleNamespace(input=input_path, status="failed", error=error, error_kind=kind, frames_read=0, counts={}, timings=dict(timings or {}), outputs=[])
+    return status_rows(res, video=video_id, input_sha256=input_sha256, config_hash=config_hash, deid_version=__version__)
+
+
+def result_rows(plan: "VideoPlan", res: Any) -> list[dict[str, Any]]:
+    """Status rows of a finished (or failed) video: one per method, each with its own hash."""
+    from . import __version__
+    from .metrics.schemas import status_rows
+
+    rows = status_rows(res, video=plan.entry.video_id, input_sha256=plan.input_sha256, config_hash=plan.todo_hash, deid_version=__version__)
+    for r in rows:
+        if r["method"] in plan.config_hashes:
+            r["config_hash"] = plan.config_hashes[r["method"]]
+    return _with_output_column(rows, plan.outputs)
+
+
+def recover_from_audit(entry: ArchiveEntry, method: str, output: Path, input_sha256: str, config_hash: str) -> dict[str, Any] | None:
+    """A status row rebuilt from the audit record beside ``output`` when it proves the
+    output is current (same input hash and method config hash, state done/partial);
+    None otherwise. This is how a run killed between publishing an output and writing
+    the status table is recognised as done."""
+    from .config import from_dict
+    from .pipeline import audit_path
+
+    a = audit_path(output)
+    if not (output.is_file() and a.is_file()):
+        return None
+    try:
+        rec = json.loads(a.read_text())
+        if rec.get("status") not in DONE_STATES or rec.get("input", {}).get("sha256") != input_sha256:
+            return None
+        if method_config_hash(from_dict(rec.get("config") or {}), method, entry.donor) != config_hash:
+            return None
+    except (OSError, ValueError, DeidError, TypeError, KeyError):
+        return None
+    from . import __version__
+
+    counts = rec.get("counts") or {}
+    leak = rec.get("leak_audit") or {}
+    mo = SimpleNamespace(method=method, frames_written=int(rec.get("output", {}).get("frames_written") or 0), leak=leak if "leaks" in leak else {})
+    res = SimpleNamespace(input=entry.video, status=rec["status"], error=rec.get("error", ""), error_kind="", frames_read=int(rec.get("frames_read") or 0),
+                          counts=counts, timings=rec.get("timings_s") or {}, outputs=[mo])
+    from .metrics.schemas import status_rows
+
+    rows = status_rows(res, video=entry.video_id, input_sha256=input_sha256, config_hash=config_hash, deid_version=rec.get("deid_version", __version__),
+                       created_unix=int(rec.get("created_unix") or time.time()))
+    return _with_output_column(rows, {method: str(output)})[0]
+
+
+# ============================================================================ planning
+
+
+def default_work_root(out_dir: str | os.PathLike) -> Path:
+    """``.<out name>.deid-work`` beside the output folder: outside it (a scan of the
+    outputs never meets a segment), on the same file system, stable across reruns."""
+    o = Path(out_dir).expanduser().resolve()
+    return o.parent / f".{o.name}.deid-work"
+
+
+def private_mkdir(d: str | os.PathLike) -> Path:
+    p = Path(d)
+    p.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        os.chmod(p, stat.S_IRWXU)
+    return p
+
+
+@dataclass(frozen=True, eq=False)
+class VideoPlan:
+    """What to do for one video: methods still to render, where, in which segments."""
+
+    entry: ArchiveEntry
+    info: VideoInfo
+    input_sha256: str
+    config_hashes: dict[str, str]  # method -> method_config_hash (every method of the row)
+    outputs: dict[str, str]  # method -> final output path (every method of the row)
+    todo: tuple[str, ...]  # methods to render now
+    done: tuple[str, ...]  # methods already current (skipped)
+    work_dir: str
+    segments: tuple[Segment, ...]
+    pts_origin: int | None
+    recovered: tuple[dict[str, Any], ...] = ()  # status rows rebuilt from audit records
+    swap_model: str = ""  # the patient's swap model folder (set once it is trained)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def todo_hash(self) -> str:
+        return _digest(sorted((m, self.config_hashes[m]) for m in self.todo)) if self.todo else ""
+
+    def with_swap_model(self, path: str) -> "VideoPlan":
+        from dataclasses import replace
+
+        return replace(self, swap_model=str(path))
+
+
+def plan_video(
+    entry: ArchiveEntry,
+    cfg: Config,
+    out_dir: str | os.PathLike,
+    work_root: str | os.PathLike,
+    status: StatusTable,
+    *,
+    overwrite: bool = False,
+) -> VideoPlan:
+    """Probe and hash ``entry``'s video and decide what to render (see the module doc).
+    Raises a :class:`DeidError` for a video that cannot run (not a video, output would
+    replace a file this job did not write, ...)."""
+    from .io import check_output_path, probe, scan_stream
+    from .pipeline import audit_path, sha256_file
+
+    t0 = time.perf_counter()
+    info = probe(entry.video)
+    t_probe = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sha = sha256_file(entry.video)
+    t_hash = time.perf_counter() - t0
+    outs = {m: p for m, p in entry.output_paths(out_dir, cfg.io.container).items()}
+    hashes = {m: method_config_hash(cfg, m, entry.donor) for m in entry.methods}
+    todo: list[str] = []
+    done: list[str] = []
+    recovered: list[dict[str, Any]] = []
+    for m in entry.methods:
+        check_output_path(outs[m], [entry.video], overwrite=True)  # never over an input, whatever the flags
+        if status.is_done(entry.video_id, m, sha, hashes[m], outs[m]):
+            done.append(m)
+            continue
+        row = recover_from_audit(entry, m, outs[m], sha, hashes[m])
+        if row is not None:
+            done.append(m)
+            recovered.append(row)
+            continue
+        if outs[m].exists() and not overwrite and not audit_path(outs[m]).is_file():
+            raise OutputExistsError(
+                f"{outs[m]}: exists and was not written by a deid archive run (no audit record beside it); "
+                "move it away or rerun with --overwrite"
+            )
+        todo.append(m)
+    segs: tuple[Segment, ...] = ()
+    origin: int | None = None
+    work = ""
+    if todo:
+        seg_frames = cfg.ray.segment_frames if info.frame_count_exact else 0
+        segs = plan_segments(info.frame_count, seg_frames, cfg.ray.segment_overlap)
+        if cfg.io.timing == "keep":
+            sc = scan_stream(entry.video)
+            origin = int(sc.pts[0]) if len(sc.pts) else None
+        key = _digest([sorted((m, hashes[m]) for m in todo), cfg.ray.segment_frames, cfg.ray.segment_overlap])[:10]
+        work = str(Path(work_root) / f"{entry.video_id}-{sha[:12]}-{key}")
+    return VideoPlan(
+        entry, info, sha, hashes, {m: str(p) for m, p in outs.items()}, tuple(todo), tuple(done), work, segs, origin,
+        tuple(recovered), timings={"probe": round(t_probe, 4), "hash": round(t_hash, 4)},
+    )
+
+
+# ============================================================================ segments: render
+
+
+def segment_file(work_dir: str | os.PathLike, index: int, method: str, container: str = "mp4") -> Path:
+    return Path(work_dir) / f"seg-{index:05d}.{method}.{container}"
+
+
+def _marker(work_dir: str | os.PathLike, index: int) -> Path:
+    return Path(work_dir) / f"seg-{index:05d}.json"
+
+
+def _book_file(work_dir: str | os.PathLike, index: int) -> Path:
+    return Path(work_dir) / f"seg-{index:05d}.book.pkl"
+
+
+@dataclass
+class SegmentOutcome:
+    """What rendering one segment produced; small (it travels through the object store)."""
+
+    video_id: str
+    index: int
+    start: int
+    stop: int
+    ok: bool = True
+    error: str = ""
+    error_kind: str = ""
+    frames_read: int = 0
+    written: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)  # anonymizer stats per method
+    partial: bool = False
+    partial_error: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    resumed: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> "SegmentOutcome":
+        return cls(**json.loads(text))
+
+
+def _fingerprint(plan: VideoPlan, seg: Segment) -> dict[str, Any]:
+    return {"sha": plan.input_sha256, "todo": plan.todo_hash, "start": seg.start, "stop": seg.stop, "context": seg.context}
+
+
+def _resumable(plan: VideoPlan, seg: Segment, container: str) -> SegmentOutcome | None:
+    mk = _marker(plan.work_dir, seg.index)
+    if not mk.is_file():
+        return None
+    try:
+        data = json.loads(mk.read_text())
+        if data.get("fingerprint") != _fingerprint(plan, seg):
+            return None
+        out = SegmentOutcome(**data["outcome"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    if not out.ok or not _book_file(plan.work_dir, seg.index).is_file():
+        return None
+    for m in plan.todo:
+        if out.written.get(m, 0) and not segment_file(plan.work_dir, seg.index, m, container).is_file():
+            return None
+    out.resumed = True
+    return out
+
+
+def render_planned_segment(
+    plan: VideoPlan,
+    index: int,
+    cfg: Config,
+    comp: Any,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> SegmentOutcome:
+    """Render segment ``index`` of ``plan`` into its work folder; never raises for a bad
+    video (the error travels in the outcome). A segment already rendered by an earlier,
+    killed run (its marker matches) is returned as is, without rendering."""
+    from .io import atomic_output
+    from .pipeline import expected_frames, render_segment
+    from .types import Timings
+
+    seg = plan.segments[index]
+    container = cfg.io.container
+    out = SegmentOutcome(plan.entry.video_id, seg.index, seg.start, seg.stop)
+    try:
+        private_mkdir(plan.work_dir)
+        again = _resumable(plan, seg, container)
+        if again is not None:
+            return again
+        for m in plan.todo:
+            remove_partials_of(segment_file(plan.work_dir, seg.index, m, container))
+        timings = Timings()
+        t0 = time.perf_counter()
+        files = {m: segment_file(plan.work_dir, seg.index, m, container) for m in plan.todo}
+        with contextlib.ExitStack() as stack:
+            tmp = {m: stack.enter_context(atomic_output(p)) for m, p in files.items()}
+            r = render_segment(
+                plan.entry.video, plan.info, tmp, cfg, comp, start=seg.start, stop=seg.stop, context=seg.context,
+                timings=timings, progress=progress, pts_origin=plan.pts_origin,
+            )
+            if not r.partial and r.frames_read != seg.frames:
+                raise VideoDecodeError(f"{plan.entry.video}: segment {seg.index} [{seg.start}, {seg.stop}) decoded {r.frames_read} of {seg.frames} frames")
+            want = expected_frames(r.frames_read, r.counts, cfg)
+            for m, n in r.written.items():
+                if n != want:
+                    raise DeidError(f"{plan.entry.video}: segment {seg.index} wrote {n} frames for {m}, expected {want}")
+        out.frames_read = r.frames_read
+        out.written = {m: int(n) for m, n in r.written.items()}
+        out.counts = {k: int(v) for k, v in r.counts.items()}
+        out.stats = {m: _jsonable(a.stats()) for m, a in comp.anonymizers.items() if m in plan.todo and hasattr(a, "stats")}
+        out.partial, out.partial_error = bool(r.partial), str(r.error or "")
+        timings.add("segment", time.perf_counter() - t0)
+        out.timings = {k: round(v, 4) for k, v in timings.seconds.items()}
+        _write_atomic_bytes(_book_file(plan.work_dir, seg.index), pickle.dumps({"rows": r.book.rows, "sampled": r.book.sampled}, protocol=pickle.HIGHEST_PROTOCOL))
+        _write_atomic_bytes(_marker(plan.work_dir, seg.index), json.dumps({"fingerprint": _fingerprint(plan, seg), "outcome": asdict(out)}, default=str).encode())
+    except DeidError as e:
+        out.ok, out.error, out.error_kind = False, str(e), e.kind
+    except Exception as e:  # noqa: BLE001 - one bad segment must never kill the run
+        log.exception("unexpected error rendering %s segment %d", plan.entry.video, index)
+        out.ok, out.error, out.error_kind = False, f"{plan.entry.video}: segment {index}: unexpected {type(e).__name__}: {e}", "internal"
+    return out
+
+
+def _jsonable(d: Any) -> Any:
+    return json.loads(json.dumps(d, default=str))
+
+
+def _write_atomic_bytes(path: Path, data: bytes) -> None:
+    from .io import atomic_output
+
+    with atomic_output(path) as tmp:
+        Path(tmp).write_bytes(data)
+
+
+def remove_partials_of(final: str | os.PathLike) -> list[Path]:
+    """Delete temporaries of *this* output only (``.<name>.partial-*``): other videos
+    in the same folder may be writing theirs right now."""
+    from .io.atomic import PARTIAL_MARK
+
+    f = Path(final)
+    removed = []
+    if f.parent.is_dir():
+        for p in f.parent.glob(f".{glob_escape(f.name)}{PARTIAL_MARK}*"):
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+# ============================================================================ finalize
+
+
+def merge_stats(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Anonymizer statistics of several segments as one video's: counts add up,
+    ``min_*`` / ``*_min_distance`` take the minimum, anything else keeps the first value."""
+    out: dict[str, Any] = {}
+    for p in parts:
+        for k, v in p.items():
+            if k not in out or out[k] is None:
+                out[k] = dict(v) if isinstance(v, Mapping) else v
+            elif isinstance(v, Mapping) and isinstance(out[k], Mapping):
+                out[k] = merge_stats([out[k], v])
+            elif isinstance(v, bool) or not isinstance(v, (int, float)) or not isinstance(out[k], (int, float)):
+                continue
+            elif "min" in k:
+                out[k] = min(out[k], v) if v is not None else out[k]
+            elif k in ("gate_every",):
+                continue
+            else:
+                out[k] = out[k] + v
+    return out
+
+
+class _StatsOnly:
+    """Stands in for an anonymizer in :func:`finalize_outputs`: only its stats are read."""
+
+    def __init__(self, name: str, stats: Mapping[str, Any]):
+        self.name = name
+        self._stats = dict(stats)
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self._stats)
+
+
+def finalize_video(
+    plan: VideoPlan,
+    outcomes: Sequence[SegmentOutcome],
+    cfg: Config,
+    identity: Any = None,
+    *,
+    keep_work: bool = False,
+):
+    """Stitch, verify, leak-audit, write audit records and publish one video's outputs
+    (see the module doc). Returns ``(VideoResult, status rows)``; never raises for a
+    bad video. ``identity``: the leak audit's identity encoder (built from
+    ``cfg.audit.identity_backend`` when None and the audit is on)."""
+    from .io import atomic_output
+    from .io.concat import concat_segments
+    from .pipeline import Components, VideoResult, finalize_outputs
+    from .types import Timings
+
+    src = plan.entry.video
+    res = VideoResult(input=src, status="failed", info=plan.info)
+    timings = Timings()
+    for k, v in plan.timings.items():
+        timings.add(k, v)
+    container = cfg.io.container
+    try:
+        got = sorted(outcomes, key=lambda o: o.index)
+        if [o.index for o in got] != list(range(len(plan.segments))):
+            raise DeidError(f"{src}: got segments {[o.index for o in got]}, expected 0..{len(plan.segments) - 1}; rerun the job")
+        for o in got:
+            for k, v in o.timings.items():
+                timings.add(k, v)
+        failed = [o for o in got if not o.ok]
+        if failed:
+            res.error, res.error_kind = failed[0].error, failed[0].error_kind or "error"
+            raise _Handled()
+        res.frames_read = sum(o.frames_read for o in got)
+        counts: dict[str, int] = {}
+        for o in got:
+            for k, v in o.counts.items():
+                counts[k] = counts.get(k, 0) + int(v)
+        res.counts = counts
+        partial = [o for o in got if o.partial]
+        if partial:
+            res.status, res.error, res.error_kind = "partial", partial[0].partial_error, "partial"
+        res.outputs_written = {m: sum(o.written.get(m, 0) for o in got) for m in plan.todo}
+        rows: list[tuple] = []
+        sampled: dict[int, Any] = {}
+        for o in got:
+            with open(_book_file(plan.work_dir, o.index), "rb") as fh:
+                b = pickle.load(fh)  # our own file in our private work folder
+            rows.extend(b["rows"])
+            sampled.update(b["sampled"])
+        book = SimpleNamespace(rows=rows, sampled=sampled)
+        if identity is None and cfg.audit.leak_check:
+            from .registry import IDENTITY_ENCODERS
+
+            identity = IDENTITY_ENCODERS.create(cfg.audit.identity_backend)
+        anons = {m: _StatsOnly(m, merge_stats([o.stats.get(m, {}) for o in got])) for m in plan.todo}
+        anons = {m: a if a._stats else _NoStats() for m, a in anons.items()}
+        comp = Components(cfg, detector=None, anonymizers=anons, identity=identity)
+        outs = {m: Path(plan.outputs[m]) for m in plan.todo}
+        for p in outs.values():
+            remove_partials_of(p)
+        with contextlib.ExitStack() as stack:
+            tmp = {m: stack.enter_context(atomic_output(p)) for m, p in outs.items()}
+            t0 = time.perf_counter()
+            for m in plan.todo:
+                parts = [segment_file(plan.work_dir, o.index, m, container) for o in got if o.written.get(m, 0) > 0]
+                if not parts:
+                    raise DeidError(f"{src}: no frames were written for {m}")
+                concat_segments(parts, tmp[m], audio_from=src if cfg.io.keep_audio else None,
+                                container_format="matroska" if container == "mkv" else "mp4")
+            timings.add("stitch", time.perf_counter() - t0)
+            finalize_outputs(src, tmp, outs, res, cfg, comp, book, timings, True)
+        if not keep_work:
+            shutil.rmtree(plan.work_dir, ignore_errors=True)
+    except _Handled:
+        res.status = "failed"
+    except DeidError as e:
+        res.status, res.error, res.error_kind = "failed", str(e), e.kind
+    except Exception as e:  # noqa: BLE001 - one bad video must never kill the run
+        log.exception("unexpected error finalizing %s", src)
+        res.status, res.error, res.error_kind = "failed", f"{src}: unexpected {type(e).__name__}: {e}", "internal"
+    if res.status == "failed":
+        res.outputs = []
+        if not keep_work:
+            shutil.rmtree(plan.work_dir, ignore_errors=True)
+    res.timings = {k: round(v, 4) for k, v in timings.seconds.items()}
+    return res, result_rows(plan, res)
+
+
+class _Handled(Exception):
+    """A failure already recorded in the result."""
+
+
+class _NoStats:
+    name = "none"
+
+
+# ============================================================================ progress
+
+
+@dataclass
+class ArchiveProgress:
+    """Counts for the periodic summary line of an archive run."""
+
+    total: int
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    frames: int = 0
+    t0: float = field(default_factory=time.monotonic)
+    last_line: float = 0.0
+
+    def video(self, state: str) -> None:
+        if state in DONE_STATES:
+            self.done += 1
+        elif state == "skipped":
+            self.skipped += 1
+        else:
+            self.failed += 1
+
+    def add_frames(self, n: int) -> None:
+        self.frames += int(n)
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.failed + self.skipped
+
+    def line(self, now: float | None = None) -> str:
+        el = max(1e-9, (now if now is not None else time.monotonic()) - self.t0)
+        return (
+            f"archive: {self.finished}/{self.total} videos ({self.done} done, {self.failed} failed, {self.skipped} skipped), "
+            f"{self.frames} frames rendered at {self.frames / el:.1f} frames/s, {el:.0f} s"
+        )
+
+    def due(self, every_s: float, now: float | None = None) -> bool:
+        """True at most once per ``every_s`` seconds (0 = never)."""
+        if every_s <= 0:
+            return False
+        now = now if now is not None else time.monotonic()
+        if now - self.last_line >= every_s:
+            self.last_line = now
+            return True
+        return False
+
+
+# ============================================================================ one run
+
+
+class ArchiveRun:
+    """The bookkeeping of one archive run, whatever schedules the work.
+
+    The in-process runner (:func:`run_archive_in_process`) and the Ray driver
+    (``ray_jobs.deidentify``) feed it the same events — a plan (or a planning error), each
+    segment's outcome, each video's final result — and it keeps the status table, the
+    progress counts and the list of videos whose segments are all in::
+
+        run = ArchiveRun(manifest, cfg, out_dir); run.begin()
+        for entry in manifest.entries:
+            if run.should_plan(entry):
+                segments = run.accept_plan(entry, plan_video(...))      # or (entry, None, error)
+                ...  # render; run.accept_segment(outcome) returns the plan when complete
+                run.accept_result(plan, *finalize_video(plan, outcomes, cfg))
+        run.finish()
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        cfg: Config,
+        out_dir: str | os.PathLike,
+        *,
+        work_root: str | os.PathLike | None = None,
+        overwrite: bool = False,
+        status_every_s: float = 2.0,
+        echo: Callable[[str], None] | None = None,
+    ):
+        self.manifest = manifest
+        self.cfg = cfg
+        self.out_dir = Path(out_dir).expanduser().resolve()
+        self.work_root = Path(work_root).expanduser().resolve() if work_root else default_work_root(self.out_dir)
+        self.overwrite = overwrite
+        self.status_path = self.out_dir / STATUS_FILE
+        self.status = StatusTable()
+        self.progress = ArchiveProgress(total=len(manifest))
+        self.plans: dict[str, VideoPlan] = {}
+        self.outcomes: dict[str, dict[int, SegmentOutcome]] = {}
+        self.states: dict[str, str] = {}  # video -> state reached in this run (done/partial/failed/skipped)
+        self.status_every_s = status_every_s
+        self.echo = echo
+        self._dirty = False
+        self._last_write = 0.0
+
+    # ----------------------------------------------------------------- start / end
+    def begin(self) -> None:
+        """Create folders, load the previous status table, delete temporaries a killed run
+        left in the output folders, and record the manifest's bad rows."""
+        check_segmenting(self.cfg)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        private_mkdir(self.work_root)
+        self.status = StatusTable.load(self.status_path)
+        from .io import remove_stale_partials
+
+        dirs = {self.out_dir} | {e.output_dir(self.out_dir) for e in self.manifest.entries}
+        for d in dirs:
+            for p in remove_stale_partials(d):
+                log.info("removed a temporary left by an interrupted run: %s", p)
+        for err in self.manifest.errors:
+            self.status.replace_video(err.video_id, failed_rows(err.video_id, err.video, err.error, err.kind))
+            self._finished(err.video_id, "failed", err.error)
+        self.flush(force=True)
+
+    def finish(self) -> None:
+        self.flush(force=True)
+        with contextlib.suppress(OSError):
+            self.work_root.rmdir()  # only when empty: unfinished videos keep their segments
+
+    # ----------------------------------------------------------------- events
+    def should_plan(self, entry: ArchiveEntry) -> bool:
+        """False for a video that failed before when ``ray.retry_failed`` is off."""
+        if self.cfg.ray.retry_failed:
+            return True
+        rows = [r for (v, _m), r in self.status.rows.items() if v == entry.video_id]
+        if rows and all(r.get("state") == "failed" for r in rows):
+            self._finished(entry.video_id, "skipped", "failed before; ray.retry_failed is off")
+            return False
+        return True
+
+    def accept_plan(self, entry: ArchiveEntry, plan: VideoPlan | None, error: BaseException | None = None) -> list[int]:
+        """Record a plan (or the error that stopped planning); returns the segment
+        indices to render (empty when nothing is left to do for this video)."""
+        vid = entry.video_id
+        if plan is None:
+            msg = str(error) if error is not None else f"{entry.video}: could not be planned"
+            kind = getattr(error, "kind", "internal")
+            if error is not None and not isinstance(error, DeidError):
+                msg = f"{entry.video}: unexpected {type(error).__name__}: {error}"
+            self.status.replace_video(vid, failed_rows(vid, entry.video, msg, kind))
+            self._finished(vid, "failed", msg)
+            return []
+        if plan.recovered:
+            self.status.replace_video(vid, plan.recovered, keep_methods=[m for m in plan.done])
+            self._dirty = True
+        if not plan.todo:
+            self._finished(vid, "skipped", "already done with this configuration")
+            return []
+        self.plans[vid] = plan
+        self.outcomes[vid] = {}
+        return list(range(len(plan.segments)))
+
+    def accept_segment(self, outcome: SegmentOutcome) -> VideoPlan | None:
+        """Record one segment; returns the video's plan once all its segments are in."""
+        vid = outcome.video_id
+        plan = self.plans.get(vid)
+        if plan is None:
+            log.warning("segment %d of unknown video %s ignored", outcome.index, vid)
+            return None
+        have = self.outcomes[vid]
+        if outcome.index in have:  # a retried task reporting twice: keep the first
+            return None
+        have[outcome.index] = outcome
+        if outcome.ok and not outcome.resumed:
+            self.progress.add_frames(outcome.frames_read)
+        return plan if len(have) == len(plan.segments) else None
+
+    def segment_outcomes(self, video_id: str) -> list[SegmentOutcome]:
+        return [o for _, o in sorted(self.outcomes.get(video_id, {}).items())]
+
+    def accept_result(self, plan: VideoPlan, res: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+        vid = plan.entry.video_id
+        self.status.replace_video(vid, rows, keep_methods=plan.done)
+        self.plans.pop(vid, None)
+        self.outcomes.pop(vid, None)
+        self._finished(vid, str(res.status), str(res.error or ""))
+        self.flush()
+
+    def _finished(self, vid: str, state: str, note: str = "") -> None:
+        self.states[vid] = state
+        self.progress.video(state)
+        self._dirty = True
+        if self.echo and state == "failed":
+            self.echo(f"archive: FAILED {vid}: {note}")
+
+    def flush(self, force: bool = False) -> None:
+        """Rewrite the status table (atomically) when something changed, at most every
+        ``status_every_s`` seconds unless ``force``."""
+        now = time.monotonic()
+        if self._dirty and (force or now - self._last_write >= self.status_every_s):
+            self.status.write(self.status_path)
+            self._dirty = False
+            self._last_write = now
+
+    # ----------------------------------------------------------------- summary
+    @property
+    def pending(self) -> list[str]:
+        return sorted(self.plans)
+
+    def summary(self) -> dict[str, Any]:
+        c: dict[str, int] = {}
+        for s in self.states.values():
+            c[s] = c.get(s, 0) + 1
+        return {
+            "videos": len(self.manifest),
+            "states": c,
+            "frames_rendered": self.progress.frames,
+            "seconds": round(time.monotonic() - self.progress.t0, 2),
+            "status_table": str(self.status_path),
+            "out_dir": str(self.out_dir),
+            "failed": {v: self._error_of(v) for v, s in sorted(self.states.items()) if s == "failed"},
+        }
+
+    def _error_of(self, vid: str) -> str:
+        for (v, _m), r in self.status.rows.items():
+            if v == vid and r.get("state") == "failed":
+                return str(r.get("error") or "")
+        return ""
+
+    @property
+    def ok(self) -> bool:
+        return not any(s == "failed" for s in self.states.values())
+
+
+def run_archive_in_process(
+    manifest: Manifest,
+    cfg: Config,
+    out_dir: str | os.PathLike,
+    *,
+    components: Any = None,
+    work_root: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> ArchiveRun:
+    """The archive run in this process, one video and one segment after another — the
+    reference the Ray job must agree with (tests, and machines without Ray). The swap
+    needs the Ray job (per-patient training) and is refused here."""
+    from .pipeline import Components
+
+    if any("swap" in e.methods for e in manifest.entries):
+        raise ConfigError("the in-process archive runner has no per-patient training; run swap through `deid archive` (Ray)")
+    run = ArchiveRun(manifest, cfg, out_dir, work_root=work_root, overwrite=overwrite)
+    run.begin()
+    comp = components
+    for e in manifest.entries:
+        if not run.should_plan(e):
+            continue
+        try:
+            plan = plan_video(e, cfg, run.out_dir, run.work_root, run.status, overwrite=overwrite)
+        except DeidError as ex:
+            run.accept_plan(e, None, ex)
+            continue
+        todo = run.accept_plan(e, plan)
+        if not todo:
+            continue
+        if comp is None:
+            comp = Components.build(cfg, sorted({m for x in manifest.entries for m in x.methods}))
+        ready = None
+        for k in todo:
+            ready = run.accept_segment(render_planned_segment(plan, k, cfg, comp)) or ready
+        if ready is not None:
+            run.accept_result(ready, *finalize_video(ready, run.segment_outcomes(e.video_id), cfg, comp.identity))
+    run.finish()
+    return run
+
+
+__all__ = [
+    "ArchiveEntry",
+    "ArchiveProgress",
+    "ArchiveRun",
+    "DONE_STATES",
+    "Manifest",
+    "RowError",
+    "STATUS_FILE",
+    "Segment",
+    "SegmentOutcome",
+    "StatusTable",
+    "VideoPlan",
+    "check_segmenting",
+    "default_work_root",
+    "failed_rows",
+    "finalize_video",
+    "load_manifest",
+    "merge_stats",
+    "method_config_hash",
+    "parse_methods",
+    "plan_segments",
+    "plan_video",
+    "recover_from_audit",
+    "remove_partials_of",
+    "render_planned_segment",
+    "result_rows",
+    "run_archive_in_process",
+    "segment_file",
+]

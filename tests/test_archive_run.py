@@ -1,0 +1,144 @@
+"""Archive runs in one process (deid.archive.run_archive_in_process): the bookkeeping the
+Ray job shares — status rows, skip / resume decisions, no half-written outputs."""
+
+import csv
+import json
+import os
+
+import pyarrow.parquet as pq
+import pytest
+
+from deid.archive import (
+    STATUS_FILE,
+    StatusTable,
+    default_work_root,
+    load_manifest,
+    plan_video,
+    render_planned_segment,
+    run_archive_in_process,
+)
+from deid.config import Config
+from deid.io import probe, scan_stream
+from deid.pipeline import audit_path, frames_path, process_video
+from deid.testing import fake_components, make_synthetic_video
+
+# the fakes from deid.testing, built by name (so worker processes can build them too)
+CFG = Config().replace(
+    "detect.backend=color", "track.pose_fallback=false", "audit.identity_backend=patch", "audit.sample_frames=8",
+    "io.chunk_size=8", "track.lookahead=24", "ray.segment_overlap=24", "ray.segment_frames=20",
+)
+
+
+@pytest.fixture()
+def archive(tmp_path):
+    root = tmp_path / "archive"
+    (root / "ward").mkdir(parents=True)
+    make_synthetic_video(root / "one.mp4", n_frames=50, hidden=[20, 21])
+    make_synthetic_video(root / "ward" / "two.mp4", n_frames=24)
+    (root / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video")
+    with open(root / "manifest.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["video", "patient_id", "methods"])
+        w.writerows([["one.mp4", "p1", "blur,mask"], ["ward/two.mp4", "p2", "pixelate"], ["broken.mp4", "p3", "blur"]])
+    return root
+
+
+def _files(d):
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())
+
+
+def _mtimes(d):
+    return {p: p.stat().st_mtime_ns for p in d.rglob("*") if p.is_file() and p.name != STATUS_FILE}
+
+
+def test_two_done_one_failed_then_a_rerun_does_nothing(archive, tmp_path):
+    out = tmp_path / "out"
+    man = load_manifest(archive / "manifest.csv", out_dir=out)
+    run = run_archive_in_process(man, CFG, out)
+    assert run.states == {"one": "done", "ward__two": "done", "broken": "failed"}
+    assert not run.ok
+    st = pq.read_table(out / STATUS_FILE).to_pandas()
+    assert sorted(zip(st.video, st.method, st.state)) == [
+        ("broken", "", "failed"), ("one", "blur", "done"), ("one", "mask", "done"), ("ward__two", "pixelate", "done")]
+    broken = st[st.video == "broken"].iloc[0]
+    assert "not a video file" in broken.error and broken.error_kind == "invalid_input"
+    done = st[st.state == "done"]
+    assert (done.input_sha256.str.len() == 64).all() and (done.config_hash.str.len() == 16).all()
+    assert list(done.frames_written) == [50, 50, 24]
+    assert _files(out) == sorted([
+        "one.blur.audit.json", "one.blur.frames.parquet", "one.blur.mp4", "one.mask.audit.json", "one.mask.frames.parquet",
+        "one.mask.mp4", STATUS_FILE, "ward/two.pixelate.audit.json", "ward/two.pixelate.frames.parquet", "ward/two.pixelate.mp4"])
+    # segments were private: the work folder is gone once every video finished
+    assert not default_work_root(out).exists()
+    # the segmented render has the frames and timestamps of a whole-video run
+    whole = process_video(archive / "one.mp4", tmp_path / "whole", ["blur"], CFG, components=fake_components(CFG, ["blur"], pose=None))
+    assert whole.status == "done"
+    a, b = out / "one.blur.mp4", tmp_path / "whole" / "one.blur.mp4"
+    assert probe(a).frame_count == probe(b).frame_count == 50
+    assert list(scan_stream(a).pts) == list(scan_stream(b).pts)
+    frames = pq.read_table(frames_path(a)).to_pandas()
+    assert list(frames.frame) == list(range(50))
+    rec = json.loads(audit_path(a).read_text())
+    assert rec["status"] == "done" and rec["frames_read"] == 50 and rec["leak_audit"]["leaks"] == 0
+    assert rec["counts"]["regions_interpolated"] >= 2, "the hidden frames were covered across the segment junction"
+
+    before = _mtimes(out)
+    again = run_archive_in_process(load_manifest(archive / "manifest.csv", out_dir=out), CFG, out)
+    assert again.states == {"one": "skipped", "ward__two": "skipped", "broken": "failed"}
+    assert again.progress.frames == 0
+    assert _mtimes(out) == before, "a rerun rewrites no output"
+    assert len(StatusTable.load(out / STATUS_FILE)) == 4
+
+
+def test_a_killed_run_resumes_from_its_segments_and_leaves_no_partials(archive, tmp_path):
+    out = tmp_path / "out"
+    man = load_manifest(archive / "manifest.csv", out_dir=out)
+    one = man.entries[0]
+    work = default_work_root(out)
+    # the "killed" run: planned one.mp4, rendered its first segment, died while writing
+    # the second segment and while publishing an output
+    plan = plan_video(one, CFG, out, work, StatusTable())
+    assert len(plan.segments) == 3
+    first = render_planned_segment(plan, 0, CFG, fake_components(CFG, ["blur", "mask"], pose=None))
+    assert first.ok and first.frames_read == 20
+    (out).mkdir(exist_ok=True)
+    stale_out = out / ".one.blur.mp4.partial-dead0001.mp4"
+    stale_out.write_bytes(b"half")
+    stale_seg = default_work_root(out) / os.path.basename(plan.work_dir) / ".seg-00001.blur.mp4.partial-dead0002.mp4"
+    stale_seg.write_bytes(b"half")
+
+    run = run_archive_in_process(man, CFG, out)
+    assert run.states["one"] == "done"
+    assert run.progress.frames == 30 + 24, "segment 0 of one.mp4 was not rendered again"
+    assert not stale_out.exists() and not any(".partial-" in f for f in _files(out))
+    assert probe(out / "one.blur.mp4").frame_count == 50 and probe(out / "one.mask.mp4").frame_count == 50
+
+
+def test_status_lost_config_changed_and_foreign_files(archive, tmp_path):
+    out = tmp_path / "out"
+    man = load_manifest(archive / "manifest.csv", out_dir=out)
+    run_archive_in_process(man, CFG, out)
+    # killed after publishing but before the status table was written: the audit
+    # records beside the outputs prove they are current
+    (out / STATUS_FILE).unlink()
+    again = run_archive_in_process(man, CFG, out)
+    assert again.states["one"] == "skipped" and again.progress.frames == 0
+    assert sorted(StatusTable.load(out / STATUS_FILE).rows) == [("broken", ""), ("one", "blur"), ("one", "mask"), ("ward__two", "pixelate")]
+    # a blur setting changed: blur outputs are redone (replaced), mask and pixelate kept
+    mask_before = (out / "one.mask.mp4").stat().st_mtime_ns
+    cfg2 = CFG.replace("anonymize.blur.strength=0.5")
+    third = run_archive_in_process(man, cfg2, out)
+    assert third.states == {"one": "done", "ward__two": "skipped", "broken": "failed"}
+    assert third.progress.frames == 50
+    assert (out / "one.mask.mp4").stat().st_mtime_ns == mask_before
+    rows = StatusTable.load(out / STATUS_FILE)
+    assert rows.get("one", "blur")["config_hash"] != rows.get("one", "mask")["config_hash"]
+    assert json.loads(audit_path(out / "one.blur.mp4").read_text())["config"]["anonymize"]["blur"]["strength"] == 0.5
+    # a file the job did not write is never replaced without --overwrite
+    (out / "ward" / "two.mask.mp4").write_bytes(b"someone else's file")
+    with open(archive / "m2.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([["video", "methods"], ["ward/two.mp4", "mask"], ["one.mp4", "blur"]])
+    fourth = run_archive_in_process(load_manifest(archive / "m2.csv", out_dir=out), cfg2, out)
+    assert fourth.states == {"ward__two": "failed", "one": "skipped"}
+    err = StatusTable.load(out / STATUS_FILE).get("ward__two", "")["error"]
+    assert "was not written by a deid archive run" in err and (out / "ward" / "two.mask.mp4").read_bytes() == b"someone else's file"
