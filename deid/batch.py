@@ -12,7 +12,7 @@ from typing import Any, Iterator, Sequence
 
 from .config import Config
 from .errors import DeidError
-from .pipeline import Components, VideoResult, discover_inputs, process_video
+from .pipeline import Components, VideoResult, plan_inputs, process_video
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,8 @@ def run_batch(
 ) -> list[VideoResult]:
     from tqdm import tqdm
 
-    paths = discover_inputs(inputs)
+    planned = plan_inputs(inputs)
+    paths = [p.path for p in planned]
     if not paths:
         raise DeidError(f"no video files found in {', '.join(map(str, inputs))}")
     out = Path(out_dir)
@@ -73,7 +74,8 @@ def run_batch(
     total = _probe_total(paths) if show else 0
     overall = tqdm(total=total * max(1, len(paths) and 1), unit="frame", desc="all videos", position=0, disable=not show, leave=True)
     try:
-        for p in paths:
+        for item in planned:
+            p, vout = item.path, out / item.subdir
             bar = tqdm(desc=p.name[:30], unit="frame", position=1, leave=False, disable=not show)
 
             def tick(n: int, _bar=bar) -> None:
@@ -86,9 +88,11 @@ def run_batch(
                         comp_v = Components(
                             cfg, comp.detector, comp.pose, comp.presence, {**comp.anonymizers, "swap": swap_anon}, comp.identity
                         )
-                        r = process_video(p, out, list(methods), cfg, components=comp_v, overwrite=overwrite, progress=tick)
+                        r = process_video(p, vout, list(methods), cfg, components=comp_v, overwrite=overwrite, progress=tick,
+                                          name=item.name)
                 else:
-                    r = process_video(p, out, list(methods), cfg, components=comp, overwrite=overwrite, dry_run=dry_run, progress=tick)
+                    r = process_video(p, vout, list(methods), cfg, components=comp, overwrite=overwrite, dry_run=dry_run,
+                                      progress=tick, name=item.name)
             except DeidError as e:
                 r = VideoResult(input=str(p), status="failed", error=str(e), error_kind=e.kind)
             bar.close()

@@ -48,9 +48,51 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".m4v", ".webm", ".mpg", ".m
 # ----------------------------------------------------------------------------- naming
 
 
-def output_path(input_path: str | os.PathLike, out_dir: str | os.PathLike, method: str, container: str = "mp4") -> Path:
-    """``<out_dir>/<input stem>.<method>.<container>`` — e.g. ``clip.blur.mp4``."""
-    return Path(out_dir) / f"{Path(input_path).stem}.{method}.{container}"
+def output_path(
+    input_path: str | os.PathLike, out_dir: str | os.PathLike, method: str, container: str = "mp4", name: str | None = None
+) -> Path:
+    """``<out_dir>/<name or input stem>.<method>.<container>`` — e.g. ``clip.blur.mp4``."""
+    return Path(out_dir) / f"{name or Path(input_path).stem}.{method}.{container}"
+
+
+@dataclass(frozen=True)
+class PlannedInput:
+    """An input video and where its outputs go: ``<out>/<subdir>/<name>.<method>.mp4``."""
+
+    path: Path
+    subdir: Path = Path(".")
+    name: str = ""
+
+
+def plan_inputs(paths: Iterable[str | os.PathLike], extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[PlannedInput]:
+    """Collision-free output names. Files found inside a folder argument keep their
+    sub-folder below the output directory (``clips/a/x.mp4`` -> ``out/a/x.blur.mp4``);
+    inputs that would still share a name (``a/x.mp4`` and ``b/x.mp4`` given as files) get
+    a short hash of their path appended (``x-1a2b3c4d.blur.mp4``)."""
+    planned: list[PlannedInput] = []
+    seen: set[str] = set()
+    for arg in map(Path, paths):
+        if arg.is_dir():
+            files = sorted(q for q in arg.rglob("*") if q.is_file() and q.suffix.lower() in extensions)
+            items = [(q, q.parent.relative_to(arg)) for q in files]
+        else:
+            items = [(arg, Path("."))]
+        for q, sub in items:
+            key = str(q.resolve()) if q.exists() else str(q)
+            if key in seen:
+                continue
+            seen.add(key)
+            planned.append(PlannedInput(q, sub, q.stem))
+    counts: dict[tuple[str, str], int] = {}
+    for p in planned:
+        counts[(str(p.subdir), p.name)] = counts.get((str(p.subdir), p.name), 0) + 1
+    out = []
+    for p in planned:
+        if counts[(str(p.subdir), p.name)] > 1:
+            h = hashlib.sha1(str(p.path.resolve()).encode()).hexdigest()[:8]
+            p = PlannedInput(p.path, p.subdir, f"{p.name}-{h}")
+        out.append(p)
+    return out
 
 
 def audit_path(video_out: str | os.PathLike) -> Path:
@@ -312,6 +354,7 @@ def process_video(
     progress: Callable[[int], None] | None = None,
     keep_plans: bool = False,
     sha256: bool = True,
+    name: str | None = None,
 ) -> VideoResult:
     """De-identify one video with every method in ``methods``. Never raises for a bad
     video: the error travels in the result (status ``failed``) so batches go on."""
@@ -325,7 +368,7 @@ def process_video(
         res.info = info
         timings.add("probe", time.perf_counter() - t0)
         container = cfg.io.container
-        outs = {m: output_path(src, out_dir, m, container) for m in methods}
+        outs = {m: output_path(src, out_dir, m, container, name) for m in methods}
         if len(set(outs.values())) != len(outs):
             raise InvalidInputError(f"{src}: methods {list(methods)} would write the same output name")
         for p in outs.values():

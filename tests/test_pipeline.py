@@ -227,3 +227,18 @@ def test_segments_with_context_match_whole_video(clip, tmp_path):
         assert p.decision == q.decision and len(p.faces) == len(q.faces)
         for f, g in zip(p.faces, q.faces):
             assert np.allclose(f.box, g.box, atol=1e-3) and f.source == g.source
+
+
+def test_output_names_are_collision_free(tmp_path):
+    from deid.pipeline import plan_inputs
+
+    for d in ("a", "b", "tree/x", "tree/y"):
+        (tmp_path / d).mkdir(parents=True)
+    for f in ("a/clip.mp4", "b/clip.mp4", "tree/x/clip.mp4", "tree/y/clip.mp4", "tree/top.mov"):
+        (tmp_path / f).write_bytes(b"")
+    plan = plan_inputs([tmp_path / "a/clip.mp4", tmp_path / "b/clip.mp4", tmp_path / "tree"])
+    dests = [str(p.subdir / p.name) for p in plan]
+    assert len(set(dests)) == len(dests) == 5
+    flat = [p for p in plan if str(p.subdir) == "."]
+    assert {p.name for p in flat} >= {"top"} and all(p.name.startswith("clip-") for p in flat if p.name != "top")
+    assert {str(p.subdir) for p in plan if p.path.parent.parent.name == "tree"} == {"x", "y"}

@@ -1,0 +1,96 @@
+"""The `deid` console script end to end on synthetic clips (fake detector/pose/identity
+backends selected through --set, real everything else)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deid import __version__
+from deid.cli import main
+from deid.io import has_sensitive_tags, probe
+from deid.testing import make_synthetic_video
+
+FAKES = ["--set", "detect.backend=color", "--set", "track.pose_backend=color_pose", "--set", "audit.identity_backend=patch",
+         "--set", "audit.sample_frames=6", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli_in")
+    make_synthetic_video(d / "good.mp4", n_frames=24, with_audio=True, metadata={"creation_time": "2020-02-02T00:00:00Z"})
+    (d / "bad.mp4").write_text("not a video")
+    return d
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and __version__ in capsys.readouterr().out
+
+
+def test_anonymize_batch_goes_on_after_a_bad_file(inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["anonymize", str(inputs / "good.mp4"), str(inputs / "bad.mp4"), str(inputs / "missing.mp4"),
+               "--out", str(out), "-m", "blur,mask", *FAKES])
+    captured = capsys.readouterr()
+    assert rc == 1
+    assert "bad.mp4: not a video file" in captured.err and "missing.mp4: no such file" in captured.err
+    assert "1 of 3 video(s) succeeded" in captured.out
+    for m in ("blur", "mask"):
+        v = out / f"good.{m}.mp4"
+        assert v.exists() and probe(v).frame_count == 24 and not probe(v).has_audio
+        assert has_sensitive_tags(v) == []
+        assert (out / f"good.{m}.audit.json").exists() and (out / f"good.{m}.frames.parquet").exists()
+    assert not list(out.glob("bad*")) and not list(out.glob(".*partial*"))
+
+
+def test_each_error_is_one_line(inputs, tmp_path, capsys):
+    rc = main(["anonymize", str(inputs / "bad.mp4"), "--out", str(tmp_path), "-m", "blur", *FAKES])
+    err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("deid: error")]
+    assert rc == 1 and len(err) == 1 and "bad.mp4" in err[0]
+
+
+def test_dry_run_and_overwrite(inputs, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["anonymize", str(inputs / "good.mp4"), "--out", str(out), "-m", "pixelate", "--dry-run", *FAKES]) == 0
+    assert not out.exists()
+    assert main(["anonymize", str(inputs / "good.mp4"), "--out", str(out), "-m", "pixelate", *FAKES]) == 0
+    assert main(["anonymize", str(inputs / "good.mp4"), "--out", str(out), "-m", "pixelate", *FAKES]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["anonymize", str(inputs / "good.mp4"), "--out", str(out), "-m", "pixelate", "--overwrite", *FAKES]) == 0
+
+
+def test_json_summary(inputs, tmp_path, capsys):
+    rc = main(["anonymize", str(inputs / "good.mp4"), "--out", str(tmp_path), "-m", "mask", "--json", *FAKES])
+    data = json.loads(capsys.readouterr().out)
+    assert rc == 0 and data[0]["status"] == "done" and data[0]["outputs"][0]["method"] == "mask"
+
+
+def test_unknown_method_and_bad_config(inputs, tmp_path, capsys):
+    assert main(["anonymize", str(inputs / "good.mp4"), "--out", str(tmp_path), "-m", "smudge"]) == 1
+    assert "unknown method" in capsys.readouterr().err
+    assert main(["anonymize", str(inputs / "good.mp4"), "--out", str(tmp_path), "-m", "blur", "--set", "track.nope=1"]) == 1
+    assert "unknown config key" in capsys.readouterr().err
+
+
+def test_probe_command(inputs, capsys):
+    assert main(["probe", str(inputs / "good.mp4")]) == 0
+    assert "160x120" in capsys.readouterr().out
+    assert main(["probe", "--json", str(inputs / "good.mp4"), str(inputs / "bad.mp4")]) == 1
+    line = capsys.readouterr().out.splitlines()[0]
+    assert json.loads(line)["frame_count"] == 24
+
+
+def test_library_never_imports_ray():
+    code = (
+        "import importlib, pkgutil, sys, deid\n"
+        "for m in pkgutil.walk_packages(deid.__path__, 'deid.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "assert 'ray' not in sys.modules, [k for k in sys.modules if k.startswith('ray')]\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
