@@ -1,0 +1,259 @@
+"""The METRICS_DIR: where an evaluation's tables go, and :func:`aggregate`.
+
+Layout (shared with the Ray evaluation stage and ``deid report``)::
+
+    run.json               what was evaluated, with which models and config   (aggregate)
+    summary.parquet        one row per (video, method)           "summary"    (aggregate)
+    status.parquet         one row per (video, method) audit     "status"     (aggregate)
+    per_keypoint.parquet   (video, method, keypoint)             "per_keypoint" (aggregate)
+    clinical.parquet       (video, method, feature)              "clinical"   (aggregate)
+    keypoints/ identity/ perframe/   video=/method= partitions  (written per video)
+    parts/                 per-video pieces aggregate() reads:
+        summary/ per_keypoint/ clinical/ status/   video=/method= partitions
+        videos/<video>.json                        run.json's entry for that video
+
+Why the ``parts/`` indirection: videos of an archive are evaluated independently (one
+after another, or by many Ray tasks at once). Each writes only its own partitions, so
+writers never touch the same file and re-evaluating one video replaces only its rows.
+The single-file tables and ``run.json`` are *derived*: :func:`aggregate` rebuilds them
+from ``parts/`` whenever asked (after each video, at the end of an archive run, or on a
+partial run), and can be re-run any time.
+
+Embeddings are never written: the identity table holds distances and boxes only, so a
+METRICS_DIR carries no biometric template of the patient.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import urllib.parse
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from ..errors import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+RUN_SCHEMA_VERSION = "1"
+PARTS = "parts"
+PARTITIONED = ("keypoints", "identity", "perframe")
+AGGREGATED = {"summary": "summary.parquet", "status": "status.parquet", "per_keypoint": "per_keypoint.parquet",
+              "clinical": "clinical.parquet"}
+
+
+def _video_file(root: Path, video: str) -> Path:
+    return root / PARTS / "videos" / (urllib.parse.quote(str(video), safe="") + ".json")
+
+
+def _write_rows(data: Any, root: Path, kind: str) -> None:
+    from ..metrics.schemas import to_table, write_dataset
+
+    table = to_table(data, kind)
+    if table.num_rows:
+        write_dataset(table, root, kind)
+
+
+def write_method_scores(metrics_dir: str | os.PathLike, scores: Any) -> None:
+    """Write one (video, method)'s rows (:class:`deid.evaluate.score.MethodScores`):
+    its partitions of keypoints/, identity/, perframe/ and its parts/ rows."""
+    root = Path(metrics_dir)
+    if scores.keypoints is not None:
+        _write_rows(scores.keypoints, root / "keypoints", "keypoints")
+    if scores.identity:
+        _write_rows(scores.identity, root / "identity", "identity")
+    _write_rows(scores.perframe, root / "perframe", "perframe")
+    _write_rows([scores.summary], root / PARTS / "summary", "summary")
+    if scores.per_keypoint:
+        _write_rows(scores.per_keypoint, root / PARTS / "per_keypoint", "per_keypoint")
+    if scores.clinical:
+        _write_rows(scores.clinical, root / PARTS / "clinical", "clinical")
+
+
+def write_status(metrics_dir: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        _write_rows(rows, Path(metrics_dir) / PARTS / "status", "status")
+
+
+def write_video_entry(metrics_dir: str | os.PathLike, entry: Mapping[str, Any]) -> Path:
+    """run.json's entry for one video, plus the run-level facts of that evaluation
+    (``config``, ``pose_backend``, ``identity_backend``) under ``"run"``."""
+    from ..io import write_text_atomic
+
+    if not entry.get("video"):
+        raise InvalidInputError("write_video_entry: the entry needs a 'video' id")
+    p = _video_file(Path(metrics_dir), str(entry["video"]))
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return write_text_atomic(p, json.dumps(jsonable(entry), indent=2, allow_nan=False))
+
+
+def jsonable(x: Any) -> Any:
+    """Plain JSON data: NaN / inf become null (strict JSON has no NaN), numpy scalars
+    become Python numbers, paths and other objects become strings."""
+    import math
+
+    import numpy as np
+
+    if isinstance(x, Mapping):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(float(x)) else None
+    if x is None or isinstance(x, str):
+        return x
+    return str(x)
+
+
+# ----------------------------------------------------------------------------- audits -> status
+
+
+def audit_path_for(processed: str | os.PathLike) -> Path:
+    """``clip.blur.mp4`` -> ``clip.blur.audit.json`` (the pipeline's naming)."""
+    p = Path(processed)
+    return p.with_name(p.name.rsplit(".", 1)[0] + ".audit.json")
+
+
+def status_rows_from_audit(video: str, method: str, audit: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Status rows for one output from its audit record (``deid.audit.build_audit_record``)."""
+    from types import SimpleNamespace
+
+    from ..metrics.schemas import status_rows
+
+    inp = audit.get("input") or {}
+    out = audit.get("output") or {}
+    result = SimpleNamespace(
+        input=inp.get("path", ""), status=audit.get("status", "done"), error=audit.get("error", ""),
+        error_kind=audit.get("error_kind", ""), frames_read=audit.get("frames_read", 0),
+        counts=audit.get("counts") or {}, timings=audit.get("timings_s") or {},
+        outputs=[SimpleNamespace(method=audit.get("method") or method, frames_written=out.get("frames_written", 0),
+                                 leak=audit.get("leak_audit") or {})],
+    )
+    rows = status_rows(result, video=video, input_sha256=inp.get("sha256", "") or "",
+                       config_hash=audit.get("config_hash", "") or "", deid_version=audit.get("deid_version", "") or "",
+                       created_unix=audit.get("created_unix"))
+    for r in rows:
+        r["method"] = method
+    return rows
+
+
+def read_audit(path: str | os.PathLike) -> dict[str, Any] | None:
+    p = Path(path)
+    if not p.is_file():
+        return None
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        log.warning("%s: unreadable audit record (%s); no status row for it", p, e)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+# ----------------------------------------------------------------------------- aggregate
+
+
+def _read_parts(root: Path, kind: str):
+    from ..metrics.schemas import read_table, schema
+
+    d = root / PARTS / kind
+    if not d.is_dir() or not any(f for f in d.rglob("*.parquet") if not f.name.startswith(".")):
+        return schema(kind).empty_table()
+    return read_table(d, kind)
+
+
+def _keep(table, entries: Mapping[str, Mapping[str, Any]]):
+    """Drop partitions of methods a video's latest evaluation no longer has (a video
+    re-evaluated with fewer outputs), keeping videos that have no entry."""
+    import pyarrow as pa
+
+    if table.num_rows == 0 or not entries:
+        return table
+    vids = table.column("video").to_pylist()
+    meths = table.column("method").to_pylist()
+    mask = []
+    for v, m in zip(vids, meths):
+        e = entries.get(v)
+        mask.append(e is None or m in ("original", "") or m in (e.get("processed") or {}))
+    return table.filter(pa.array(mask))
+
+
+def load_entries(metrics_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """The per-video entries (video id -> entry), in file-name order."""
+    d = Path(metrics_dir) / PARTS / "videos"
+    out: dict[str, dict[str, Any]] = {}
+    if not d.is_dir():
+        return out
+    for f in sorted(d.glob("*.json")):
+        if f.name.startswith("."):
+            continue
+        try:
+            e = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            log.warning("%s: unreadable video entry (%s); skipped", f, err)
+            continue
+        if isinstance(e, dict) and e.get("video"):
+            out[str(e["video"])] = e
+    return out
+
+
+def aggregate(metrics_dir: str | os.PathLike) -> dict[str, Any]:
+    """(Re)build ``summary.parquet``, ``status.parquet``, ``per_keypoint.parquet``,
+    ``clinical.parquet`` and ``run.json`` from the per-video pieces under ``parts/``.
+    Returns the run.json dict. Safe to run any time (a partial archive run aggregates
+    what is there); every file is replaced atomically."""
+    from .. import __version__
+    from ..io import write_text_atomic
+    from ..metrics.schemas import write_table
+
+    root = Path(metrics_dir)
+    if not root.is_dir():
+        raise InvalidInputError(f"{root}: no such metrics directory; run `deid evaluate --out {root}` first")
+    entries = load_entries(root)
+    tables = {}
+    for kind, name in AGGREGATED.items():
+        t = _keep(_read_parts(root, kind), entries)
+        sort = [("video", "ascending"), ("method", "ascending")]
+        if kind == "per_keypoint":
+            sort.append(("keypoint", "ascending"))
+        if t.num_rows:
+            t = t.sort_by(sort)
+        tables[kind] = t
+        if t.num_rows or (root / name).exists():
+            write_table(t, root / name, kind)
+    latest = max(entries.values(), key=lambda e: e.get("created_utc", ""), default={})
+    run_level = latest.get("run") or {}
+    backends = {json.dumps([(e.get("run") or {}).get("pose_backend"), (e.get("run") or {}).get("identity_backend")],
+                           sort_keys=True, default=str) for e in entries.values()}
+    videos = []
+    for e in entries.values():
+        videos.append({k: v for k, v in e.items() if k != "run"})
+    run = {
+        "schema_version": RUN_SCHEMA_VERSION,
+        "deid_version": __version__,
+        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": run_level.get("config"),
+        "pose_backend": run_level.get("pose_backend"),
+        "identity_backend": run_level.get("identity_backend"),
+        "mixed_backends": len(backends) > 1,
+        "videos": videos,
+    }
+    if len(backends) > 1:
+        log.warning("%s: videos were evaluated with different pose / identity backends; their numbers are not comparable", root)
+    write_text_atomic(root / "run.json", json.dumps(jsonable(run), indent=2, allow_nan=False))
+    return run
+
+
+def summary_frame(metrics_dir: str | os.PathLike, videos: Iterable[str] | None = None):
+    """summary.parquet as a DataFrame (optionally only some videos)."""
+    from ..metrics.schemas import read_table
+
+    df = read_table(Path(metrics_dir) / AGGREGATED["summary"], "summary").to_pandas()
+    if videos is not None:
+        df = df[df["video"].isin(list(videos))]
+    return df.reset_index(drop=True)
