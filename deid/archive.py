@@ -500,6 +500,11 @@ def result_rows(plan: "VideoPlan", res: Any) -> list[dict[str, Any]]:
     from .metrics.schemas import status_rows
 
     rows = status_rows(res, video=plan.entry.video_id, input_sha256=plan.input_sha256, config_hash=plan.todo_hash, deid_version=__version__)
+    if plan.failed and rows and rows[0]["method"] == "" and not plan.todo:
+        rows = []  # nothing rendered: the dropped methods' rows say why
+    for method, error, kind in plan.failed:
+        rows += failed_rows(plan.entry.video_id, plan.entry.video, error, kind, input_sha256=plan.input_sha256)
+        rows[-1]["method"] = method
     for r in rows:
         if r["method"] in plan.config_hashes:
             r["config_hash"] = plan.config_hashes[r["method"]]
@@ -574,6 +579,7 @@ class VideoPlan:
     recovered: tuple[dict[str, Any], ...] = ()  # status rows rebuilt from audit records
     swap_model: str = ""  # the patient's swap model folder (set once it is trained)
     timings: dict[str, float] = field(default_factory=dict)
+    failed: tuple[tuple[str, str, str], ...] = ()  # (method, error, kind): dropped before rendering
 
     @property
     def todo_hash(self) -> str:
@@ -583,6 +589,13 @@ class VideoPlan:
         from dataclasses import replace
 
         return replace(self, swap_model=str(path))
+
+    def without_method(self, method: str, error: str, kind: str = "error") -> "VideoPlan":
+        """The plan with ``method`` dropped (e.g. the patient's swap model could not be
+        trained): the other methods still run, ``method`` gets a failed status row."""
+        from dataclasses import replace
+
+        return replace(self, todo=tuple(m for m in self.todo if m != method), failed=self.failed + ((method, error, kind),))
 
 
 def plan_video(
@@ -840,11 +853,14 @@ def finalize_video(
     identity: Any = None,
     *,
     keep_work: bool = False,
+    on_step: Callable[[str], None] | None = None,
 ):
     """Stitch, verify, leak-audit, write audit records and publish one video's outputs
     (see the module doc). Returns ``(VideoResult, status rows)``; never raises for a
     bad video. ``identity``: the leak audit's identity encoder (built from
-    ``cfg.audit.identity_backend`` when None and the audit is on)."""
+    ``cfg.audit.identity_backend`` when None and the audit is on). ``on_step`` is
+    called with ``"stitched"`` (temporaries complete, nothing published yet) and
+    ``"published"``."""
     from .io import atomic_output
     from .io.concat import concat_segments
     from .pipeline import Components, VideoResult, finalize_outputs
@@ -905,7 +921,11 @@ def finalize_video(
                 concat_segments(parts, tmp[m], audio_from=src if cfg.io.keep_audio else None,
                                 container_format="matroska" if container == "mkv" else "mp4")
             timings.add("stitch", time.perf_counter() - t0)
+            if on_step:
+                on_step("stitched")
             finalize_outputs(src, tmp, outs, res, cfg, comp, book, timings, True)
+        if on_step:
+            on_step("published")
         if not keep_work:
             shutil.rmtree(plan.work_dir, ignore_errors=True)
     except _Handled:
@@ -1106,7 +1126,8 @@ class ArchiveRun:
         self.status.replace_video(vid, rows, keep_methods=plan.done)
         self.plans.pop(vid, None)
         self.outcomes.pop(vid, None)
-        self._finished(vid, str(res.status), str(res.error or ""))
+        state = "failed" if plan.failed else str(res.status)
+        self._finished(vid, state, str(res.error or "") or "; ".join(e for _, e, _ in plan.failed))
         self.flush()
 
     def _finished(self, vid: str, state: str, note: str = "") -> None:

@@ -1,0 +1,361 @@
+"""The archive job: ``python -m ray_jobs.deidentify --config configs/archive.yaml``.
+
+Same as ``deid archive``. Runs locally (a one-node Ray started here) or, when
+``RAY_ADDRESS`` is set — as in a job started with
+``ray job submit --working-dir . -- python -m ray_jobs.deidentify ...`` — on that cluster.
+
+The run, as the driver sees it (the work itself is in :mod:`deid.archive`):
+
+1. validate the manifest (bad rows -> failed status rows);
+2. plan every video in parallel Ray tasks (probe, sha256, skip what is done, segments);
+3. train the swap model of every patient that needs one (:mod:`ray_jobs.train`);
+4. render (video, segment) rows on a Ray Data actor pool (:class:`ray_jobs.stages.SegmentRenderer`),
+   streaming: as soon as a video's last segment is in, a finalize task stitches,
+   audits and publishes it, and its status rows are written;
+5. delete each patient's swap model once that patient's videos are published;
+6. optionally evaluate into METRICS_DIR (:mod:`ray_jobs.evaluate`) and write the report.
+
+Exit code: 0 all videos done (or skipped as already done), 1 some failed, 2 the job
+could not start (configuration, manifest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import pickle
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
+
+log = logging.getLogger("ray_jobs.deidentify")
+
+
+def _echo(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def resolve_config(args: argparse.Namespace):
+    """Config file + ``--set`` overrides + the command-line flags (flags win)."""
+    from deid.commands import load_cfg
+    from deid.errors import ConfigError
+
+    cfg = load_cfg(args)
+    r = {}
+    for flag, key in (("manifest", "manifest"), ("root", "archive_root"), ("out", "out_dir"), ("methods", "methods"), ("metrics", "metrics_dir")):
+        v = getattr(args, flag, None)
+        if v:
+            r[key] = str(v)
+    if getattr(args, "evaluate", None) is not None:
+        r["evaluate"] = bool(args.evaluate)
+    if r:
+        cfg = dataclasses.replace(cfg, ray=dataclasses.replace(cfg.ray, **r))
+    if getattr(args, "donor", None):
+        cfg = dataclasses.replace(cfg, swap=dataclasses.replace(cfg.swap, donor=args.donor))
+    if not cfg.ray.manifest:
+        raise ConfigError("no manifest: pass --manifest PATH (CSV / Parquet / folder) or set ray.manifest in the config")
+    if not cfg.ray.out_dir:
+        raise ConfigError("no output folder: pass --out DIR or set ray.out_dir in the config")
+    return cfg
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+class _Ticker:
+    """Prints the run's summary line every ``every_s`` seconds from a background thread
+    (a tqdm bar over videos instead when stderr is a terminal)."""
+
+    def __init__(self, run: Any, every_s: float, echo: Callable[[str], None], enabled: bool = True):
+        self.run, self.every_s, self.echo = run, every_s, echo
+        self.stop_ev = threading.Event()
+        self.bar = None
+        self.t: threading.Thread | None = None
+        if not enabled or every_s <= 0:
+            return
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=run.progress.total, unit="video", desc="archive", leave=True)
+        self.t = threading.Thread(target=self._loop, name="archive-progress", daemon=True)
+        self.t.start()
+
+    def _loop(self) -> None:
+        while not self.stop_ev.wait(1.0 if self.bar is not None else self.every_s):
+            self.tick()
+
+    def tick(self) -> None:
+        p = self.run.progress
+        if self.bar is not None:
+            self.bar.n = p.finished
+            el = max(1e-9, time.monotonic() - p.t0)
+            self.bar.set_postfix(done=p.done, failed=p.failed, skipped=p.skipped, fps=f"{p.frames / el:.1f}")
+        else:
+            self.echo(p.line())
+
+    def stop(self) -> None:
+        self.stop_ev.set()
+        if self.t is not None:
+            self.t.join(timeout=5)
+        if self.bar is not None:
+            self.tick()
+            self.bar.close()
+
+
+def _error(message: str, kind: str) -> Exception:
+    """A :class:`deid.errors.DeidError` for an error that arrived as data."""
+    from deid.errors import DeidError
+
+    e = DeidError(message)
+    e.kind = kind or "error"
+    return e
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def run_archive(
+    cfg: Any,
+    manifest: Any,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    echo: Callable[[str], None] = _echo,
+    progress: bool = True,
+) -> Any:
+    """Run an archive on the connected Ray cluster; returns the
+    :class:`deid.archive.ArchiveRun` (states, status table, summary)."""
+    from deid.archive import ArchiveRun
+
+    from .cluster import quiet_data
+
+    quiet_data()
+    run = ArchiveRun(manifest, cfg, out_dir, work_root=cfg.ray.work_dir or None, overwrite=overwrite, echo=echo)
+    run.begin()
+    ticker = _Ticker(run, cfg.ray.progress_every_s, echo, enabled=progress)
+    models = None
+    try:
+        _plan_all(run, cfg, overwrite)
+        if any("swap" in p.todo for p in run.plans.values()):
+            from .train import SwapModels
+
+            models = SwapModels(run, cfg, echo=echo)
+            models.train()
+        _render_and_finalize(run, cfg, models)
+    finally:
+        ticker.stop()
+        if models is not None:
+            models.cleanup()
+        run.finish()
+    if progress:
+        echo(run.progress.line())
+    return run
+
+
+def _plan_all(run: Any, cfg: Any, overwrite: bool) -> None:
+    import ray
+
+    from .stages import plan_task
+
+    task = ray.remote(max_retries=cfg.ray.max_retries)(plan_task)
+    cfg_dict = cfg.to_dict()
+    pending: dict[Any, Any] = {}
+    for e in run.manifest.entries:
+        if not run.should_plan(e):
+            continue
+        rows = [r for (v, _m), r in run.status.rows.items() if v == e.video_id]
+        pending[task.remote(e, cfg_dict, str(run.out_dir), str(run.work_root), rows, overwrite)] = e
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            e = pending.pop(ref)
+            try:
+                out = ray.get(ref)
+            except Exception as ex:  # noqa: BLE001 - the task itself died for good
+                out = {"plan": None, "error": f"{e.video}: planning failed ({type(ex).__name__}: {ex})", "kind": "internal"}
+            if out["plan"] is None:
+                run.accept_plan(e, None, _error(out["error"], out["kind"]))
+            else:
+                run.accept_plan(e, pickle.loads(out["plan"]))
+
+
+def _fail_plan(run: Any, plan: Any, error: str, kind: str) -> None:
+    from deid.archive import result_rows
+    from deid.pipeline import VideoResult
+
+    res = VideoResult(input=plan.entry.video, status="failed", error=error, error_kind=kind)
+    run.accept_result(plan, res, result_rows(plan, res))
+
+
+def _render_and_finalize(run: Any, cfg: Any, models: Any) -> None:
+    import ray
+    import ray.data
+
+    from deid.archive import SegmentOutcome
+
+    from .stages import SegmentRenderer, fault_spec, finalize_task
+
+    rows = []
+    for vid, plan in list(run.plans.items()):
+        if not plan.todo:  # every method was dropped (e.g. the swap model could not be trained)
+            _fail_plan(run, plan, "; ".join(e for _, e, _ in plan.failed) or "nothing left to render", "error")
+            if models is not None:
+                models.video_finished(plan)
+            continue
+        blob = pickle.dumps(plan)
+        rows += [{"video_id": vid, "segment": k, "plan": blob} for k in range(len(plan.segments))]
+    if not rows:
+        return
+    methods = sorted({m for p in run.plans.values() for m in p.todo})
+    ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 4096))
+    ds = ds.map_batches(
+        SegmentRenderer,
+        fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "methods": methods, "max_attempts": cfg.ray.max_retries + 1,
+                               "fault_marker": fault_spec("render")},
+        batch_size=cfg.ray.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=max(1, min(cfg.ray.concurrency, len(rows)))),
+        num_cpus=cfg.ray.num_cpus_render,
+        num_gpus=cfg.ray.num_gpus_detect or None,
+    )
+    fin = ray.remote(num_cpus=cfg.ray.num_cpus_finalize, max_retries=cfg.ray.max_retries)(finalize_task)
+    cfg_dict = cfg.to_dict()
+    inflight: dict[Any, Any] = {}
+
+    def collect(block: bool) -> None:
+        if not inflight:
+            return
+        ready, _ = ray.wait(list(inflight), num_returns=1 if block else len(inflight), timeout=None if block else 0)
+        for ref in ready:
+            plan = inflight.pop(ref)
+            try:
+                out = ray.get(ref)
+            except Exception as ex:  # noqa: BLE001 - retries exhausted: the video fails, the run goes on
+                _fail_plan(run, plan, f"{plan.entry.video}: finalizing failed ({type(ex).__name__}: {ex})", "internal")
+            else:
+                run.accept_result(plan, SimpleNamespace(status=out["state"], error=out["error"]), out["rows"])
+            if models is not None:
+                models.video_finished(plan)
+
+    try:
+        for row in ds.iter_rows():
+            plan = run.accept_segment(SegmentOutcome.from_json(row["outcome"]))
+            if plan is not None:
+                outs = [o.to_json() for o in run.segment_outcomes(plan.entry.video_id)]
+                inflight[fin.remote(pickle.dumps(plan), outs, cfg_dict, fault_spec("finalize"))] = plan
+            collect(block=False)
+    except Exception as ex:  # noqa: BLE001 - e.g. render actors that cannot start (a missing model)
+        log.error("rendering stopped: %s", ex)
+        msg = f"rendering stopped: {type(ex).__name__}: {str(ex).splitlines()[0] if str(ex) else ''}"
+        while inflight:
+            collect(block=True)
+        for vid, plan in list(run.plans.items()):
+            _fail_plan(run, plan, f"{plan.entry.video}: {msg}", "internal")
+            if models is not None:
+                models.video_finished(plan)
+        return
+    while inflight:
+        collect(block=True)
+
+
+# ----------------------------------------------------------------------------- entry
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from deid.commands.archive import __doc__ as doc
+    from deid.commands.archive import add_arguments
+
+    p = argparse.ArgumentParser(prog="python -m ray_jobs.deidentify", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    return p
+
+
+def run_args(args: argparse.Namespace) -> int:
+    """Run the job for parsed arguments (``deid archive`` calls this too)."""
+    from deid.archive import load_manifest, parse_methods
+
+    from .cluster import connect
+
+    cfg = resolve_config(args)
+    out_dir = Path(cfg.ray.out_dir).expanduser().resolve()
+    manifest = load_manifest(
+        cfg.ray.manifest,
+        root=cfg.ray.archive_root or None,
+        methods=parse_methods(cfg.ray.methods, ("blur",)),
+        donor=cfg.swap.donor,
+        out_dir=out_dir,
+        exclude=[cfg.ray.work_dir] if cfg.ray.work_dir else [],
+        container=cfg.io.container,
+    )
+    show = not (getattr(args, "no_progress", False) or getattr(args, "json", False))
+    echo = _echo
+    where, started = connect(cfg, local=getattr(args, "local", False))
+    try:
+        run = run_archive(cfg, manifest, out_dir, overwrite=getattr(args, "overwrite", False), echo=echo, progress=show)
+        metrics = None
+        if cfg.ray.evaluate:
+            from .evaluate import evaluate_archive
+
+            metrics = evaluate_archive(run, cfg, echo=echo)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    summary = run.summary()
+    summary["ray"] = where
+    if metrics is not None:
+        summary["metrics_dir"] = str(metrics)
+        html = _report(args, metrics, out_dir, echo)
+        if html:
+            summary["report"] = str(html)
+    if getattr(args, "json", False):
+        print(json.dumps(summary, indent=1, default=str))
+    else:
+        st = summary["states"]
+        print(f"archive: {summary['videos']} video(s): " + ", ".join(f"{n} {s}" for s, n in sorted(st.items())) + f"; status table {summary['status_table']}")
+        for vid, err in summary["failed"].items():
+            print(f"  FAILED {vid}: {err}", file=sys.stderr)
+    return 0 if run.ok else 1
+
+
+def _report(args: argparse.Namespace, metrics: Path, out_dir: Path, echo: Callable[[str], None]) -> Path | None:
+    if getattr(args, "no_report", False):
+        return None
+    try:
+        from deid.report import build_report
+    except ImportError:
+        echo("archive: deid.report is not available; no HTML report")
+        return None
+    target = Path(args.report) if getattr(args, "report", None) else out_dir / "report.html"
+    return Path(build_report(metrics, target))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ray_jobs.deidentify ...``; returns the exit code (see the module doc)."""
+    from deid.errors import DeidError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(getattr(args, "verbose", 0), 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run_args(args)
+    except DeidError as e:
+        print(f"archive: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("archive: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

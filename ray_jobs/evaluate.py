@@ -1,0 +1,237 @@
+"""Evaluation of an archive run on actor pools, into one METRICS_DIR.
+
+A Ray Data pipeline over one row per video (original + its processed outputs):
+
+1. :class:`PoseStage` — actor pool (``ray.eval_concurrency`` actors, ``ray.num_gpus_pose``
+   GPUs each), the pose model built once per actor: keypoints of every frame of the
+   original and of each output (:func:`deid.evaluate.extract.extract_keypoints`);
+2. :class:`IdentityStage` — actor pool with the identity encoder, the attacker's face
+   detector and the locator built once per actor: faces and embeddings of the
+   original (with the null control) and of each output at the original's face places
+   (:func:`deid.evaluate.extract.extract_faces`), the reference embeddings, then the
+   cheap scoring (:func:`deid.evaluate.score.score_method`) and the writes of that
+   video's partitions (keypoints/, identity/, perframe/ by video and method) and its
+   run.json entry (:mod:`deid.evaluate.store`);
+3. the driver runs :func:`deid.evaluate.aggregate` (summary.parquet, status.parquet,
+   per_keypoint.parquet, clinical.parquet, run.json) — any time, also on a partial run.
+
+The pose arrays of a video go from stage 1 to stage 2 as a file in the run's private
+work folder, not through the object store. A video whose evaluation fails gets no
+entry (and an error line); the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+
+class _NoPose:
+    """Stands in for the pose model in the identity actors (they never run it)."""
+
+    name = "none"
+
+    def reset(self) -> None:
+        pass
+
+
+def _frames(original: str, processed: dict[str, str], max_frames: int) -> int:
+    from deid.io import probe
+
+    n = probe(original).frame_count
+    for p in processed.values():
+        n = min(n, probe(p).frame_count)
+    return min(n, max_frames) if max_frames > 0 else n
+
+
+class PoseStage:
+    """Stage 1 (see the module doc)."""
+
+    def __init__(self, cfg_dict: dict):
+        from deid.config import from_dict
+        from deid.evaluate.models import pose_info
+        from deid.registry import POSE_ESTIMATORS
+
+        self.cfg = from_dict(cfg_dict)
+        pc = self.cfg.evaluate.pose
+        self.estimator = POSE_ESTIMATORS.create(pc.backend, model_path=pc.model_path, det_model_path=pc.det_model_path, min_score=pc.min_score)
+        self.info = pose_info(pc.backend, self.estimator)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        from deid.evaluate.extract import extract_keypoints
+
+        out: dict[str, list] = {k: [] for k in ("video", "job", "kp_file", "error")}
+        for vid, job_json in zip(batch["video"], batch["job"]):
+            job = json.loads(job_json)
+            err, path = "", ""
+            try:
+                n = _frames(job["original"], job["processed"], self.cfg.evaluate.max_frames)
+                kw = dict(stop=n, chunk_size=self.cfg.io.chunk_size, decoder=self.cfg.io.decoder)
+                kps = {"original": extract_keypoints(job["original"], self.estimator, **kw)}
+                for m, p in job["processed"].items():
+                    kps[m] = extract_keypoints(p, self.estimator, **kw)
+                path = str(Path(job["work"]) / f"{vid}.keypoints.pkl")
+                Path(job["work"]).mkdir(parents=True, exist_ok=True)
+                tmp = path + ".part"
+                with open(tmp, "wb") as fh:
+                    pickle.dump({"frames": n, "keypoints": kps, "pose": self.info}, fh, protocol=pickle.HIGHEST_PROTOCOL)
+                os.replace(tmp, path)
+            except Exception as e:  # noqa: BLE001 - per-video errors are data
+                err = f"{vid}: pose extraction failed: {type(e).__name__}: {e}"
+            out["video"].append(str(vid))
+            out["job"].append(job_json)
+            out["kp_file"].append(path)
+            out["error"].append(err)
+        return out
+
+
+class IdentityStage:
+    """Stage 2 (see the module doc)."""
+
+    def __init__(self, cfg_dict: dict, metrics_dir: str):
+        from deid.config import from_dict
+        from deid.evaluate.models import EvalModels
+
+        self.cfg = from_dict(cfg_dict)
+        self.models = EvalModels.build(self.cfg, estimator=_NoPose())
+        self.metrics_dir = metrics_dir
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        out: dict[str, list] = {"video": [], "error": []}
+        for vid, job_json, kp_file, err in zip(batch["video"], batch["job"], batch["kp_file"], batch["error"]):
+            if not err:
+                try:
+                    self.evaluate(str(vid), json.loads(job_json), str(kp_file))
+                except Exception as e:  # noqa: BLE001 - per-video errors are data
+                    err = f"{vid}: evaluation failed: {type(e).__name__}: {e}"
+            if kp_file:
+                Path(str(kp_file)).unlink(missing_ok=True)
+            out["video"].append(str(vid))
+            out["error"].append(err)
+        return out
+
+    def evaluate(self, vid: str, job: dict, kp_file: str) -> None:
+        import datetime as dt
+
+        from deid import __version__
+        from deid.errors import DeidError
+        from deid.evaluate.extract import extract_faces
+        from deid.evaluate.references import build_references, default_distractors, default_target
+        from deid.evaluate.score import score_method
+        from deid.evaluate.store import audit_path_for, read_audit, status_rows_from_audit, write_method_scores, write_status, write_video_entry
+        from deid.io import probe
+
+        cfg, mdl, ev = self.cfg, self.models, self.cfg.evaluate
+        with open(kp_file, "rb") as fh:
+            data = pickle.load(fh)  # written by stage 1 of this run, in the private work folder
+        n, kps, pose = data["frames"], data["keypoints"], data["pose"]
+        original, processed = job["original"], job["processed"]
+        info_o = probe(original)
+        kw = dict(every=ev.identity_every, stop=n, chunk_size=cfg.io.chunk_size, decoder=cfg.io.decoder)
+        ofaces = extract_faces(original, mdl.encoder, mdl.detector, locator=mdl.locator, null_control=True, **kw)
+        thr = float(getattr(mdl.encoder, "threshold", ev.identity.threshold))
+        dlist = [(lab, str(p)) for lab, p in default_distractors(original)] if ev.default_distractors else []
+        refs = build_references(
+            encoder=mdl.encoder, detector=mdl.detector, distance=mdl.encoder.distance, threshold=thr, original_faces=ofaces,
+            target=default_target(cfg) if "swap" in processed else None, distractors=dlist,
+            gallery_size=ev.gallery_size, sample_frames=ev.sample_frames, margin=cfg.audit.null_margin,
+        )
+        score_kw = dict(fps=info_o.fps, distance=mdl.encoder.distance, threshold=thr, null_margin=cfg.audit.null_margin,
+                        vis_threshold=ev.pose.min_score, pose_backend=pose["name"], identity_backend=mdl.identity["name"],
+                        deid_version=__version__)
+        root = Path(self.metrics_dir)
+        write_method_scores(root, score_method(vid, "original", kps["original"], kps["original"], ofaces, ofaces.as_processed(), refs, **score_kw))
+        errors = {}
+        for m, p in processed.items():
+            try:
+                pfaces = extract_faces(p, mdl.encoder, mdl.detector, at=ofaces, **kw)
+                write_method_scores(root, score_method(vid, m, kps["original"], kps[m], ofaces, pfaces, refs, **score_kw))
+            except DeidError as e:
+                errors[m] = str(e)
+        audits, status = {}, []
+        for m, p in processed.items():
+            ap = audit_path_for(p)
+            rec = read_audit(ap)
+            audits[m] = str(ap) if rec is not None else None
+            if rec is not None:
+                status += status_rows_from_audit(vid, m, rec)
+        write_status(root, status)
+        write_video_entry(root, {
+            "video": vid, "original": original, "processed": processed,
+            "fps": info_o.fps, "width": info_o.width, "height": info_o.height, "frame_count": info_o.frame_count,
+            "frames_evaluated": n, "audit": audits, "references": refs.describe(), "errors": errors,
+            "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "run": {"config": cfg.to_dict(), "pose_backend": pose, "identity_backend": mdl.identity},
+        })
+
+
+def _needs_evaluation(metrics_dir: Path, vid: str, outputs: dict[str, str]) -> bool:
+    """No run.json entry for the video yet, or an output newer than its entry."""
+    try:
+        from deid.evaluate.store import _video_file
+
+        entry = _video_file(metrics_dir, vid)
+    except ImportError:  # pragma: no cover - store layout changed
+        return True
+    if not entry.is_file():
+        return True
+    try:
+        old = json.loads(entry.read_text()).get("processed") or {}
+    except (OSError, ValueError):
+        return True
+    if old != outputs:
+        return True
+    t = entry.stat().st_mtime
+    return any(Path(p).stat().st_mtime > t for p in outputs.values())
+
+
+def evaluate_archive(run: Any, cfg: Any, *, echo: Callable[[str], None] = print) -> Path:
+    """Evaluate every published output of the archive (see the module doc) and
+    aggregate; returns METRICS_DIR. Videos evaluated before, whose outputs have not
+    changed since, are not evaluated again."""
+    import ray
+    import ray.data
+
+    from deid.archive import DONE_STATES, private_mkdir
+    from deid.evaluate import aggregate
+
+    from .cluster import quiet_data
+
+    quiet_data()
+    metrics = Path(cfg.ray.metrics_dir).expanduser().resolve() if cfg.ray.metrics_dir else run.out_dir / "metrics"
+    metrics.mkdir(parents=True, exist_ok=True)
+    work = private_mkdir(run.work_root / "eval")
+    jobs = []
+    for e in run.manifest.entries:
+        outs = {}
+        for m in e.methods:
+            r = run.status.get(e.video_id, m)
+            p = e.output_paths(run.out_dir, cfg.io.container)[m]
+            if r and r.get("state") in DONE_STATES and p.is_file():
+                outs[m] = str(p)
+        if outs and _needs_evaluation(metrics, e.video_id, outs):
+            jobs.append({"video": e.video_id, "job": json.dumps({"original": e.video, "processed": outs, "work": str(work)})})
+    if jobs:
+        echo(f"archive: evaluating {len(jobs)} video(s) into {metrics}")
+        size = max(1, min(cfg.ray.eval_concurrency, len(jobs)))
+        ds = ray.data.from_items(jobs, override_num_blocks=len(jobs))
+        ds = ds.map_batches(PoseStage, fn_constructor_kwargs={"cfg_dict": cfg.to_dict()}, batch_size=1,
+                            compute=ray.data.ActorPoolStrategy(size=size), num_gpus=cfg.ray.num_gpus_pose or None)
+        ds = ds.map_batches(IdentityStage, fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "metrics_dir": str(metrics)},
+                            batch_size=1, compute=ray.data.ActorPoolStrategy(size=size))
+        for row in ds.iter_rows():
+            if row["error"]:
+                echo(f"archive: evaluation of {row['video']} failed: {row['error']}")
+    for d in (work, run.work_root):
+        try:
+            d.rmdir()  # only when empty
+        except OSError:
+            pass
+    aggregate(metrics)
+    return metrics

@@ -1,0 +1,238 @@
+"""Per-patient face-swap training on Ray Train, many patients at once through Ray Tune.
+
+One patient = one Ray Train ``TorchTrainer`` whose single worker runs
+:func:`deid.swap.session.train_patient_model` unchanged (consent check, face sets,
+:func:`deid.swap.train.fit`) with ``report`` turned into ``ray.train.report`` and the
+device from ``ray.train.torch.get_device()``. Patients are the trials of one Ray Tune
+run (``tune.grid_search`` over patient ids), so ``ray.max_concurrent_trainings`` and the
+cluster's free CPUs/GPUs bound how many train at once (the Ray Train V2 pattern: a Tune
+function trainable that builds and fits a TorchTrainer).
+
+Privacy (as in the face-swap issue): a patient's model can re-create the patient's face.
+It is written only to a private (0700) folder under ``ray.storage_path`` (default: the
+run's private work folder), with Ray Train's checkpoint copies under the same storage;
+conversion waits until the model exists, and the folder — plus Ray's copies — is
+deleted as soon as every video of that patient is published (or failed), and at the end
+of the run in any case, unless ``swap.keep_model`` is set (a warning names the path).
+A killed run leaves the model in the private folder; the rerun resumes training from
+its checkpoint and deletes it when done.
+
+``ray.train_workers`` must be 1: :func:`deid.swap.train.fit` is a single-process loop
+(the model is small); an archive scales out over patients, not within one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:64] or "patient"
+
+
+# ----------------------------------------------------------------------------- worker side
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train worker: train one patient's model into ``config["model_dir"]``."""
+    import ray.train
+    import ray.train.torch
+
+    from deid.config import from_dict
+    from deid.errors import DeidError
+
+    cfg = from_dict(config["cfg"])
+    out = Path(config["model_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    resume = (out / "model.pt").is_file()
+    ckpt = ray.train.get_checkpoint()
+    if not resume and ckpt is not None:  # restarted on another node: take Ray's copy
+        with ckpt.as_directory() as d:
+            if (Path(d) / "model.pt").is_file():
+                shutil.copy2(Path(d) / "model.pt", out / "model.pt")
+                resume = True
+    ck_dir = out / "ray_checkpoint"
+
+    def report(m: dict) -> None:
+        metrics = {k: v for k, v in m.items() if k != "checkpoint" and isinstance(v, (int, float))}
+        if "checkpoint" in m and Path(m["checkpoint"]).is_file():
+            # only the weights go to Ray's storage (not the face crops beside them)
+            shutil.rmtree(ck_dir, ignore_errors=True)
+            ck_dir.mkdir()
+            shutil.copy2(m["checkpoint"], ck_dir / "model.pt")
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(ck_dir)))
+        else:
+            ray.train.report(metrics)
+
+    identity = None
+    if cfg.swap.gate:
+        from deid.registry import IDENTITY_ENCODERS
+
+        identity = IDENTITY_ENCODERS.create(cfg.audit.identity_backend)
+    try:
+        from deid.swap.session import train_patient_model
+
+        info = train_patient_model(config["videos"], cfg, out, identity=identity, device=ray.train.torch.get_device(),
+                                   report=report, resume=resume)
+    except DeidError as e:  # deterministic (no consent, too few faces): report it, do not retry
+        (out / "error.json").write_text(json.dumps({"error": str(e), "kind": e.kind}))
+        ray.train.report({"failed": 1})
+        return
+    ray.train.report({"done": 1, "train_steps": int(info.get("train_steps", 0)), "patient_faces": int(info.get("patient_faces", 0))})
+
+
+def patient_trial(config: dict, jobs: dict | None = None, settings: dict | None = None) -> None:
+    """Ray Tune function trainable: fit the TorchTrainer of ``config["patient"]``."""
+    import ray.train
+    import ray.tune
+    from ray.train.torch import TorchTrainer
+
+    job = jobs[config["patient"]]
+    s = settings
+    gpus = float(s["num_gpus"])
+    res = {"CPU": 1.0, **({"GPU": gpus} if gpus else {})}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": s["cfg"], "videos": job["videos"], "model_dir": job["model_dir"]},
+        scaling_config=ray.train.ScalingConfig(num_workers=int(s["workers"]), use_gpu=gpus > 0, resources_per_worker=res),
+        run_config=ray.train.RunConfig(
+            name=job["name"],
+            storage_path=s["storage"],
+            failure_config=ray.train.FailureConfig(max_failures=int(s["max_failures"])),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    error, kind = "", ""
+    try:
+        trainer.fit()
+    except Exception as e:  # noqa: BLE001 - reported as data to the driver
+        error, kind = f"swap training failed: {type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}", "internal"
+    err_file = Path(job["model_dir"]) / "error.json"
+    if err_file.is_file():
+        d = json.loads(err_file.read_text())
+        error, kind = d["error"], d["kind"]
+    ok = not error and (Path(job["model_dir"]) / "model.pt").is_file()
+    ray.tune.report({"ok": int(ok), "error": error or ("" if ok else "no model was written"), "kind": kind or ("" if ok else "internal")})
+
+
+# ----------------------------------------------------------------------------- driver side
+
+
+class SwapModels:
+    """The swap models of one archive run: train them, hand their folders to the plans,
+    delete each as soon as its patient's videos are finished."""
+
+    def __init__(self, run: Any, cfg: Any, *, echo: Callable[[str], None] = print):
+        from deid.archive import private_mkdir
+        from deid.errors import ConfigError
+
+        if cfg.ray.train_workers != 1:
+            raise ConfigError("ray.train_workers must be 1: the swap training loop is single-process; scale out over patients with ray.max_concurrent_trainings")
+        self.run, self.cfg, self.echo = run, cfg, echo
+        self.storage = private_mkdir(Path(cfg.ray.storage_path).expanduser().resolve() if cfg.ray.storage_path else run.work_root / "swap")
+        self.jobs: dict[str, dict] = {}  # patient -> job
+        self.remaining: dict[str, set[str]] = {}  # patient -> videos not finished yet
+        self.errors: dict[str, tuple[str, str]] = {}
+        for vid, plan in run.plans.items():
+            if "swap" in plan.todo:
+                self.remaining.setdefault(plan.entry.patient, set()).add(vid)
+        for patient, vids in self.remaining.items():
+            plans = [run.plans[v] for v in sorted(vids)]
+            donors = {p.entry.donor for p in plans}
+            if len(donors) != 1:
+                self.errors[patient] = (f"patient {patient} has rows with different donors ({', '.join(sorted(donors))}); one model per patient needs one donor", "config")
+                continue
+            key = hashlib.sha256(json.dumps([sorted(p.input_sha256 for p in plans), p.config_hashes["swap"]]).encode()).hexdigest()[:12]
+            name = f"swap-{_safe(patient)}-{key}"
+            self.jobs[patient] = {"videos": [p.entry.video for p in plans], "model_dir": str(self.storage / "models" / name), "name": name}
+
+    def train(self) -> None:
+        """Train every patient's model (Tune trials), then give each plan its model
+        folder, or drop the swap from its plans with the training error."""
+        import ray.tune
+
+        from deid.archive import private_mkdir
+
+        if self.jobs:
+            private_mkdir(self.storage / "models")
+            for j in self.jobs.values():
+                private_mkdir(j["model_dir"])
+            cfg = self.cfg
+            self.echo(f"archive: training swap models for {len(self.jobs)} patient(s) "
+                      f"({cfg.ray.max_concurrent_trainings} at a time, {cfg.ray.num_gpus_train:g} GPU each)")
+            settings = {"cfg": cfg.to_dict(), "num_gpus": cfg.ray.num_gpus_train, "workers": cfg.ray.train_workers,
+                        "storage": str(self.storage / "ray_train"), "max_failures": cfg.ray.max_retries}
+            tuner = ray.tune.Tuner(
+                ray.tune.with_resources(ray.tune.with_parameters(patient_trial, jobs=self.jobs, settings=settings), {"cpu": 0}),
+                param_space={"patient": ray.tune.grid_search(sorted(self.jobs))},
+                tune_config=ray.tune.TuneConfig(max_concurrent_trials=cfg.ray.max_concurrent_trainings),
+                run_config=ray.tune.RunConfig(name="swap-patients", storage_path=str(self.storage / "ray_tune"), verbose=0),
+            )
+            grid = tuner.fit()
+            for r in grid:
+                patient = (r.config or {}).get("patient")
+                if patient is None:
+                    continue
+                m = r.metrics or {}
+                if r.error is not None:
+                    self.errors[patient] = (f"swap training failed: {r.error}", "internal")
+                elif not m.get("ok"):
+                    self.errors[patient] = (str(m.get("error") or "swap training failed"), str(m.get("kind") or "internal"))
+        for vid, plan in list(self.run.plans.items()):
+            if "swap" not in plan.todo:
+                continue
+            patient = plan.entry.patient
+            if patient in self.errors or patient not in self.jobs:
+                err, kind = self.errors.get(patient, ("no swap model", "internal"))
+                self.run.plans[vid] = plan.without_method("swap", f"{plan.entry.video}: {err}", kind)
+            else:
+                self.run.plans[vid] = plan.with_swap_model(self.jobs[patient]["model_dir"])
+
+    def video_finished(self, plan: Any) -> None:
+        patient = plan.entry.patient
+        left = self.remaining.get(patient)
+        if left is None:
+            return
+        left.discard(plan.entry.video_id)
+        if not left:
+            self._delete(patient)
+
+    def _delete(self, patient: str) -> None:
+        self.remaining.pop(patient, None)
+        job = self.jobs.get(patient)
+        if job is None:
+            return
+        paths = [Path(job["model_dir"]), self.storage / "ray_train" / job["name"]]
+        if self.cfg.swap.keep_model:
+            log.warning("swap.keep_model is set: patient %s's model stays in %s (it can re-create the patient's face; delete it when done)",
+                        patient, paths[0])
+            return
+        for p in paths:
+            shutil.rmtree(p, ignore_errors=True)
+            if p.exists():
+                shutil.rmtree(p)  # second try: let the error say what could not be removed
+
+    def cleanup(self) -> None:
+        """End of the run: delete whatever is left (failed or interrupted patients), and
+        Tune's bookkeeping."""
+        for patient in list(self.remaining):
+            self._delete(patient)
+        if not self.cfg.swap.keep_model:
+            shutil.rmtree(self.storage / "ray_tune", ignore_errors=True)
+            for sub in ("models", "ray_train"):
+                try:
+                    (self.storage / sub).rmdir()
+                except OSError:
+                    pass
+            try:
+                self.storage.rmdir()
+            except OSError:
+                pass
