@@ -64,6 +64,12 @@ def resolve_config(args: argparse.Namespace):
         raise ConfigError("no manifest: pass --manifest PATH (CSV / Parquet / folder) or set ray.manifest in the config")
     if not cfg.ray.out_dir:
         raise ConfigError("no output folder: pass --out DIR or set ray.out_dir in the config")
+    if cfg.ray.train_workers != 1:
+        raise ConfigError("ray.train_workers must be 1: the swap training loop is single-process; "
+                          "scale out over patients with ray.max_concurrent_trainings")
+    from deid.archive import check_segmenting
+
+    check_segmenting(cfg)  # before any cluster is started
     return cfg
 
 

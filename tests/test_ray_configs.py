@@ -1,0 +1,118 @@
+"""Cluster configs: cluster.yaml against the cluster-launcher schema shipped inside the
+ray package, k8s/rayjob.yaml for the fields KubeRay requires, configs/archive*.yaml, and
+the entrypoints' command lines. No cluster is started."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deid.archive import check_segmenting
+from deid.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    return yaml.safe_load((REPO / "cluster.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def rayjob():
+    return yaml.safe_load((REPO / "k8s" / "rayjob.yaml").read_text())
+
+
+def test_cluster_yaml_matches_the_launcher_schema(cluster):
+    jsonschema = pytest.importorskip("jsonschema")
+    import ray.autoscaler
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
+    jsonschema.validate(cluster, schema)
+    validate_config(prepare_config(cluster))  # ray's own checks after filling in its defaults
+    bad = dict(cluster, available_node_types={"head": {"resources": {"CPU": 1}}})  # no node_config
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+
+
+def test_cluster_yaml_node_pools_and_setup(cluster):
+    import ray
+
+    types = cluster["available_node_types"]
+    head = types[cluster["head_node_type"]]
+    assert head["resources"].get("CPU", 1) == 0 and not head["resources"].get("GPU")
+    cpu = [t for n, t in types.items() if n != cluster["head_node_type"] and not t["resources"].get("GPU")]
+    gpu = [t for t in types.values() if t["resources"].get("GPU", 0) >= 1]
+    assert cpu and gpu, "a CPU pool for decode/encode and a GPU pool for training and pose"
+    for t in types.values():
+        assert 0 <= t.get("min_workers", 0) <= t.get("max_workers", 0) <= cluster["max_workers"]
+    assert any("pip install" in c and "-e ." in c for c in cluster["setup_commands"]), "setup installs this package"
+    assert "." in cluster["file_mounts"].values()
+    images = [cluster["docker"]["image"]] + [t["docker"]["worker_image"] for t in types.values() if "docker" in t]
+    for img in images:
+        assert f":{ray.__version__}-py311" in img, f"{img}: the image's Ray must match the pinned ray {ray.__version__}"
+
+
+def test_rayjob_has_what_kuberay_requires(rayjob):
+    import ray
+
+    assert rayjob["apiVersion"] == "ray.io/v1" and rayjob["kind"] == "RayJob"
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", rayjob["metadata"]["name"])
+    spec = rayjob["spec"]
+    m = re.fullmatch(r"python -m ray_jobs\.deidentify --config (\S+)", spec["entrypoint"])
+    assert m, spec["entrypoint"]
+    check_segmenting(load_config(REPO / m.group(1)))  # the config it names exists and is valid
+    yaml.safe_load(spec["runtimeEnvYAML"])
+    rc = spec["rayClusterSpec"]
+    assert rc["rayVersion"] == ray.__version__
+    groups = [("head", rc["headGroupSpec"])] + [(g["groupName"], g) for g in rc["workerGroupSpecs"]]
+    assert len({n for n, _ in groups}) == len(groups), "group names are unique"
+    for name, g in groups:
+        assert isinstance(g["rayStartParams"], dict)
+        assert all(isinstance(v, str) for v in g["rayStartParams"].values()), f"{name}: rayStartParams values must be strings"
+        pod = g["template"]["spec"]
+        assert pod["containers"] and all(c.get("name") and c.get("image") for c in pod["containers"])
+        vols = {v["name"] for v in pod.get("volumes", [])}
+        for c in pod["containers"]:
+            for vm in c.get("volumeMounts", []):
+                assert vm["name"] in vols, f"{name}: volume {vm['name']} is mounted but not defined"
+                assert vm["mountPath"] == "/mnt/deid"
+        if name != "head":
+            assert 0 <= g["minReplicas"] <= g["replicas"] <= g["maxReplicas"]
+    gpu = [g for _, g in groups if any("nvidia.com/gpu" in c["resources"].get("limits", {}) for c in g["template"]["spec"]["containers"])]
+    assert len(gpu) == 1 and gpu[0]["groupName"] == "gpu-workers"
+    assert rc["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+
+
+def test_archive_configs_load_and_share_the_mounted_paths():
+    for f in sorted((REPO / "configs").glob("archive*.yaml")):
+        cfg = load_config(f)
+        check_segmenting(cfg)
+        assert cfg.ray.manifest and cfg.ray.out_dir, f
+    cfg = load_config(REPO / "configs" / "archive.yaml")
+    for p in (cfg.ray.manifest, cfg.ray.archive_root, cfg.ray.out_dir, cfg.ray.work_dir, cfg.ray.storage_path):
+        assert p.startswith("/mnt/deid/"), "every node must see these paths: the shared mount of cluster.yaml / rayjob.yaml"
+
+
+@pytest.mark.parametrize("cmd", [[sys.executable, "-m", "ray_jobs.deidentify", "--help"], [sys.executable, "-m", "deid.cli", "archive", "--help"]])
+def test_entrypoints_parse(cmd):
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    for flag in ("--manifest", "--out", "--config", "--local", "--no-evaluate"):
+        assert flag in r.stdout
+
+
+def test_missing_manifest_is_a_config_error_with_exit_code_2(tmp_path, capsys):
+    from ray_jobs.deidentify import main
+
+    assert main(["--out", str(tmp_path / "o")]) == 2
+    assert "no manifest" in capsys.readouterr().err
+    assert main(["--manifest", str(tmp_path / "none.csv"), "--out", str(tmp_path / "o")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["--manifest", str(tmp_path), "--out", str(tmp_path / "o"), "--set", "ray.segment_overlap=2"]) == 2
+    assert "segment_overlap (2) must be >= track.lookahead" in capsys.readouterr().err
