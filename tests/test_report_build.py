@@ -1,0 +1,238 @@
+"""`deid report` end to end on synthetic METRICS_DIRs (real pipeline outputs of synthetic
+clips, metrics from the project's metric functions; see deid.report.testing): the HTML
+parses, is self-contained, has the tables and plots for what the run holds, never
+shows an unanonymized face, degrades gracefully, and the JSON summary agrees."""
+
+import base64
+import dataclasses
+import io
+import json
+import re
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+from deid.cli import main as deid_main
+from deid.errors import InvalidInputError
+from deid.metrics import schemas
+from deid.report import build_report, summary_path
+from deid.report.build import ReportOptions
+from deid.report.testing import make_metrics_dir
+from deid.testing import ColorFaceDetector, face_color_mask
+
+VOID = {"meta", "img", "br", "hr", "link", "input", "source", "col", "area", "base", "wbr"}
+
+
+class _Doc(HTMLParser):
+    """Collects tags, attributes and text, and checks that non-void tags nest properly."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack, self.errors, self.tags, self.text = [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if tag in VOID:
+            return
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes <{self.stack[-1] if self.stack else None}>")
+        else:
+            self.stack.pop()
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse(path):
+    d = _Doc()
+    d.feed(path.read_text(encoding="utf-8"))
+    d.close()
+    assert not d.errors and not d.stack, (d.errors[:5], d.stack)
+    d.body = " ".join(d.text)
+    return d
+
+
+def images(doc):
+    """(alt, mime, bytes) of every <img>."""
+    out = []
+    for tag, a in doc.tags:
+        if tag == "img":
+            m = re.match(r"data:(image/[a-z]+);base64,(.*)$", a["src"], re.S)
+            assert m, a["src"][:60]
+            out.append((a.get("alt", ""), m.group(1), base64.b64decode(m.group(2))))
+    return out
+
+
+def decode(data):
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """Two videos; blur, mask, pixelate, a fake swap, and a 'leaky' output that left the
+    faces in clear (and whose frames table claims no region)."""
+    root = tmp_path_factory.mktemp("report_full")
+    md = make_metrics_dir(root, videos=("patient_a", "patient_b"), swap=True, leaky=True, n_frames=40)
+    html = build_report(md, root / "out" / "report.html", detector=ColorFaceDetector())
+    return md, html
+
+
+def test_html_parses_and_is_self_contained(full_run):
+    md, html = full_run
+    doc = parse(html)
+    text = html.read_text(encoding="utf-8")
+    assert [t for t, _ in doc.tags[:3]] == ["html", "head", "meta"]
+    csp = [a["content"] for t, a in doc.tags if t == "meta" and a.get("http-equiv") == "Content-Security-Policy"]
+    assert csp and "default-src 'none'" in csp[0] and "img-src data:" in csp[0]
+    for tag, a in doc.tags:
+        for attr in ("src", "href", "action", "poster", "data"):
+            if attr in a:
+                assert a[attr].startswith(("data:", "#")), f"<{tag} {attr}={a[attr][:80]!r}> leaves the page"
+    assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text, re.I), "an absolute URL is in the page"
+    assert "<script" not in text.lower() and "@import" not in text and "url(" not in text
+    assert str(md.parent / "anon") not in text  # no local paths of processed / original videos in the page
+
+
+def test_tables_have_a_row_for_each_method_and_the_expected_plots(full_run):
+    md, html = full_run
+    doc = parse(html)
+    summary = schemas.read_table(md / "summary.parquet", "summary").to_pandas()
+    rows = re.findall(r"<tr class=\"[^\"]*\"><td class=\"\">([a-z_]+)</td>", html.read_text(encoding="utf-8"))
+    for m in summary["method"].unique():
+        assert rows.count(m) >= 2, f"method {m}: rows in pose + identity tables, got {rows.count(m)}"
+    alts = [a for a, mime, _ in images(doc) if mime == "image/png"]
+    assert any(a.startswith("bar chart: AP by region") for a in alts)
+    assert any(a.startswith("per-keypoint error") for a in alts)
+    assert any(a.startswith("identity distance histograms") for a in alts)
+    assert sum(a.startswith("per-frame OKS of") for a in alts) == 2  # one per video
+    for alt, mime, data in images(doc):
+        img = decode(data)
+        assert img.shape[0] > 10 and img.shape[1] > 10, alt
+    # paper-style numbers: the table shows the mean over videos of the summary's AP
+    blur = summary[summary["method"] == "blur"]["ap_overall"].mean()
+    assert f"{blur:.3f}" in html.read_text(encoding="utf-8")
+
+
+def test_no_thumbnail_shows_a_face_the_pipeline_did_not_anonymize(full_run):
+    md, html = full_run
+    doc = parse(html)
+    thumbs = [(alt, decode(data)) for alt, mime, data in images(doc) if mime == "image/jpeg"]
+    assert thumbs, "no frame strips"
+    det = ColorFaceDetector()
+    leaky = [(alt, im) for alt, im in thumbs if alt.startswith("leaky ")]
+    assert len(leaky) >= 4
+    for alt, im in leaky:  # the output that left faces in clear: every face was redacted by the report
+        assert len(det.detect([im])[0]) == 0, alt
+        assert face_color_mask(im).sum() < 5, alt
+    # control: the same frames, downscaled without the report's check, do show the face
+    from deid.io import read_frames
+
+    run = json.loads((md / "run.json").read_text())
+    raw = read_frames(run["videos"][0]["processed"]["leaky"], [10])[0]
+    assert len(det.detect([raw])[0]) == 1
+    s = json.loads(summary_path(html).read_text())
+    assert s["frame_strips"]["faces_redacted"] >= len(leaky)
+    assert "redacted by the report" in html.read_text(encoding="utf-8")
+    # original frames never appear: every thumbnail's caption names a processed method
+    methods = set(run["videos"][0]["processed"])
+    assert all(alt.split()[0] in methods for alt, _ in thumbs)
+
+
+def test_json_summary_has_the_headline_figures(full_run):
+    md, html = full_run
+    s = json.loads(summary_path(html).read_text())
+    summary = schemas.read_table(md / "summary.parquet", "summary").to_pandas()
+    assert s["videos"] == 2 and s["layout"] == "study"
+    assert set(s["pose"]) == set(summary["method"])
+    for m, d in summary.groupby("method"):
+        assert s["pose"][m]["ap_overall"] == pytest.approx(d["ap_overall"].mean())
+        assert s["identity"][m]["frames_match_patient"] == d["frames_match_patient"].sum()
+    assert s["verdict"]["level"] == "bad"  # the leaky output still matches the patient
+    assert s["verdict"]["frames_match_patient"] == summary.query("method == 'leaky'")["frames_match_patient"].sum() > 0
+    assert s["identity"]["swap"]["mean_dist_target"] < 0.6  # the fake swap shows the donor
+
+
+def test_cli_writes_both_files_and_can_fail_on_leaks(full_run, tmp_path, capsys):
+    md, _ = full_run
+    out = tmp_path / "r.html"
+    assert deid_main(["report", str(md), "--out", str(out), "--no-strips"]) == 0
+    assert out.is_file() and summary_path(out).is_file() and summary_path(out).name == "r_summary.json"
+    assert "BAD" in capsys.readouterr().out
+    assert deid_main(["report", str(md), "--out", str(out), "--no-strips", "--fail-on-leak"]) == 3
+    assert "Frame strips were turned off" in out.read_text(encoding="utf-8")
+
+
+def test_runs_without_swap_reference_or_tables_still_render(tmp_path):
+    md = make_metrics_dir(tmp_path, methods=("blur",), reference=False, n_frames=24,
+                          drop=("perframe", "keypoints", "per_keypoint", "clinical", "status"))
+    out = build_report(md, tmp_path / "report.html", detector=ColorFaceDetector())
+    doc = parse(out)
+    missing = json.loads(summary_path(out).read_text())["missing"]
+    joined = " ".join(missing)
+    for needle in ("no swap output", "no reference of the patient", "no perframe/ table", "no keypoints/ table",
+                   "per_keypoint.parquet is missing", "status.parquet is missing"):
+        assert needle in joined, needle
+    assert "Not in this report" in doc.body
+    assert any(mime == "image/jpeg" for _, mime, _ in images(doc))  # strips without skeletons still show
+    # the pose table still has the blur row
+    assert re.search(r"<td class=\"\">blur</td>", out.read_text(encoding="utf-8"))
+
+
+def test_missing_run_json_or_summary(tmp_path):
+    md = make_metrics_dir(tmp_path, methods=("mask",), n_frames=16, drop=("run",))
+    out = build_report(md, tmp_path / "r.html", detector=ColorFaceDetector())
+    assert "run.json is missing" in " ".join(json.loads(summary_path(out).read_text())["missing"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InvalidInputError, match="not a METRICS_DIR"):
+        build_report(empty, tmp_path / "x.html")
+    with pytest.raises(InvalidInputError, match="no such metrics directory"):
+        build_report(tmp_path / "nope", tmp_path / "x.html")
+    with pytest.raises(InvalidInputError, match="JSON summary is written beside it"):
+        build_report(md, tmp_path / "x.json")
+
+
+def test_archive_layout_lists_worst_videos_and_caps_strips(full_run, tmp_path):
+    md, _ = full_run
+    opts = ReportOptions(per_video_limit=1, max_strip_videos=1)
+    out = build_report(md, tmp_path / "archive.html", options=opts, detector=ColorFaceDetector())
+    doc = parse(out)
+    s = json.loads(summary_path(out).read_text())
+    assert s["layout"] == "archive" and s["frame_strips"]["videos"] == 1
+    for title in ("Most leaks", "Most fail-closed frames", "Lowest AP", "Across videos"):
+        assert title in doc.body, title
+    assert any(a.startswith("distributions across videos") for a, _, _ in images(doc))
+    assert s["worst_videos"]["leaks"][0]["video"] in ("patient_a", "patient_b")
+
+
+class _Broken:
+    name = "broken"
+
+    def detect(self, frames):
+        raise RuntimeError("no model")
+
+
+def test_face_check_failure_embeds_no_thumbnail(full_run, tmp_path):
+    md, _ = full_run
+    out = build_report(md, tmp_path / "r.html", options=dataclasses.replace(ReportOptions(), max_strip_videos=1),
+                       detector=_Broken())
+    doc = parse(out)
+    assert not [1 for _, mime, _ in images(doc) if mime == "image/jpeg"]
+    assert "face check failed" in doc.body
+    assert json.loads(summary_path(out).read_text())["frame_strips"]["thumbnails"] == 0
+
+
+def test_report_size_stays_small(full_run):
+    _, html = full_run
+    size = html.stat().st_size
+    s = json.loads(summary_path(html).read_text())
+    # 2 videos x 6 frames x 5 methods thumbnails + 6 plots: well under a megabyte
+    assert s["frame_strips"]["thumbnails"] == 60
+    assert size < 1_000_000, size

@@ -1,0 +1,259 @@
+"""Report building blocks: aggregation tables, frame choice, the thumbnail face check,
+HTML helpers. Pure functions on small hand-made inputs (milliseconds each)."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deid.report import html as H
+from deid.report.data import order_methods
+from deid.report.strips import (
+    REDACTED_COLOR,
+    box_coverage,
+    choose_frames,
+    redact_boxes,
+    safe_thumbnail,
+    uncovered_faces,
+)
+from deid.report.tables import clinical_table, identity_table, pose_table, status_table, worst_videos
+from deid.types import Detections
+
+
+def _summary(rows):
+    return pd.DataFrame(rows)
+
+
+def test_method_order_puts_sanity_row_and_swap_first():
+    assert order_methods(["pixelate", "zz", "blur", "original", "swap", "mask", "aa"]) == [
+        "original", "swap", "mask", "blur", "pixelate", "aa", "zz"]
+
+
+def test_pose_table_is_the_mean_over_videos_ignoring_missing_groups():
+    s = _summary([
+        {"video": "a", "method": "blur", "ap_overall": 0.8, "ap_hands": np.nan},
+        {"video": "b", "method": "blur", "ap_overall": 0.6, "ap_hands": 0.4},
+        {"video": "a", "method": "mask", "ap_overall": 0.2, "ap_hands": np.nan},
+    ])
+    t = pose_table(s)
+    assert list(t.index) == ["mask", "blur"]
+    assert t.loc["blur", "ap_overall"] == pytest.approx(0.7)
+    assert t.loc["blur", "ap_hands"] == pytest.approx(0.4)  # NaN (no hands in video a) does not count as 0
+    assert math.isnan(t.loc["mask", "ap_hands"])
+    assert t.loc["blur", "videos"] == 2
+
+
+def test_identity_table_sums_counts_weights_distances_and_prefers_identity_frames():
+    s = _summary([
+        {"video": "a", "method": "blur", "frames": 100, "identity_frames": 20, "frames_match_patient": 1,
+         "faces": 10, "mean_dist_patient": 0.7, "min_dist_patient": 0.55},
+        {"video": "b", "method": "blur", "frames": 100, "identity_frames": 30, "frames_match_patient": 0,
+         "faces": 30, "mean_dist_patient": 0.9, "min_dist_patient": 0.8},
+    ])
+    t = identity_table(s)
+    r = t.loc["blur"]
+    assert r["frames_checked"] == 50  # identity_every frames, not all 200 evaluated
+    assert r["frames_match_patient"] == 1 and r["pct_match_patient"] == pytest.approx(2.0)
+    assert r["mean_dist_patient"] == pytest.approx((0.7 * 10 + 0.9 * 30) / 40)
+    assert r["min_dist_patient"] == pytest.approx(0.55)
+    # counts measured on the identity table win
+    assert identity_table(s, {"blur": 7}).loc["blur", "frames_checked"] == 7
+
+
+def test_clinical_table_median_keeps_infinite_errors_and_drops_unmeasurable():
+    c = pd.DataFrame([
+        {"video": "a", "method": "blur", "feature": "f", "relative_error": 0.1, "original_value": 2.0},
+        {"video": "b", "method": "blur", "feature": "f", "relative_error": 0.3, "original_value": 4.0},
+        {"video": "c", "method": "blur", "feature": "f", "relative_error": np.nan, "original_value": np.nan},
+        {"video": "a", "method": "mask", "feature": "f", "relative_error": np.inf, "original_value": 0.0},
+        {"video": "a", "method": "original", "feature": "f", "relative_error": 0.0, "original_value": 2.0},
+    ])
+    t = clinical_table(c, pd.DataFrame())
+    assert list(t.index) == ["mask", "blur"]  # the sanity row is not a method
+    assert t.loc["blur", "f"] == pytest.approx(0.2)
+    assert t.loc["mask", "f"] == np.inf
+    assert t.attrs["measured"].loc["blur", "f"] == 2
+
+
+def test_clinical_table_falls_back_to_summary_columns():
+    s = _summary([{"video": "a", "method": "blur", "fe_blink_rate_per_min": 0.5},
+                  {"video": "b", "method": "blur", "fe_blink_rate_per_min": 0.1}])
+    t = clinical_table(None, s)
+    assert t.loc["blur", "blink_rate_per_min"] == pytest.approx(0.3)
+
+
+def test_status_from_audits_alone_and_missing_outputs_are_listed():
+    audit = {"status": "done", "frames_read": 10, "counts": {"frames_fail_closed": 2, "regions_detected": 9,
+                                                             "regions_pose": 1},
+             "output": {"frames_written": 10}, "leak_audit": {"leaks": 0},
+             "anonymizer_stats": {"faces_masked_gate": 3, "faces_masked_swap_failed": 1}}
+    st = status_table(None, {("v", "swap"): audit}, [("v", "swap"), ("v", "blur")])
+    swap = st[st["method"] == "swap"].iloc[0]
+    assert swap["fail_closed_frames"] == 2 and swap["regions_pose"] == 1 and swap["swap_fallbacks"] == 4
+    blur = st[st["method"] == "blur"].iloc[0]
+    assert blur["state"] == "unknown" and "no status row" in blur["error"]
+
+
+def test_worst_videos_rank_leaks_fail_closed_and_low_ap():
+    s = _summary([
+        {"video": "good", "method": "blur", "ap_overall": 0.9, "frames_match_patient": 0, "frames_match_original": 0},
+        {"video": "leaky", "method": "blur", "ap_overall": 0.8, "frames_match_patient": 5, "frames_match_original": 1},
+        {"video": "bad_pose", "method": "mask", "ap_overall": 0.1, "frames_match_patient": 0, "frames_match_original": 0},
+        {"video": "bad_pose", "method": "original", "ap_overall": 1.0, "frames_match_patient": 50},
+    ])
+    st = pd.DataFrame([{"video": "good", "method": "blur", "fail_closed_frames": 0, "frames_read": 10, "leaks": 0},
+                       {"video": "bad_pose", "method": "mask", "fail_closed_frames": 4, "frames_read": 10, "leaks": 0}])
+    w = worst_videos(s, st, 5)
+    assert list(w["leaks"].index) == ["leaky"]  # the original's own matches never count
+    assert w["leaks"].loc["leaky", "leak_frames"] == 6
+    assert list(w["lowest_ap"].index)[0] == "bad_pose"
+    assert list(w["fail_closed"].index) == ["bad_pose"]
+
+
+# ----------------------------------------------------------------------------- frames and faces
+
+
+def test_choose_frames_spreads_evenly_and_adds_worst_not_excluded():
+    frames, why = choose_frames(100, 4, 2, {50: 0.1, 51: 0.05, 90: 0.2, 10: 0.9}, excluded={51})
+    assert [f for f in frames if why[f] == "evenly spaced"] == [12, 37, 62, 87]  # segment centres, ties -> earlier
+    worst = [f for f in frames if why[f].startswith("lowest")]
+    assert worst == [50, 90]  # 51 is fail-closed; 50 is next lowest
+    assert 51 not in frames
+    # every frame excluded: nothing to show
+    assert choose_frames(3, 2, 1, None, excluded={0, 1, 2}) == ([], {})
+
+
+def test_box_coverage_of_faces_by_regions():
+    faces = np.array([[10, 10, 20, 20], [50, 50, 60, 60], [0, 30, 10, 40], [0, 0, 10, 10]], np.float32)
+    regions = np.array([[5, 5, 25, 25], [0, 30, 5, 40], [0, 0, 5, 10]], np.float32)
+    cov = box_coverage(faces, regions)
+    assert cov[0] == pytest.approx(1.0) and cov[1] == 0.0 and cov[2] == pytest.approx(0.5, abs=0.05)
+    assert cov[3] == pytest.approx(0.75, abs=0.05)  # union of two regions, not the larger one
+    assert uncovered_faces(faces, regions, 0.6).tolist() == [False, True, True, False]
+    assert uncovered_faces(faces, None).all()  # no frames table: nothing counts as anonymized
+
+
+def test_redact_boxes_flattens_the_region_and_outlines_it():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (60, 80, 3), np.uint8)
+    out = redact_boxes(img, np.array([[20, 20, 40, 40]], np.float32), pad=0.0)
+    inner = out[22:38, 22:38]
+    assert inner.std(axis=(0, 1)).max() < 1e-6  # flat: nothing identifying left
+    assert tuple(out[20, 30]) == REDACTED_COLOR
+    assert np.array_equal(out[:10], img[:10]) and not np.shares_memory(out, img)
+
+
+class _BoxDetector:
+    """Reports a fixed face box (in full-frame pixels) unless its area is flat (redacted)."""
+
+    name = "fixed"
+
+    def __init__(self, box, frame_w):
+        self.box = np.asarray(box, np.float32)
+        self.frame_w = frame_w
+
+    def detect(self, frames):
+        out = []
+        for f in frames:
+            s = f.shape[1] / self.frame_w
+            x1, y1, x2, y2 = (self.box * s).astype(int)
+            patch = f[y1:y2, x1:x2]
+            if patch.size and patch.reshape(-1, 3).std(axis=0).max() > 2:
+                out.append(Detections((self.box * s)[None], np.array([0.9], np.float32)))
+            else:
+                out.append(Detections.empty())
+        return out
+
+
+def _textured(h=240, w=320):
+    rng = np.random.default_rng(1)
+    return rng.integers(0, 255, (h, w, 3), np.uint8)
+
+
+def test_landmarks_inside_a_region_count_as_anonymized():
+    # MediaPipe on a solid mask: the box hangs below the head region, eyes and nose are inside it
+    faces = np.array([[165, 60, 288, 183]], np.float32)
+    regions = np.array([[150, 0, 290, 125]], np.float32)
+    core_in = np.array([[[199, 95], [252, 89], [231, 118], [np.nan, np.nan], [np.nan, np.nan]]], np.float32)
+    core_out = core_in.copy()
+    core_out[0, 2] = (231, 140)  # the nose below the region: part of a real face shows
+    assert box_coverage(faces, regions)[0] < 0.6
+    assert not uncovered_faces(faces, regions, 0.6, core_in)[0]
+    assert uncovered_faces(faces, regions, 0.6, core_out)[0]
+    assert uncovered_faces(faces, None, 0.6, core_in)[0]
+
+
+def test_redaction_keeps_the_pipelines_regions_and_hides_the_rest():
+    img = _textured(100, 100)
+    out = redact_boxes(img, np.array([[20, 20, 80, 80]], np.float32), pad=0.0, keep=np.array([[0, 0, 100, 50]], np.float32))
+    assert np.array_equal(out[22:48, 22:78], img[22:48, 22:78])  # the anonymized part is left as it is
+    assert out[55:78, 22:78].reshape(-1, 3).std(axis=0).max() < 1e-6  # the rest of the face is flat
+
+
+def test_safe_thumbnail_keeps_covered_faces_and_redacts_uncovered_ones():
+    frame = _textured()
+    det = _BoxDetector([100, 60, 160, 130], 320)
+    covered = np.array([[80, 30, 180, 150]], np.float32)
+    thumb, n, note = safe_thumbnail(frame, covered, det, 160, 120)
+    assert thumb.shape == (120, 160, 3) and n == 0 and note == ""
+    thumb, n, note = safe_thumbnail(frame, np.zeros((0, 4), np.float32), det, 160, 120)
+    assert n == 1 and "redacted" in note
+    assert thumb[35:60, 55:75].reshape(-1, 3).std(axis=0).max() < 1e-6  # the face area is flat now
+
+
+class _SecondFaceDetector:
+    """Finds one face at first and, once that is redacted, another one elsewhere (as when
+    NMS had hidden a second, overlapping face behind the first)."""
+
+    name = "second_face"
+
+    def __init__(self):
+        self.calls = 0
+
+    def detect(self, frames):
+        self.calls += 1
+        box = [10, 10, 50, 50] if self.calls == 1 else [200, 150, 260, 210]
+        return [Detections(np.array([box], np.float32), np.array([0.9], np.float32)) for _ in frames]
+
+
+class _NothingDetector:
+    """What MediaPipe returns when it filtered every candidate out: empty arrays, landmarks included."""
+
+    name = "nothing"
+
+    def detect(self, frames):
+        return [Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))
+                for _ in frames]
+
+
+def test_safe_thumbnail_with_no_face_found():
+    thumb, n, note = safe_thumbnail(_textured(480, 640), np.zeros((0, 4), np.float32), _NothingDetector())
+    assert thumb is not None and thumb.shape == (240, 320, 3) and n == 0 and note == ""
+
+
+class _BrokenDetector:
+    name = "broken"
+
+    def detect(self, frames):
+        raise RuntimeError("model file missing")
+
+
+def test_safe_thumbnail_fails_closed():
+    frame = _textured()
+    thumb, n, note = safe_thumbnail(frame, None, _SecondFaceDetector())
+    assert thumb is None and "dropped" in note  # a face still found after redaction drops the thumbnail
+    thumb, n, note = safe_thumbnail(frame, None, _BrokenDetector())
+    assert thumb is None and "face check failed" in note
+
+
+# ----------------------------------------------------------------------------- html
+
+
+def test_html_helpers_escape_and_format():
+    assert H.esc('<a href="x">') == "&lt;a href=&quot;x&quot;&gt;"
+    assert H.fmt(float("nan"), "f3") == "–" and H.fmt(None) == "–" and H.fmt(pd.NA) == "–"
+    assert H.fmt(float("inf"), "f1") == "∞" and H.fmt(1234.0, "int") == "1,234" and H.fmt(0.12345, "f3") == "0.123"
+    t = H.table([{"m": "<b>", "v": 0.5}], [("m", "M", "s", ""), ("v", "V", "f2", "tip")])
+    assert "&lt;b&gt;" in t and "0.50" in t and "<b>" not in t
+    assert H.data_uri(b"\x89PNG", "image/png").startswith("data:image/png;base64,")
