@@ -229,7 +229,8 @@ class SwapConfig:
     batch_size: int = 0  # faces per identity per step (0 = the preset's)
     learning_rate: float = 0.0  # AdamW learning rate (0 = the preset's)
     max_frames: int = 400  # patient frames sampled (evenly) for the training face set
-    donor_pretrain: bool = True  # start from the donor's cached donor-only model when present
+    donor_pretrain: bool = True  # start from the donor's cached donor-only model (docs/swap.md)
+    donor_pretrain_minutes: float = 10.0  # build that model first when the donor has none (one-off; 0 = never)
     other_faces: str = "blur"  # policy for faces that are not the patient's: blur | mask | swap
     gate: bool = True  # identity gate: fall back to mask where the swap still matches the patient
     gate_every: int = 5  # gate every k-th frame of a track (1 = every frame); a failed track is gated every frame
@@ -254,6 +255,7 @@ class SwapConfig:
         _check(0.0 <= self.learning_rate < 1.0, "swap.learning_rate must be in [0, 1) (0 = the preset's)")
         _check(self.max_frames >= 8, "swap.max_frames must be >= 8")
         _check(self.gate_every >= 1, "swap.gate_every must be >= 1 (1 = check every frame)")
+        _check(self.donor_pretrain_minutes >= 0, "swap.donor_pretrain_minutes must be >= 0 (0 = never pre-train)")
         _check(self.smooth >= 0.0, "swap.smooth must be >= 0 (0 = no smoothing)")
 
 

@@ -37,7 +37,8 @@ def material(tmp_path_factory):
 
 def _cfg(work: Path, donor: str = "donor-ok", *more: str) -> Config:
     return Config().replace(
-        "swap.preset=tiny", "swap.max_steps=3", "swap.max_minutes=0", f"swap.donor={donor}", f"swap.workdir={work}", "swap.landmarks=synthetic", *more
+        "swap.preset=tiny", "swap.max_steps=3", "swap.max_minutes=0", f"swap.donor={donor}", f"swap.workdir={work}", "swap.landmarks=synthetic",
+        "swap.donor_pretrain_minutes=0", *more
     )
 
 
@@ -126,14 +127,14 @@ def test_cli_swap_train_writes_a_private_model_folder(material, tmp_path, monkey
     args = [
         "swap", "train", "--patient", str(material["clip"].path), "--donor", "donor-ok", "--out", str(out), "--steps", "2", "--preset", "tiny",
         "--no-progress", "--set", "swap.max_minutes=0", "--set", "detect.backend=color", "--set", "audit.identity_backend=patch",
-        "--set", "swap.landmarks=synthetic",
+            "--set", "swap.landmarks=synthetic", "--set", "swap.donor_pretrain_minutes=0",
     ]  # fmt: skip
     assert main(args) == 0
     assert stat.S_IMODE(out.stat().st_mode) == 0o700 and (out / "model.pt").is_file()
     assert "swap.model_dir=" in capsys.readouterr().out
     assert main(args) == 1  # not empty: refuses to overwrite without --resume
     assert "not empty" in capsys.readouterr().err
-    assert main(args[:-2] + ["--set", "swap.landmarks=synthetic", "--resume", "--steps", "4"]) == 0
+    assert main(args + ["--resume", "--steps", "4"]) == 0
     info = json.loads((out / "session.json").read_text())
     assert info["train_steps"] == 4
     # the folder converts through the registry (swap.model_dir)
@@ -144,3 +145,21 @@ def test_cli_swap_train_writes_a_private_model_folder(material, tmp_path, monkey
     img, _ = draw_frame(0, 4, 160, 120)
     assert anon.apply(img, []).shape == img.shape
     np.testing.assert_array_equal(np.load(out / "references.npy").shape[1:], (67,))
+
+
+def test_first_use_of_a_donor_builds_its_pretraining_and_later_sessions_start_from_it(material, tmp_path):
+    from deid.swap.pretrain import pretrained_path
+    from deid.swap.spec import preset
+
+    donor = material["lib"].get("donor-ok")
+    cache = pretrained_path(donor, preset("tiny"))
+    cache.unlink(missing_ok=True)
+    work = tmp_path / "work"
+    with _session(material, _cfg(work, "donor-ok", "swap.donor_pretrain_minutes=0.01")) as anon:
+        d = next(work.iterdir())
+        assert json.loads((d / "session.json").read_text())["init_from_donor_pretrain"] is True
+        assert anon.stats()["train_steps"] == 3
+    assert cache.is_file()  # cached with the donor (consented material), not in the session dir
+    blob = __import__("torch").load(cache, weights_only=True)
+    assert blob["optimizer"] == {} and blob["meta"]["donor"] == "donor-ok"
+    assert list(work.iterdir()) == []

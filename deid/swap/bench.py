@@ -1,12 +1,14 @@
 """Swap benchmarks (not tests): ``python -m deid.swap.bench [train|convert|all]``.
 
 - ``train``: the demo patient clip (talking_head_1.mp4, 200 frames 512x512) against a
-  donor (default ``demo-carphone``): face-set extraction, then training in steps of
-  ``--every`` minutes up to ``--minutes``; after each step the swap is run on every
-  ``--stride``-th frame and every swapped face is checked by the identity gate
-  (dlib, both attackers, threshold + margin). Prints, per step, the pass rate and the
-  smallest distance, and the training time at which every checked face first passed
-  ("time to a gate-passing swap"). ``--keep DIR`` keeps the model for ``convert``.
+  donor (default ``demo-carphone``, starting from its cached donor pre-training when
+  there is one; ``--no-pretrained`` trains from scratch): face-set extraction, then
+  training in steps of ``--every`` minutes up to ``--minutes``; after each step the swap
+  is run on all frames (consecutive: the landmark smoothing needs them) and the identity
+  gate (dlib, both attackers, threshold + margin) checks every ``--stride``-th frame of
+  the track, and every frame after a failure. Prints, per step, the pass rate and the
+  smallest distance, and the training time at which every check first passed ("time to
+  a gate-passing swap"). ``--keep DIR`` keeps the model for ``convert``.
 - ``convert``: frames per second of :class:`deid.anonymize.swap.SwapAnonymizer.apply`
   on a 640x360 clip with one face (the demo clip scaled and letterboxed), regions from
   the MediaPipe detector computed beforehand (not timed), default gating
@@ -109,6 +111,13 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
     (work / SESSION_FILE).write_text(json.dumps({"single_person": True, "donor": donor.name}))
     data = TrainData(ext.faceset, dfaces)
     init = pretrained_path(donor, spec)
+    t_pre = None
+    if args.pretrained and not init.is_file() and args.pretrain_minutes > 0:
+        from .pretrain import pretrain_donor
+
+        t = time.perf_counter()
+        pretrain_donor(donor, cfg, minutes=args.pretrain_minutes, detector=detector, landmarker=lm)
+        t_pre = round((time.perf_counter() - t) / 60.0, 2)
     init = init if (args.pretrained and init.is_file()) else None
     from ..io import probe
 
@@ -122,7 +131,13 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
         run = dataclasses.replace(cfg.swap, max_minutes=done_min, max_steps=0)
         res = fit(data, run, work, resume_from=work / CHECKPOINT if (work / CHECKPOINT).is_file() else None, init_from=init, spec=spec)
         ev = gate_eval(work, cfg, frames, regions, identity, args.stride)
-        row = {"train_minutes": round(res.elapsed_s / 60.0, 2), "steps": res.steps, **ev, "loss_patient": round(res.losses["patient"], 4)}
+        row = {
+            "train_minutes": round(res.elapsed_s / 60.0, 2),
+            "steps": res.steps,
+            **ev,
+            "loss_patient": round(res.losses["patient"], 4),
+            "load_avg_1min": round(os.getloadavg()[0], 2),
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
         if first_pass is None and ev["gate_pass_rate"] >= 1.0 and ev["swap_failed"] == 0:
@@ -134,6 +149,7 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
         "donor": donor.name,
         "preset": args.preset,
         "init_from_donor_pretrain": init is not None,
+        "donor_pretrain_built_minutes": t_pre,
         "extract_seconds_patient": round(t_extract, 1),
         "extract_seconds_donor": round(t_donor, 1),
         "patient_faces": len(ext.faceset),
@@ -225,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-frames", type=int, default=200, help="evaluate on the first N frames")
     p.add_argument("--stop-at-pass", action="store_true", help="stop training once every checked face passes")
     p.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="ignore the donor's cached pre-training")
+    p.add_argument("--pretrain-minutes", type=float, default=0.0, help="build the donor pre-training first when it is missing")
     p.add_argument("--keep", metavar="DIR", help="keep the trained model in DIR (private data: delete it afterwards)")
     p.add_argument("--model-dir", metavar="DIR", help="model for `convert`")
     p.add_argument("--repeat", type=int, default=2)
@@ -236,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.patient.is_file():
         print(f"demo patient clip not found: {args.patient} (set DEID_SHARED_MEDIA)", file=sys.stderr)
         return 2
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]}}
     if args.what in ("train", "all"):
         if args.what == "all" and not args.keep:
             args.keep = tempfile.mkdtemp(prefix="deid-swap-bench-")
@@ -249,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             from .session import remove_private_dir
 
             remove_private_dir(args.keep)
+    result["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))

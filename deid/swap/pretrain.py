@@ -38,14 +38,16 @@ def pretrain_donor(
     cfg: Any,
     *,
     minutes: float,
+    steps: int = 0,
     detector: Any = None,
     landmarker: Any = None,
     device: Any = None,
     progress: bool = False,
     report: Callable[[dict[str, Any]], None] | None = None,
 ) -> Path:
-    """Train the donor-only model for ``minutes`` (resuming a previous pre-training of
-    the same architecture if there is one) and store it in the donor's cache."""
+    """Train the donor-only model for ``minutes`` and/or ``steps`` more (resuming a
+    previous pre-training of the same architecture if there is one) and store it in the
+    donor's cache."""
     from ..detect import build_detector
     from .align import build_landmarker
     from .donors import donor_faceset
@@ -64,7 +66,9 @@ def pretrain_donor(
             blob = load_checkpoint(dst)
             prior_steps, prior_s = int(blob["step"]), float(blob["elapsed_s"])
             resume = Path(tmp) / CHECKPOINT
-        run_cfg = dataclasses.replace(sc, max_minutes=prior_s / 60.0 + float(minutes), max_steps=0)
+        run_cfg = dataclasses.replace(
+            sc, max_minutes=prior_s / 60.0 + float(minutes) if minutes else 0.0, max_steps=prior_steps + int(steps) if steps else 0
+        )
         res = fit(TrainData(faces, faces), run_cfg, tmp, resume_from=resume, device=device, spec=spec, progress=progress, report=report)
         # keep the weights (and step count), drop the optimizer: it is restarted per patient
         from .train import load_model

@@ -101,6 +101,14 @@ def train_patient_model(
     init = None
     if sc.donor_pretrain:
         p = pretrained_path(donor, spec)
+        if not p.is_file() and sc.donor_pretrain_minutes > 0:
+            from .pretrain import pretrain_donor
+
+            log.warning(
+                "donor %s has no pre-trained %d px model yet: building it once (%.0f min, cached in %s; "
+                "`deid donor pretrain %s` does this ahead of time)", donor.name, spec.size, sc.donor_pretrain_minutes, p.parent, donor.name
+            )
+            pretrain_donor(donor, cfg, minutes=sc.donor_pretrain_minutes, detector=detector, landmarker=landmarker, device=device, progress=progress)
         init = p if p.is_file() else None
     resume_from = out / CHECKPOINT if resume and (out / CHECKPOINT).is_file() else None
     res = fit(data, sc, out, report=report, resume_from=resume_from, init_from=None if resume_from else init, device=device, spec=spec, progress=progress)

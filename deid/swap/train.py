@@ -186,16 +186,18 @@ class ThreadTuner:
     waits for the descheduled thread and a step becomes 4-5x *slower* than with one
     thread (measured here: 2.1 s vs 0.47 s a step of the small preset at load 5)."""
 
-    def __init__(self, n: int, every: int = 300, probe: int = 4):
+    def __init__(self, n: int, every: int = 300, probe: int = 4, warm: int = 20):
         self.cands = sorted({1, max(1, int(n))})
-        self.every, self.probe = every, probe
+        self.every, self.probe, self.warm = every, probe, warm
         self.times: dict[int, list[float]] = {c: [] for c in self.cands}
         self.best = self.cands[-1]
 
     def threads_for(self, step: int) -> int:
         if len(self.cands) == 1:
             return self.best
-        phase = step % self.every
+        if step < self.warm:  # short runs (tests, tiny models) never pay for a probe
+            return self.cands[0]
+        phase = (step - self.warm) % self.every
         k = phase // self.probe
         if k < len(self.cands):
             return self.cands[k]
@@ -207,7 +209,9 @@ class ThreadTuner:
         return self.best
 
     def record(self, step: int, threads: int, seconds: float) -> None:
-        phase = step % self.every
+        if step < self.warm:
+            return
+        phase = (step - self.warm) % self.every
         if phase < self.probe * len(self.cands) and phase % self.probe != 0:  # first step after a switch is warm-up
             self.times[threads].append(seconds)
 
