@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
@@ -29,8 +27,9 @@ class _ScriptedEncoder:
     dim = 1
     threshold = 0.6
 
-    def __init__(self, fail_first: int = 0, patient_x: float | None = None):
+    def __init__(self, fail_first: int = 0, patient_x: float | None = None, pass_distance: float = 1.0):
         self.fail_first = fail_first
+        self.pass_distance = pass_distance
         self.patient_x = patient_x
         self.checks = 0
 
@@ -43,7 +42,7 @@ class _ScriptedEncoder:
             return (np.abs(a - b.T) > 5).astype(np.float32)
         self.checks += 1
         still = self.checks <= self.fail_first
-        return np.full((len(a), len(b)), 0.0 if still else 1.0, np.float32)
+        return np.full((len(a), len(b)), 0.0 if still else self.pass_distance, np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +85,10 @@ def test_gate_falls_back_to_mask_when_the_swap_still_matches(converter):
     assert s["gate_min_distance"] == 0.0
 
 
-def test_passing_swap_is_gated_on_a_sample_of_frames(converter):
-    enc = _ScriptedEncoder()
+@pytest.mark.parametrize("distance, checked_frames", [(0.70, [0, 4, 8]), (1.0, [0, 8])])
+def test_passing_swap_is_gated_on_a_sample_of_frames(converter, distance, checked_frames):
+    """Near the limit (0.65) every gate_every-th frame; far above it the interval doubles."""
+    enc = _ScriptedEncoder(pass_distance=distance)
     anon = _anon(converter, enc, gate_every=4)
     changed = 0
     for img, faces in _frames():
@@ -97,7 +98,7 @@ def test_passing_swap_is_gated_on_a_sample_of_frames(converter):
         assert np.array_equal(out[:5, :5], img[:5, :5])  # far from the face nothing changes
     s = anon.stats()
     assert s["faces_swapped"] == N and s["faces_masked_gate"] == 0 and changed == N
-    assert s["gate_checks"] == math.ceil(N / 4)
+    assert s["gate_checks"] == len(checked_frames) and s["gate_min_distance"] == pytest.approx(distance)
 
 
 def test_failed_track_is_gated_every_frame_until_it_recovers(converter):

@@ -17,12 +17,15 @@ Per frame and face region (from the tracker):
 3. *swap*: one batched forward pass for the frame's faces (shared encoder -> donor
    decoder), colour match, blend (:mod:`deid.swap.convert`);
 4. *gate*: the output face is checked against the patient (:mod:`deid.swap.gate`) on
-   the first frame of a track and every ``swap.gate_every``-th frame after it; a face
-   that fails is masked, and its track is then checked on *every* frame until
-   :data:`GATE_RECOVER` consecutive passes. Gating every frame costs a dlib embedding
-   pair per face (~0.14 s on the reference CPU) and would cap conversion near 6 fps;
-   frames of one track change little between checks, and the pipeline's leak audit
-   re-checks sampled frames of the finished video independently.
+   the first frame of a track and then every ``swap.gate_every``-th frame; a check that
+   passes by a wide margin (:data:`GATE_SAFE` above the limit) doubles that track's
+   interval, up to :data:`GATE_MAX_FACTOR` x ``gate_every``; a check near the limit
+   resets it. A face that fails is masked, and its track is then checked on *every*
+   frame until :data:`GATE_RECOVER` consecutive passes. Why sample: a check costs a dlib
+   embedding pair per face (0.1-0.4 s on the reference CPU depending on its load), so
+   gating every frame would cap conversion at 2-6 fps; frames of one track change
+   little between checks, and the pipeline's leak audit re-checks sampled frames of the
+   finished video independently before anything is published.
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ log = logging.getLogger(__name__)
 RECHECK_FRAMES = 50
 #: consecutive gate passes before a track that failed goes back to sampled gating
 GATE_RECOVER = 5
+#: a passing check this far above the gate's limit doubles the track's check interval ...
+GATE_SAFE = 0.10
+#: ... up to this many times ``swap.gate_every``
+GATE_MAX_FACTOR = 4
 #: a state unseen for this many frames is forgotten
 FORGET_FRAMES = 10
 #: nominal frame interval for the One-Euro filter (the anonymizer sees no timestamps)
@@ -67,6 +74,7 @@ class _Track:
     gate_failed: bool = False
     pass_streak: int = 0
     last_gate: int = -(10**9)
+    interval: int = 0  # frames until the next check (0 = not set: swap.gate_every)
     gate_count: int = 0
 
 
@@ -194,6 +202,7 @@ class SwapAnonymizer:
             "other_faces_policy": self.cfg.other_faces,
             "gate": self.gate is not None and self.cfg.gate,
             "gate_every": self.cfg.gate_every,
+            "gate_max_interval": self.cfg.gate_every * GATE_MAX_FACTOR,
             "gate_checks": s.gate_checks,
             "gate_failures": s.gate_failures,
             "gate_min_distance": None if math.isinf(s.min_gate_distance) else round(s.min_gate_distance, 4),
@@ -344,7 +353,7 @@ class SwapAnonymizer:
         due = []
         for k in swapped:
             t = tracks[k]
-            if t.gate_failed or t.gate_count == 0 or self._frame - t.last_gate >= self.cfg.gate_every:
+            if t.gate_failed or t.gate_count == 0 or self._frame - t.last_gate >= (t.interval or self.cfg.gate_every):
                 due.append(k)
         if not due:
             return swapped, []
@@ -361,9 +370,17 @@ class SwapAnonymizer:
                 t.pass_streak += 1
                 if t.gate_failed and t.pass_streak >= GATE_RECOVER:
                     t.gate_failed = False
+                # risk-based sampling: far from the limit -> check less often (up to
+                # GATE_MAX_FACTOR x gate_every); near it -> back to gate_every
+                ds = [d for d in (r.d_same, r.d_ref) if not math.isnan(d)]
+                k = self.cfg.gate_every
+                if ds and min(ds) >= self.gate.limit + GATE_SAFE:
+                    t.interval = min(k * GATE_MAX_FACTOR, max(k, t.interval or k) * 2)
+                else:
+                    t.interval = k
             else:
                 self._s.gate_failures += 1
                 self._s.masked_gate += 1
-                t.gate_failed, t.pass_streak = True, 0
+                t.gate_failed, t.pass_streak, t.interval = True, 0, self.cfg.gate_every
                 failed.append(k)
         return [k for k in swapped if k not in failed], failed

@@ -53,11 +53,11 @@ def paste(dst: np.ndarray, crop: np.ndarray, mask: np.ndarray, matrix: np.ndarra
     if rect is None:
         return None
     x1, y1, x2, y2 = rect
-    face = unwarp(crop, matrix, rect)
-    alpha = unwarp(mask.astype(np.float32), matrix, rect)
-    if alpha.ndim == 3:
-        alpha = alpha[:, :, 0]
-    alpha = np.clip(alpha, 0.0, 1.0)
+    # one warp for face and mask together (RGBA, 8 bits: 256 alpha levels are plenty)
+    rgba = np.dstack([crop, np.clip(mask * 255.0 + 0.5, 0, 255).astype(np.uint8)])
+    warped = unwarp(rgba, matrix, rect)
+    face = warped[:, :, :3]
+    alpha = warped[:, :, 3].astype(np.float32) * (1.0 / 255.0)
     roi = dst[y1:y2, x1:x2]
     if blend == "seamless":
         m8 = (alpha > 0.5).astype(np.uint8) * 255

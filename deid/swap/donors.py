@@ -252,7 +252,7 @@ class DonorLibrary:
             donor.consent.check(today)
             if not donor.media:
                 raise InvalidInputError(f"donor {name!r} has no media in {self.path(name) / MEDIA_DIR}; add videos or photos")
-        if donor.builtin:
+        if donor.builtin and check:
             log.warning("donor %s is public test material, not a consenting person: use it for demos and tests only", name)
         return donor
 
