@@ -13,6 +13,7 @@ from deid.report.strips import (
     REDACTED_COLOR,
     box_coverage,
     choose_frames,
+    draw_poses,
     redact_boxes,
     safe_thumbnail,
     uncovered_faces,
@@ -245,6 +246,17 @@ def test_safe_thumbnail_fails_closed():
     assert thumb is None and "dropped" in note  # a face still found after redaction drops the thumbnail
     thumb, n, note = safe_thumbnail(frame, None, _BrokenDetector())
     assert thumb is None and "face check failed" in note
+
+
+def test_thumbnails_do_not_sketch_the_face_outline_by_default():
+    img = np.full((100, 100, 3), 40, np.uint8)
+    kp = np.zeros((1, 133, 3), np.float32)
+    ang = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+    kp[0, 23:91] = np.stack([50 + 30 * np.cos(ang), 50 + 30 * np.sin(ang), np.ones(68)], axis=1)  # face only
+    assert np.array_equal(draw_poses(img, 1.0, kp, kp), img)
+    assert not np.array_equal(draw_poses(img, 1.0, kp, kp, face_landmarks=True), img)
+    kp[0, 5:7] = [[20, 80, 1], [80, 80, 1]]  # shoulders are drawn
+    assert not np.array_equal(draw_poses(img, 1.0, kp, None), img)
 
 
 # ----------------------------------------------------------------------------- html

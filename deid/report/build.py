@@ -160,12 +160,10 @@ def _pose_section(md, summary, pose_tab, per_video_oks, dists, archive, missing)
         "Keypoints found on each processed video are scored against those found on the original "
         f"(COCO OKS; pose model: {pb.get('name') or 'unknown'}). 1.0 = the motion survived de-identification unchanged. "
         "Mean over videos; '–' = no ground truth for that region (e.g. hands never visible). "
-        "The 'original' row scores the original against itself (a sanity check: 1.0)."))
+        "The 'original' row scores the original against itself (a sanity check: 1.0). "
+        "In the chart, whiskers span the middle half of the videos."))
     parts.append(H.table(rows, cols, row_class=lambda r: "sanity" if r["method"] == "original" else ""))
-    if not archive or md.summary["video"].nunique() <= 1:
-        ap_png = plots.ap_by_region(pose_tab, summary)
-    else:
-        ap_png = plots.ap_by_region(pose_tab, summary)
+    ap_png = plots.ap_by_region(pose_tab, summary)
     if ap_png:
         parts.append(H.img(ap_png, "bar chart: AP by region and method"))
     kp_png = plots.keypoint_error(md.per_keypoint)
@@ -181,6 +179,9 @@ def _pose_section(md, summary, pose_tab, per_video_oks, dists, archive, missing)
         d_png = plots.distributions(dists)
         if d_png:
             parts.append("<h3>Across videos</h3>")
+            parts.append(H.note(f"Distribution over the {summary['video'].nunique():,} videos of each method's overall "
+                                "AP, share of checked frames still matching the patient, and share of frames redacted "
+                                "fail-closed (boxes: middle half of the videos; dots: outliers)."))
             parts.append(H.img(d_png, "distributions across videos"))
     curves = []
     for v, png in per_video_oks:
@@ -214,7 +215,7 @@ _ID_COLS: list[H.Column] = [
 _LEAK_COLS = ("frames_match_patient", "frames_match_same_place", "frames_match_original")
 
 
-def _identity_section(md, id_tab, hist_png, threshold, source, missing) -> str:
+def _identity_section(md, id_tab, hist_png, threshold, source, missing, hist_methods=None) -> str:
     parts: list[str] = []
     ib = md.run.get("identity_backend") or {}
     parts.append(H.note(
@@ -255,6 +256,10 @@ def _identity_section(md, id_tab, hist_png, threshold, source, missing) -> str:
         src = "identity table (every embedded face)" if source == "identity" else "per-frame table (closest face per frame)"
         parts.append(H.img(hist_png, "identity distance histograms with threshold"))
         parts.append(H.note(f"Source: {src}. Distances above the right edge are counted in the last bin."))
+        empty = [m for m in id_tab.index if m != "original" and m not in (hist_methods or [])] if not id_tab.empty else []
+        if empty:
+            parts.append(H.note(f"No panel for {', '.join(empty)}: the attacker found no face it could embed in any "
+                                "checked frame of these outputs (nothing to measure a distance to)."))
     else:
         missing.append("Identity: no face distances to plot (no identity/ or perframe/ table with distances).")
     return H.section("identity", "Identity (re-identification)", "".join(parts))
@@ -292,11 +297,16 @@ def _clinical_section(clin: pd.DataFrame, missing) -> str:
     return H.section("clinical", "Clinical features", body)
 
 
-def _strips_section(strips: Sequence[Strip], md: MetricsDir, enabled: bool, missing, redacted_total: list[int]) -> str:
+def _strips_section(strips: Sequence[Strip], md: MetricsDir, enabled: bool, missing, redacted_total: list[int],
+                    opts_face: bool = False) -> str:
     o, p = ORIGINAL_COLOR, PROCESSED_COLOR
     legend = (f'<p class="legend note">Processed frames only (the original frames are never shown).'
               f'<span style="background:rgb{o}"></span>pose found on the original frame'
               f'<span style="background:rgb{p}"></span>pose found on this processed frame</p>')
+    if not opts_face:
+        legend += H.note("Body, head points (nose, eyes, ears), feet and hands are drawn; the 68 face landmarks are "
+                         "not, because their outline would sketch the patient's face over the anonymized one (face "
+                         "keypoint errors are in the AP table and the per-keypoint plot).")
     if not enabled:
         missing.append("Frame strips: turned off for this report.")
         return H.section("frames", "Frames", H.note("Frame strips were turned off."))
@@ -575,6 +585,9 @@ def build_report(metrics_dir: str | os.PathLike, out_html: str | os.PathLike, *,
     threshold = md.threshold
 
     methods = [m for m in md.methods if m != "original"]
+    if md.run.get("mixed_backends"):
+        missing.append("Comparability: videos of this run were evaluated with different pose or identity models; "
+                       "their numbers are not comparable (see each video's summary rows).")
     if "swap" not in methods:
         missing.append("Face swap: this run has no swap output (methods: " + (", ".join(methods) or "none") + "), so the "
                        "paper's method is not compared; add it with `deid anonymize -m swap --donor NAME` and re-evaluate.")
@@ -594,7 +607,7 @@ def build_report(metrics_dir: str | os.PathLike, out_html: str | os.PathLike, *,
 
     # frame strips (processed frames only, face-checked)
     strips: list[Strip] = []
-    face_check = "MediaPipe face detection (BlazeFace short + full range), score ≥ 0.3"
+    face_check = "MediaPipe face detection (BlazeFace short + full range on every thumbnail), score ≥ 0.3"
     if opts.strips and featured:
         det = detector
         if det is None:
@@ -626,9 +639,10 @@ def build_report(metrics_dir: str | os.PathLike, out_html: str | os.PathLike, *,
     # sections
     redacted: list[int] = []
     sec_pose, _ = _pose_section(md, summary, pose_tab, per_video_oks, dists, archive, missing)
-    sec_id = _identity_section(md, id_tab, hist_png, threshold, id_source, missing)
+    drawn = [m for m, h in hists.items() if any(np.sum(v) > 0 for v in h.values())]
+    sec_id = _identity_section(md, id_tab, hist_png, threshold, id_source, missing, drawn)
     sec_clin = _clinical_section(clin, missing)
-    sec_frames = _strips_section(strips, md, opts.strips, missing, redacted)
+    sec_frames = _strips_section(strips, md, opts.strips, missing, redacted, opts.strip.draw_face_landmarks)
     sec_status = _status_section(st, worst, archive, missing)
     sec_cfg = _config_section(md, face_check)
     all_missing = list(dict.fromkeys(md.notes + missing))

@@ -17,8 +17,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; "
-       "form-action 'none'; frame-ancestors 'none'")
+# (frame-ancestors is not allowed in a <meta> CSP; Chromium logs a console error for it)
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 
 CSS = """
 :root{--fg:#1d232a;--muted:#5b6570;--line:#d8dde3;--bg:#ffffff;--soft:#f5f7f9;--ok:#1b7f4b;--bad:#b3261e;--warn:#8a5a00}

@@ -65,7 +65,8 @@ def _style(ax) -> None:
 def ap_by_region(pose_tab: pd.DataFrame, per_video: pd.DataFrame | None = None,
                  groups: Sequence[str] = ("overall", "body", "head", "face", "hands", "feet")) -> bytes | None:
     """Grouped bars: mean AP@[.5:.95] per region group and method (the sanity row
-    "original" left out); whiskers = spread (min..max) across videos when there are several."""
+    "original" left out); whiskers = the middle half of the videos (25th..75th
+    percentile) when there are several (min..max would always span 0..1 on an archive)."""
     if pose_tab is None or pose_tab.empty:
         return None
     methods = [m for m in pose_tab.index if m != "original"]
@@ -82,8 +83,9 @@ def ap_by_region(pose_tab: pd.DataFrame, per_video: pd.DataFrame | None = None,
         ax.bar(pos, np.nan_to_num(vals), width * 0.92, color=method_color(m, i), label=m)
         if per_video is not None and per_video["video"].nunique() > 1:
             d = per_video[per_video["method"] == m]
-            lo = [np.nanmin(pd.to_numeric(d[f"ap_{g}"], errors="coerce")) if d[f"ap_{g}"].notna().any() else np.nan for g in groups]
-            hi = [np.nanmax(pd.to_numeric(d[f"ap_{g}"], errors="coerce")) if d[f"ap_{g}"].notna().any() else np.nan for g in groups]
+            q = {g: pd.to_numeric(d[f"ap_{g}"], errors="coerce").dropna() for g in groups}
+            lo = [q[g].quantile(0.25) if len(q[g]) else np.nan for g in groups]
+            hi = [q[g].quantile(0.75) if len(q[g]) else np.nan for g in groups]
             err = np.array([np.nan_to_num(vals - np.array(lo)), np.nan_to_num(np.array(hi) - vals)])
             ax.errorbar(pos, np.nan_to_num(vals), yerr=np.clip(err, 0, None), fmt="none", ecolor="#555555", lw=0.8, capsize=2)
         for p, v in zip(pos, vals):
@@ -286,5 +288,4 @@ def distributions(dists: Mapping[str, pd.DataFrame]) -> bytes | None:
         ax.set_title(titles[k], fontsize=9)
         ax.tick_params(labelsize=7)
         _style(ax)
-    fig.suptitle(f"Across videos (n = {max(len(v) for d in dists.values() for v in [d['video'].unique()])})", fontsize=9)
     return to_png(fig)

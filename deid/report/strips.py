@@ -55,6 +55,10 @@ class StripOptions:
     thumb_height: int = 240
     jpeg_quality: int = 80
     min_cover: float = MIN_COVER
+    # The 68 face landmarks are not drawn by default: their outline (eye spacing, brow,
+    # lip and jaw shape) is a sketch of the patient's face on top of the anonymized one.
+    # Face keypoint errors are in the per-keypoint plot and the face AP column instead.
+    draw_face_landmarks: bool = False
 
 
 @dataclass(frozen=True)
@@ -256,19 +260,23 @@ def _distinct(boxes: np.ndarray, iou: float = 0.3) -> int:
     return len(keep)
 
 
-def draw_poses(thumb: np.ndarray, scale: float, original: np.ndarray | None, processed: np.ndarray | None) -> np.ndarray:
+def draw_poses(thumb: np.ndarray, scale: float, original: np.ndarray | None, processed: np.ndarray | None,
+               face_landmarks: bool = False) -> np.ndarray:
     """Original's skeleton (orange) under the processed frame's skeleton (blue), both
-    scaled into thumbnail pixels. Keypoints that are not wholebody133 are not drawn."""
+    scaled into thumbnail pixels: body with the coarse head points (nose, eyes, ears),
+    feet and hands; the 68-point face outline only with ``face_landmarks`` (see
+    :class:`StripOptions`). Keypoints that are not wholebody133 are not drawn."""
     from ..pose.draw import draw_skeleton
-    from ..pose.schema import NUM_KEYPOINTS
+    from ..pose.schema import NUM_KEYPOINTS, SKELETON
 
+    parts = [p for p in SKELETON if face_landmarks or p != "face"]
     out = thumb
     for kp, color in ((original, ORIGINAL_COLOR), (processed, PROCESSED_COLOR)):
         if kp is None or kp.size == 0 or kp.shape[1] != NUM_KEYPOINTS:
             continue
         k = np.asarray(kp, np.float32).copy()
         k[..., :2] *= scale
-        out = draw_skeleton(out, k, color=color, thickness=1)
+        out = draw_skeleton(out, k, color=color, thickness=1, parts=parts)
     return out
 
 
@@ -491,7 +499,7 @@ def build_strip(
                 cells[(f, m)] = Thumbnail(m, f, None, faces_redacted=n_red, note=note)
                 continue
             s = thumb.shape[1] / img.shape[1]
-            thumb = draw_poses(thumb, s, kps.get(("original", f)), kps.get((m, f)))
+            thumb = draw_poses(thumb, s, kps.get(("original", f)), kps.get((m, f)), opts.draw_face_landmarks)
             cells[(f, m)] = Thumbnail(
                 m, f, encode_jpeg(thumb, opts.jpeg_quality), thumb.shape[1], thumb.shape[0],
                 oks=oks_by.get((m, f)), faces_redacted=n_red, note=note,
@@ -500,7 +508,8 @@ def build_strip(
 
 
 def default_detector():
-    """MediaPipe face detection for the report's face check (recall first)."""
+    """MediaPipe face detection for the report's face check, recall first: a lower score
+    than the pipeline's and both BlazeFace models (short and full range) on every image."""
     from ..detect import build_detector
 
-    return build_detector(name="mediapipe", min_score=FACE_CHECK_MIN_SCORE)
+    return build_detector(name="mediapipe", min_score=FACE_CHECK_MIN_SCORE, full_range_every=1)
