@@ -260,6 +260,10 @@ def blank_faces(frame: np.ndarray, boxes: np.ndarray, pad: tuple[float, float, f
     return out
 
 
+def _arrays(kps: Sequence[Any]) -> list[np.ndarray]:
+    return [np.asarray(getattr(k, "data", k), np.float32) for k in kps]
+
+
 def checked_frames(start: int, stop: int, every: int) -> list[int]:
     """Frame numbers in [start, stop) that are multiples of ``every`` (global numbering,
     so ranges of one video check the same frames as the whole video would)."""
@@ -330,8 +334,7 @@ def extract(
             )
         expected = batch.stop
         if estimator is not None:
-            for k in estimator.estimate(batch.frames):
-                kps.append(np.asarray(getattr(k, "data", k), np.float32))
+            kps.extend(_arrays(estimator.estimate(batch.frames)))
         if do_faces:
             sel = [(i, f) for i, f in zip(batch.indices(), batch.frames) if i in want]
             if sel:

@@ -44,8 +44,12 @@ AGGREGATED = {"summary": "summary.parquet", "status": "status.parquet", "per_key
               "clinical": "clinical.parquet"}
 
 
-def _video_file(root: Path, video: str) -> Path:
-    return root / PARTS / "videos" / (urllib.parse.quote(str(video), safe="") + ".json")
+def video_entry_path(root: str | os.PathLike, video: str) -> Path:
+    """Where one video's run.json entry is kept (``parts/videos/<url-quoted id>.json``)."""
+    return Path(root) / PARTS / "videos" / (urllib.parse.quote(str(video), safe="") + ".json")
+
+
+_video_file = video_entry_path  # older name
 
 
 def _write_rows(data: Any, root: Path, kind: str) -> None:
