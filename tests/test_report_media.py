@@ -1,10 +1,10 @@
-"""On a real face: the report's thumbnails never show anyone dlib can re-identify.
+"""On a real face: no image in the report shows anyone dlib can re-identify.
 
 A real talking-head clip (shared test media) is de-identified by the pipeline (blur,
 mask, pixelate) and, as the adversarial case, listed once more as a "leaky" output
 that is the untouched clip with a frames table claiming no anonymized region (what a
 pipeline bug would look like). The report is built with its default face check
-(MediaPipe); then every embedded JPEG is decoded and searched the way the paper's
+(MediaPipe); then every embedded image (JPEG thumbnails, PNG plots) is decoded and searched the way the paper's
 attacker does it (dlib HOG detector + dlib's 128-d descriptor, same person below 0.6)
 against the faces of the original clip. A control shows the attacker does recognise
 the patient in an unchecked thumbnail of the same size, so the test can fail.
@@ -82,14 +82,16 @@ def real_report(tmp_path_factory):
     return clip, html
 
 
-def _thumbnails(html):
+def _embedded_images(html):
+    """(class, alt, RGB array) of every image embedded in the page: thumbnails and plots."""
+    import cv2
+
     text = html.read_text(encoding="utf-8")
     out = []
-    for alt, b64 in re.findall(r'<img class="thumb" alt="([^"]*)" src="data:image/jpeg;base64,([^"]+)"', text):
-        import cv2
-
+    for cls, alt, b64 in re.findall(r'<img class="([^"]*)" alt="([^"]*)" src="data:image/(?:jpeg|png);base64,([^"]+)"', text):
         buf = np.frombuffer(base64.b64decode(b64), np.uint8)
-        out.append((alt, cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)))
+        out.append((cls, alt, cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)))
+    assert len(out) == text.count("<img "), "every <img> is a data: URI this test decodes"
     return out
 
 
@@ -107,7 +109,8 @@ def test_no_embedded_image_is_recognised_as_the_patient(real_report):
     refs = np.asarray([r for r in refs if np.isfinite(r).all()])
     assert len(refs) >= 3, "dlib should find the patient's face in the original clip"
 
-    thumbs = _thumbnails(html)
+    images = _embedded_images(html)
+    thumbs = [(alt, img) for cls, alt, img in images if cls == "thumb"]
     methods = {alt.split()[0] for alt, _ in thumbs}
     assert {"blur", "mask", "pixelate"} <= methods and len(thumbs) >= 12
     # control: an unchecked thumbnail of the original at the report's size is recognised
@@ -120,7 +123,7 @@ def test_no_embedded_image_is_recognised_as_the_patient(real_report):
     ctrl = enc.embed([small], [det.boxes])[0]
     assert np.nanmin(enc.distance(ctrl, refs)) < enc.threshold, "control: the plain thumbnail is the patient"
 
-    for alt, img in thumbs:
+    for _, alt, img in images:  # thumbnails and plots alike
         det = hog.detect([img])[0]
         if not len(det):
             continue

@@ -78,21 +78,21 @@ def _identity_counts(md: MetricsDir, edges: np.ndarray) -> tuple[dict[str, dict[
         if v.size:
             hists[m][key] += np.histogram(np.clip(v, edges[0], hi), edges)[0]
 
+    def floats(col) -> np.ndarray:
+        return col.to_numpy(zero_copy_only=False).astype(float)  # nulls -> NaN
+
     source = ""
     if md.has("identity"):
         source = "identity"
         for b in md.iter_batches("identity", ["method", "face", "dist_patient", "dist_original", "dist_target"]):
-            cols = {n: b.column(i) for i, n in enumerate(b.schema.names)}
-            meth = np.asarray(cols["method"].to_pylist(), dtype=object)
-            face = cols["face"].to_numpy(zero_copy_only=False) if "face" in cols else np.zeros(len(meth))
-            arrs = {k: cols[f"dist_{k}"].to_numpy(zero_copy_only=False).astype(float) if f"dist_{k}" in cols else None
-                    for k in ("patient", "original", "target")}
-            for m in set(meth.tolist()):
-                sel = meth == m
-                frames[str(m)] += int((np.asarray(face)[sel] <= 0).sum())
+            names = b.schema.names
+            face = floats(b.column(names.index("face"))) if "face" in names else np.zeros(b.num_rows)
+            arrs = {k: floats(b.column(names.index(f"dist_{k}"))) for k in ("patient", "original", "target")
+                    if f"dist_{k}" in names}
+            for m, sel in _method_masks(b.column(names.index("method"))).items():
+                frames[m] += int((face[sel] <= 0).sum())  # one row with face 0 or -1 per checked frame
                 for k, a in arrs.items():
-                    if a is not None:
-                        add(str(m), k, a[sel])
+                    add(m, k, a[sel])
     elif md.has("perframe"):
         dcol_names = ("min_dist_patient", "dist_patient", "min_dist")
         for b in md.iter_batches("perframe", ["method", *dcol_names]):
@@ -101,13 +101,22 @@ def _identity_counts(md: MetricsDir, edges: np.ndarray) -> tuple[dict[str, dict[
             if dcol is None:
                 break
             source = "perframe"
-            meth = np.asarray(b.column(names.index("method")).to_pylist(), dtype=object)
-            d = b.column(names.index(dcol)).to_numpy(zero_copy_only=False).astype(float)
-            for m in set(meth.tolist()):
-                sel = meth == m
-                frames[str(m)] += int(np.isfinite(d[sel]).sum())
-                add(str(m), "patient", d[sel])
+            d = floats(b.column(names.index(dcol)))
+            for m, sel in _method_masks(b.column(names.index("method"))).items():
+                frames[m] += int(np.isfinite(d[sel]).sum())
+                add(m, "patient", d[sel])
     return dict(hists), dict(frames), source
+
+
+def _method_masks(col) -> dict[str, np.ndarray]:
+    """Row masks per method of one record batch column (Arrow compute, no Python loop over rows)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()
+    return {str(m): pc.fill_null(pc.equal(col, m), False).to_numpy(zero_copy_only=False)
+            for m in pc.unique(col).to_pylist() if m is not None}
 
 
 def _featured_videos(md: MetricsDir, summary: pd.DataFrame, worst: Mapping[str, pd.DataFrame], archive: bool, n: int) -> list[str]:
@@ -144,11 +153,11 @@ _AP_COLS: list[H.Column] = [
 ]
 
 
-def _pose_section(md, summary, pose_tab, per_video_oks, dists, archive, missing) -> tuple[str, list[str]]:
+def _pose_section(md, summary, pose_tab, per_video_oks, dists, archive, missing) -> str:
     parts: list[str] = []
     if pose_tab.empty:
         missing.append("Pose: no summary rows, so no AP table (run `deid evaluate` on the processed videos).")
-        return H.section("pose", "Pose kept (OKS AP)", H.note("No pose figures in this run.")), []
+        return H.section("pose", "Pose kept (OKS AP)", H.note("No pose figures in this run."))
     cols = list(_AP_COLS)
     if "ap_feet" in pose_tab and np.isfinite(pose_tab["ap_feet"]).any():
         cols.append(("ap_feet", "feet", "f3", "6 foot keypoints"))
@@ -188,7 +197,7 @@ def _pose_section(md, summary, pose_tab, per_video_oks, dists, archive, missing)
         curves.append(f"<h3>{H.esc(v)}: OKS over time</h3>" + H.img(png, f"per-frame OKS of {v}"))
     if curves:
         parts.append("".join(curves))
-    return H.section("pose", "Pose kept (OKS AP)", "".join(parts)), []
+    return H.section("pose", "Pose kept (OKS AP)", "".join(parts))
 
 
 _ID_COLS: list[H.Column] = [
@@ -297,8 +306,7 @@ def _clinical_section(clin: pd.DataFrame, missing) -> str:
     return H.section("clinical", "Clinical features", body)
 
 
-def _strips_section(strips: Sequence[Strip], md: MetricsDir, enabled: bool, missing, redacted_total: list[int],
-                    opts_face: bool = False) -> str:
+def _strips_section(strips: Sequence[Strip], enabled: bool, missing, opts_face: bool = False) -> str:
     o, p = ORIGINAL_COLOR, PROCESSED_COLOR
     legend = (f'<p class="legend note">Processed frames only (the original frames are never shown).'
               f'<span style="background:rgb{o}"></span>pose found on the original frame'
@@ -316,7 +324,6 @@ def _strips_section(strips: Sequence[Strip], md: MetricsDir, enabled: bool, miss
     parts = [legend]
     n_red = sum(s.faces_redacted for s in strips)
     n_drop = sum(s.dropped for s in strips)
-    redacted_total.append(n_red)
     check = ("Before a thumbnail is embedded it is searched for faces (MediaPipe); a face outside the regions the "
              "pipeline anonymized is redacted, and a thumbnail where one survives is dropped.")
     if n_red or n_drop:
@@ -637,12 +644,11 @@ def build_report(metrics_dir: str | os.PathLike, out_html: str | os.PathLike, *,
     dists = tables.per_video_distributions(summary, st) if archive else {}
 
     # sections
-    redacted: list[int] = []
-    sec_pose, _ = _pose_section(md, summary, pose_tab, per_video_oks, dists, archive, missing)
+    sec_pose = _pose_section(md, summary, pose_tab, per_video_oks, dists, archive, missing)
     drawn = [m for m, h in hists.items() if any(np.sum(v) > 0 for v in h.values())]
     sec_id = _identity_section(md, id_tab, hist_png, threshold, id_source, missing, drawn)
     sec_clin = _clinical_section(clin, missing)
-    sec_frames = _strips_section(strips, md, opts.strips, missing, redacted, opts.strip.draw_face_landmarks)
+    sec_frames = _strips_section(strips, opts.strips, missing, opts.strip.draw_face_landmarks)
     sec_status = _status_section(st, worst, archive, missing)
     sec_cfg = _config_section(md, face_check)
     all_missing = list(dict.fromkeys(md.notes + missing))

@@ -145,7 +145,7 @@ def oks_over_time(perframe: pd.DataFrame, fps: float, threshold: float, title: s
                          marker=".", ms=2)
     axes[0].set_ylim(-0.02, 1.02)
     axes[0].set_ylabel("OKS per frame")
-    fig.legend(*axes[0].get_legend_handles_labels(), ncol=len(methods), fontsize=8, frameon=False, loc="outside right upper")
+    fig.legend(*axes[0].get_legend_handles_labels(), ncol=len(methods), fontsize=8, frameon=False, loc="outside lower center")
     if title:
         axes[0].set_title(title, fontsize=10)
     if has_d:
