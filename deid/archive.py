@@ -816,7 +816,8 @@ def glob_escape(name: str) -> str:
 
 def merge_stats(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Anonymizer statistics of several segments as one video's: counts add up,
-    ``min_*`` / ``*_min_distance`` take the minimum, anything else keeps the first value."""
+    ``min_*`` / ``*_min_distance`` take the minimum; settings and model facts
+    (``train_*``, ``*_every``, ``*_interval``, strings) keep the first value."""
     out: dict[str, Any] = {}
     for p in parts:
         for k, v in p.items():
@@ -828,8 +829,8 @@ def merge_stats(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 continue
             elif "min" in k:
                 out[k] = min(out[k], v) if v is not None else out[k]
-            elif k in ("gate_every",):
-                continue
+            elif k.startswith(("train_", "max_")) or k.endswith(("_every", "_interval", "_max")):
+                continue  # settings and facts of the model, the same in every segment
             else:
                 out[k] = out[k] + v
     return out

@@ -49,7 +49,10 @@ def train_loop_per_worker(config: dict) -> None:
     from deid.config import from_dict
     from deid.errors import DeidError
 
+    import dataclasses
+
     cfg = from_dict(config["cfg"])
+    cfg = dataclasses.replace(cfg, swap=dataclasses.replace(cfg.swap, donor=config["donor"]))  # the manifest's donor
     out = Path(config["model_dir"])
     out.mkdir(parents=True, exist_ok=True)
     resume = (out / "model.pt").is_file()
@@ -101,7 +104,7 @@ def patient_trial(config: dict, jobs: dict | None = None, settings: dict | None 
     res = {"CPU": 1.0, **({"GPU": gpus} if gpus else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": s["cfg"], "videos": job["videos"], "model_dir": job["model_dir"]},
+        train_loop_config={"cfg": s["cfg"], "videos": job["videos"], "model_dir": job["model_dir"], "donor": job["donor"]},
         scaling_config=ray.train.ScalingConfig(num_workers=int(s["workers"]), use_gpu=gpus > 0, resources_per_worker=res),
         run_config=ray.train.RunConfig(
             name=job["name"],
@@ -150,9 +153,10 @@ class SwapModels:
             if len(donors) != 1:
                 self.errors[patient] = (f"patient {patient} has rows with different donors ({', '.join(sorted(donors))}); one model per patient needs one donor", "config")
                 continue
-            key = hashlib.sha256(json.dumps([sorted(p.input_sha256 for p in plans), p.config_hashes["swap"]]).encode()).hexdigest()[:12]
+            key = hashlib.sha256(json.dumps([sorted(x.input_sha256 for x in plans), plans[0].config_hashes["swap"]]).encode()).hexdigest()[:12]
             name = f"swap-{_safe(patient)}-{key}"
-            self.jobs[patient] = {"videos": [p.entry.video for p in plans], "model_dir": str(self.storage / "models" / name), "name": name}
+            self.jobs[patient] = {"videos": [p.entry.video for p in plans], "model_dir": str(self.storage / "models" / name), "name": name,
+                                  "donor": donors.pop()}
 
     def train(self) -> None:
         """Train every patient's model (Tune trials), then give each plan its model
@@ -171,7 +175,7 @@ class SwapModels:
             settings = {"cfg": cfg.to_dict(), "num_gpus": cfg.ray.num_gpus_train, "workers": cfg.ray.train_workers,
                         "storage": str(self.storage / "ray_train"), "max_failures": cfg.ray.max_retries}
             tuner = ray.tune.Tuner(
-                ray.tune.with_resources(ray.tune.with_parameters(patient_trial, jobs=self.jobs, settings=settings), {"cpu": 0}),
+                ray.tune.with_resources(ray.tune.with_parameters(patient_trial, jobs=self.jobs, settings=settings), {"cpu": 0.01}),  # the trial only waits for its trainer
                 param_space={"patient": ray.tune.grid_search(sorted(self.jobs))},
                 tune_config=ray.tune.TuneConfig(max_concurrent_trials=cfg.ray.max_concurrent_trainings),
                 run_config=ray.tune.RunConfig(name="swap-patients", storage_path=str(self.storage / "ray_tune"), verbose=0),

@@ -84,11 +84,14 @@ def test_status_table_round_trip_and_done_rule(tmp_path):
 
 
 def test_merge_stats_adds_counts_and_keeps_minimums():
-    a = {"frames": 10, "faces_swapped": 8, "gate_min_distance": 0.7, "gate_every": 5, "donor": "x", "swap_failed_reasons": {"small": 1}}
-    b = {"frames": 5, "faces_swapped": 5, "gate_min_distance": 0.65, "gate_every": 5, "donor": "x", "swap_failed_reasons": {"small": 2, "blur": 1}}
+    a = {"frames": 10, "faces_swapped": 8, "gate_min_distance": 0.7, "gate_every": 5, "donor": "x", "train_steps": 300,
+         "gate_max_interval": 40, "swap_failed_reasons": {"small": 1}}
+    b = {"frames": 5, "faces_swapped": 5, "gate_min_distance": 0.65, "gate_every": 5, "donor": "x", "train_steps": 300,
+         "gate_max_interval": 40, "swap_failed_reasons": {"small": 2, "blur": 1}}
     m = merge_stats([a, b, {}])
     assert m["frames"] == 15 and m["faces_swapped"] == 13 and m["gate_min_distance"] == 0.65
-    assert m["gate_every"] == 5 and m["donor"] == "x" and m["swap_failed_reasons"] == {"small": 3, "blur": 1}
+    assert m["gate_every"] == 5 and m["gate_max_interval"] == 40 and m["train_steps"] == 300 and m["donor"] == "x"
+    assert m["swap_failed_reasons"] == {"small": 3, "blur": 1}
 
 
 def test_progress_line_and_rate_limit():

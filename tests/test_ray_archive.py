@@ -16,6 +16,9 @@ FAKE = [
     "detect.backend=color", "track.pose_fallback=false", "audit.identity_backend=patch", "audit.sample_frames=6",
     "io.chunk_size=8", "track.lookahead=24", "ray.segment_overlap=24", "ray.segment_frames=20",
     "ray.concurrency=2", "ray.progress_every_s=0",
+    # evaluation with the fakes too: colour pose, patch identity, colour face detector
+    "evaluate.pose.backend=color_pose", "evaluate.identity.backend=patch", "evaluate.face_detector=color",
+    "evaluate.locate_faces=none", "evaluate.default_distractors=false",
 ]
 
 
@@ -46,7 +49,7 @@ def archive(tmp_path_factory):
 def _main(manifest, out, *extra):
     from ray_jobs.deidentify import main
 
-    argv = ["--manifest", str(manifest), "--out", str(out), "--no-progress"]
+    argv = ["--manifest", str(manifest), "--out", str(out), "--no-progress", "--no-report"]
     for s in FAKE + list(extra):
         argv += ["--set", s]
     return main(argv)
@@ -75,21 +78,45 @@ def _check_status(out):
     return st
 
 
+def _metrics(out):
+    return sorted(str(p.relative_to(out)) for p in (out / "metrics").rglob("*") if p.is_file())
+
+
 def test_archive_two_done_one_failed_then_rerun_does_nothing(ray_cluster, archive, tmp_path_factory, capsys):
     out = tmp_path_factory.mktemp("ray_out") / "out"
-    assert _main(archive / "manifest.csv", out) == 1, "exit code 1: one video failed"
-    assert _outputs(out) == EXPECTED
+    assert _main(archive / "manifest.csv", out, "ray.evaluate=true") == 1, "exit code 1: one video failed"
+    assert [f for f in _outputs(out) if not f.startswith("metrics/")] == EXPECTED
     _check_status(out)
     assert probe(out / "alpha.blur.mp4").frame_count == 45 and probe(out / "ward" / "beta.pixelate.mp4").frame_count == 30
     assert not (out.parent / ".out.deid-work").exists(), "segments are private and removed once published"
     captured = capsys.readouterr()
     assert "2 done, 1 failed" in captured.out and "FAILED gamma" in captured.err
 
-    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.mp4")}
-    assert _main(archive / "manifest.csv", out) == 1
+    # evaluation on the actor pools: the same numbers as the in-process evaluation
+    from deid.config import Config
+    from deid.evaluate import evaluate_outputs
+
+    summ = pq.read_table(out / "metrics" / "summary.parquet").to_pandas()
+    assert sorted(zip(summ.video, summ.method)) == [("alpha", "blur"), ("alpha", "mask"), ("alpha", "original"),
+                                                   ("ward__beta", "original"), ("ward__beta", "pixelate")]
+    for kind in ("keypoints", "identity", "perframe"):
+        assert (out / "metrics" / kind / "video=alpha" / "method=mask").is_dir()
+    cfg = Config().replace(*[s for s in FAKE if not s.startswith("ray.")])
+    ref = evaluate_outputs(archive / "alpha.mp4", {m: out / f"alpha.{m}.mp4" for m in ("blur", "mask")},
+                           out.parent / "ref_metrics", cfg, progress=False)
+    cols = ["ap_overall", "ap_face", "oks_mean", "frames", "faces", "frames_leak", "mean_dist_original"]
+    for row in ref["summary"]:
+        got = summ[(summ.video == "alpha") & (summ.method == row["method"])].iloc[0]
+        for c in cols:
+            assert got[c] == pytest.approx(row[c], nan_ok=True), (row["method"], c)
+
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "status.parquet" and "metrics" not in p.parts}
+    metrics = _metrics(out)
+    assert _main(archive / "manifest.csv", out, "ray.evaluate=true") == 1
     assert "1 failed, 2 skipped" in capsys.readouterr().out
-    assert _outputs(out) == EXPECTED
-    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.mp4")} == mtimes, "a rerun rewrites nothing"
+    assert [f for f in _outputs(out) if not f.startswith("metrics/")] == EXPECTED
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes, "a rerun rewrites no output"
+    assert _metrics(out) == metrics
     _check_status(out)
 
 
@@ -98,7 +125,7 @@ def test_worker_killed_midway_still_gives_each_output_once(ray_cluster, archive,
     marker = tmp_path / f"killed-{stage}"
     monkeypatch.setenv("DEID_RAY_KILL_ONCE", f"{stage}:{marker}")
     out = tmp_path / "out"
-    assert _main(archive / "manifest.csv", out) == 1
+    assert _main(archive / "manifest.csv", out, "ray.evaluate=false") == 1
     assert marker.is_file(), "a worker really was killed"
     assert _outputs(out) == EXPECTED, "no duplicate, partial or missing output"
     st = _check_status(out)
