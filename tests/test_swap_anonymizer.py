@@ -113,6 +113,13 @@ def test_failed_track_is_gated_every_frame_until_it_recovers(converter):
     assert s["faces_swapped"] == N - 1
 
 
+def test_gate_every_1_checks_every_frame(converter):
+    anon = _anon(converter, _ScriptedEncoder(pass_distance=1.0), gate_every=1)
+    for img, faces in _frames(6):
+        anon.apply(img, faces)
+    assert anon.stats()["gate_checks"] == 6
+
+
 def test_gate_off_swaps_without_checks(converter):
     enc = StillPatientEncoder()
     anon = _anon(converter, enc, gate="false")

@@ -374,7 +374,7 @@ class SwapAnonymizer:
                 # GATE_MAX_FACTOR x gate_every); near it -> back to gate_every
                 ds = [d for d in (r.d_same, r.d_ref) if not math.isnan(d)]
                 k = self.cfg.gate_every
-                if ds and min(ds) >= self.gate.limit + GATE_SAFE:
+                if k > 1 and ds and min(ds) >= self.gate.limit + GATE_SAFE:  # gate_every=1: every frame, always
                     t.interval = min(k * GATE_MAX_FACTOR, max(k, t.interval or k) * 2)
                 else:
                     t.interval = k

@@ -57,7 +57,7 @@ class FaceSet:
         c = np.asarray(self.crops)
         if c.dtype != np.uint8 or c.ndim != 4 or c.shape[3] != 3 or c.shape[1] != c.shape[2]:
             raise ValueError(f"FaceSet crops must be uint8 (N, S, S, 3), got {c.dtype} {c.shape}")
-        n, s = c.shape[0], c.shape[1]
+        n = c.shape[0]
         lm = np.asarray(self.landmarks, np.float32).reshape(n, 68, 2)
         m = np.asarray(self.matrices, np.float32).reshape(n, 2, 3)
         fi = np.asarray(self.frame_index, np.int64).reshape(n)
@@ -65,8 +65,7 @@ class FaceSet:
         for k, v in (("crops", c), ("landmarks", lm), ("matrices", m), ("frame_index", fi), ("source_index", si)):
             object.__setattr__(self, k, v)
         object.__setattr__(self, "sources", tuple(str(x) for x in self.sources))
-        object.__setattr__(self, "_masks", None)
-        del s
+        object.__setattr__(self, "_masks", None)  # cache for masks(), not a field
 
     def __len__(self) -> int:
         return int(self.crops.shape[0])
