@@ -74,7 +74,7 @@ POSE_ESTIMATORS.register("face_color_pose", FacePoseEstimator)
 
 FAKES = ["evaluate.pose.backend=face_color_pose", "evaluate.identity.backend=patch", "evaluate.face_detector=color",
          "evaluate.locate_faces=none", "evaluate.default_distractors=false"]
-CFG = Config().replace(*FAKES, "detect.backend=color", "audit.sample_frames=6", "io.chunk_size=8",
+CFG = Config().replace(*FAKES, "evaluate.identity_every=1", "detect.backend=color", "audit.sample_frames=6", "io.chunk_size=8",
                        "track.lookahead=24", "track.pose_fallback=false")
 N = 24
 
