@@ -123,7 +123,32 @@ def patient_trial(config: dict, jobs: dict | None = None, settings: dict | None 
         d = json.loads(err_file.read_text())
         error, kind = d["error"], d["kind"]
     ok = not error and (Path(job["model_dir"]) / "model.pt").is_file()
-    ray.tune.report({"ok": int(ok), "error": error or ("" if ok else "no model was written"), "kind": kind or ("" if ok else "internal")})
+    steps = 0
+    if ok and (Path(job["model_dir"]) / "session.json").is_file():
+        steps = int(json.loads((Path(job["model_dir"]) / "session.json").read_text()).get("train_steps", 0))
+    ray.tune.report({"ok": int(ok), "error": error or ("" if ok else "no model was written"), "kind": kind or ("" if ok else "internal"),
+                     "train_steps": steps})
+
+
+def pretrain_donor_task(donor_name: str, cfg_dict: dict) -> str:
+    """Build a donor's pre-trained model once (:func:`deid.swap.pretrain.pretrain_donor`)
+    before its patients train: otherwise every patient of that donor training at the
+    same time would build it. Returns "" or the error (the patients then report theirs)."""
+    from deid.config import from_dict
+    from deid.errors import DeidError
+
+    cfg = from_dict(cfg_dict)
+    try:
+        from deid.swap.donors import DonorLibrary
+        from deid.swap.pretrain import pretrain_donor, pretrained_path
+        from deid.swap.train import resolve_spec
+
+        donor = DonorLibrary(cfg.swap.donor_library or None).get(donor_name)
+        if not pretrained_path(donor, resolve_spec(cfg.swap)).is_file():
+            pretrain_donor(donor, cfg, minutes=cfg.swap.donor_pretrain_minutes)
+        return ""
+    except DeidError as e:
+        return str(e)
 
 
 # ----------------------------------------------------------------------------- driver side
@@ -170,6 +195,7 @@ class SwapModels:
             for j in self.jobs.values():
                 private_mkdir(j["model_dir"])
             cfg = self.cfg
+            self._pretrain_donors()
             self.echo(f"archive: training swap models for {len(self.jobs)} patient(s) "
                       f"({cfg.ray.max_concurrent_trainings} at a time, {cfg.ray.num_gpus_train:g} GPU each)")
             settings = {"cfg": cfg.to_dict(), "num_gpus": cfg.ray.num_gpus_train, "workers": cfg.ray.train_workers,
@@ -190,6 +216,10 @@ class SwapModels:
                     self.errors[patient] = (f"swap training failed: {r.error}", "internal")
                 elif not m.get("ok"):
                     self.errors[patient] = (str(m.get("error") or "swap training failed"), str(m.get("kind") or "internal"))
+                else:
+                    self.echo(f"archive: swap model of patient {patient} trained on Ray Train ({m.get('train_steps', '?')} steps)")
+            for patient, (err, _kind) in sorted(self.errors.items()):
+                self.echo(f"archive: no swap model for patient {patient}: {err}")
         for vid, plan in list(self.run.plans.items()):
             if "swap" not in plan.todo:
                 continue
@@ -199,6 +229,21 @@ class SwapModels:
                 self.run.plans[vid] = plan.without_method("swap", f"{plan.entry.video}: {err}", kind)
             else:
                 self.run.plans[vid] = plan.with_swap_model(self.jobs[patient]["model_dir"])
+
+    def _pretrain_donors(self) -> None:
+        import ray
+
+        sc = self.cfg.swap
+        if not sc.donor_pretrain or sc.donor_pretrain_minutes <= 0:
+            return
+        donors = sorted({j["donor"] for j in self.jobs.values()})
+        gpus = self.cfg.ray.num_gpus_train
+        task = ray.remote(num_cpus=1, num_gpus=gpus or None, max_retries=self.cfg.ray.max_retries)(pretrain_donor_task)
+        refs = {task.remote(d, self.cfg.to_dict()): d for d in donors}
+        for ref, d in refs.items():
+            err = ray.get(ref)
+            if err:
+                log.warning("donor %s not pre-trained: %s", d, err)
 
     def video_finished(self, plan: Any) -> None:
         patient = plan.entry.patient
