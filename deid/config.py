@@ -239,6 +239,7 @@ class SwapConfig:
     workdir: str = ""  # where the private (0700) session directory is made; default: the system temp dir
     blend: str = "feather"  # feather | seamless (cv2.seamlessClone)
     colour: str = "lab"  # colour matching to the face being replaced: lab (mean/std in LAB) | none
+    sharpen: float = 1.0  # unsharp-mask amount on the generated face (0 = off)
     smooth: float = 1.0  # landmark smoothing over time: One-Euro min cutoff in Hz (lower = smoother; 0 = off)
     landmarks: str = "dlib68"  # face landmarks for alignment: dlib68 | synthetic (synthetic test clips only)
     seed: int = 0
@@ -257,6 +258,7 @@ class SwapConfig:
         _check(self.gate_every >= 1, "swap.gate_every must be >= 1 (1 = check every frame)")
         _check(self.donor_pretrain_minutes >= 0, "swap.donor_pretrain_minutes must be >= 0 (0 = never pre-train)")
         _check(self.smooth >= 0.0, "swap.smooth must be >= 0 (0 = no smoothing)")
+        _check(0.0 <= self.sharpen <= 3.0, "swap.sharpen must be in [0, 3] (0 = off)")
 
 
 @dataclass(frozen=True)

@@ -75,3 +75,16 @@ def test_converter_batches_faces_and_writes_into_dst():
     assert len(rects) == 2 and rects[0] == rects[1]
     assert not np.array_equal(dst, img)
     assert conv.convert(img, dst, []) == []
+
+
+def test_unsharp_raises_edge_contrast_and_zero_is_identity():
+    from deid.swap.convert import unsharp
+
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[:, 16:] = 200
+    img = cv2.GaussianBlur(img, (0, 0), 1.5)
+    assert unsharp(img, 0.0) is img
+    sharp = unsharp(img, 1.0)
+    grad = lambda im: np.abs(np.diff(im[16, :, 0].astype(int))).max()  # noqa: E731
+    assert grad(sharp) > grad(img)
+    assert abs(float(sharp.mean()) - float(img.mean())) < 3.0  # brightness kept

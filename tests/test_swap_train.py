@@ -133,3 +133,17 @@ def test_training_data_is_checked(synthetic_data):
 def test_a_budget_is_required():
     with pytest.raises(ConfigError, match="budget"):
         SwapConfig(max_minutes=0, max_steps=0)
+
+
+@pytest.mark.parametrize("slow_threads, best", [(2, 1), (1, 2)])
+def test_thread_tuner_picks_the_faster_thread_count(slow_threads, best):
+    from deid.swap.train import ThreadTuner
+
+    tuner = ThreadTuner(2, every=40, probe=4, warm=5)
+    assert [tuner.threads_for(s) for s in range(5)] == [1] * 5  # warm-up: one thread, no probing
+    for step in range(5, 60):
+        n = tuner.threads_for(step)
+        tuner.record(step, n, 1.0 if n == slow_threads else 0.2)
+    assert tuner.best == best
+    assert tuner.threads_for(20) == best  # between probes: the winner
+    assert ThreadTuner(1).threads_for(100) == 1  # nothing to choose from

@@ -181,7 +181,7 @@ class SwapAnonymizer:
             from ..registry import IDENTITY_ENCODERS
 
             identity = IDENTITY_ENCODERS.create(full.audit.identity_backend)
-        conv = Converter(model, device=dev, colour=full.swap.colour, blend=full.swap.blend)
+        conv = Converter(model, device=dev, colour=full.swap.colour, blend=full.swap.blend, sharpen=full.swap.sharpen)
         return cls(full, converter=conv, landmarker=landmarker, identity=identity, references=refs, single_person=bool(info.get("single_person", True)), info=info)
 
     # ----------------------------------------------------------------- protocol

@@ -200,7 +200,7 @@ def unwarp(crop: np.ndarray, m: np.ndarray, rect: tuple[int, int, int, int]) -> 
     return out
 
 
-def hull_mask(crop_pts68: np.ndarray, size: int, forehead: float = 0.3, feather: float = 0.05) -> np.ndarray:
+def hull_mask(crop_pts68: np.ndarray, size: int, forehead: float = 0.3, feather: float = 0.05, grow: float = 0.0) -> np.ndarray:
     """Soft face mask (size, size) float32 in [0, 1] for a crop: the convex hull of jaw
     and eyebrows, with the brows raised by ``forehead`` x the brow-to-chin height to take
     the lower forehead, feathered over ``feather`` x size inside its edge (so the
@@ -210,7 +210,11 @@ def hull_mask(crop_pts68: np.ndarray, size: int, forehead: float = 0.3, feather:
     chin_y = float(p[8, 1])
     lift = forehead * max(1.0, chin_y - float(brows[:, 1].mean()))
     brows[:, 1] -= lift
-    hull = cv2.convexHull(np.concatenate([p[JAW], brows]).astype(np.float32)).astype(np.int32)
+    pts = np.concatenate([p[JAW], brows]).astype(np.float32)
+    if grow:
+        c = pts.mean(0)
+        pts = c + (pts - c) * (1.0 + grow)
+    hull = cv2.convexHull(pts).astype(np.int32)
     m = np.zeros((size, size), np.uint8)
     cv2.fillConvexPoly(m, hull, 255, lineType=cv2.LINE_AA)
     k = max(1, int(round(feather * size)))

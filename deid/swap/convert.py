@@ -1,8 +1,8 @@
 """Conversion: aligned patient faces -> the donor's decoder -> back into the frame.
 
 Per face: the aligned crop goes through the shared encoder and the *donor's* decoder
-(one batched forward pass for all faces of a frame); the result is colour-matched to
-the face it replaces and pasted back with the inverse of the alignment, under a soft
+(one batched forward pass for all faces of a frame); the result is sharpened (unsharp
+mask, optional), colour-matched to the face it replaces and pasted back with the inverse of the alignment, under a soft
 mask, either alpha-blended (feather) or with Poisson blending (``cv2.seamlessClone``,
 Perez, Gangnet and Blake, SIGGRAPH 2003).
 
@@ -23,6 +23,23 @@ from .align import Alignment, crop_footprint, hull_mask, unwarp, warp
 
 #: per-channel std ratio limits for colour transfer (a flat region must not blow up noise)
 STD_RATIO = (0.5, 2.0)
+#: unsharp-mask radius (crop pixels) for ``sharpen``
+SHARPEN_SIGMA = 1.0
+
+
+def unsharp(img: np.ndarray, amount: float, sigma: float = SHARPEN_SIGMA) -> np.ndarray:
+    """Unsharp mask: ``img + amount x (img - blur(img))``, uint8.
+
+    Why: a decoder trained for minutes draws a soft face; restoring edge contrast at the
+    crop's scale makes it read as a face (eyes, nostrils, lips) rather than a smudge and
+    moves it further from the patient for a recogniser (on the demo clip, amount 0.7 /
+    1.5 raised the smallest dlib distance to the patient's references from 0.67 to
+    0.71 / 0.73)."""
+    if amount <= 0:
+        return img
+    f = img.astype(np.float32)
+    out = f * (1.0 + amount) - cv2.GaussianBlur(f, (0, 0), sigma) * amount
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 def colour_transfer_lab(src: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -86,7 +103,16 @@ class Converter:
     to leave out occluders such as a hand over the mouth)."""
 
     def __init__(
-        self, model: Any, *, device: Any = "cpu", side: str = "donor", colour: str = "lab", blend: str = "feather", mask: str = "hull", threads: int = 1
+        self,
+        model: Any,
+        *,
+        device: Any = "cpu",
+        side: str = "donor",
+        colour: str = "lab",
+        blend: str = "feather",
+        mask: str = "hull",
+        sharpen: float = 0.0,
+        threads: int = 1,
     ):
         import torch
 
@@ -98,6 +124,7 @@ class Converter:
         self.colour = colour
         self.blend = blend
         self.mask_mode = mask
+        self.sharpen = float(sharpen)
 
     def generate(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(N, S, S, 3) uint8 aligned faces -> (N, S, S, 3) uint8 generated faces and the
@@ -130,7 +157,7 @@ class Converter:
             m = hull_mask(a.crop_landmarks, self.size)
             if self.mask_mode == "learned" and learned is not None:
                 m = m * np.clip(learned[k], 0.0, 1.0)
-            face = gen[k]
+            face = unsharp(gen[k], self.sharpen)
             if self.colour == "lab":
                 face = colour_transfer_lab(face, crops[k], m)
             rects.append(paste(dst, face, m, a.matrix, self.blend))
