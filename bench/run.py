@@ -654,8 +654,8 @@ class Bench:
                 check["ray_s"] = round(rr["seconds"], 2)
             self.res["projection_check"] = check
             say(f"  projection check: predicted {pred_cpu:.1f} CPU-s ({pred_s:.1f} s on 2 idle CPUs); in-process measured "
-                f"{check.get('in_process_cpu_s')} CPU-s in {check.get('in_process_s')} s (it got {check.get('in_process_cores_used')} cores); "
-                f"Ray {check.get('ray_s')} s")
+                f"{check.get('in_process_cpu_s')} CPU-s in {check.get('in_process_s')} s (it got {check.get('in_process_cores_used')} cores)"
+                + (f"; Ray {check['ray_s']} s" if "ray_s" in check else ""))
 
     # ------------------------------------------------------------------ 6. projection
     def projection(self) -> None:
@@ -681,7 +681,7 @@ class Bench:
                 f"**Check against the local runs** (the 3-clip manifest of the Ray rows, {chk['frames']} frames, mask, audit off): the model "
                 f"predicts {chk['predicted_cpu_s']} CPU-seconds, i.e. {chk['predicted_s']} s on 2 idle CPUs with perfect packing. Measured: "
                 f"in-process {chk.get('in_process_cpu_s', '-')} CPU-seconds (ratio {chk.get('cpu_ratio_measured_to_predicted', '-')}) in "
-                f"{chk.get('in_process_s', '-')} s wall, Ray local {chk.get('ray_s', '-')} s wall. The in-process run got "
+                f"{chk.get('in_process_s', '-')} s wall" + (f", Ray local {chk['ray_s']} s wall" if "ray_s" in chk else "") + ". The in-process run got "
                 f"{chk.get('in_process_cores_used', '-')} of the 2 cores (load average at the start of this bench: "
                 f"{self.res['machine'].get('load_average_1_5_15')}), so on this shared machine the wall comparison is indicative only; "
                 "the CPU-time comparison is the check. Packing below is assumed perfect (efficiency 1.0); the Ray overhead used is the "
@@ -725,7 +725,7 @@ class Bench:
         d = OUT / "long"
         d.mkdir(parents=True, exist_ok=True)
         for m in a.lengths:
-            src = d / f"{clip.stem}_{m:g}min.mp4"
+            src = d / f"{clip.stem}_{clip.stat().st_size}_{m:g}min.mp4"  # the source's size in the name: a changed clip makes new loops
             facts = loop_clip(clip, src, m)
             r = run_child("deid", {"src": str(src), "out": str(d / "out"), "methods": ["mask"], "set": ["audit.leak_check=false"]},
                           timeout=max(600, facts["frames"] / 10))
