@@ -42,11 +42,22 @@ class _NoPose:
 
 
 def _frames(original: str, processed: dict[str, str], max_frames: int) -> int:
+    """Frames to evaluate: all of them; outputs must keep the original's frame count
+    (as in :func:`deid.evaluate.evaluate_outputs`)."""
+    from deid.errors import InvalidInputError
     from deid.io import probe
 
-    n = probe(original).frame_count
-    for p in processed.values():
-        n = min(n, probe(p).frame_count)
+    o = probe(original)
+    n = o.frame_count
+    for m, p in processed.items():
+        inf = probe(p)
+        if (inf.width, inf.height) != (o.width, o.height):
+            raise InvalidInputError(f"{p} ({m}) is {inf.width}x{inf.height} but the original is {o.width}x{o.height}; "
+                                    "keypoints are compared in pixels")
+        if inf.frame_count != n and inf.frame_count_exact and o.frame_count_exact:
+            raise InvalidInputError(f"{p} ({m}) has {inf.frame_count} frames but the original has {n}; the evaluation "
+                                    "compares frame by frame (use track.fail_closed=redact, not drop)")
+        n = min(n, inf.frame_count)
     return min(n, max_frames) if max_frames > 0 else n
 
 
@@ -173,12 +184,9 @@ class IdentityStage:
 
 def _needs_evaluation(metrics_dir: Path, vid: str, outputs: dict[str, str]) -> bool:
     """No run.json entry for the video yet, or an output newer than its entry."""
-    try:
-        from deid.evaluate.store import _video_file
+    from deid.evaluate.store import video_entry_path
 
-        entry = _video_file(metrics_dir, vid)
-    except ImportError:  # pragma: no cover - store layout changed
-        return True
+    entry = video_entry_path(metrics_dir, vid)
     if not entry.is_file():
         return True
     try:

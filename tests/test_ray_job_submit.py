@@ -66,7 +66,11 @@ def test_job_submit_on_demo_media(head, tmp_path):
     cmd = [str(head["bin"]), "job", "submit", "--address", head["address"], "--working-dir", str(REPO), "--",
            "python", "-m", "ray_jobs.deidentify", "--manifest", str(DEMO), "--out", str(out), "--methods", "blur",
            "--evaluate", "--report", str(out / "report.html"), "--no-progress"]
-    r = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=2300)
+    for _ in range(24):  # the head's job agent needs a few seconds after `ray start`
+        r = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=2300)
+        if "No available agent to submit job" not in r.stdout + r.stderr:
+            break
+        time.sleep(5)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert "succeeded" in (r.stdout + r.stderr)
     clips = sorted(p.stem for p in DEMO.glob("*.mp4"))
