@@ -500,6 +500,10 @@ def result_rows(plan: "VideoPlan", res: Any) -> list[dict[str, Any]]:
     from .metrics.schemas import status_rows
 
     rows = status_rows(res, video=plan.entry.video_id, input_sha256=plan.input_sha256, config_hash=plan.todo_hash, deid_version=__version__)
+    total = (getattr(res, "timings", None) or {}).get("total")
+    if total is not None:  # the stage timings overlap (a segment's total holds its parts): report the work's sum
+        for r in rows:
+            r["seconds_total"] = float(total)
     if plan.failed and rows and rows[0]["method"] == "" and not plan.todo:
         rows = []  # nothing rendered: the dropped methods' rows say why
     for method, error, kind in plan.failed:
@@ -872,6 +876,8 @@ def finalize_video(
     timings = Timings()
     for k, v in plan.timings.items():
         timings.add(k, v)
+    t_fin = time.perf_counter()
+    work_s = sum(plan.timings.values()) + sum(o.timings.get("segment", 0.0) for o in outcomes)
     container = cfg.io.container
     try:
         got = sorted(outcomes, key=lambda o: o.index)
@@ -940,6 +946,8 @@ def finalize_video(
         res.outputs = []
         if not keep_work:
             shutil.rmtree(plan.work_dir, ignore_errors=True)
+    # seconds of work spent on this video, wherever it ran: planning, every segment, this step
+    timings.add("total", work_s + time.perf_counter() - t_fin)
     res.timings = {k: round(v, 4) for k, v in timings.seconds.items()}
     return res, result_rows(plan, res)
 

@@ -307,10 +307,16 @@ def run_args(args: argparse.Namespace) -> int:
     try:
         run = run_archive(cfg, manifest, out_dir, overwrite=getattr(args, "overwrite", False), echo=echo, progress=show)
         metrics = None
+        eval_error = ""
         if cfg.ray.evaluate:
             from .evaluate import evaluate_archive
 
-            metrics = evaluate_archive(run, cfg, echo=echo)
+            try:
+                metrics = evaluate_archive(run, cfg, echo=echo)
+            except Exception as e:  # noqa: BLE001 - the outputs are published; say what failed
+                log.exception("evaluation failed")
+                eval_error = f"evaluation failed: {type(e).__name__}: {e}"
+                echo(f"archive: {eval_error}")
     finally:
         if started:
             import ray
@@ -318,6 +324,8 @@ def run_args(args: argparse.Namespace) -> int:
             ray.shutdown()
     summary = run.summary()
     summary["ray"] = where
+    if eval_error:
+        summary["evaluation_error"] = eval_error
     if metrics is not None:
         summary["metrics_dir"] = str(metrics)
         html = _report(args, metrics, out_dir, echo)
@@ -330,7 +338,7 @@ def run_args(args: argparse.Namespace) -> int:
         print(f"archive: {summary['videos']} video(s): " + ", ".join(f"{n} {s}" for s, n in sorted(st.items())) + f"; status table {summary['status_table']}")
         for vid, err in summary["failed"].items():
             print(f"  FAILED {vid}: {err}", file=sys.stderr)
-    return 0 if run.ok else 1
+    return 0 if run.ok and not eval_error else 1
 
 
 def _report(args: argparse.Namespace, metrics: Path, out_dir: Path, echo: Callable[[str], None]) -> Path | None:
@@ -342,7 +350,12 @@ def _report(args: argparse.Namespace, metrics: Path, out_dir: Path, echo: Callab
         echo("archive: deid.report is not available; no HTML report")
         return None
     target = Path(args.report) if getattr(args, "report", None) else out_dir / "report.html"
-    return Path(build_report(metrics, target))
+    try:
+        return Path(build_report(metrics, target))
+    except Exception as e:  # noqa: BLE001 - the metrics are written; the report can be rebuilt with `deid report`
+        log.exception("report failed")
+        echo(f"archive: the HTML report failed ({type(e).__name__}: {e}); rebuild it with `deid report {metrics}`")
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
