@@ -163,3 +163,30 @@ def test_first_use_of_a_donor_builds_its_pretraining_and_later_sessions_start_fr
     blob = __import__("torch").load(cache, weights_only=True)
     assert blob["optimizer"] == {} and blob["meta"]["donor"] == "donor-ok"
     assert list(work.iterdir()) == []
+
+
+def test_cli_anonymize_method_swap_end_to_end(material, tmp_path, capsys):
+    """`deid anonymize --method swap,blur --donor NAME`: one analysis pass, a model trained
+    for the video and deleted afterwards, both outputs published with their audits."""
+    from deid.cli import main
+
+    work, out = tmp_path / "work", tmp_path / "out"
+    sets = [
+        "detect.backend=color", "track.pose_fallback=false", "audit.identity_backend=patch", "audit.on_leak=flag",
+        "swap.landmarks=synthetic", "swap.preset=tiny", "swap.max_steps=3", "swap.max_minutes=0", "swap.donor_pretrain_minutes=0",
+        f"swap.donor_library={material['lib'].root}", f"swap.workdir={work}",
+    ]  # fmt: skip
+    args = ["anonymize", str(material["clip"].path), "--out", str(out), "--method", "swap,blur", "--donor", "donor-ok", "--no-progress", "--json"]
+    for s in sets:
+        args += ["--set", s]
+    assert main(args) == 0, capsys.readouterr().err
+    res = json.loads(capsys.readouterr().out)[0]
+    assert res["status"] == "done"
+    by = {o["method"]: o for o in res["outputs"]}
+    assert Path(by["swap"]["path"]).is_file() and Path(by["blur"]["path"]).is_file()
+    assert by["swap"]["anonymizer_stats"]["faces"] > 0 and by["swap"]["anonymizer_stats"]["donor"] == "donor-ok"
+    assert list(work.iterdir()) == []
+    # a donor without valid consent: the video fails with the consent error, nothing is written
+    args2 = [a if a != "donor-ok" else "donor-expired" for a in args] + ["--overwrite"]
+    assert main(args2) == 1
+    assert "expired" in capsys.readouterr().err

@@ -49,6 +49,9 @@ ARCFACE_112 = np.array(
 #: crop holds eyebrows, cheeks, jaw and chin with a little margin for the random warp.
 CROP_CENTER = (56.0, 68.0)
 CROP_SIDE = 134.0
+#: bump when the template or crop geometry changes: cached donor face sets and donor
+#: pre-trainings carry it in their file names, so stale ones are not reused
+ALIGN_VERSION = "a1"
 #: weights of the 5 points in the fit: eyes and nose are rigid, mouth corners move with speech
 FIT_WEIGHTS = np.array([1.0, 1.0, 1.0, 0.5, 0.5], np.float32)
 

@@ -312,8 +312,10 @@ def donor_faceset(donor: Donor, size: int, *, detector: Any, landmarker: Any, ma
     (consented material: caching it is allowed; it never holds patient data)."""
     from .faceset import FaceSet, extract_faceset
 
-    path = donor.cache / f"faceset_{size}.npz"
-    stamp = donor.cache / f"faceset_{size}.sources"
+    from .align import ALIGN_VERSION
+
+    path = donor.cache / f"faceset_{size}px_{ALIGN_VERSION}.npz"
+    stamp = donor.cache / f"faceset_{size}px_{ALIGN_VERSION}.sources"
     want = "\n".join(f"{p}:{p.stat().st_size}" for p in donor.media)
     if path.is_file() and stamp.is_file() and stamp.read_text() == want:
         return FaceSet.load(path)

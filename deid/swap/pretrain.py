@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 
 
 def pretrained_path(donor: Any, spec: ModelSpec) -> Path:
-    return Path(donor.cache) / f"pretrain_{spec.size}px_{spec.arch_key()}.pt"
+    from .align import ALIGN_VERSION
+
+    return Path(donor.cache) / f"pretrain_{spec.size}px_{spec.arch_key()}_{ALIGN_VERSION}.pt"
 
 
 def pretrain_donor(
