@@ -173,14 +173,15 @@ def _plan_all(run: Any, cfg: Any, overwrite: bool) -> None:
 
     task = ray.remote(max_retries=cfg.ray.max_retries)(plan_task)
     cfg_dict = cfg.to_dict()
+    by_video: dict[str, list[dict]] = {}
+    for (v, _m), r in run.status.rows.items():
+        by_video.setdefault(v, []).append(r)
     pending: dict[Any, Any] = {}
     for e in run.manifest.entries:
-        if not run.should_plan(e):
-            continue
-        rows = [r for (v, _m), r in run.status.rows.items() if v == e.video_id]
-        pending[task.remote(e, cfg_dict, str(run.out_dir), str(run.work_root), rows, overwrite)] = e
+        if run.should_plan(e):
+            pending[task.remote(e, cfg_dict, str(run.out_dir), str(run.work_root), by_video.get(e.video_id, []), overwrite)] = e
     while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
+        ready, _ = ray.wait(list(pending), num_returns=min(len(pending), 256), timeout=1.0)
         for ref in ready:
             e = pending.pop(ref)
             try:
