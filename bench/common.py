@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "bench" / "out"
+# DEID_BENCH_OUT: another scratch folder (make bench gives bench/ray_overhead.py its own, so
+# a second engineer running that script by hand in the same checkout cannot clobber it)
+OUT = Path(os.environ["DEID_BENCH_OUT"]).resolve() if os.environ.get("DEID_BENCH_OUT") else REPO / "bench" / "out"
 DEMO_MEDIA = REPO / "demo_media"
 DEMO_CLIP = DEMO_MEDIA / "flipping_a_pancake.mp4"
 SHARED_MEDIA = Path(os.environ.get("DEID_SHARED_MEDIA", REPO.parent / "shared" / "media"))
