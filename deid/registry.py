@@ -62,6 +62,7 @@ DETECTORS.register("mediapipe", "deid.detect.mediapipe_backend:MediapipeFaceDete
 DETECTORS.register("dlib_hog", "deid.detect.dlib_backend:DlibHogDetector")
 DETECTORS.register("dlib_cnn", "deid.detect.dlib_backend:DlibCnnDetector")
 DETECTORS.register("scrfd", "deid.detect.scrfd_backend:ScrfdDetector")
+DETECTORS.register("centerface", "deid.detect.centerface_backend:CenterFaceDetector")
 
 ANONYMIZERS.register("blur", "deid.anonymize.blur:BlurAnonymizer")
 ANONYMIZERS.register("pixelate", "deid.anonymize.pixelate:PixelateAnonymizer")

