@@ -210,4 +210,12 @@ def machine_facts() -> dict[str, str]:
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip(),
+        "uncommitted changes (deid/, configs/, ray_jobs/)": _dirty(),
     }
+
+
+def _dirty() -> str:
+    """Files of the measured code that differ from the commit (a shared checkout moves)."""
+    p = subprocess.run(["git", "status", "--porcelain", "--", "deid", "configs", "ray_jobs"], cwd=REPO, capture_output=True, text=True)
+    files = [l[3:] for l in p.stdout.splitlines() if l.strip()]
+    return "none" if not files else f"{len(files)}: " + ", ".join(files[:6]) + (" ..." if len(files) > 6 else "")

@@ -839,7 +839,10 @@ def main(argv: list[str] | None = None) -> int:
             b.res.setdefault("section_seconds", {})[s] = round(time.perf_counter() - t, 1)
             say(f"   [{s}: {time.perf_counter() - t:.0f} s; total {time.perf_counter() - b.t0:.0f} s]")
             b.save()
-    b.res["machine"]["load_average_at_end"] = machine_facts()["load_average_1_5_15"]
+    end = machine_facts()
+    b.res["machine"]["load_average_at_end"] = end["load_average_1_5_15"]
+    b.res["machine"]["commit_at_end"] = end["commit"] + ("" if end["uncommitted changes (deid/, configs/, ray_jobs/)"] == "none"
+                                                         else f" + uncommitted: {end['uncommitted changes (deid/, configs/, ray_jobs/)']}")
     b.save()
     say(f"\nwrote {_rel(args.out)} and {_rel(OUT / 'results.json')} in {time.perf_counter() - b.t0:.0f} s")
     return 0
