@@ -930,7 +930,7 @@ def finalize_video(
             timings.add("stitch", time.perf_counter() - t0)
             if on_step:
                 on_step("stitched")
-            finalize_outputs(src, tmp, outs, res, cfg, comp, book, timings, True)
+            finalize_outputs(src, tmp, outs, res, cfg, comp, book, timings, True, input_sha256=plan.input_sha256 or None)
         if on_step:
             on_step("published")
         if not keep_work:

@@ -541,10 +541,12 @@ def finalize_outputs(
     book: Any,
     timings: Timings,
     want_sha: bool = True,
+    input_sha256: str | None = None,
 ) -> None:
     """Verify, leak-audit and write audit records for finished temporaries (``tmp``);
     raises (and the caller's atomic contexts delete everything) on any problem. The
-    caller publishes ``tmp`` -> ``outs`` after this returns."""
+    caller publishes ``tmp`` -> ``outs`` after this returns. ``input_sha256``: the
+    input's hash when the caller already has it (else computed when ``want_sha``)."""
     methods = list(outs)
     for m in methods:
         verify_output(tmp[m], res.outputs_written[m], f"{src} ({m})")
@@ -563,7 +565,7 @@ def finalize_outputs(
                     "set audit.on_leak=flag to keep the output for inspection"
                 )
         timings.add("leak_audit", time.perf_counter() - t_l)
-    input_sha = sha256_file(src) if want_sha else ""
+    input_sha = input_sha256 if input_sha256 is not None else (sha256_file(src) if want_sha else "")
     chash = config_hash(cfg)
     for m in methods:
         stats = comp.anonymizers[m].stats() if hasattr(comp.anonymizers[m], "stats") else {}

@@ -54,7 +54,7 @@ import pyarrow as pa
 from ..errors import InvalidInputError
 from .clinical import FEATURE_NAMES
 
-SCHEMA_VERSION = "1.1"  # 1.1: perframe, per_keypoint, clinical tables; summary same-place columns
+SCHEMA_VERSION = "1.2"  # 1.1: perframe, per_keypoint, clinical tables; summary same-place columns; 1.2: status.output_path
 META_TABLE = b"deid.table"
 META_VERSION = b"deid.schema_version"
 PARTITION_BY = ("video", "method")
@@ -168,6 +168,7 @@ STATUS = [
     _f("timings", pa.map_(pa.string(), pa.float64()), True, "seconds per stage"),
     _f("deid_version", pa.string()),
     _f("created_unix", pa.int64()),
+    _f("output_path", pa.string(), True, "the published output (1.2)"),
 ]
 
 _OKS_GROUPS = ("overall", "body", "head", "face", "hands", "feet")
@@ -505,7 +506,8 @@ def status_rows(
         leak = getattr(mo, "leak", {}) or {}
         rows.append(
             {**base, "method": str(mo.method), "frames_written": int(getattr(mo, "frames_written", 0) or 0),
-             "leaks": leak.get("leaks") if isinstance(leak, Mapping) else None}
+             "leaks": leak.get("leaks") if isinstance(leak, Mapping) else None,
+             "output_path": str(getattr(mo, "path", "") or "") or None}
         )
     return rows
 
