@@ -234,3 +234,13 @@ def test_rotated_media_comes_out_upright(deg):
     assert all(f.shape[:2] == (expect[1], expect[0]) for f in frames)
     # (the four clips film different scenes, so content is checked by eye once — see
     # docs/io.md — and the rotation maths by test_upright_rotations)
+
+
+def test_mkv_output_carries_no_identifying_tags(clip, tmp_path):
+    frames = read_frames(clip.path)
+    out = tmp_path / "o.mkv"
+    with VideoWriter(out, 96, 64, 25.0) as wr:
+        for f in frames:
+            wr.write(f)
+    assert probe(out).frame_count == 30 and has_sensitive_tags(out) == []
+    assert b"Patient 123" not in out.read_bytes()

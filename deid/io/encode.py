@@ -237,7 +237,9 @@ def has_sensitive_tags(path: str | os.PathLike) -> list[str]:
     """Names of identifying tags present in ``path`` (should be empty for our outputs)."""
     found = []
     for where, tags in container_tags(path).items():
-        for k in tags:
+        for k, v in tags.items():
+            if k.lower() == "encoder" and v == "Lavf":
+                continue  # Matroska's mandatory MuxingApp element, version-free under bitexact
             if k.lower() in SENSITIVE_TAGS or "location" in k.lower() or "gps" in k.lower():
                 found.append(f"{where}.{k}")
     return found
