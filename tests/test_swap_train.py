@@ -78,7 +78,12 @@ def test_checkpoint_round_trip_gives_the_same_outputs(synthetic_data, tmp_path):
         b, _ = model2(x, "donor")
     torch.testing.assert_close(a, b)
     blob = torch.load(res.checkpoint, weights_only=True)  # plain tensors and numbers only
-    assert set(blob) >= {"model", "optimizer", "step", "elapsed_s", "spec"}
+    assert set(blob) >= {"model", "model_avg", "optimizer", "step", "elapsed_s", "spec"}
+    # conversion uses the running average of the weights; the raw weights are there too
+    raw, _ = load_model(res.checkpoint, averaged=False)
+    k = next(iter(blob["model"]))
+    assert torch.equal(raw.state_dict()[k], blob["model"][k]) and torch.equal(model.state_dict()[k], blob["model_avg"][k])
+    assert any(not torch.equal(blob["model"][n], blob["model_avg"][n]) for n in blob["model"])
 
 
 def test_resume_continues_the_step_budget(synthetic_data, tmp_path):
