@@ -145,10 +145,29 @@ def test_thread_tuner_picks_the_faster_thread_count(slow_threads, best):
     from deid.swap.train import ThreadTuner
 
     tuner = ThreadTuner(2, every=40, probe=4, warm=5)
-    assert [tuner.threads_for(s) for s in range(5)] == [1] * 5  # warm-up: one thread, no probing
-    for step in range(5, 60):
-        n = tuner.threads_for(step)
-        tuner.record(step, n, 1.0 if n == slow_threads else 0.2)
-    assert tuner.best == best
-    assert tuner.threads_for(20) == best  # between probes: the winner
-    assert ThreadTuner(1).threads_for(100) == 1  # nothing to choose from
+    for _ in range(5):  # warm-up: one thread, no probing
+        assert tuner.next_threads() == 1
+        tuner.record(1, 0.5)
+    for _ in range(20):
+        n = tuner.next_threads()
+        tuner.record(n, 1.0 if n == slow_threads else 0.2)
+    assert tuner.best == best and tuner.probes == 1
+    assert ThreadTuner(1).next_threads() == 1  # nothing to choose from
+
+
+def test_thread_tuner_re_probes_when_steps_slow_down():
+    from deid.swap.train import ThreadTuner
+
+    tuner = ThreadTuner(2, every=1000, probe=3, warm=0)
+    for _ in range(6):
+        n = tuner.next_threads()
+        tuner.record(n, 0.2 if n == 2 else 0.4)  # idle machine: two threads win
+    assert tuner.best == 2 and tuner.probes == 1
+    for _ in range(3):  # another job takes a core: two threads become 5x slower
+        n = tuner.next_threads()
+        assert n == 2
+        tuner.record(n, 1.0)
+    for _ in range(6):
+        n = tuner.next_threads()
+        tuner.record(n, 1.0 if n == 2 else 0.4)
+    assert tuner.probes == 2 and tuner.best == 1

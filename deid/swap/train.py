@@ -192,42 +192,56 @@ def load_model(path: str | os.PathLike, device: Any = "cpu", averaged: bool = Tr
 
 
 class ThreadTuner:
-    """Chooses between 1 and N torch CPU threads while training, re-checked every
-    ``every`` steps by timing ``probe`` steps with each.
+    """Chooses between 1 and N torch CPU threads while training, by timing ``probe``
+    steps with each: after ``warm`` steps, again every ``every`` steps, and at once when
+    steps get ``slow`` x slower than the chosen setting measured (for 3 steps in a row).
 
     Why: on a shared 2-core machine, two torch threads are ~1.7x faster than one when
     the machine is idle, but when another process keeps a core busy, OpenMP's barrier
     waits for the descheduled thread and a step becomes 4-5x *slower* than with one
-    thread (measured here: 2.1 s vs 0.47 s a step of the small preset at load 5)."""
+    thread (measured here: 2.1 s vs 0.47 s a step of the small preset at load 5); the
+    load changes within minutes, so the choice is re-made when steps slow down."""
 
-    def __init__(self, n: int, every: int = 300, probe: int = 4, warm: int = 20):
+    def __init__(self, n: int, every: int = 300, probe: int = 4, warm: int = 20, slow: float = 2.5):
         self.cands = sorted({1, max(1, int(n))})
-        self.every, self.probe, self.warm = every, probe, warm
+        self.every, self.probe, self.slow = every, probe, slow
+        self.warm_left = warm
+        self.queue: list[int] = []
         self.times: dict[int, list[float]] = {c: [] for c in self.cands}
-        self.best = self.cands[-1]
+        self.best = self.cands[0]
+        self.best_time: float | None = None
+        self.since = 0
+        self.slow_run = 0
+        self.probes = 0
+        self._last = -1
 
-    def threads_for(self, step: int) -> int:
-        if len(self.cands) == 1:
-            return self.best
-        if step < self.warm:  # short runs (tests, tiny models) never pay for a probe
-            return self.cands[0]
-        phase = (step - self.warm) % self.every
-        k = phase // self.probe
-        if k < len(self.cands):
-            return self.cands[k]
-        if phase == self.probe * len(self.cands):
-            means = {c: sorted(t)[len(t) // 2] for c, t in self.times.items() if t}
-            if means:
-                self.best = min(means, key=means.get)
+    def next_threads(self) -> int:
+        if len(self.cands) == 1 or self.warm_left > 0:
+            return self.best if len(self.cands) == 1 else self.cands[0]
+        if not self.queue and (self.best_time is None or self.since >= self.every or self.slow_run >= 3):
+            self.queue = [c for c in self.cands for _ in range(self.probe)]
             self.times = {c: [] for c in self.cands}
-        return self.best
+            self.probes += 1
+        return self.queue[0] if self.queue else self.best
 
-    def record(self, step: int, threads: int, seconds: float) -> None:
-        if step < self.warm:
-            return
-        phase = (step - self.warm) % self.every
-        if phase < self.probe * len(self.cands) and phase % self.probe != 0:  # first step after a switch is warm-up
-            self.times[threads].append(seconds)
+    def record(self, threads: int, seconds: float) -> None:
+        if self.warm_left > 0:
+            self.warm_left -= 1
+        elif self.queue:
+            c = self.queue.pop(0)
+            if self._last == c:  # the first step after a switch is warm-up
+                self.times[c].append(seconds)
+            if not self.queue:
+                med = {k: sorted(v)[len(v) // 2] for k, v in self.times.items() if v}
+                if med:
+                    self.best = min(med, key=med.get)
+                    self.best_time = med[self.best]
+                self.since, self.slow_run = 0, 0
+        else:
+            self.since += 1
+            slow = self.best_time is not None and seconds > self.slow * self.best_time
+            self.slow_run = self.slow_run + 1 if slow else 0
+        self._last = threads
 
 
 def _faces_tensor(fs: FaceSet, idx: np.ndarray) -> np.ndarray:
@@ -357,7 +371,7 @@ def fit(
     while not stopped:
         t_step = time.perf_counter()
         if tuner is not None:
-            n_thr = tuner.threads_for(step)
+            n_thr = tuner.next_threads()
             torch.set_num_threads(n_thr)
         ia = rng.integers(0, len(data.patient), bs)
         ib = rng.integers(0, len(data.donor), bs)
@@ -380,7 +394,7 @@ def fit(
             for pa, pm in zip(avg_model.parameters(), model.parameters()):
                 pa.lerp_(pm.detach(), 1.0 - decay)
         if tuner is not None:
-            tuner.record(step, n_thr, time.perf_counter() - t_step)
+            tuner.record(n_thr, time.perf_counter() - t_step)
         step += 1
         for k, v in (("patient", la.item()), ("donor", lb.item())):
             ema[k] = v if k not in ema else 0.95 * ema[k] + 0.05 * v
