@@ -189,3 +189,17 @@ def test_registry_builds_the_anonymizer_from_a_model_dir(model_dir):
     out = anon.apply(img, faces)
     assert out.shape == img.shape and out.dtype == np.uint8
     assert anon.stats()["faces"] == 1 and anon.stats()["preset"] == "tiny"
+
+
+def test_track_states_compare_by_identity():
+    """Regression: two live track states with array fields must not be compared
+    element-wise (list.remove raised 'truth value of an array is ambiguous')."""
+    import numpy as np
+
+    from deid.anonymize.swap import _Track
+
+    a = _Track(np.zeros(4, np.float32), 1, 0)
+    b = _Track(np.zeros(4, np.float32), 1, 0)
+    live = [a, b]
+    live.remove(b)
+    assert live == [a] and a != b

@@ -61,7 +61,7 @@ FRAME_DT = 1.0 / 30.0
 EYE_AGREEMENT = 0.35
 
 
-@dataclass
+@dataclass(eq=False)  # identity equality: fields hold arrays (list.remove must not compare them)
 class _Track:
     box: np.ndarray
     track_id: int
