@@ -98,12 +98,14 @@ def leak_audit(
 ) -> dict[str, Any]:
     """Re-identification check of ``output_path`` against ``input_path`` (see module doc).
 
-    A face counts as *verifiable* when the recogniser can tell it from a blank: the input
-    face's distance to the same frame with its region greyed out (the *null*) is at least
-    the threshold. On small or poor faces dlib cannot (a grey box scored 0.56 from a real
-    face on the pancake clip, inside 0.6), so for those a leak additionally needs the
-    output to be closer to the input than the null is, by ``null_margin``: the output must
-    carry face information a blank does not."""
+    Same place, one rule: an output face leaks when its distance ``d`` to the input face
+    is under the threshold **and** under ``d_null - null_margin``, where ``d_null`` is the
+    input face's distance to the *null* (the same frame with the region filled by its mean
+    colour). For a face the recogniser separates well from a blank (``d_null >= threshold
+    + margin``, counted as *verifiable*) the second condition follows from the first; for
+    small or poor faces it is what matters: dlib put a flat grey box 0.56 from a real face
+    on the pancake clip, inside 0.6, so "under 0.6" alone would call even a solid mask a
+    match. The output must carry face information that a blank does not."""
     t0 = time.perf_counter()
     n_in = probe(input_path).frame_count
     n_out = probe(output_path).frame_count
@@ -153,9 +155,8 @@ def leak_audit(
             dn = float(identity.distance(a[r : r + 1], n[r : r + 1])[0, 0]) if not np.isnan(n[r]).any() else 0.0
             d_same_all.append(d)
             min_d = min(min_d, d)
-            ok_verify = dn >= thr
-            verifiable += ok_verify
-            if d < thr and (ok_verify or d < dn - margin):
+            verifiable += dn >= thr + margin
+            if d < thr and d < dn - margin:
                 leak = True
         c = _valid(emb_any[j])
         if len(c) and len(refs_all):
