@@ -178,6 +178,7 @@ class AuditConfig:
     # for faces the recogniser cannot tell from a blank (distance to a greyed-out region
     # under threshold), a leak also needs the output this much closer than the blank
     null_margin: float = 0.1
+    min_face_px: int = 40  # faces smaller than this (longer side) are too small for dlib to re-identify
     on_leak: str = "fail"  # fail (delete output, error) | flag (keep, mark in audit)
 
     def __post_init__(self) -> None:
@@ -239,7 +240,7 @@ class SwapConfig:
     learning_rate: float = 0.0  # AdamW learning rate (0 = the preset's)
     max_frames: int = 400  # patient frames sampled (evenly) for the training face set
     donor_pretrain: bool = True  # start from the donor's cached donor-only model (docs/swap.md)
-    donor_pretrain_minutes: float = 10.0  # build that model first when the donor has none (one-off; 0 = never)
+    donor_pretrain_minutes: float = 0.0  # build that model first when the donor has none (one-off minutes; 0 = never)
     other_faces: str = "blur"  # policy for faces that are not the patient's: blur | mask | swap
     gate: bool = True  # identity gate: fall back to mask where the swap still matches the patient
     gate_every: int = 5  # gate every k-th frame of a track (1 = every frame); a failed track is gated every frame

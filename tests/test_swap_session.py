@@ -190,3 +190,19 @@ def test_cli_anonymize_method_swap_end_to_end(material, tmp_path, capsys):
     args2 = [a if a != "donor-ok" else "donor-expired" for a in args] + ["--overwrite"]
     assert main(args2) == 1
     assert "expired" in capsys.readouterr().err
+
+
+def test_cli_donor_pretrain_caches_and_continues(material, monkeypatch, capsys):
+    from deid.cli import main
+    from deid.swap.pretrain import pretrained_path
+    from deid.swap.spec import preset
+    from deid.swap.train import load_checkpoint
+
+    monkeypatch.setenv("DEID_DONORS", str(material["lib"].root))
+    args = ["donor", "pretrain", "donor-ok", "--minutes", "0.01", "--preset", "tiny", "--set", "swap.landmarks=synthetic", "--set", "detect.backend=color"]
+    cache = pretrained_path(material["lib"].get("donor-ok"), preset("tiny"))
+    cache.unlink(missing_ok=True)
+    assert main(args) == 0 and str(cache) in capsys.readouterr().out
+    first = load_checkpoint(cache)["step"]
+    assert main(args) == 0  # a second call continues from the cached weights
+    assert load_checkpoint(cache)["step"] > first

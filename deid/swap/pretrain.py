@@ -11,7 +11,8 @@ and both decoders jointly on patient *and* donor faces, as in the paper.
 What is cached is derived only from consented donor material: no patient has been
 through this model, so caching it is no privacy risk (a patient's trained model never
 is cached). Build it with ``deid donor add NAME ... --pretrain-minutes M`` or
-``deid donor pretrain NAME``; the demo donor's is built on first use by ``make demo``.
+``deid donor pretrain NAME``, or on a donor's first use with
+``swap.donor_pretrain_minutes`` > 0.
 """
 
 from __future__ import annotations
