@@ -89,12 +89,19 @@ def test_audit_record_and_frames_table(clip, tmp_path):
 
 def test_leak_audit_blocks_publication(clip, tmp_path):
     comp = fake_components(CFG, [], anonymizers={"blur": NoopAnonymizer()})
+    # the synthetic faces are ~26x33 px: below the default min_face_px they are not checked
     res = process_video(clip.path, tmp_path, ["blur"], CFG, components=comp)
+    assert res.status == "done" and res.outputs[0].leak["faces_too_small"] > 0
+    assert res.outputs[0].leak["input_faces"] == 0
+    for p in tmp_path.iterdir():
+        p.unlink()
+    CFG_SMALL = CFG.replace("audit.min_face_px=16")
+    res = process_video(clip.path, tmp_path, ["blur"], CFG_SMALL, components=comp)
     assert res.status == "failed" and res.error_kind == "leak"
     assert "leak audit" in res.error
     assert list(tmp_path.iterdir()) == [], "nothing may be published when the audit finds a leak"
     # with on_leak=flag the output is kept and marked
-    cfg = CFG.replace("audit.on_leak=flag")
+    cfg = CFG_SMALL.replace("audit.on_leak=flag")
     res = process_video(clip.path, tmp_path, ["blur"], cfg, components=comp)
     assert res.status == "done" and res.outputs[0].leak["leaks"] > 0
 
