@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from ..config import load_config
 
     out = Path(args.out)
-    media = Path(args.media)
+    media = Path(args.media).resolve()
     missing = [n for n, _ in DEMO_VIDEOS if not (media / n).is_file()]
     if missing:
         print(f"deid demo: demo clips missing in {media}: {', '.join(missing)}", file=sys.stderr)
@@ -56,70 +56,70 @@ def run(args: argparse.Namespace) -> int:
     overrides = [f"swap.donor={DEMO_DONOR}"]
     if args.swap_minutes is not None:
         overrides.append(f"swap.max_minutes={args.swap_minutes}")
-    cfg = load_config(REPO / "configs" / "demo.yaml" if (REPO / "configs" / "demo.yaml").is_file() else None, overrides)
+    demo_cfg = REPO / "configs" / "demo.yaml"
+    cfg = load_config(demo_cfg if demo_cfg.is_file() else None, overrides)
     jobs = [(media / n, [m for m in ms if not (args.no_swap and m == "swap")]) for n, ms in DEMO_VIDEOS]
-    videos_dir, metrics_dir = out / "videos", out / "metrics"
+    videos_dir, metrics_dir, html = out / "videos", out / "metrics", out / "report.html"
+    out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
-
-    t = _step("1/3 de-identify " + ("in process" if args.in_process else "on Ray (local mode)"))
     if args.in_process:
-        ok = _deidentify_in_process(jobs, videos_dir, cfg)
+        rc = _run_in_process(jobs, videos_dir, metrics_dir, html, cfg)
     else:
-        ok = _deidentify_ray(jobs, out, cfg)
-    print(f"   {time.perf_counter() - t:.0f} s")
-    if not ok:
-        print("deid demo: de-identification failed (see above)", file=sys.stderr)
-        return 1
-
-    t = _step("2/3 evaluate (pose OKS AP, identity, re-identification attack, clinical features)")
-    from ..evaluate import aggregate, evaluate_outputs
-    from ..pipeline import output_path
-
-    for src, methods in jobs:
-        processed = {m: str(output_path(src, videos_dir, m)) for m in methods}
-        evaluate_outputs(str(src), processed, metrics_dir, cfg)
-    aggregate(metrics_dir)
-    print(f"   {time.perf_counter() - t:.0f} s")
-
-    t = _step("3/3 report")
-    from ..report import build_report
-
-    html = build_report(metrics_dir, out / "report.html")
-    print(f"   {time.perf_counter() - t:.0f} s")
+        rc = _run_ray(jobs, media, out, videos_dir, metrics_dir, html, cfg)
+    if rc != 0:
+        print("deid demo: failed (see above)", file=sys.stderr)
+        return rc
     print(f"\ndemo finished in {time.perf_counter() - t_all:.0f} s")
-    print(f"  videos : {videos_dir}/")
+    print(f"  videos : {videos_dir}/  (each with .audit.json and .frames.parquet)")
     print(f"  metrics: {metrics_dir}/")
-    print(f"  report : {html}  (open it in a browser; it is one self-contained file)")
+    print(f"  report : {html}  (one self-contained file: open it in a browser)")
+    print(f"  summary: {html.with_name('report_summary.json')}")
     return 0
 
 
-def _deidentify_in_process(jobs, videos_dir: Path, cfg) -> bool:
+def _run_in_process(jobs, videos_dir: Path, metrics_dir: Path, html: Path, cfg) -> int:
     from ..batch import run_batch, summary_table
+    from ..evaluate import aggregate, evaluate_outputs
+    from ..pipeline import output_path
+    from ..report import build_report
 
+    t = _step("1/3 de-identify (in process)")
     ok = True
     for src, methods in jobs:
         results = run_batch([src], videos_dir, methods, cfg, overwrite=True)
         print(summary_table(results))
         ok &= all(r.ok for r in results)
-    return ok
+    print(f"   {time.perf_counter() - t:.0f} s")
+    if not ok:
+        return 1
+    t = _step("2/3 evaluate (pose OKS AP, identity, re-identification attack, clinical features)")
+    for src, methods in jobs:
+        evaluate_outputs(str(src), {m: str(output_path(src, videos_dir, m)) for m in methods}, metrics_dir, cfg)
+    aggregate(metrics_dir)
+    print(f"   {time.perf_counter() - t:.0f} s")
+    t = _step("3/3 report")
+    build_report(metrics_dir, html)
+    print(f"   {time.perf_counter() - t:.0f} s")
+    return 0
 
 
-def _deidentify_ray(jobs, out: Path, cfg) -> bool:
+def _run_ray(jobs, media: Path, out: Path, videos_dir: Path, metrics_dir: Path, html: Path, cfg) -> int:
+    """The archive job (ray_jobs.deidentify) in local mode: de-identify on Ray Data,
+    train the swap on Ray Train, evaluate on actor pools, then the report."""
     import csv
 
     from ..config import dump_config
 
-    out.mkdir(parents=True, exist_ok=True)
     manifest = out / "manifest.csv"
     with open(manifest, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["video", "patient_id", "donor", "methods"])
         for k, (src, methods) in enumerate(jobs):
-            w.writerow([str(src.resolve()), f"demo-{k}", DEMO_DONOR if "swap" in methods else "", ",".join(methods)])
+            w.writerow([src.name, f"demo-patient-{k + 1}", DEMO_DONOR if "swap" in methods else "", ",".join(methods)])
     cfg_path = out / "demo_config.yaml"
     cfg_path.write_text(dump_config(cfg))
-    from ray_jobs.deidentify import main as ray_main  # the thin Ray adapter
+    _step("de-identify on Ray Data, swap training on Ray Train, evaluation on actor pools, report (local Ray)")
+    from ray_jobs.deidentify import main as ray_main  # the thin Ray adapter (the library never imports ray)
 
-    rc = ray_main(["--manifest", str(manifest), "--out", str(out / "videos"), "--config", str(cfg_path),
-                   "--no-evaluate", "--no-report", "--local"])
-    return rc == 0
+    return ray_main(["--manifest", str(manifest), "--root", str(media), "--out", str(videos_dir), "--config", str(cfg_path),
+                     "--evaluate", "--metrics", str(metrics_dir), "--report", str(html), "--overwrite", "--local"])
