@@ -300,7 +300,7 @@ class RayConfig:
     num_gpus_pose: float = 0.0  # GPUs per pose actor
     num_gpus_train: float = 0.0  # GPUs per swap training worker
     train_workers: int = 1  # Ray Train workers per patient
-    max_concurrent_trainings: int = 1  # patients trained at once (Ray Tune trials)
+    max_concurrent_trainings: int = 1  # patients trained at once (one Ray Train TorchTrainer each)
     storage_path: str = ""  # Ray Train checkpoints and patients' swap models (shared storage on a cluster)
     max_retries: int = 3  # task retries / actor restarts after a worker dies; a segment that kills its worker more often fails
     progress_every_s: float = 10.0  # summary line interval (videos done / failed, frames/s); 0 = off

@@ -8,10 +8,13 @@ The run, as the driver sees it (the work itself is in :mod:`deid.archive`):
 
 1. validate the manifest (bad rows -> failed status rows);
 2. plan every video in parallel Ray tasks (probe, sha256, skip what is done, segments);
-3. train the swap model of every patient that needs one (:mod:`ray_jobs.train`);
+3. start training the swap model of every patient that needs one (:mod:`ray_jobs.train`,
+   Ray Train, in the background);
 4. render (video, segment) rows on a Ray Data actor pool (:class:`ray_jobs.stages.SegmentRenderer`),
    streaming: as soon as a video's last segment is in, a finalize task stitches,
-   audits and publishes it, and its status rows are written;
+   audits and publishes it, and its status rows are written. Videos without a swap
+   render first, while the models train; then each wave renders the videos of the
+   patients whose models have finished since the last wave;
 5. delete each patient's swap model once that patient's videos are published;
 6. optionally evaluate into METRICS_DIR (:mod:`ray_jobs.evaluate`) and write the report.
 
@@ -150,12 +153,18 @@ def run_archive(
     models = None
     try:
         _plan_all(run, cfg, overwrite)
-        if any("swap" in p.todo for p in run.plans.values()):
+        waiting = {v for v, p in run.plans.items() if "swap" in p.todo}
+        if waiting:
             from .train import SwapModels
 
             models = SwapModels(run, cfg, echo=echo)
-            models.train()
-        _render_and_finalize(run, cfg, models)
+            models.start()  # training runs in Ray tasks; the driver goes on
+        _render_and_finalize(run, cfg, models, [v for v in run.plans if v not in waiting])
+        while waiting:  # waves: the videos of the patients whose models are ready
+            decided = models.wait() if models.pending else {run.plans[v].entry.patient for v in waiting}
+            wave = {v for v in waiting if run.plans[v].entry.patient in decided}
+            waiting -= wave
+            _render_and_finalize(run, cfg, models, sorted(wave))
     finally:
         ticker.stop()
         if models is not None:
@@ -202,7 +211,9 @@ def _fail_plan(run: Any, plan: Any, error: str, kind: str) -> None:
     run.accept_result(plan, res, result_rows(plan, res))
 
 
-def _render_and_finalize(run: Any, cfg: Any, models: Any) -> None:
+def _render_and_finalize(run: Any, cfg: Any, models: Any, vids: list[str]) -> None:
+    """Render the segments of the videos ``vids`` on a Ray Data actor pool and finalize
+    each video as soon as its last segment is in."""
     import ray
     import ray.data
 
@@ -211,7 +222,8 @@ def _render_and_finalize(run: Any, cfg: Any, models: Any) -> None:
     from .stages import SegmentRenderer, fault_spec, finalize_task
 
     rows = []
-    for vid, plan in list(run.plans.items()):
+    for vid in vids:
+        plan = run.plans[vid]
         if not plan.todo:  # every method was dropped (e.g. the swap model could not be trained)
             _fail_plan(run, plan, "; ".join(e for _, e, _ in plan.failed) or "nothing left to render", "error")
             if models is not None:
@@ -221,14 +233,15 @@ def _render_and_finalize(run: Any, cfg: Any, models: Any) -> None:
         rows += [{"video_id": vid, "segment": k, "plan": blob} for k in range(len(plan.segments))]
     if not rows:
         return
-    methods = sorted({m for p in run.plans.values() for m in p.todo})
+    methods = sorted({m for v in vids for m in run.plans[v].todo})
     ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 4096))
     ds = ds.map_batches(
         SegmentRenderer,
         fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "methods": methods, "max_attempts": cfg.ray.max_retries + 1,
                                "fault_marker": fault_spec("render")},
         batch_size=cfg.ray.batch_size,
-        compute=ray.data.ActorPoolStrategy(size=max(1, min(cfg.ray.concurrency, len(rows)))),
+        # starts with one actor: CPUs held by swap training must not stall the pool
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, min(cfg.ray.concurrency, len(rows)))),
         num_cpus=cfg.ray.num_cpus_render,
         num_gpus=cfg.ray.num_gpus_detect or None,
     )
@@ -263,7 +276,10 @@ def _render_and_finalize(run: Any, cfg: Any, models: Any) -> None:
         msg = f"rendering stopped: {type(ex).__name__}: {str(ex).splitlines()[0] if str(ex) else ''}"
         while inflight:
             collect(block=True)
-        for vid, plan in list(run.plans.items()):
+        for vid in vids:
+            plan = run.plans.get(vid)
+            if plan is None:  # published before the pool stopped
+                continue
             _fail_plan(run, plan, f"{plan.entry.video}: {msg}", "internal")
             if models is not None:
                 models.video_finished(plan)

@@ -3,10 +3,12 @@
 One patient = one Ray Train ``TorchTrainer`` whose single worker runs
 :func:`deid.swap.session.train_patient_model` unchanged (consent check, face sets,
 :func:`deid.swap.train.fit`) with ``report`` turned into ``ray.train.report`` and the
-device from ``ray.train.torch.get_device()``. Patients are the trials of one Ray Tune
-run (``tune.grid_search`` over patient ids), so ``ray.max_concurrent_trainings`` and the
-cluster's free CPUs/GPUs bound how many train at once (the Ray Train V2 pattern: a Tune
-function trainable that builds and fits a TorchTrainer).
+device from ``ray.train.torch.get_device()``. Each trainer is built and fitted inside a
+zero-CPU Ray task (:func:`train_patient_task`); at most ``ray.max_concurrent_trainings``
+run at once, and the cluster's free CPUs/GPUs bound them further. The driver collects
+them as they finish (:meth:`SwapModels.wait`), so a patient's videos are converted as
+soon as *that* patient's model exists, while other patients still train — the training
+(GPU) and rendering (CPU) pools overlap instead of running one after the other.
 
 Privacy (as in the face-swap issue): a patient's model can re-create the patient's face.
 It is written only to a private (0700) folder under ``ray.storage_path`` (default: the
@@ -92,13 +94,12 @@ def train_loop_per_worker(config: dict) -> None:
     ray.train.report({"done": 1, "train_steps": int(info.get("train_steps", 0)), "patient_faces": int(info.get("patient_faces", 0))})
 
 
-def patient_trial(config: dict, jobs: dict | None = None, settings: dict | None = None) -> None:
-    """Ray Tune function trainable: fit the TorchTrainer of ``config["patient"]``."""
+def train_patient_task(patient: str, job: dict, settings: dict) -> dict:
+    """Ray task (0 CPUs: it only waits): fit the TorchTrainer of one patient and say how it
+    went (``ok``, ``error``, ``kind``, ``train_steps``)."""
     import ray.train
-    import ray.tune
     from ray.train.torch import TorchTrainer
 
-    job = jobs[config["patient"]]
     s = settings
     gpus = float(s["num_gpus"])
     res = {"CPU": 1.0, **({"GPU": gpus} if gpus else {})}
@@ -126,8 +127,8 @@ def patient_trial(config: dict, jobs: dict | None = None, settings: dict | None 
     steps = 0
     if ok and (Path(job["model_dir"]) / "session.json").is_file():
         steps = int(json.loads((Path(job["model_dir"]) / "session.json").read_text()).get("train_steps", 0))
-    ray.tune.report({"ok": int(ok), "error": error or ("" if ok else "no model was written"), "kind": kind or ("" if ok else "internal"),
-                     "train_steps": steps})
+    return {"patient": patient, "ok": int(ok), "error": error or ("" if ok else "no model was written"),
+            "kind": kind or ("" if ok else "internal"), "train_steps": steps}
 
 
 def pretrain_donor_task(donor_name: str, cfg_dict: dict) -> str:
@@ -183,52 +184,85 @@ class SwapModels:
             self.jobs[patient] = {"videos": [p.entry.video for p in plans], "model_dir": str(self.storage / "models" / name), "name": name,
                                   "donor": donors.pop()}
 
-    def train(self) -> None:
-        """Train every patient's model (Tune trials), then give each plan its model
-        folder, or drop the swap from its plans with the training error."""
-        import ray.tune
-
+    def start(self) -> None:
+        """Start training: donors' pre-training first (when configured), then one Ray task
+        per patient, at most ``ray.max_concurrent_trainings`` at a time (the cluster's free
+        CPUs/GPUs bound it further). Returns at once; :meth:`wait` hands out the models."""
         from deid.archive import private_mkdir
 
-        if self.jobs:
-            private_mkdir(self.storage / "models")
-            for j in self.jobs.values():
-                private_mkdir(j["model_dir"])
-            cfg = self.cfg
-            self._pretrain_donors()
-            self.echo(f"archive: training swap models for {len(self.jobs)} patient(s) "
-                      f"({cfg.ray.max_concurrent_trainings} at a time, {cfg.ray.num_gpus_train:g} GPU each)")
-            settings = {"cfg": cfg.to_dict(), "num_gpus": cfg.ray.num_gpus_train, "workers": cfg.ray.train_workers,
-                        "storage": str(self.storage / "ray_train"), "max_failures": cfg.ray.max_retries}
-            tuner = ray.tune.Tuner(
-                ray.tune.with_resources(ray.tune.with_parameters(patient_trial, jobs=self.jobs, settings=settings), {"cpu": 0.01}),  # the trial only waits for its trainer
-                param_space={"patient": ray.tune.grid_search(sorted(self.jobs))},
-                tune_config=ray.tune.TuneConfig(max_concurrent_trials=cfg.ray.max_concurrent_trainings),
-                run_config=ray.tune.RunConfig(name="swap-patients", storage_path=str(self.storage / "ray_tune"), verbose=0),
-            )
-            grid = tuner.fit()
-            for r in grid:
-                patient = (r.config or {}).get("patient")
-                if patient is None:
-                    continue
-                m = r.metrics or {}
-                if r.error is not None:
-                    self.errors[patient] = (f"swap training failed: {r.error}", "internal")
-                elif not m.get("ok"):
+        self._queue = sorted(self.jobs)
+        self._inflight: dict[Any, str] = {}
+        self._announced: set[str] = set()
+        if not self.jobs:
+            return
+        private_mkdir(self.storage / "models")
+        for j in self.jobs.values():
+            private_mkdir(j["model_dir"])
+        cfg = self.cfg
+        self._pretrain_donors()
+        self.echo(f"archive: training swap models for {len(self.jobs)} patient(s) on Ray Train "
+                  f"({cfg.ray.max_concurrent_trainings} at a time, {cfg.ray.num_gpus_train:g} GPU each); "
+                  "videos without a swap render meanwhile")
+        self._settings = {"cfg": cfg.to_dict(), "num_gpus": cfg.ray.num_gpus_train, "workers": cfg.ray.train_workers,
+                          "storage": str(self.storage / "ray_train"), "max_failures": cfg.ray.max_retries}
+        self._submit()
+
+    def _submit(self) -> None:
+        import ray
+
+        task = ray.remote(num_cpus=0, max_retries=self.cfg.ray.max_retries)(train_patient_task)
+        while self._queue and len(self._inflight) < self.cfg.ray.max_concurrent_trainings:
+            patient = self._queue.pop(0)
+            self._inflight[task.remote(patient, self.jobs[patient], self._settings)] = patient
+
+    @property
+    def pending(self) -> bool:
+        """Patients whose model is not decided yet."""
+        return bool(self._queue or self._inflight or (set(self.remaining) - self._announced))
+
+    def wait(self) -> set[str]:
+        """Block until at least one more patient is decided (trained, or failed); give
+        those patients' plans their model folder, or drop the swap from them with the
+        error. Returns the patients decided by this call."""
+        import ray
+
+        decided = {p for p in self.remaining if p not in self._announced and (p in self.errors or p not in self.jobs)}
+        if not decided and self._inflight:
+            ray.wait(list(self._inflight), num_returns=1)  # one is done; take every one that is
+            ready, _ = ray.wait(list(self._inflight), num_returns=len(self._inflight), timeout=0)
+            for ref in ready:
+                patient = self._inflight.pop(ref)
+                try:
+                    m = ray.get(ref)
+                except Exception as e:  # noqa: BLE001 - the task died for good (retries spent)
+                    m = {"ok": 0, "error": f"swap training failed: {type(e).__name__}: {e}", "kind": "internal"}
+                if not m.get("ok"):
                     self.errors[patient] = (str(m.get("error") or "swap training failed"), str(m.get("kind") or "internal"))
+                    self.echo(f"archive: no swap model for patient {patient}: {self.errors[patient][0]}")
                 else:
                     self.echo(f"archive: swap model of patient {patient} trained on Ray Train ({m.get('train_steps', '?')} steps)")
-            for patient, (err, _kind) in sorted(self.errors.items()):
-                self.echo(f"archive: no swap model for patient {patient}: {err}")
+                decided.add(patient)
+            self._submit()
+        for patient in sorted(decided):
+            if patient in self.errors and patient not in self.jobs:
+                self.echo(f"archive: no swap model for patient {patient}: {self.errors[patient][0]}")
+        self._announced |= decided
         for vid, plan in list(self.run.plans.items()):
-            if "swap" not in plan.todo:
-                continue
             patient = plan.entry.patient
+            if "swap" not in plan.todo or patient not in decided:
+                continue
             if patient in self.errors or patient not in self.jobs:
                 err, kind = self.errors.get(patient, ("no swap model", "internal"))
                 self.run.plans[vid] = plan.without_method("swap", f"{plan.entry.video}: {err}", kind)
             else:
                 self.run.plans[vid] = plan.with_swap_model(self.jobs[patient]["model_dir"])
+        return decided
+
+    def train(self) -> None:
+        """Train every patient's model and hand out all of them (start + wait for all)."""
+        self.start()
+        while self.pending:
+            self.wait()
 
     def _pretrain_donors(self) -> None:
         import ray
@@ -275,7 +309,6 @@ class SwapModels:
         for patient in list(self.remaining):
             self._delete(patient)
         if not self.cfg.swap.keep_model:
-            shutil.rmtree(self.storage / "ray_tune", ignore_errors=True)
             for sub in ("models", "ray_train"):
                 try:
                     (self.storage / sub).rmdir()

@@ -1,6 +1,7 @@
-"""Per-patient swap training on Ray Train (one TorchTrainer per patient, patients as Ray
-Tune trials), conversion in the render actors, and the patient's model deleted after
-its videos are published. Tiny model, synthetic clips and donor (slow: trains)."""
+"""Per-patient swap training on Ray Train (one TorchTrainer per patient, in background
+tasks), conversion in the render actors as each model is ready, videos without a swap
+published while the models train, and the patient's model deleted after its videos are
+published. Tiny model, synthetic clips and donor (slow: trains)."""
 
 import csv
 import json
@@ -34,6 +35,7 @@ def test_swap_models_trained_per_patient_and_deleted(ray_cluster, tmp_path, caps
     make_synthetic_video(arch / "p1_a.mp4", n_frames=40, width=320, height=240)
     make_synthetic_video(arch / "p1_b.mp4", n_frames=30, width=320, height=240)
     make_synthetic_video(arch / "p2.mp4", n_frames=30, width=320, height=240)
+    make_synthetic_video(arch / "other.mp4", n_frames=20, width=320, height=240)
     lib = DonorLibrary(tmp_path / "donors")
     lib.add("donor-ok", [write_synthetic_donor(tmp_path / "donor_frames", n=16, width=320, height=240)],
             Consent.parse(CONSENT.format(exp="2099-01-01")))
@@ -44,7 +46,7 @@ def test_swap_models_trained_per_patient_and_deleted(ray_cluster, tmp_path, caps
         w = csv.writer(fh)
         w.writerow(["video", "patient_id", "donor", "methods"])
         w.writerows([["p1_a.mp4", "P1", "donor-ok", "swap,blur"], ["p1_b.mp4", "P1", "donor-ok", "swap"],
-                     ["p2.mp4", "P2", "donor-expired", "swap,mask"]])
+                     ["p2.mp4", "P2", "donor-expired", "swap,mask"], ["other.mp4", "P3", "", "blur"]])
     storage = tmp_path / "storage"
     sets = [
         "detect.backend=color", "track.pose_fallback=false", "audit.identity_backend=patch", "audit.sample_frames=6",
@@ -64,6 +66,10 @@ def test_swap_models_trained_per_patient_and_deleted(ray_cluster, tmp_path, caps
     assert rows[("p1_a", "swap")][0] == "done" and rows[("p1_a", "blur")][0] == "done" and rows[("p1_b", "swap")][0] == "done"
     assert rows[("p2", "mask")][0] == "done", "the other methods of a video still run"
     assert rows[("p2", "swap")][0] == "failed" and "consent" in rows[("p2", "swap")][1].lower()
+    # a video without a swap does not wait for the swap models: it is published while they train
+    when = {(v, m): t for v, m, t in zip(st.video, st.method, st.created_unix)}
+    assert rows[("other", "blur")][0] == "done"
+    assert when[("other", "blur")] < when[("p1_a", "swap")], when
     rec = json.loads((out / "p1_b.swap.audit.json").read_text())
     stats = rec["anonymizer_stats"]
     assert stats["donor"] == "donor-ok" and stats["train_steps"] == 3 and rec["frames_read"] == 30
