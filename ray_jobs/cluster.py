@@ -4,9 +4,13 @@
   driver pointed at a cluster): join that cluster;
 - otherwise (or ``local=True``): start a fresh one-node instance for this process —
   ``address="local"`` so a cluster someone else started on this machine is never joined
-  by accident — without the dashboard, advertised on loopback, with
-  ``ray.num_cpus`` CPUs (0 = all). Ray maps ``127.0.0.1`` to the node's own address for
-  its internal RPC, so traffic stays inside this host.
+  by accident — on loopback only (see :func:`loopback_only`), with ``ray.num_cpus`` CPUs
+  (0 = all), and its dashboard bound to 127.0.0.1. The dashboard is not optional: it serves the State
+  API through which Ray Train V2's ``PlacementGroupCleaner`` watches the training
+  controller; without it the cleaner's queries fail, it eventually takes the controller
+  for dead and removes the training's placement group, killing a healthy training
+  worker every few minutes (seen on the demo: "Failed to query Ray Train Controller
+  actor state", then "A worker health check failed").
 """
 
 from __future__ import annotations
@@ -16,6 +20,24 @@ import os
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def loopback_only() -> None:
+    """Make a Ray started from this process (and its raylet and workers, which inherit the
+    environment) listen on 127.0.0.1 only.
+
+    Ray deliberately turns ``--node-ip-address=127.0.0.1`` / ``_node_ip_address`` into the
+    host's routable address (``services.resolve_ip_for_localhost``), so a "local" Ray's GCS,
+    raylet and workers otherwise listen on every interface. Ray keeps loopback only where
+    it treats the machine as single-node, which the variable below selects (read when
+    ``ray`` is imported, hence also set on the already imported constant). Only for a
+    one-node Ray: a node started this way cannot join or accept other nodes."""
+    os.environ[LOOPBACK_ENV] = "0"
+    import ray._private.ray_constants as rc
+
+    rc.ENABLE_RAY_CLUSTER = False
 
 
 def connect(cfg: Any, *, local: bool = False, runtime_env: dict[str, Any] | None = None) -> tuple[str, bool]:
@@ -30,10 +52,12 @@ def connect(cfg: Any, *, local: bool = False, runtime_env: dict[str, Any] | None
     if address:
         ray.init(address=address, **common)
         return address, True
+    loopback_only()
     ray.init(
         address="local",
         num_cpus=int(cfg.ray.num_cpus) or None,
-        include_dashboard=False,
+        include_dashboard=True,  # the State API (see the module doc); loopback only
+        dashboard_host="127.0.0.1",
         _node_ip_address="127.0.0.1",
         **common,
     )

@@ -154,6 +154,7 @@ class IdentityStage:
             gallery_size=ev.gallery_size, sample_frames=ev.sample_frames, margin=cfg.audit.null_margin,
         )
         score_kw = dict(fps=info_o.fps, distance=mdl.encoder.distance, threshold=thr, null_margin=cfg.audit.null_margin,
+                        min_face_px=cfg.audit.min_face_px,
                         vis_threshold=ev.pose.min_score, pose_backend=pose["name"], identity_backend=mdl.identity["name"],
                         deid_version=__version__)
         root = Path(self.metrics_dir)

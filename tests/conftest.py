@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# Every Ray a test starts (in process, or `ray start` in a subprocess) listens on loopback
+# only: see ray_jobs.cluster.loopback_only. Set before anything imports ray.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MEDIA = Path(os.environ.get("DEID_SHARED_MEDIA", REPO.parent / "shared" / "media"))
 

@@ -94,13 +94,25 @@ def test_same_place_needs_the_output_closer_than_a_blank():
     near = faces(emb=[1.3, 0, 0, 0])  # 0.3 < 0.5 - 0.1: carries face information
     noise = faces(emb=[1.45, 0, 0, 0])  # 0.45 < threshold, but no closer than the blank
     for proc, expect in ((near, True), (noise, False)):
-        dmin, match, compared, n, _ = same_place(orig, proc, euclidean_distance, thr, margin)
+        dmin, match, compared, n, _, small = same_place(orig, proc, euclidean_distance, thr, margin)
         assert compared.all() and n == len(orig)
         assert match.all() == expect and not (match.any() and not expect)
         np.testing.assert_allclose(dmin, abs(proc.ref_emb[0][0, 0] - 1.0), rtol=1e-5)
     strong = faces(emb=[1, 0, 0, 0], null=[2.0, 0, 0, 0])  # blank far away: threshold alone decides
     assert same_place(strong, faces(emb=[1.55, 0, 0, 0]), euclidean_distance, thr, margin)[1].all()
     assert not same_place(strong, faces(emb=[1.65, 0, 0, 0]), euclidean_distance, thr, margin)[1].any()
+
+
+def test_same_place_leaves_out_faces_under_the_audit_size():
+    """As the leak audit: a face under audit.min_face_px (longer side) is not compared.
+    The test box is 50x60 px."""
+    strong = faces(emb=[1, 0, 0, 0], null=[2.0, 0, 0, 0])
+    same = faces(emb=[1.1, 0, 0, 0])
+    dmin, match, compared, n, _, small = same_place(strong, same, euclidean_distance, 0.6, 0.1, min_face_px=60)
+    assert match.all() and n == len(strong) and small == 0  # 60 px: compared
+    dmin, match, compared, n, _, small = same_place(strong, same, euclidean_distance, 0.6, 0.1, min_face_px=61)
+    assert not match.any() and not compared.any() and n == 0 and small == len(strong)
+    assert np.isnan(dmin).all()
 
 
 def test_identity_rows_and_attack_on_a_processed_video():

@@ -29,7 +29,11 @@ What is measured (metric code in :mod:`deid.metrics`):
   margin only to faces whose blank is within the threshold, the safer choice for a
   publication gate; measured on the pancake clip's mask output, distances at the same
   place sat at 0.56-0.60 against blanks at 0.60-0.66, so without the margin on every
-  face, noise near the threshold counted as matches in 18 of 310 frames.)
+  face, noise near the threshold counted as matches in 18 of 310 frames.) Faces whose
+  original box is under ``min_face_px`` (``audit.min_face_px``, longer side) are not
+  compared, as in the leak audit: dlib's distances between such tiny faces are noise
+  (the pancake clip's ~25 px background head, well blurred, scored 0.26 from itself);
+  they are counted as ``same_place_faces_too_small``.
 - the re-identification attack (:func:`deid.metrics.reid.reid_attack`): every embedded
   face of the processed video is a probe of the patient against the gallery;
 - clinical features of the main person, processed vs original
@@ -69,21 +73,29 @@ class MethodScores:
 
 
 def same_place(
-    orig: VideoFaces, proc: VideoFaces, distance: DistanceFn, threshold: float, null_margin: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, list[float]]:
+    orig: VideoFaces, proc: VideoFaces, distance: DistanceFn, threshold: float, null_margin: float,
+    min_face_px: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, list[float], int]:
     """Per checked frame: min same-place distance (NaN when no face could be compared),
     whether any face still matches (see module doc), and whether any was compared; plus
-    the number of faces compared and their distances."""
+    the number of faces compared, their distances, and the faces left out as smaller
+    than ``min_face_px``."""
     n = len(orig)
     dmin = np.full(n, np.nan)
     match = np.zeros(n, bool)
     compared = np.zeros(n, bool)
     all_d: list[float] = []
+    too_small = 0
     for j in range(n):
         a, b = orig.ref_emb[j], proc.ref_emb[j]
         if len(a) == 0:
             continue
         ok = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
+        if min_face_px > 0 and len(orig.ref_boxes[j]) == len(a):
+            bx = orig.ref_boxes[j]
+            big = np.maximum(bx[:, 2] - bx[:, 0], bx[:, 3] - bx[:, 1]) >= min_face_px
+            too_small += int((ok & ~big).sum())
+            ok &= big
         if not ok.any():
             continue
         d = np.diag(np.asarray(distance(a[ok], b[ok]), np.float64))
@@ -100,7 +112,7 @@ def same_place(
         match[j] = bool(hit.any())
         compared[j] = True
         all_d += d.tolist()
-    return dmin, match, compared, len(all_d), all_d
+    return dmin, match, compared, len(all_d), all_d, too_small
 
 
 def probe_embeddings(faces: VideoFaces) -> np.ndarray:
@@ -167,6 +179,7 @@ def score_method(
     distance: str | DistanceFn = "euclidean",
     threshold: float = 0.6,
     null_margin: float = 0.1,
+    min_face_px: float = 0.0,
     vis_threshold: float = 0.3,
     pose_backend: str = "",
     identity_backend: str = "",
@@ -230,10 +243,12 @@ def score_method(
             refs.patient, refs.target, distance=dist, threshold=threshold, frames=fr, video=video, method=method,
         )
         ident = summarize_identity(id_rows)
-        dmin, match, compared, n_same, all_d = same_place(original_faces, processed_faces, dist, threshold, null_margin)
+        dmin, match, compared, n_same, all_d, n_small = same_place(original_faces, processed_faces, dist, threshold, null_margin,
+                                                                  min_face_px)
         extra.update({
             "identity_frames": int(len(fr)),
             "same_place_faces": int(n_same),
+            "same_place_faces_too_small": int(n_small),
             "frames_match_same_place": int(match.sum()),
             "mean_dist_same_place": float(np.mean(all_d)) if all_d else float("nan"),
         })

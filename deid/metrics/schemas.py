@@ -54,7 +54,8 @@ import pyarrow as pa
 from ..errors import InvalidInputError
 from .clinical import FEATURE_NAMES
 
-SCHEMA_VERSION = "1.2"  # 1.1: perframe, per_keypoint, clinical tables; summary same-place columns; 1.2: status.output_path
+SCHEMA_VERSION = "1.3"  # 1.1: perframe, per_keypoint, clinical tables; summary same-place columns; 1.2: status.output_path;
+# 1.3: summary.same_place_faces_too_small
 META_TABLE = b"deid.table"
 META_VERSION = b"deid.schema_version"
 PARTITION_BY = ("video", "method")
@@ -145,6 +146,9 @@ SUMMARY = [
     _f("patient_refs", pa.int32(), True, "patient embeddings distances are measured to"),
     _f("patient_source", pa.string(), True, "photos | original_video | none"),
     _f("target_refs", pa.int32(), True, "target / donor embeddings"),
+    # 1.3
+    _f("same_place_faces_too_small", pa.int32(), True,
+       "original faces under audit.min_face_px (longer side) left out of the same-place check, as in the leak audit"),
 ]
 
 STATUS = [
