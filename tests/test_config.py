@@ -67,3 +67,28 @@ def test_shipped_configs_load(repo_root):
         if f.name.startswith("archive"):
             continue  # archive configs are checked by the Ray tests
         load_config(f)
+
+
+def test_default_yaml_documents_every_setting_at_its_default(repo_root):
+    """configs/default.yaml is the reference users read: every key of every section (nested
+    ones too) is in it, and loading it changes nothing."""
+    import dataclasses
+
+    import yaml
+
+    from deid.config import Config, load_config
+
+    doc = yaml.safe_load((repo_root / "configs" / "default.yaml").read_text())
+
+    def missing(obj, have, prefix):
+        out = []
+        for f in dataclasses.fields(obj):
+            key = f"{prefix}{f.name}"
+            if not isinstance(have, dict) or f.name not in have:
+                out.append(key)
+            elif dataclasses.is_dataclass(getattr(obj, f.name)):
+                out += missing(getattr(obj, f.name), have[f.name], key + ".")
+        return out
+
+    assert missing(Config(), doc, "") == []
+    assert load_config(repo_root / "configs" / "default.yaml") == Config()
