@@ -132,3 +132,20 @@ def test_composite_runs_extra_detectors_every_k_frames():
     comp.reset()
     comp.detect(frames[:1])
     assert b.calls == 5
+
+
+def test_centerface_is_unchanged_by_a_previous_video_of_another_size(repo_root):
+    """cv2.dnn keeps the shapes of the first input a network saw: without one network per
+    input size, a 256x256 clip after a 426x240 one gave ~150 garbage "faces" a frame (and
+    the Ray render actors, which reuse their models across videos, did exactly that)."""
+    from deid.io import read_frames
+
+    head = read_frames(repo_root / "demo_media" / "talking_head_1.mp4", [0, 40, 80])
+    wide = read_frames(repo_root / "demo_media" / "flipping_a_pancake.mp4", [0, 100])
+    cf = build_detector(name="centerface", min_score=0.2)
+    first = cf.detect(head)
+    cf.detect(wide)
+    again = cf.detect(head)
+    assert [len(d.boxes) for d in first] == [1, 1, 1]
+    for a, b in zip(first, again):
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)

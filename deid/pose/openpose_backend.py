@@ -44,6 +44,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from .._dnn import NetsBySize
 from ..errors import ModelWeightsError
 from ..types import Keypoints
 from .base import check_extra_kwargs, check_frames, empty, finalize, to_wholebody
@@ -397,11 +398,9 @@ class OpenPoseEstimator:
                 raise ModelWeightsError(f"Caffe model {model!r} needs its prototxt: pass proto_path or set {ENV_PROTO}")
         if proto and not Path(proto).is_file():
             raise ModelWeightsError(f"OpenPose prototxt not found: {proto!r}; {where}")
-        try:
-            self._net = cv2.dnn.readNet(model, proto) if proto else cv2.dnn.readNet(model)
-        except cv2.error as e:
-            raise ModelWeightsError(f"cv2.dnn could not load the OpenPose model {model!r}: {e}".strip()) from e
         self.model_path, self.proto_path = model, proto
+        self._load()  # fail now on a bad file, not on the first frame
+        self._nets = NetsBySize(self._load)  # one network per input size (see deid._dnn)
         self.input_height = int(input_height)
         self.input_width = int(input_width) if input_width else None
         if self.input_height % STRIDE or (self.input_width and self.input_width % STRIDE):
@@ -417,13 +416,21 @@ class OpenPoseEstimator:
         self.layout: OpenPoseLayout | None = None  # known after the first forward pass
         self._lock = threading.Lock()
 
+    def _load(self):
+        model, proto = self.model_path, self.proto_path
+        try:
+            return cv2.dnn.readNet(model, proto) if proto else cv2.dnn.readNet(model)
+        except cv2.error as e:
+            raise ModelWeightsError(f"cv2.dnn could not load the OpenPose model {model!r}: {e}".strip()) from e
+
     def forward(self, frame: np.ndarray) -> tuple[np.ndarray, tuple[int, int], tuple[float, float]]:
         """Raw network output (C, h, w) for one RGB frame, with the net size and scale."""
         canvas, net_size, scale = _net_input(frame, self.input_height, self.input_width)
         blob = cv2.dnn.blobFromImage(canvas, 1.0 / 256.0, None, (128.0, 128.0, 128.0), swapRB=False, crop=False)
         with self._lock:
-            self._net.setInput(blob)
-            out = self._net.forward()
+            net = self._nets.get(blob.shape[2:])
+            net.setInput(blob)
+            out = net.forward()
         out = np.asarray(out, np.float32)
         if out.ndim != 4 or out.shape[0] != 1:
             raise ModelWeightsError(f"OpenPose model {self.model_path!r} returned shape {out.shape}; expected (1, C, H/8, W/8)")
