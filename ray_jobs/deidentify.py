@@ -240,8 +240,10 @@ def _render_and_finalize(run: Any, cfg: Any, models: Any, vids: list[str]) -> No
         fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "methods": methods, "max_attempts": cfg.ray.max_retries + 1,
                                "fault_marker": fault_spec("render")},
         batch_size=cfg.ray.batch_size,
-        # starts with one actor: CPUs held by swap training must not stall the pool
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, min(cfg.ray.concurrency, len(rows)))),
+        # all actors asked for at once; the pool starts as soon as one is up, so CPUs held
+        # by swap training do not stall it (a fixed-size pool waits for every actor)
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, min(cfg.ray.concurrency, len(rows))),
+                                           initial_size=max(1, min(cfg.ray.concurrency, len(rows)))),
         num_cpus=cfg.ray.num_cpus_render,
         num_gpus=cfg.ray.num_gpus_detect or None,
     )
