@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         out = work / f"ray{k}"
         man = load_manifest(work / "archive", methods=methods, out_dir=out)
         t0 = time.perf_counter()
-        where, started = connect(cfg, local=True)
+        where, started = connect(cfg, local=True, train="swap" in methods)
         t1 = time.perf_counter()
         run = run_archive(cfg, man, out, progress=False, echo=lambda s: None)
         t2 = time.perf_counter()

@@ -5,12 +5,14 @@
 - otherwise (or ``local=True``): start a fresh one-node instance for this process —
   ``address="local"`` so a cluster someone else started on this machine is never joined
   by accident — on loopback only (see :func:`loopback_only`), with ``ray.num_cpus`` CPUs
-  (0 = all), and its dashboard bound to 127.0.0.1. The dashboard is not optional: it serves the State
-  API through which Ray Train V2's ``PlacementGroupCleaner`` watches the training
-  controller; without it the cleaner's queries fail, it eventually takes the controller
-  for dead and removes the training's placement group, killing a healthy training
-  worker every few minutes (seen on the demo: "Failed to query Ray Train Controller
-  actor state", then "A worker health check failed").
+  (0 = all). When the run trains swap models (``train=True``) its dashboard is started
+  too, bound to 127.0.0.1: it serves the State API through which Ray Train V2's
+  ``PlacementGroupCleaner`` watches the training controller; without it the cleaner's
+  queries fail, it eventually takes the controller for dead and removes the training's
+  placement group, killing a healthy training worker every few minutes (seen on the
+  demo: "Failed to query Ray Train Controller actor state", then "A worker health check
+  failed"). Without training the dashboard is left off: on a small machine its
+  processes cost seconds of CPU that the job needs.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def loopback_only() -> None:
     rc.ENABLE_RAY_CLUSTER = False
 
 
-def connect(cfg: Any, *, local: bool = False, runtime_env: dict[str, Any] | None = None) -> tuple[str, bool]:
+def connect(cfg: Any, *, local: bool = False, train: bool = True, runtime_env: dict[str, Any] | None = None) -> tuple[str, bool]:
     """``ray.init`` as described in the module doc. Returns ``(where, started)``:
     ``started`` is True when this call started Ray (the caller then shuts it down)."""
     import ray
@@ -56,7 +58,7 @@ def connect(cfg: Any, *, local: bool = False, runtime_env: dict[str, Any] | None
     ray.init(
         address="local",
         num_cpus=int(cfg.ray.num_cpus) or None,
-        include_dashboard=True,  # the State API (see the module doc); loopback only
+        include_dashboard=bool(train),  # Ray Train needs the State API (see the module doc)
         dashboard_host="127.0.0.1",
         _node_ip_address="127.0.0.1",
         **common,

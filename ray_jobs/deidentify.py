@@ -322,7 +322,8 @@ def run_args(args: argparse.Namespace) -> int:
     )
     show = not (getattr(args, "no_progress", False) or getattr(args, "json", False))
     echo = _echo
-    where, started = connect(cfg, local=getattr(args, "local", False))
+    train = any("swap" in e.methods for e in manifest.entries)
+    where, started = connect(cfg, local=getattr(args, "local", False), train=train)
     try:
         run = run_archive(cfg, manifest, out_dir, overwrite=getattr(args, "overwrite", False), echo=echo, progress=show)
         metrics = None
