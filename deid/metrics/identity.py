@@ -24,6 +24,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..geometry import box_iou as _box_iou
+
 from ..errors import InvalidInputError
 from ..identity.base import cosine_distance, euclidean_distance
 
@@ -42,22 +44,8 @@ def resolve_distance(metric: str | DistanceFn) -> DistanceFn:
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix (N, M) of xyxy boxes; NaN boxes overlap nothing."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, inter / union, 0.0)
-    return np.nan_to_num(iou, nan=0.0)
+    """IoU matrix (N, M) of xyxy boxes; NaN boxes overlap nothing (:func:`deid.geometry.box_iou`)."""
+    return _box_iou(a, b)
 
 
 def _min_dist(dist: DistanceFn, e: np.ndarray, refs: np.ndarray | None) -> np.ndarray:
