@@ -24,9 +24,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..geometry import box_iou as _box_iou
-
 from ..errors import InvalidInputError
+from ..geometry import box_iou as _box_iou
 from ..identity.base import cosine_distance, euclidean_distance
 
 DistanceFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
