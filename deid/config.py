@@ -141,7 +141,7 @@ class BlurConfig:
 
 @dataclass(frozen=True)
 class PixelateConfig:
-    blocks: int = 8  # blocks across the region's longer side
+    blocks: int = 5  # blocks across the region's longer side (calibrated: docs/calibration.md)
     shape: str = "box"
 
     def __post_init__(self) -> None:
