@@ -1,7 +1,7 @@
 """The archive job: ``python -m ray_jobs.deidentify --config configs/archive.yaml``.
 
-Same as ``deid archive``. Runs locally (a one-node Ray started here) or, when
-``RAY_ADDRESS`` is set — as in a job started with
+Same as ``deid archive``, which runs this module in a subprocess (the library never
+imports ray). Runs locally (a one-node Ray started here) or, when ``RAY_ADDRESS`` is set — as in a job started with
 ``ray job submit --working-dir . -- python -m ray_jobs.deidentify ...`` — on that cluster.
 
 The run, as the driver sees it (the work itself is in :mod:`deid.archive`):
@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_args(args: argparse.Namespace) -> int:
-    """Run the job for parsed arguments (``deid archive`` calls this too)."""
+    """Run the job for parsed arguments (from :func:`main`)."""
     from deid.archive import load_manifest, parse_methods
 
     from .cluster import connect

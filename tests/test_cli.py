@@ -94,3 +94,25 @@ def test_library_never_imports_ray():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
+
+
+def test_library_never_imports_ray_and_archive_hands_over_to_ray_jobs(tmp_path):
+    """deid/ has no import of ray or ray_jobs anywhere; ``deid archive`` runs
+    ``python -m ray_jobs.deidentify`` in its own process (its exit code comes back: 2 for
+    a missing manifest) and leaves ray out of the calling process."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import deid
+
+    pat = re.compile(r"^\s*(import ray\b|from ray\b|import ray_jobs\b|from ray_jobs\b)", re.M)
+    offenders = [str(f) for f in Path(deid.__file__).parent.rglob("*.py") if pat.search(f.read_text())]
+    assert offenders == []
+    code = ("import sys; from deid.cli import main; "
+            f"rc = main(['archive', '--manifest', {str(tmp_path / 'missing')!r}, '--out', {str(tmp_path / 'out')!r}, '--local']); "
+            "print(rc, 'ray' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.stdout.split() == ["2", "False"], (r.stdout, r.stderr[-2000:])
+    assert "manifest" in r.stderr and not (tmp_path / "out").exists()

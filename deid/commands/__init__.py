@@ -21,3 +21,18 @@ def load_cfg(args: argparse.Namespace):
     from ..config import load_config
 
     return load_config(getattr(args, "config", None), getattr(args, "overrides", []) or [])
+
+
+def run_ray_job(argv: list[str]) -> int:
+    """Run the archive job, ``python -m ray_jobs.deidentify ARGV``, in its own process and
+    return its exit code. The library never imports ray: the Ray adapter lives in
+    ``ray_jobs/`` and the CLI commands that need it (``deid archive``, ``deid demo``)
+    hand over to it here. Output streams straight through."""
+    import subprocess
+    import sys
+
+    try:
+        return subprocess.call([sys.executable, "-m", "ray_jobs.deidentify", *argv])
+    except KeyboardInterrupt:  # the job got the same SIGINT; it says how to resume
+        return 130
+

@@ -52,6 +52,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ray_jobs.deidentify import run_args  # the Ray adapter; deid itself never imports ray
+    """Hand the command line after ``archive`` to ``python -m ray_jobs.deidentify`` (the
+    Ray adapter, in its own process: deid itself never imports ray)."""
+    from . import run_ray_job
 
-    return run_args(args)
+    argv = list(getattr(args, "argv", None) or [])
+    rest = argv[argv.index("archive") + 1:] if "archive" in argv else []
+    return run_ray_job(["-v"] * min(int(getattr(args, "verbose", 0) or 0), 2) + rest)

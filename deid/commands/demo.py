@@ -119,7 +119,7 @@ def _run_ray(jobs, media: Path, out: Path, videos_dir: Path, metrics_dir: Path, 
     cfg_path = out / "demo_config.yaml"
     cfg_path.write_text(dump_config(cfg))
     _step("de-identify on Ray Data, swap training on Ray Train, evaluation on actor pools, report (local Ray)")
-    from ray_jobs.deidentify import main as ray_main  # the thin Ray adapter (the library never imports ray)
+    from . import run_ray_job  # the Ray adapter, in its own process (the library never imports ray)
 
-    return ray_main(["--manifest", str(manifest), "--root", str(media), "--out", str(videos_dir), "--config", str(cfg_path),
+    return run_ray_job(["--manifest", str(manifest), "--root", str(media), "--out", str(videos_dir), "--config", str(cfg_path),
                      "--evaluate", "--metrics", str(metrics_dir), "--report", str(html), "--overwrite", "--local"])

@@ -79,9 +79,9 @@ def _torch():
 
 
 def _ray():
-    import ray
+    from importlib.metadata import version  # installed or not, without importing ray into deid
 
-    return f"ray {ray.__version__}"
+    return f"ray {version('ray')}"
 
 
 def _optional_models():
