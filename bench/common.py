@@ -17,7 +17,6 @@ import statistics
 import subprocess
 import sys
 import time
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -62,16 +61,7 @@ def bare_transcode(src: Path, dst: Path, cfg: Any = None) -> int:
     cfg = cfg or Config()
     info = probe(src)
     n = 0
-    with VideoWriter(
-        dst,
-        info.width,
-        info.height,
-        info.fps,
-        crf=cfg.io.crf,
-        preset=cfg.io.preset,
-        timing=cfg.io.timing,
-        time_base=Fraction(info.time_base) if info.time_base else None,
-    ) as w:
+    with VideoWriter.like(dst, info, cfg.io) as w:  # the pipeline's own encoder settings
         wt = _WriterThread({"bare": w})
         try:
             for b in _prefetch(VideoReader(src, info=info, chunk_size=cfg.io.chunk_size, decoder=cfg.io.decoder)):

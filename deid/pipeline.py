@@ -24,7 +24,6 @@ import os
 import queue
 import threading
 import time
-from fractions import Fraction
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -453,15 +452,10 @@ def render_segment(
         writers = {}
         for m in methods:
             writers[m] = stack.enter_context(
-                VideoWriter(
+                VideoWriter.like(
                     outs[m],
-                    info.width,
-                    info.height,
-                    info.fps,
-                    crf=cfg.io.crf,
-                    preset=cfg.io.preset,
-                    timing=cfg.io.timing,
-                    time_base=Fraction(info.time_base) if info.time_base else None,
+                    info,
+                    cfg.io,
                     audio_from=src if cfg.io.keep_audio and start == 0 and stop == info.frame_count else None,
                     container_format="matroska" if Path(outs[m]).suffix == ".mkv" else "mp4",
                     pts_origin=pts_origin,

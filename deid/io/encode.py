@@ -214,6 +214,15 @@ class VideoWriter:
                 pass
             self._out = None
 
+    @classmethod
+    def like(cls, path: str | os.PathLike, info, io, **kw) -> "VideoWriter":
+        """A writer for a de-identified copy of the video ``info`` describes (a
+        :class:`~deid.io.VideoInfo`): its size, frame rate and time base, with the encoder
+        settings of ``io`` (an :class:`~deid.config.IOConfig`: crf, preset, timing); ``kw``
+        as for the constructor (audio, container, segment origins)."""
+        return cls(path, info.width, info.height, info.fps, crf=io.crf, preset=io.preset, timing=io.timing,
+                   time_base=Fraction(info.time_base) if info.time_base else None, **kw)
+
     def __enter__(self) -> "VideoWriter":
         return self
 
