@@ -292,3 +292,21 @@ def fake_components(cfg, methods: Sequence[str], **over):
         anonymizers=anons,
         identity=over.pop("identity", PatchIdentityEncoder()),
     )
+
+
+ONNX_IR_VERSION = 8  # readable by OpenCV 4.x's ONNX importer and by onnxruntime
+ONNX_OPSET = 13
+
+
+def save_onnx(model, path: str | Path) -> Path:
+    """Check and write a tiny ONNX model that a test built with a real model's input/output
+    signature (``onnx.helper.make_model(graph, opset_imports=[make_opsetid("", ONNX_OPSET)])``),
+    at an IR version every loader here reads."""
+    import onnx
+
+    model.ir_version = ONNX_IR_VERSION
+    onnx.checker.check_model(model)
+    path = Path(path)
+    onnx.save(model, str(path))
+    return path
+

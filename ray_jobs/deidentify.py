@@ -1,8 +1,9 @@
 """The archive job: ``python -m ray_jobs.deidentify --config configs/archive.yaml``.
 
 Same as ``deid archive``, which runs this module in a subprocess (the library never
-imports ray). Runs locally (a one-node Ray started here) or, when ``RAY_ADDRESS`` is set — as in a job started with
-``ray job submit --working-dir . -- python -m ray_jobs.deidentify ...`` — on that cluster.
+imports ray). Runs locally (a one-node Ray started here) or, when ``RAY_ADDRESS`` is
+set — as in a job started with ``ray job submit --working-dir . -- python -m
+ray_jobs.deidentify ...`` — on that cluster.
 
 The run, as the driver sees it (the work itself is in :mod:`deid.archive`):
 

@@ -31,7 +31,7 @@ KPS_D = np.array(  # eyes, nose, mouth corners: (dx, dy) from the anchor (stride
 
 def make_tiny_scrfd(path):
     """~40-node ONNX with det_10g's input/output signature (see the module docstring)."""
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     nodes, inits = [], []
@@ -102,11 +102,9 @@ def make_tiny_scrfd(path):
         scores + boxes + kpss,  # InsightFace's order: all scores, all boxes, all keypoints
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    from deid.testing import ONNX_OPSET, save_onnx
+
+    return save_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)]), path)
 
 
 @pytest.fixture(scope="module")

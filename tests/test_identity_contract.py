@@ -15,7 +15,7 @@ from deid.registry import IDENTITY_ENCODERS
 
 def make_tiny_arcface(path, batch=1, dim=512, seed=0):
     """A 3-node ONNX (pool 14x14 -> flatten -> random projection) shaped like ArcFace."""
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     w = np.random.default_rng(seed).standard_normal((3 * 8 * 8, dim)).astype(np.float32)
@@ -30,11 +30,9 @@ def make_tiny_arcface(path, batch=1, dim=512, seed=0):
         [helper.make_tensor_value_info("fc1", TensorProto.FLOAT, [batch, dim])],
         [numpy_helper.from_array(w, "W")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    from deid.testing import ONNX_OPSET, save_onnx
+
+    return save_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)]), path)
 
 
 @pytest.fixture(scope="module")

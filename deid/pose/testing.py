@@ -16,10 +16,9 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["write_openpose_onnx", "write_rtmpose_onnx", "write_yolox_onnx", "openpose_maps"]
+from ..testing import ONNX_OPSET, save_onnx
 
-_OPSET = 13
-_IR_VERSION = 8  # readable by OpenCV 4.x's ONNX importer and by onnxruntime
+__all__ = ["write_openpose_onnx", "write_rtmpose_onnx", "write_yolox_onnx", "openpose_maps"]
 
 
 def _gate_nodes(helper, inp: str, threshold: float = 0.05, gain: float = 10.0):
@@ -56,16 +55,6 @@ def _gate_nodes(helper, inp: str, threshold: float = 0.05, gain: float = 10.0):
     return nodes, inits
 
 
-def _save(model, path: str | Path) -> Path:
-    import onnx
-
-    model.ir_version = _IR_VERSION
-    onnx.checker.check_model(model)
-    path = Path(path)
-    onnx.save(model, str(path))
-    return path
-
-
 def write_openpose_onnx(path: str | Path, maps: np.ndarray, gate: bool = True) -> Path:
     """An "OpenPose" whose output is ``maps`` ((C, h, w): 57 or 78 channels), for an input
     of exactly (1, 3, 8h, 8w) — the backend's network input size must match."""
@@ -96,8 +85,8 @@ def write_openpose_onnx(path: str | Path, maps: np.ndarray, gate: bool = True) -
         [helper.make_tensor_value_info("net_output", TensorProto.FLOAT, [1, C, h, w])],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)], producer_name="deid-tests")
-    return _save(model, path)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)], producer_name="deid-tests")
+    return save_onnx(model, path)
 
 
 def write_rtmpose_onnx(
@@ -145,8 +134,8 @@ def write_rtmpose_onnx(
         ],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)], producer_name="deid-tests")
-    return _save(model, path)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)], producer_name="deid-tests")
+    return save_onnx(model, path)
 
 
 def write_yolox_onnx(path: str | Path, dets: np.ndarray, input_size: Sequence[int] = (640, 640), gate: bool = True) -> Path:
@@ -173,8 +162,8 @@ def write_yolox_onnx(path: str | Path, dets: np.ndarray, input_size: Sequence[in
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, list(d.shape))],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)], producer_name="deid-tests")
-    return _save(model, path)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)], producer_name="deid-tests")
+    return save_onnx(model, path)
 
 
 def openpose_maps(people, layout, shape: tuple[int, int], sigma: float = 1.0, limb_width: float = 1.0) -> np.ndarray:
