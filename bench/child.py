@@ -199,23 +199,13 @@ def task_swap_convert(s: dict[str, Any]) -> dict[str, Any]:
     colour match, blending, identity gate) on the first ``frames`` frames of ``src`` with
     face regions from the pipeline's detector computed beforehand (not timed)."""
     from deid.anonymize.swap import SwapAnonymizer
-    from deid.detect import build_detector
     from deid.io import read_frames
     from deid.registry import IDENTITY_ENCODERS
-    from deid.track.boxes import clip, pad_face_box
-    from deid.types import FaceRegion
+    from deid.swap.bench import detector_regions
 
     cfg = _cfg(s.get("set"))
     frames = read_frames(s["src"], list(range(int(s["frames"]))))
-    det = build_detector(cfg)
-    t = cfg.track
-    regions = []
-    for f in frames:
-        d = det.detect([f])[0]
-        h, w = f.shape[:2]
-        lms = d.landmarks if d.landmarks is not None else [None] * len(d)
-        regions.append([FaceRegion(box=clip(pad_face_box(b, t.pad_side, t.pad_top, t.pad_bottom), w, h), face_box=b, landmarks=lm, track_id=1 + k)
-                        for k, (b, lm) in enumerate(zip(d.boxes, lms))])
+    regions = detector_regions(frames, cfg)
     identity = IDENTITY_ENCODERS.create(cfg.audit.identity_backend) if cfg.swap.gate else None
     anon = SwapAnonymizer.from_dir(s["model_dir"], cfg, identity=identity, device=s.get("device"))
     anon.apply(frames[0], regions[0])  # warm-up (first call builds lazy state)

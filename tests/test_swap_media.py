@@ -41,7 +41,7 @@ def test_swap_on_the_demo_clip_no_longer_matches_the_patient(tmp_path):
     from deid.config import Config
     from deid.io import read_frames
     from deid.registry import IDENTITY_ENCODERS
-    from deid.swap.bench import _regions
+    from deid.swap.bench import detector_regions
     from deid.swap.donors import Consent, DonorLibrary
     from deid.swap.session import swap_session
 
@@ -62,7 +62,7 @@ def test_swap_on_the_demo_clip_no_longer_matches_the_patient(tmp_path):
     )
     identity = IDENTITY_ENCODERS.create("dlib")
     frames = read_frames(patient)
-    regions = _regions(frames, cfg)
+    regions = detector_regions(frames, cfg)
     with swap_session([patient], cfg, identity=identity, library=lib) as anon:
         outs = [anon.apply(f, r) for f, r in zip(frames, regions)]
         stats = anon.stats()

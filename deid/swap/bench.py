@@ -36,7 +36,7 @@ MEDIA = Path(os.environ.get("DEID_SHARED_MEDIA", Path(__file__).resolve().parent
 DEMO_PATIENT = MEDIA / "video" / "talking" / "talking_head_1.mp4"
 
 
-def _regions(frames: list[np.ndarray], cfg: Any) -> list[list[Any]]:
+def detector_regions(frames: list[np.ndarray], cfg: Any) -> list[list[Any]]:
     """Face regions per frame the way the pipeline makes them (detector + padding)."""
     from ..detect import build_detector
     from ..track.boxes import clip, pad_face_box
@@ -122,7 +122,7 @@ def bench_train(args: argparse.Namespace) -> dict[str, Any]:
     from ..io import probe
 
     frames = read_frames(args.patient, list(range(min(probe(args.patient).frame_count, args.eval_frames))))
-    regions = _regions(frames, cfg)
+    regions = detector_regions(frames, cfg)
     rows = []
     first_pass = None
     done_min = 0.0
@@ -191,7 +191,7 @@ def bench_convert(args: argparse.Namespace) -> dict[str, Any]:
     cfg = Config().replace(*args.set)
     identity = IDENTITY_ENCODERS.create("dlib")
     frames = _letterbox_640x360(read_frames(args.patient))
-    regions = _regions(frames, cfg)
+    regions = detector_regions(frames, cfg)
     runs = []
     for _ in range(args.repeat):
         anon = SwapAnonymizer.from_dir(args.model_dir, cfg, identity=identity)
