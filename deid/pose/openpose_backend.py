@@ -399,8 +399,9 @@ class OpenPoseEstimator:
         if proto and not Path(proto).is_file():
             raise ModelWeightsError(f"OpenPose prototxt not found: {proto!r}; {where}")
         self.model_path, self.proto_path = model, proto
-        self._load()  # fail now on a bad file, not on the first frame
-        self._nets = NetsBySize(self._load)  # one network per input size (see deid._dnn)
+        # one network per input size (see deid._dnn); the first is loaded now, so a bad
+        # file fails here rather than on the first frame
+        self._nets = NetsBySize(self._load, first=self._load())
         self.input_height = int(input_height)
         self.input_width = int(input_width) if input_width else None
         if self.input_height % STRIDE or (self.input_width and self.input_width % STRIDE):
