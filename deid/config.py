@@ -109,6 +109,12 @@ class TrackConfig:
     # frames with a person present and no head region: redact | flag | drop
     fail_closed: str = "redact"
     lookahead: int = 48  # frames buffered for interpolation/smoothing (bounded memory)
+    # keyframe scheduling: the face detector, pose and presence models run on every k-th
+    # frame (and each chunk's last); the frames between two keyframes are analysed one by
+    # one unless both keyframes agree (same faces / heads, each pair overlapping by at
+    # least keyframe_iou, same presence), in which case the tracker interpolates them
+    keyframe_every: int = 1
+    keyframe_iou: float = 0.5
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.iou_threshold <= 1.0, "track.iou_threshold must be in [0, 1]")
@@ -116,6 +122,9 @@ class TrackConfig:
         _check(self.smooth_window >= 1 and self.smooth_window % 2 == 1, "track.smooth_window must be odd and >= 1")
         _check(self.pose_stride >= 1, "track.pose_stride must be >= 1")
         _check(self.pose_skip_after_face >= 0, "track.pose_skip_after_face must be >= 0")
+        _check(self.keyframe_every >= 1, "track.keyframe_every must be >= 1")
+        _check(self.keyframe_every - 1 <= self.max_gap, "track.keyframe_every - 1 must be <= track.max_gap (the tracker interpolates between keyframes)")
+        _check(0.0 < self.keyframe_iou <= 1.0, "track.keyframe_iou must be in (0, 1]")
         _one_of(self.fail_closed, ("redact", "flag", "drop"), "track.fail_closed")
         # a frame's region depends on evidence up to max(max_gap + 1, hold_frames) frames
         # ahead, plus half the smoothing window: the planner must see that far
@@ -328,6 +337,14 @@ class Config:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     swap: SwapConfig = field(default_factory=SwapConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+
+    def __post_init__(self) -> None:
+        k = self.track.keyframe_every
+        _check(
+            not self.detect.extra or self.detect.extra_every % k == 0,
+            f"detect.extra_every ({self.detect.extra_every}) must be a multiple of track.keyframe_every ({k}): "
+            "the extra detector runs on frames numbered a multiple of extra_every, which must be keyframes",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -89,15 +89,31 @@ class CompositeDetector:
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
         frames = list(frames)
-        base = self.members[0][0].detect(frames)
+        out = self.detect_indexed(frames, range(self._n, self._n + len(frames)))
+        return out
+
+    def detect_indexed(self, frames: Sequence[np.ndarray], indices: Sequence[int]) -> list[Detections]:
+        """``detect`` for frames whose numbers in the video are known: the sparse members
+        run on frames numbered a multiple of their ``every`` (so their cadence is the same
+        whichever frames the caller skips, and in a segment as in the whole video)."""
+        frames, indices = list(frames), [int(i) for i in indices]
+        base = detect_indexed(self.members[0][0], frames, indices)
         parts: list[list[Detections]] = [[d] for d in base]
         for det, every in self.members[1:]:
-            idx = [i for i in range(len(frames)) if (self._n + i) % every == 0]
+            idx = [i for i in range(len(frames)) if indices[i] % every == 0]
             if idx:
-                for i, d in zip(idx, det.detect([frames[i] for i in idx])):
+                for i, d in zip(idx, detect_indexed(det, [frames[i] for i in idx], [indices[i] for i in idx])):
                     parts[i].append(d)
-        self._n += len(frames)
+        self._n = (indices[-1] + 1) if indices else self._n
         return [nms(concat(p), self.iou) if len(p) > 1 else p[0] for p in parts]
+
+
+def detect_indexed(detector: Any, frames: Sequence[np.ndarray], indices: Sequence[int]) -> list[Detections]:
+    """``detector.detect_indexed(frames, indices)`` where the backend schedules work by
+    frame number, else ``detector.detect(frames)``."""
+    if hasattr(detector, "detect_indexed"):
+        return detector.detect_indexed(frames, indices)
+    return detector.detect(frames)
 
 
 def build_detector(cfg: Any = None, name: str | None = None, **kw: Any):

@@ -87,9 +87,15 @@ class MediapipeFaceDetector:
         return Detections(b, np.asarray(scores, np.float32), np.asarray(lms, np.float32)).filter(ok)
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
+        return self.detect_indexed(frames, range(self._n, self._n + len(frames)))
+
+    def detect_indexed(self, frames: Sequence[np.ndarray], indices: Sequence[int]) -> list[Detections]:
+        """``detect`` for frames numbered ``indices`` in the video: the full-range model's
+        every-k-th-frame cadence follows those numbers."""
         out = []
         with self._lock:
-            for frame in frames:
+            for frame, n in zip(frames, indices):
+                self._n = int(n)
                 h, w = frame.shape[:2]
                 img, s = resize_for_detection(frame, self.max_side)
                 img = np.ascontiguousarray(img)
@@ -103,6 +109,9 @@ class MediapipeFaceDetector:
                     out.append(nms(concat(parts), 0.4))
                 self._n += 1
         return out
+
+    def reset(self) -> None:
+        self._n = 0
 
     def close(self) -> None:
         for fd in self._fd:

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..config import TrackConfig
 from ..protocols import FaceDetector, PoseEstimator
+from ..detect.base import detect_indexed
 from .boxes import head_box_from_keypoints
 from .tracker import Observation
 
@@ -17,12 +18,26 @@ log = logging.getLogger(__name__)
 
 
 class FrameAnalyzer:
-    """``analyze(frames, start) -> list[Observation]`` for consecutive frames.
+    """``analyze(frames, start) -> list[Observation]`` for consecutive frames, then
+    ``finish()`` for the observations still pending at the end of the video.
 
     Pose runs only on frames where the face detector found nothing (every
     ``pose_stride``-th such frame), so videos where faces are found cost nothing extra;
     and not in the first ``pose_skip_after_face`` frames after a face detection, which
-    the tracker's hold covers whatever happens next."""
+    the tracker's hold covers whatever happens next.
+
+    With ``keyframe_every`` = k > 1 the models run on keyframes only (every k-th frame of
+    the video, the first frame after ``reset()`` and the last one), and each run of
+    frames between two keyframes is resolved when its closing keyframe is known: if the
+    two keyframes agree (:meth:`_agree`: the same number of faces and of pose-placed
+    heads, pairwise overlapping by ``keyframe_iou``, the same presence) the frames
+    between are left to the tracker, which interpolates the boxes across them; if they
+    disagree (a face appeared, vanished, moved fast, the detector flickered) every frame
+    between is analysed. So what keyframes save is bounded to frames whose neighbours
+    k frames apart tell the same story; a face that appears and vanishes entirely
+    between two keyframes (fewer than k frames) is the residual risk, which the
+    benchmark's recall comparison measures. Observations therefore lag the input by up
+    to k - 1 frames."""
 
     def __init__(
         self,
@@ -35,31 +50,124 @@ class FrameAnalyzer:
         self.cfg = cfg
         self.pose = pose
         self.presence = presence
+        self.counts = {"pose_runs": 0, "presence_runs": 0, "pose_skipped_held": 0, "keyframes": 0, "keyframe_gap_frames_skipped": 0, "keyframe_gap_frames_analysed": 0}
+        self._reset_state()
+
+    def _reset_state(self) -> None:
         self._missed = 0
-        self._since_face = 10**9  # frames since the last face detection
-        self.counts = {"pose_runs": 0, "presence_runs": 0, "pose_skipped_held": 0}
+        self._faces: set[int] = set()  # recent frames with a face detection
+        self._held: set[int] = set()  # frames whose empty observation the hold covers
+        self._key: tuple[int, Observation] | None = None  # last keyframe, its observation
+        self._pending: list[tuple[int, np.ndarray]] = []  # frames after it, unresolved
+
+    # -- public ---------------------------------------------------------------------
 
     def analyze(self, frames: Sequence[np.ndarray], start: int) -> list[Observation]:
-        dets = self.detector.detect(frames)
+        k = int(getattr(self.cfg, "keyframe_every", 1))
+        if k <= 1:
+            out = self._observe(list(frames), list(range(start, start + len(frames))))
+            self._held.clear()
+            self._faces = {i for i in self._faces if i >= start + len(frames) - self.cfg.pose_skip_after_face - 1}
+            return out
+        out: list[Observation] = []
+        items = list(zip(range(start, start + len(frames)), frames))
+        keys = [j for j, (i, _) in enumerate(items) if i % k == 0 or (j == 0 and self._key is None)]
+        key_obs = self._observe([items[j][1] for j in keys], [items[j][0] for j in keys])
+        self.counts["keyframes"] += len(keys)
+        prev = 0
+        for j, o in zip(keys, key_obs):
+            self._pending.extend(items[prev:j])
+            prev = j + 1
+            out.extend(self._close(o))
+        self._pending.extend(items[prev:])
+        return out
+
+    def finish(self) -> list[Observation]:
+        """Resolve the frames after the last keyframe (the video's last frame becomes a
+        keyframe). Call once at the end of the video, before the planner's ``finish``."""
+        if not self._pending:
+            return []
+        i, frame = self._pending.pop()
+        (o,) = self._observe([frame], [i])
+        self.counts["keyframes"] += 1
+        return self._close(o)
+
+    def reset(self) -> None:
+        self._reset_state()
+        if hasattr(self.detector, "reset"):
+            self.detector.reset()
+        if self.pose is not None and hasattr(self.pose, "reset"):
+            self.pose.reset()
+
+    # -- keyframes ------------------------------------------------------------------
+
+    def _close(self, key: Observation) -> list[Observation]:
+        """Resolve the frames pending between the previous keyframe and ``key``; returns
+        their observations followed by ``key``'s."""
+        gap, self._pending = self._pending, []
+        out: list[Observation] = []
+        if gap:
+            prev = self._key[1] if self._key is not None else None
+            if prev is not None and self._agree(prev, key):
+                present = prev.person_present or key.person_present
+                out = [Observation(i, person_present=present) for i, _ in gap]
+                self.counts["keyframe_gap_frames_skipped"] += len(gap)
+            else:
+                out = self._observe([f for _, f in gap], [i for i, _ in gap])
+                self.counts["keyframe_gap_frames_analysed"] += len(gap)
+        self._key = (key.index, key)
+        horizon = key.index - max(self.cfg.pose_skip_after_face, 1)
+        self._held = {i for i in self._held if i >= key.index}
+        self._faces = {i for i in self._faces if i >= horizon}
+        return out + [key]
+
+    def _is_held(self, index: int) -> bool:
+        """A face was detected in the ``pose_skip_after_face`` frames before ``index``
+        (the tracker's hold covers this frame whatever the models say)."""
+        m = min(self.cfg.pose_skip_after_face, self.cfg.hold_frames)
+        return any(index - d in self._faces for d in range(1, m + 1))
+
+    def _agree(self, a: Observation, b: Observation) -> bool:
+        """Do two keyframes tell the same story, so the frames between need no models?"""
+        if a.person_present != b.person_present:
+            return False
+        for o in (a, b):
+            # a person with no region: the frames between may be where a face is found
+            if o.person_present and not len(o.faces) and not len(o.head_boxes) and o.index not in self._held:
+                return False
+        if (a.index in self._held) != (b.index in self._held):
+            return False
+        return _matched(a.faces.boxes, b.faces.boxes, self.cfg.keyframe_iou) and _matched(
+            a.head_boxes, b.head_boxes, self.cfg.keyframe_iou
+        )
+
+    # -- models ---------------------------------------------------------------------
+
+    def _observe(self, frames: list[np.ndarray], indices: list[int]) -> list[Observation]:
+        """Run the models on ``frames`` (frame numbers ``indices``, ascending)."""
+        if not frames:
+            return []
+        dets = detect_indexed(self.detector, frames, indices)
         if len(dets) != len(frames):
             raise RuntimeError(f"detector {getattr(self.detector, 'name', '?')} returned {len(dets)} results for {len(frames)} frames")
         obs: list[Observation | None] = [None] * len(frames)
         need_pose = []
         for i, d in enumerate(dets):
+            idx = indices[i]
             if len(d):
-                obs[i] = Observation(start + i, d, person_present=True)
+                obs[i] = Observation(idx, d, person_present=True)
                 self._missed = 0
-                self._since_face = 0
+                self._faces.add(idx)
             else:
-                self._since_face += 1
-                held = self._since_face <= min(self.cfg.pose_skip_after_face, self.cfg.hold_frames)
+                held = self._is_held(idx)
                 if self.cfg.pose_fallback and self.pose is not None:
                     if held:
                         self.counts["pose_skipped_held"] += 1
                     elif self._missed % self.cfg.pose_stride == 0:
                         need_pose.append(i)
                 if held:
-                    obs[i] = Observation(start + i, person_present=True)  # the hold covers it
+                    obs[i] = Observation(idx, person_present=True)  # the hold covers it
+                    self._held.add(idx)
                     continue
                 self._missed += 1
         head: dict[int, np.ndarray] = {}
@@ -89,17 +197,30 @@ class FrameAnalyzer:
                 continue
             hb = head.get(i, np.zeros((0, 4), np.float32))
             obs[i] = Observation(
-                start + i,
+                indices[i],
                 head_boxes=hb,
                 person_present=pose_found.get(i, False) or present.get(i, False),
                 pose_ran=i in pose_found,
             )
         return [o for o in obs if o is not None]
 
-    def reset(self) -> None:
-        self._missed = 0
-        self._since_face = 10**9
-        if hasattr(self.detector, "reset"):
-            self.detector.reset()
-        if self.pose is not None and hasattr(self.pose, "reset"):
-            self.pose.reset()
+
+def _matched(a: np.ndarray, b: np.ndarray, min_iou: float) -> bool:
+    """Same number of boxes, and a one-to-one pairing (greedy by IoU) where every pair
+    overlaps by at least ``min_iou``."""
+    a = np.asarray(a, np.float32).reshape(-1, 4)
+    b = np.asarray(b, np.float32).reshape(-1, 4)
+    if len(a) != len(b):
+        return False
+    if not len(a):
+        return True
+    from ..geometry import box_iou
+
+    iou = box_iou(a, b)
+    for _ in range(len(a)):
+        r, c = np.unravel_index(int(np.argmax(iou)), iou.shape)
+        if iou[r, c] < min_iou:
+            return False
+        iou[r, :] = -1.0
+        iou[:, c] = -1.0
+    return True
