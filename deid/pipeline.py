@@ -204,7 +204,7 @@ class VideoResult:
 # ----------------------------------------------------------------------------- threads
 
 
-def _prefetch(it: Iterable[Any], maxsize: int = 2) -> Iterator[Any]:
+def _prefetch(it: Iterable[Any], maxsize: int = 2, name: str = "deid-reader") -> Iterator[Any]:
     """Run an iterator in a background thread, bounded queue; re-raise its errors here."""
     q: queue.Queue = queue.Queue(maxsize=maxsize)
     done = object()
@@ -225,7 +225,7 @@ def _prefetch(it: Iterable[Any], maxsize: int = 2) -> Iterator[Any]:
         except BaseException as e:  # noqa: BLE001 - forwarded to the consumer
             q.put(e)
 
-    t = threading.Thread(target=worker, name="deid-reader", daemon=True)
+    t = threading.Thread(target=worker, name=name, daemon=True)
     t.start()
     try:
         while True:
@@ -486,13 +486,25 @@ def render_segment(
                 book.add(plan)
             timings.add("render", time.perf_counter() - t_r)
 
-        t_loop = time.perf_counter()
-        try:
-            for batch in _prefetch(reader, maxsize=2):
+        def analysed(batches: Iterable[Any]) -> Iterator[tuple[Any, list]]:
+            # its own thread: the models (analysis) overlap with rendering on this thread,
+            # decoding on the reader's and encoding on the writer's
+            for batch in batches:
                 t_a = time.perf_counter()
                 obs = analyzer.analyze(batch.frames, batch.start)
                 timings.add("analyze", time.perf_counter() - t_a)
+                yield batch, obs
+            t_a = time.perf_counter()
+            obs = analyzer.finish()
+            timings.add("analyze", time.perf_counter() - t_a)
+            yield None, obs
+
+        t_loop = time.perf_counter()
+        try:
+            for batch, obs in _prefetch(analysed(_prefetch(reader, maxsize=2)), maxsize=2, name="deid-analyzer"):
                 planner.add(obs)
+                if batch is None:
+                    continue
                 pending.extend(zip(batch.indices(), batch.frames, batch.pts))
                 render(planner.ready())
                 if progress:
