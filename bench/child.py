@@ -25,16 +25,16 @@ from typing import Any
 from .common import Meter, bare_transcode, emit
 
 
-def _cfg(over: list[str] | None = None) -> Any:
-    from deid.config import Config
+def _cfg(over: list[str] | None = None, config: str | None = None) -> Any:
+    from deid.config import Config, load_config
 
-    return Config().replace(*(over or []))
+    return (load_config(config) if config else Config()).replace(*(over or []))
 
 
 def task_bare(s: dict[str, Any]) -> dict[str, Any]:
     from deid.io import probe
 
-    cfg = _cfg(s.get("set"))
+    cfg = _cfg(s.get("set"), s.get("config"))
     with Meter() as m:
         n = bare_transcode(Path(s["src"]), Path(s["dst"]), cfg)
     return {**m.as_dict(), "frames": n, "frames_out": probe(s["dst"]).frame_count}
@@ -45,7 +45,7 @@ def task_decode(s: dict[str, Any]) -> dict[str, Any]:
     from deid.io import VideoReader, probe
     from deid.pipeline import _prefetch
 
-    cfg = _cfg(s.get("set"))
+    cfg = _cfg(s.get("set"), s.get("config"))
     info = probe(s["src"])
     n = 0
     with Meter() as m:
@@ -74,7 +74,7 @@ def task_deid(s: dict[str, Any]) -> dict[str, Any]:
 
     import deid.audit
 
-    cfg = _cfg(s.get("set"))
+    cfg = _cfg(s.get("set"), s.get("config"))
     methods = list(s["methods"])
     comp = Components.build(cfg, methods)
     Path(s["out"]).mkdir(parents=True, exist_ok=True)
@@ -125,7 +125,7 @@ def task_recall(s: dict[str, Any]) -> dict[str, Any]:
     from deid.io import VideoReader, probe
     from deid.pipeline import Components, process_video
 
-    cfg = _cfg(s.get("set"))
+    cfg = _cfg(s.get("set"), s.get("config"))
     det = build_detector(cfg)
     comp = Components.build(cfg, ["blur"], detector=det)
     out = Path(s["out"])
@@ -171,7 +171,7 @@ def task_swap_train(s: dict[str, Any]) -> dict[str, Any]:
     from deid.registry import IDENTITY_ENCODERS
     from deid.swap.session import train_patient_model
 
-    cfg = _cfg(s.get("set"))
+    cfg = _cfg(s.get("set"), s.get("config"))
     identity = IDENTITY_ENCODERS.create(cfg.audit.identity_backend)
     with Meter() as m:
         info = train_patient_model([s["patient"]], cfg, s["work"], identity=identity, device=s.get("device"))
@@ -203,7 +203,7 @@ def task_swap_convert(s: dict[str, Any]) -> dict[str, Any]:
     from deid.registry import IDENTITY_ENCODERS
     from deid.swap.bench import detector_regions
 
-    cfg = _cfg(s.get("set"))
+    cfg = _cfg(s.get("set"), s.get("config"))
     frames = read_frames(s["src"], list(range(int(s["frames"]))))
     regions = detector_regions(frames, cfg)
     identity = IDENTITY_ENCODERS.create(cfg.audit.identity_backend) if cfg.swap.gate else None
@@ -223,7 +223,7 @@ def task_pose(s: dict[str, Any]) -> dict[str, Any]:
     from deid.io import read_frames
     from deid.registry import POSE_ESTIMATORS
 
-    cfg = _cfg(s.get("set"))
+    cfg = _cfg(s.get("set"), s.get("config"))
     frames = read_frames(s["src"], list(range(int(s["frames"]))))
     est = POSE_ESTIMATORS.create(cfg.evaluate.pose.backend)
     est.estimate(frames[:2])
@@ -243,7 +243,7 @@ def task_identity(s: dict[str, Any]) -> dict[str, Any]:
     from deid.io import read_frames
     from deid.registry import IDENTITY_ENCODERS
 
-    cfg = _cfg(s.get("set"))
+    cfg = _cfg(s.get("set"), s.get("config"))
     frames = read_frames(s["src"], list(range(int(s["frames"]))))
     boxes = find_faces(frames[:1])[0]
     if len(boxes) == 0:
@@ -264,7 +264,7 @@ def task_evaluate(s: dict[str, Any]) -> dict[str, Any]:
     clinical features) of ``processed`` against ``original``."""
     from deid.evaluate import evaluate_outputs
 
-    cfg = _cfg(s.get("set"))
+    cfg = _cfg(s.get("set"), s.get("config"))
     with Meter() as m:
         r = evaluate_outputs(s["original"], s["processed"], s["out"], cfg, progress=False, distractors=s.get("distractors"))
     return {**m.as_dict(), "errors": r.get("errors", {}), "methods": len(s["processed"])}
@@ -274,7 +274,7 @@ def task_archive(s: dict[str, Any]) -> dict[str, Any]:
     """The in-process archive runner (segments, stitching, audit) on a CSV manifest."""
     from deid.archive import load_manifest, run_archive_in_process
 
-    cfg = _cfg(s.get("set"))
+    cfg = _cfg(s.get("set"), s.get("config"))
     man = load_manifest(s["manifest"], out_dir=s["out"])
     with Meter() as m:
         run = run_archive_in_process(man, cfg, s["out"], overwrite=True)
@@ -287,7 +287,7 @@ def task_ray_archive(s: dict[str, Any]) -> dict[str, Any]:
     from deid.config import dump_config
     from ray_jobs.deidentify import main as ray_main
 
-    cfg = _cfg(s.get("set"))
+    cfg = _cfg(s.get("set"), s.get("config"))
     cfg_path = Path(s["out"]).parent / "ray_bench_config.yaml"
     cfg_path.parent.mkdir(parents=True, exist_ok=True)
     cfg_path.write_text(dump_config(cfg))
@@ -304,7 +304,7 @@ def task_ray_startup(s: dict[str, Any]) -> dict[str, Any]:
 
     from ray_jobs.cluster import connect
 
-    cfg = _cfg(s.get("set"))
+    cfg = _cfg(s.get("set"), s.get("config"))
     with Meter() as m:
         connect(cfg, local=True)
         ray.shutdown()
