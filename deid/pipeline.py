@@ -204,7 +204,7 @@ class VideoResult:
 # ----------------------------------------------------------------------------- threads
 
 
-def _prefetch(it: Iterable[Any], maxsize: int = 2, name: str = "deid-reader") -> Iterator[Any]:
+def _prefetch(it: Iterable[Any], maxsize: int = 2) -> Iterator[Any]:
     """Run an iterator in a background thread, bounded queue; re-raise its errors here."""
     q: queue.Queue = queue.Queue(maxsize=maxsize)
     done = object()
@@ -225,7 +225,7 @@ def _prefetch(it: Iterable[Any], maxsize: int = 2, name: str = "deid-reader") ->
         except BaseException as e:  # noqa: BLE001 - forwarded to the consumer
             q.put(e)
 
-    t = threading.Thread(target=worker, name=name, daemon=True)
+    t = threading.Thread(target=worker, name="deid-reader", daemon=True)
     t.start()
     try:
         while True:
@@ -486,29 +486,20 @@ def render_segment(
                 book.add(plan)
             timings.add("render", time.perf_counter() - t_r)
 
-        def analysed(batches: Iterable[Any]) -> Iterator[tuple[Any, list]]:
-            # its own thread: the models (analysis) overlap with rendering on this thread,
-            # decoding on the reader's and encoding on the writer's
-            for batch in batches:
+        t_loop = time.perf_counter()
+        try:
+            for batch in _prefetch(reader, maxsize=2):
                 t_a = time.perf_counter()
                 obs = analyzer.analyze(batch.frames, batch.start)
                 timings.add("analyze", time.perf_counter() - t_a)
-                yield batch, obs
-            t_a = time.perf_counter()
-            obs = analyzer.finish()
-            timings.add("analyze", time.perf_counter() - t_a)
-            yield None, obs
-
-        t_loop = time.perf_counter()
-        try:
-            for batch, obs in _prefetch(analysed(_prefetch(reader, maxsize=2)), maxsize=2, name="deid-analyzer"):
                 planner.add(obs)
-                if batch is None:
-                    continue
                 pending.extend(zip(batch.indices(), batch.frames, batch.pts))
                 render(planner.ready())
                 if progress:
                     progress(sum(1 for i in batch.indices() if start <= i < stop))
+            t_a = time.perf_counter()
+            planner.add(analyzer.finish())  # the frames after the last keyframe
+            timings.add("analyze", time.perf_counter() - t_a)
             render(planner.finish())
         finally:
             t_c = time.perf_counter()

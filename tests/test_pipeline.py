@@ -35,10 +35,14 @@ def face_pixels(frame):
     return int(face_color_mask(frame).sum())
 
 
+@pytest.mark.parametrize("keyframes", [1, 4])
 @pytest.mark.parametrize("method", ["blur", "pixelate", "mask"])
-def test_every_method_hides_the_face(clip, tmp_path, method):
-    res = process_video(clip.path, tmp_path, [method], CFG, components=fake_components(CFG, [method]))
+def test_every_method_hides_the_face(clip, tmp_path, method, keyframes):
+    cfg = CFG.replace(f"track.keyframe_every={keyframes}")
+    res = process_video(clip.path, tmp_path, [method], cfg, components=fake_components(cfg, [method]))
     assert res.status == "done", res.error
+    if keyframes > 1:
+        assert res.counts["keyframe_gap_frames_skipped"] > 0
     out = output_path(clip.path, tmp_path, method)
     assert out.exists() and out.name == f"patient.{method}.mp4"
     info = probe(out)
