@@ -21,7 +21,7 @@ head boxes, larger than a face box, so IoU alone would undercount them.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -100,6 +100,7 @@ class ClipRecall:
     frames_redacted: int  # deid fail-closed frames (whole frame redacted)
     examples: dict[str, list[int]]  # first few frame indices of each disagreement kind
     visible_groups: list[dict[str, Any]]  # the deface faces deid leaves visible, grouped by place (see group_boxes)
+    visible: list[list[float]] = field(default_factory=list)  # each of them: [frame, x1, y1, x2, y2, score]
 
     def as_row(self) -> dict[str, Any]:
         return asdict(self)
@@ -157,7 +158,8 @@ def compare_clip(
         for k in kinds:
             if len(ex[k]) < keep_examples:
                 ex[k].append(i)
-    return ClipRecall(clip, n, c["fd"], c["fr"], c["d_only"], c["r_only"], c["vis"], c["extra"], c["red"], ex, group_boxes(visible))
+    return ClipRecall(clip, n, c["fd"], c["fr"], c["d_only"], c["r_only"], c["vis"], c["extra"], c["red"], ex, group_boxes(visible),
+                      [[float(i), *[float(v) for v in b]] for i, b in visible])
 
 
 def group_boxes(items: Sequence[tuple[int, Sequence[float]]], max_groups: int = 5) -> list[dict[str, Any]]:
@@ -227,3 +229,75 @@ def save_examples(frames_npy: Path, rec: ClipRecall, deface: Sequence[Any], dete
 
 def load_json(p: Path) -> Any:
     return json.loads(Path(p).read_text())
+
+
+# ----------------------------------------------------------------------------- review
+# A mechanical count cannot tell a face from a wall: CenterFace at deface's threshold also
+# fires on background. bench/recall_review.json records detections a person looked at and
+# judged (clip, frame, box, verdict, what it shows); a counted frame is excused only when
+# every deface box left visible in it matches a reviewed "not a face" entry of the same
+# clip and frame (IoU >= REVIEW_IOU). Anything new stays counted until someone looks.
+REVIEW_FILE = Path(__file__).resolve().parent / "recall_review.json"
+REVIEW_IOU = 0.5
+
+
+def load_review(path: Path = REVIEW_FILE) -> list[dict[str, Any]]:
+    if not Path(path).is_file():
+        return []
+    entries = load_json(path)["entries"]
+    for e in entries:
+        if e.get("verdict") not in ("not a face", "face"):
+            raise ValueError(f"{path}: verdict must be 'not a face' or 'face', got {e.get('verdict')!r}")
+        as_boxes([e["box"]])
+    return entries
+
+
+def apply_review(clip: str, visible: Sequence[Sequence[float]], entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Split the frames where a deface box stays visible into frames whose every such box
+    a person reviewed as not a face, and the rest (unreviewed, or reviewed as a face)."""
+    by_frame: dict[int, list[np.ndarray]] = {}
+    for v in visible:
+        by_frame.setdefault(int(v[0]), []).append(np.asarray(v[1:5], np.float32))
+    excused, counted = [], []
+    for f, boxes in sorted(by_frame.items()):
+        notface = as_boxes([e["box"] for e in entries if e["clip"] == clip and int(e["frame"]) == f and e["verdict"] == "not a face"])
+        ok = len(notface) > 0 and all(iou_matrix(b[None], notface).max() >= REVIEW_IOU for b in boxes)
+        (excused if ok else counted).append(f)
+    return {"frames_reviewed_not_face": excused, "frames_unreviewed_or_face": counted}
+
+
+def review_image(src: Path, clip: str, entries: Sequence[dict[str, Any]], out: Path, context: int = 60, tile: int = 240) -> Path:
+    """The reviewed detections of ``clip`` side by side (box drawn, ``context`` pixels
+    around it), so a reader can check the verdicts (docs/recall_review.png)."""
+    import cv2
+
+    from deid.io import read_frames
+
+    es = [e for e in entries if e["clip"] == clip]
+    frames = read_frames(src, sorted({int(e["frame"]) for e in es}))
+    by = dict(zip(sorted({int(e["frame"]) for e in es}), frames))
+    tiles = []
+    for e in es:
+        f = by[int(e["frame"])].copy()
+        x1, y1, x2, y2 = (int(round(v)) for v in e["box"])
+        cx, cy = (x1 + x2) // 2, (y1 + y2) // 2
+        r = max(context, (x2 - x1) // 2 + 10, (y2 - y1) // 2 + 10)
+        cv2.rectangle(f, (x1, y1), (x2, y2), (255, 0, 0), 1)
+        X1, Y1, X2, Y2 = max(0, cx - r), max(0, cy - r), min(f.shape[1], cx + r), min(f.shape[0], cy + r)
+        t = cv2.resize(f[Y1:Y2, X1:X2], (tile, tile), interpolation=cv2.INTER_CUBIC)
+        cv2.putText(t, f"frame {e['frame']}: {e['verdict']}", (4, 14), 0, 0.42, (255, 255, 0), 1)
+        tiles.append(t)
+    cols = 4
+    while len(tiles) % cols:
+        tiles.append(np.zeros_like(tiles[0]))
+    img = np.vstack([np.hstack(tiles[i : i + cols]) for i in range(0, len(tiles), cols)])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    return out
+
+
+if __name__ == "__main__":
+    # python -m bench.recall  -> redraw docs/recall_review.png from bench/recall_review.json
+    from .common import DEMO_CLIP, REPO
+
+    print(review_image(DEMO_CLIP, "pancake_demo", load_review(), REPO / "docs" / "recall_review.png"))
