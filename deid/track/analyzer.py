@@ -57,7 +57,7 @@ class FrameAnalyzer:
         self._missed = 0
         self._faces: set[int] = set()  # recent frames with a face detection
         self._held: set[int] = set()  # frames whose empty observation the hold covers
-        self._key: tuple[int, Observation] | None = None  # last keyframe, its observation
+        self._key: Observation | None = None  # the last keyframe's observation
         self._pending: list[tuple[int, np.ndarray]] = []  # frames after it, unresolved
 
     # -- public ---------------------------------------------------------------------
@@ -107,7 +107,7 @@ class FrameAnalyzer:
         gap, self._pending = self._pending, []
         out: list[Observation] = []
         if gap:
-            prev = self._key[1] if self._key is not None else None
+            prev = self._key
             if prev is not None and self._agree(prev, key):
                 present = prev.person_present or key.person_present
                 out = [Observation(i, person_present=present) for i, _ in gap]
@@ -115,7 +115,7 @@ class FrameAnalyzer:
             else:
                 out = self._observe([f for _, f in gap], [i for i, _ in gap])
                 self.counts["keyframe_gap_frames_analysed"] += len(gap)
-        self._key = (key.index, key)
+        self._key = key
         horizon = key.index - max(self.cfg.pose_skip_after_face, 1)
         self._held = {i for i in self._held if i >= key.index}
         self._faces = {i for i in self._faces if i >= horizon}
