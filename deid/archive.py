@@ -900,7 +900,9 @@ def finalize_video(
         if partial:
             res.status, res.error, res.error_kind = "partial", partial[0].partial_error, "partial"
         res.outputs_written = {m: sum(o.written.get(m, 0) for o in got) for m in plan.todo}
-        rows: list[tuple] = []
+        from .audit import FrameRows
+
+        rows = FrameRows()
         sampled: dict[int, Any] = {}
         for o in got:
             with open(_book_file(plan.work_dir, o.index), "rb") as fh:

@@ -28,7 +28,7 @@ import logging
 import platform
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -36,7 +36,7 @@ from . import __version__
 from .config import AuditConfig, Config
 from .io import probe, read_frames
 from .track.boxes import pad_face_box
-from .types import BoxSource, FramePlan
+from .types import BoxSource, FrameDecision, FramePlan
 
 if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import MethodOutput, VideoResult
@@ -238,15 +238,85 @@ def build_audit_record(
     return json.dumps(rec, indent=2, default=str)
 
 
+class FrameRows:
+    """Every frame's decision for the frames table, kept compactly: a few bytes a frame
+    and 17 a region in typed arrays rather than Python objects a frame, so a long video's
+    bookkeeping does not grow the process by tens of MB. ``append`` / ``extend`` take
+    rows ``(frame, decision, person_present, sources, boxes)``; iterating gives them
+    back (boxes rounded to 0.1 px, as float32 in the table)."""
+
+    _DECISIONS = tuple(d.value for d in FrameDecision)
+    _SOURCES = tuple(b.value for b in BoxSource)
+
+    def __init__(self, rows: Iterable[tuple] = ()):
+        from array import array
+
+        self.frame = array("i")
+        self.decision = array("B")
+        self.present = array("B")
+        self.nfaces = array("H")
+        self.source = array("B")
+        self.boxes = array("f")
+        self.extend(rows)
+
+    def append(self, frame: int, decision: str, present: bool, sources: Sequence[str], boxes: Sequence[Sequence[float]]) -> None:
+        if len(sources) != len(boxes):
+            raise ValueError(f"frame {frame}: {len(sources)} sources for {len(boxes)} boxes")
+        self.frame.append(int(frame))
+        self.decision.append(self._DECISIONS.index(str(getattr(decision, "value", decision))))
+        self.present.append(int(bool(present)))
+        self.nfaces.append(len(boxes))
+        for src, box in zip(sources, boxes):
+            self.source.append(self._SOURCES.index(str(getattr(src, "value", src))))
+            self.boxes.extend(round(float(x), 1) for x in box)
+
+    def extend(self, rows: Iterable[tuple]) -> None:
+        if isinstance(rows, FrameRows):
+            for name in ("frame", "decision", "present", "nfaces", "source", "boxes"):
+                getattr(self, name).extend(getattr(rows, name))
+            return
+        for r in rows:
+            self.append(*r)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def __iter__(self) -> Iterator[tuple]:
+        k = 0
+        for i in range(len(self.frame)):
+            n = self.nfaces[i]
+            srcs = [self._SOURCES[c] for c in self.source[k : k + n]]
+            boxes = [list(self.boxes[4 * j : 4 * j + 4]) for j in range(k, k + n)]
+            k += n
+            yield (self.frame[i], self._DECISIONS[self.decision[i]], bool(self.present[i]), srcs, boxes)
+
+    def arrow_columns(self) -> dict[str, Any]:
+        import pyarrow as pa
+
+        offsets = np.zeros(len(self.frame) + 1, np.int32)
+        np.cumsum(np.frombuffer(self.nfaces, np.uint16) if len(self.nfaces) else np.zeros(0, np.uint16), out=offsets[1:])
+        codes = np.frombuffer(self.source, np.uint8) if len(self.source) else np.zeros(0, np.uint8)
+        flat = np.frombuffer(self.boxes, np.float32) if len(self.boxes) else np.zeros(0, np.float32)
+        dec = np.frombuffer(self.decision, np.uint8) if len(self.decision) else np.zeros(0, np.uint8)
+        return {
+            "frame": pa.array(np.frombuffer(self.frame, np.int32) if len(self.frame) else [], pa.int32()),
+            "decision": pa.array(np.asarray(self._DECISIONS, object)[dec], pa.string()),
+            "person_present": pa.array(np.frombuffer(self.present, np.uint8).astype(bool) if len(self.present) else [], pa.bool_()),
+            "sources": pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.asarray(self._SOURCES, object)[codes], pa.string())),
+            "boxes": pa.ListArray.from_arrays(pa.array(offsets), pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), 4)),
+        }
+
+
 def write_frames_table(path: str | Path, rows: Iterable[tuple], method: str) -> Path:
     """Per-frame decisions as Parquet (columns: frame, decision, person_present,
-    sources (list), boxes (list of [x1, y1, x2, y2]), method)."""
+    sources (list), boxes (list of [x1, y1, x2, y2]), method). ``rows``: a
+    :class:`FrameRows` or rows it takes."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from .io import atomic_output
 
-    rows = list(rows)
+    rows = rows if isinstance(rows, FrameRows) else FrameRows(rows)
     schema = pa.schema(
         [
             ("frame", pa.int32()),
@@ -258,18 +328,9 @@ def write_frames_table(path: str | Path, rows: Iterable[tuple], method: str) -> 
         ],
         metadata={b"deid.table": b"frames", b"deid.schema_version": FRAMES_SCHEMA_VERSION.encode()},
     )
-    cols = list(zip(*rows)) if rows else [[], [], [], [], []]
-    table = pa.table(
-        {
-            "frame": pa.array(cols[0], pa.int32()),
-            "decision": pa.array(cols[1], pa.string()),
-            "person_present": pa.array(cols[2], pa.bool_()),
-            "sources": pa.array(cols[3], pa.list_(pa.string())),
-            "boxes": pa.array(cols[4], pa.list_(pa.list_(pa.float32(), 4))),
-            "method": pa.array([method] * len(rows), pa.string()),
-        },
-        schema=schema,
-    )
+    cols = rows.arrow_columns()
+    cols["method"] = pa.array([method] * len(rows), pa.string())
+    table = pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema)
     with atomic_output(path) as tmp:
         pq.write_table(table, tmp)
     return Path(path)

@@ -288,8 +288,10 @@ class _Bookkeeper:
     def __init__(self, frame_count: int, sample_frames: int, keep_all: bool = False):
         from .audit import sample_indices
 
+        from .audit import FrameRows
+
         self.counts = _counts([])
-        self.rows: list[tuple] = []
+        self.rows = FrameRows()
         self.sample = set(sample_indices(frame_count, sample_frames))
         self.sampled: dict[int, FramePlan] = {}
         self.keep_all = keep_all
@@ -298,15 +300,7 @@ class _Bookkeeper:
     def add(self, plan: FramePlan) -> None:
         for k, v in _counts([plan]).items():
             self.counts[k] += v
-        self.rows.append(
-            (
-                plan.index,
-                plan.decision.value,
-                bool(plan.person_present),
-                [f.source.value for f in plan.faces],
-                [[round(float(x), 1) for x in f.box] for f in plan.faces],
-            )
-        )
+        self.rows.append(plan.index, plan.decision.value, plan.person_present, [f.source.value for f in plan.faces], [f.box for f in plan.faces])
         if plan.index in self.sample:
             self.sampled[plan.index] = plan
         if self.keep_all:

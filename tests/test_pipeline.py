@@ -253,3 +253,30 @@ def test_output_names_are_collision_free(tmp_path):
     flat = [p for p in plan if str(p.subdir) == "."]
     assert {p.name for p in flat} >= {"top"} and all(p.name.startswith("clip-") for p in flat if p.name != "top")
     assert {str(p.subdir) for p in plan if p.path.parent.parent.name == "tree"} == {"x", "y"}
+
+
+def test_frame_rows_are_compact_and_round_trip(tmp_path):
+    import pickle
+
+    from deid.audit import FrameRows, write_frames_table
+
+    rows = [(0, "ok", False, [], []), (1, "ok", True, ["detected", "held"], [[1.04, 2, 3, 4], [5, 6, 7, 8.26]]),
+            (2, "fail_closed", True, [], [])]
+    fr = FrameRows(rows)
+    assert list(fr) == [(0, "ok", False, [], []), (1, "ok", True, ["detected", "held"], [[1.0, 2, 3, 4], [5, 6, 7, pytest.approx(8.3)]]),
+                        (2, "fail_closed", True, [], [])]
+    both = FrameRows(fr)
+    both.extend(pickle.loads(pickle.dumps(fr)))  # archive segments are pickled and merged
+    assert len(both) == 6
+    t = pq.read_table(write_frames_table(tmp_path / "f.parquet", fr, "blur")).to_pylist()
+    assert [r["frame"] for r in t] == [0, 1, 2] and t[1]["sources"] == ["detected", "held"]
+    assert t[2]["decision"] == "fail_closed" and t[1]["boxes"][1][3] == pytest.approx(8.3) and t[0]["method"] == "blur"
+    assert pq.read_table(write_frames_table(tmp_path / "e.parquet", FrameRows(), "mask")).num_rows == 0
+    # a long video: bytes per frame, not a Python object per frame
+    big = FrameRows()
+    for i in range(30000):
+        big.append(i, "ok", True, ["interpolated"], [[1.0, 2.0, 3.0, 4.0]])
+    size = sum(getattr(big, n).buffer_info()[1] * getattr(big, n).itemsize for n in ("frame", "decision", "present", "nfaces", "source", "boxes"))
+    assert size < 30000 * 32
+    with pytest.raises(ValueError):
+        big.append(1, "ok", True, ["held"], [])
