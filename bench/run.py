@@ -2,7 +2,7 @@
 
     python -m bench.run                       # everything (~15-20 min on 2 cores)
     python -m bench.run --quick               # 1 repeat, short lengths, short training (development)
-    python -m bench.run --only demo,recall    # some sections: demo recall swap models ray projection length
+    python -m bench.run --only demo,recall    # some sections: demo talking recall swap models ray projection length
 
 Sections (each result printed as it comes; bench/out/results.json and bench/results.md
 rewritten after every section, so an interrupted run still leaves a table):
@@ -11,14 +11,19 @@ rewritten after every section, so an interrupted run still leaves a table):
    a bare decode+encode (the reference: the pipeline's physical limit), deface (the tool
    users compare against, its defaults, own environment), and deid blur (defaults: leak
    audit on; streaming time and the audit's fixed per-video cost reported apart),
-   pixelate and mask. Interleaved rounds, one fresh process per run.
+   pixelate and mask, and blur with configs/fast.yaml (keyframes). Interleaved rounds, one
+   fresh process per run.
+1b. **talking** — the same references and the blur path (default and configs/fast.yaml)
+   on a talking head (demo_media/talking_head_1.mp4), the typical clinical clip.
 2. **recall** — faces found by deid (raw detector and final regions) vs deface on the
    same frames: the demo clip, the two talking heads and the rotated clips of
-   ../shared/media (bench/recall.py).
+   ../shared/media (bench/recall.py), for the default and configs/fast.yaml; detections a
+   person reviewed as not faces (bench/recall_review.json) are reported apart.
 3. **swap** — per-patient training (small preset, CPU: steps/s) and conversion (fps, gate
    on and off) on the demo patient clip; GPU rows when a GPU is visible.
 4. **models** — pose and identity throughput, and evaluation cost per frame.
-5. **ray** — bench/ray_overhead.py (the Ray engineer's script) when present; and this
+5. **ray** — bench/ray_overhead.py (the Ray engineer's script) on the demo clips looped to
+   ``--ray-minutes`` (2) each, when present; and this
    bench's own check: the same manifest through the in-process archive runner and the
    Ray job in local mode, which also checks the projection.
 6. **projection** — bench/project.py with the measured per-stage costs.
@@ -916,8 +921,9 @@ class Bench:
             ln["summary"] = (f"Linear fit: {fit['b'] * 1000:.2f} s per 1000 frames + {fit['a']:.1f} s; largest deviation of a run from the line "
                              f"{100 * fit['max_rel_dev']:.1f} %. Peak RSS {ok[0]['peak_rss_mb']:.0f} MB at {ok[0]['minutes']:g} min vs "
                              f"{ok[-1]['peak_rss_mb']:.0f} MB at {ok[-1]['minutes']:g} min ({100 * g:+.1f} %), i.e. {per_k:+.2f} MB per 1000 "
-                             "frames of video: whatever the pipeline keeps per frame (a row of bookkeeping per frame for the frames table) "
-                             "shows up here.")
+                             "frames of video. What the pipeline keeps per frame is the frames table's record (deid.audit.FrameRows, a few "
+                             "bytes a frame); the rest of such a difference is run-to-run variation in the native memory of the models and "
+                             "codecs (tens of MB).")
             say("  " + ln["summary"])
             self.target(f"peak memory within 10 % between the {ok[0]['minutes']:g}- and {ok[-1]['minutes']:g}-minute videos",
                         f"{100 * g:+.1f} % ({ok[0]['peak_rss_mb']:.0f} -> {ok[-1]['peak_rss_mb']:.0f} MB)", abs(g) <= 0.10,
