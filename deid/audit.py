@@ -293,17 +293,14 @@ class FrameRows:
     def arrow_columns(self) -> dict[str, Any]:
         import pyarrow as pa
 
-        offsets = np.zeros(len(self.frame) + 1, np.int32)
-        np.cumsum(np.frombuffer(self.nfaces, np.uint16) if len(self.nfaces) else np.zeros(0, np.uint16), out=offsets[1:])
-        codes = np.frombuffer(self.source, np.uint8) if len(self.source) else np.zeros(0, np.uint8)
-        flat = np.frombuffer(self.boxes, np.float32) if len(self.boxes) else np.zeros(0, np.float32)
-        dec = np.frombuffer(self.decision, np.uint8) if len(self.decision) else np.zeros(0, np.uint8)
+        nfaces = np.frombuffer(self.nfaces, np.uint16)
+        offsets = pa.array(np.concatenate([[0], np.cumsum(nfaces, dtype=np.int32)]).astype(np.int32))
         return {
-            "frame": pa.array(np.frombuffer(self.frame, np.int32) if len(self.frame) else [], pa.int32()),
-            "decision": pa.array(np.asarray(self._DECISIONS, object)[dec], pa.string()),
-            "person_present": pa.array(np.frombuffer(self.present, np.uint8).astype(bool) if len(self.present) else [], pa.bool_()),
-            "sources": pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.asarray(self._SOURCES, object)[codes], pa.string())),
-            "boxes": pa.ListArray.from_arrays(pa.array(offsets), pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), 4)),
+            "frame": pa.array(np.frombuffer(self.frame, np.int32), pa.int32()),
+            "decision": pa.array(np.asarray(self._DECISIONS, object)[np.frombuffer(self.decision, np.uint8)], pa.string()),
+            "person_present": pa.array(np.frombuffer(self.present, np.uint8).astype(bool), pa.bool_()),
+            "sources": pa.ListArray.from_arrays(offsets, pa.array(np.asarray(self._SOURCES, object)[np.frombuffer(self.source, np.uint8)], pa.string())),
+            "boxes": pa.ListArray.from_arrays(offsets, pa.FixedSizeListArray.from_arrays(pa.array(np.frombuffer(self.boxes, np.float32), pa.float32()), 4)),
         }
 
 

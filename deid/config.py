@@ -110,8 +110,8 @@ class TrackConfig:
     fail_closed: str = "redact"
     lookahead: int = 48  # frames buffered for interpolation/smoothing (bounded memory)
     # keyframe scheduling: the face detector, pose and presence models run on every k-th
-    # frame (and each chunk's last); the frames between two keyframes are analysed one by
-    # one unless both keyframes agree (same faces / heads, each pair overlapping by at
+    # frame of the video (and its first and last); the frames between two keyframes are
+    # analysed one by one unless both keyframes agree (same faces / heads, each pair overlapping by at
     # least keyframe_iou, same presence), in which case the tracker interpolates them
     keyframe_every: int = 1
     keyframe_iou: float = 0.5

@@ -286,9 +286,7 @@ class _Bookkeeper:
     the full plans of the frames the leak audit will sample."""
 
     def __init__(self, frame_count: int, sample_frames: int, keep_all: bool = False):
-        from .audit import sample_indices
-
-        from .audit import FrameRows
+        from .audit import FrameRows, sample_indices
 
         self.counts = _counts([])
         self.rows = FrameRows()

@@ -89,8 +89,7 @@ class CompositeDetector:
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
         frames = list(frames)
-        out = self.detect_indexed(frames, range(self._n, self._n + len(frames)))
-        return out
+        return self.detect_indexed(frames, range(self._n, self._n + len(frames)))
 
     def detect_indexed(self, frames: Sequence[np.ndarray], indices: Sequence[int]) -> list[Detections]:
         """``detect`` for frames whose numbers in the video are known: the sparse members

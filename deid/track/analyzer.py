@@ -63,7 +63,7 @@ class FrameAnalyzer:
     # -- public ---------------------------------------------------------------------
 
     def analyze(self, frames: Sequence[np.ndarray], start: int) -> list[Observation]:
-        k = int(getattr(self.cfg, "keyframe_every", 1))
+        k = self.cfg.keyframe_every
         if k <= 1:
             out = self._observe(list(frames), list(range(start, start + len(frames))))
             self._held.clear()
