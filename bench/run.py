@@ -56,6 +56,31 @@ NO_GPU = "not run: no GPU lent to this session (torch sees no CUDA device)"
 FAST_CONFIG = REPO / "configs" / "fast.yaml"  # keyframe scheduling: the speed/recall trade-off, measured beside the default
 
 
+def _medians(runs: dict[str, list[dict[str, Any]]], n: int) -> tuple[dict, dict, dict, dict]:
+    """Per path: the successful runs, median wall seconds, median CPU-seconds per frame and
+    the largest peak RSS (NaN where a path has no successful run)."""
+    ok = {k: [r for r in v if r.get("ok") and r.get("status", "done") in ("done", "partial")] for k, v in runs.items()}
+    med = {k: median([r["seconds"] for r in v]) if v else math.nan for k, v in ok.items()}
+    cpu = {k: median([r["cpu_seconds"] for r in v]) / n if v else math.nan for k, v in ok.items()}
+    rss = {k: max([r["peak_rss_mb"] for r in v]) if v else math.nan for k, v in ok.items()}
+    return ok, med, cpu, rss
+
+
+def _speed_row(path: str, inp: str, n: int, fps: float, runs_s: list[float], cpu_frame: float | None, rss: float | None,
+               bare_fps: float, deface_fps: float, cpu: dict[str, float], note: str = "", **kw: Any) -> dict[str, Any]:
+    """A speed-table row with its ratios to the bare transcode and to deface, in wall and
+    in CPU time (``cpu``: CPU-seconds per frame of each path, with "bare" and "deface")."""
+    def ratio(a: float, b: float | None) -> float | None:
+        return a / b if b and math.isfinite(a) and math.isfinite(b) else None
+
+    r = {"path": path, "input": inp, "frames": n, "fps": fps, "runs_s": runs_s,
+         "x_bare": ratio(fps, bare_fps), "x_deface": ratio(fps, deface_fps),
+         "cpu_per_frame": cpu_frame, "peak_rss_mb": rss, "note": note, "status": "ok",
+         "x_bare_cpu": ratio(cpu["bare"], cpu_frame), "x_deface_cpu": ratio(cpu["deface"], cpu_frame)}
+    r.update(kw)
+    return r
+
+
 def _fast_k() -> Any:
     from deid.config import load_config
 
@@ -191,10 +216,7 @@ class Bench:
 
     def _demo_rows(self, clip: Path, info: Any, runs: dict[str, list[dict[str, Any]]]) -> None:
         n = info.frame_count
-        ok = {k: [r for r in v if r.get("ok") and r.get("status", "done") in ("done", "partial")] for k, v in runs.items()}
-        med = {k: median([r["seconds"] for r in v]) if v else math.nan for k, v in ok.items()}
-        cpu = {k: median([r["cpu_seconds"] for r in v]) / n if v else math.nan for k, v in ok.items()}
-        rss = {k: max([r["peak_rss_mb"] for r in v]) if v else math.nan for k, v in ok.items()}
+        ok, med, cpu, rss = _medians(runs, n)
         bare_fps = n / med["bare"] if ok["bare"] else math.nan
         deface_fps = n / med["deface"] if ok["deface"] else math.nan
         if ok["blur"]:  # the streaming part alone: the audit's CPU is metered in the child
@@ -213,14 +235,7 @@ class Bench:
         )
 
         def row(path: str, key: str, fps: float, runs_s: list[float], note: str = "", **kw: Any) -> dict[str, Any]:
-            c = cpu.get(key)
-            r = {"path": path, "input": inp, "frames": n, "fps": fps, "runs_s": runs_s,
-                 "x_bare": fps / bare_fps if math.isfinite(bare_fps) else None,
-                 "x_deface": fps / deface_fps if math.isfinite(deface_fps) else None,
-                 "cpu_per_frame": c, "peak_rss_mb": rss.get(key), "note": note, "status": "ok",
-                 "x_bare_cpu": cpu["bare"] / c if c and math.isfinite(cpu["bare"]) else None,
-                 "x_deface_cpu": cpu["deface"] / c if c and math.isfinite(cpu["deface"]) else None}
-            r.update(kw)
+            r = _speed_row(path, inp, n, fps, runs_s, cpu.get(key), rss.get(key), bare_fps, deface_fps, cpu, note, **kw)
             rows.append(r)
             return r
 
@@ -354,9 +369,7 @@ class Bench:
             runs["blur_fast"].append(r)
             _line("deid blur, configs/fast.yaml", k, a.repeats, r, n)
         self.res["talking_runs"] = runs
-        ok = {k: [r for r in v if r.get("ok") and r.get("status", "done") in ("done", "partial")] for k, v in runs.items()}
-        med = {k: median([r["seconds"] for r in v]) if v else math.nan for k, v in ok.items()}
-        cpu = {k: median([r["cpu_seconds"] for r in v]) / n if v else math.nan for k, v in ok.items()}
+        ok, med, cpu, rss = _medians(runs, n)
         fps = {k: n / v for k, v in med.items()}
         inp = f"{clip.name} {info.width}x{info.height}"
         rows = self.section(
@@ -369,13 +382,8 @@ class Bench:
             if not ok[key]:
                 rows.append({"path": label, "input": inp, "status": f"not run ({_fail(runs[key][-1]) if runs[key] else 'no run'})"})
                 continue
-            c = cpu[key]
-            rows.append({"path": label, "input": inp, "frames": n, "fps": fps[key], "runs_s": [r["seconds"] for r in ok[key]],
-                         "x_bare": fps[key] / fps["bare"] if ok["bare"] else None,
-                         "x_deface": fps[key] / fps["deface"] if ok["deface"] else None,
-                         "cpu_per_frame": c, "peak_rss_mb": max(r["peak_rss_mb"] for r in ok[key]), "status": "ok", "note": "",
-                         "x_bare_cpu": cpu["bare"] / c if ok["bare"] else None,
-                         "x_deface_cpu": cpu["deface"] / c if ok["deface"] else None})
+            rows.append(_speed_row(label, inp, n, fps[key], [r["seconds"] for r in ok[key]], cpu[key], rss[key],
+                                   fps["bare"], fps["deface"], cpu))
         for key in ("blur", "blur_fast"):
             if ok[key] and ok["deface"] and ok["bare"]:
                 name = "default" if key == "blur" else "configs/fast.yaml"
@@ -439,14 +447,7 @@ class Bench:
             if not c.get("ok"):
                 rc["rows"].append({"clip": n, "status": f"not run ({c.get('error', 'failed')})"})
                 continue
-            dfc = R.load_json(out / f"{n}.deface.json")
-            det = R.load_json(out / f"{n}.deid_detector.json")
-            reg = R.load_json(out / f"{n}.deid_regions.json")
-            rec = R.compare_clip(n, dfc, det, reg, shape=shape)
-            ex = R.save_examples(out / f"{n}.frames.npy", rec, dfc, det, reg, out / "examples")
-            row = rec.as_row()
-            row.update(status="ok", source=_rel(p), size=f"{c['width']}x{c['height']}", examples_saved=len(ex))
-            rc["rows"].append(row)
+            rec = self._compare(rc, out, n, n, out, "examples", shape, p, c)
             total_visible += rec.frames_deface_face_visible_in_deid
             say(f"  {n:<22} {rec.frames} frames: faces deface {rec.faces_deface} / deid detector {rec.faces_deid_detector}; "
                 f"deface-only frames {rec.frames_deface_only}, deid-only {rec.frames_deid_only}; deface face visible in deid output: "
@@ -479,15 +480,31 @@ class Bench:
                          "the saved example frames show which is which.")
         self.save()
 
+    @staticmethod
+    def _compare(rc: dict[str, Any], out: Path, name: str, label: str, regions_dir: Path, examples: str, shape: str,
+                 src: Path, facts: dict[str, Any]) -> Any:
+        """One clip's recall row: deface's and deid's raw detections (in ``out``) against
+        deid's final regions (in ``regions_dir``), with example frames saved."""
+        from . import recall as R
+
+        dfc = R.load_json(out / f"{name}.deface.json")
+        det = R.load_json(out / f"{name}.deid_detector.json")
+        reg = R.load_json(regions_dir / f"{name}.deid_regions.json")
+        rec = R.compare_clip(label, dfc, det, reg, shape=shape)
+        ex = R.save_examples(out / f"{name}.frames.npy", rec, dfc, det, reg, out / examples)
+        row = rec.as_row()
+        row.update(status="ok", source=_rel(src), size=f"{facts['width']}x{facts['height']}", examples_saved=len(ex))
+        rc["rows"].append(row)
+        return rec
+
     def _recall_fast(self, clips: list[tuple[str, Path]], out: Path, shape: str, rc: dict[str, Any]) -> int | None:
         """deid's final regions with configs/fast.yaml against the same deface detections
         (deface's side does not depend on deid's config)."""
-        from . import recall as R
-
         fo = out / "fast"
         spec = [{"name": n, "src": str(p)} for n, p in clips if (out / f"{n}.deface.json").is_file()]
         t = time.perf_counter()
-        r = run_child("recall", {"clips": spec, "out": str(fo), "set": ["audit.leak_check=false"], "config": str(FAST_CONFIG)}, timeout=900)
+        r = run_child("recall", {"clips": spec, "out": str(fo), "set": ["audit.leak_check=false"], "config": str(FAST_CONFIG),
+                                 "regions_only": True}, timeout=900)
         say(f"  deid side with {_rel(FAST_CONFIG)} ({len(spec)} clips): {time.perf_counter() - t:.0f} s")
         if not r.get("ok"):
             rc["rows"].append({"clip": "configs/fast.yaml", "status": f"not run ({_fail(r)})"})
@@ -495,17 +512,10 @@ class Bench:
         total = 0
         for c in spec:
             n = c["name"]
-            (fo / f"{n}.frames.npy").unlink(missing_ok=True)
             if not r["clips"].get(n, {}).get("ok"):
                 rc["rows"].append({"clip": f"{n} (fast.yaml)", "status": f"not run ({r['clips'].get(n, {}).get('error', 'failed')})"})
                 continue
-            rec = R.compare_clip(f"{n} (fast.yaml)", R.load_json(out / f"{n}.deface.json"), R.load_json(out / f"{n}.deid_detector.json"),
-                                 R.load_json(fo / f"{n}.deid_regions.json"), shape=shape)
-            ex = R.save_examples(out / f"{n}.frames.npy", rec, R.load_json(out / f"{n}.deface.json"), R.load_json(out / f"{n}.deid_detector.json"),
-                                 R.load_json(fo / f"{n}.deid_regions.json"), out / "examples_fast")
-            row = rec.as_row()
-            row.update(status="ok", source=_rel(Path(c["src"])), size=f"{r['clips'][n]['width']}x{r['clips'][n]['height']}", examples_saved=len(ex))
-            rc["rows"].append(row)
+            rec = self._compare(rc, out, n, f"{n} (fast.yaml)", fo, "examples_fast", shape, Path(c["src"]), r["clips"][n])
             total += rec.frames_deface_face_visible_in_deid
             say(f"  {n + ' (fast)':<29} deface face visible in deid output: {rec.frames_deface_face_visible_in_deid} frames; "
                 f"deid region where deface blurred nothing: {rec.frames_deid_region_not_in_deface}")
