@@ -494,6 +494,7 @@ def render_segment(
             timings.add("analyze", time.perf_counter() - t_a)
             render(planner.finish())
         finally:
+            analyzer.close()
             t_c = time.perf_counter()
             wt.close()
             timings.add("encode_tail", time.perf_counter() - t_c)

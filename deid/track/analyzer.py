@@ -4,6 +4,7 @@ person segmentation where both miss. Produces :class:`Observation` rows for the 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 import numpy as np
@@ -37,7 +38,13 @@ class FrameAnalyzer:
     k frames apart tell the same story; a face that appears and vanishes entirely
     between two keyframes (fewer than k frames) is the residual risk, which the
     benchmark's recall comparison measures. Observations therefore lag the input by up
-    to k - 1 frames."""
+    to k - 1 frames.
+
+    With ``pose_thread`` (the default) the pose and presence models run in a worker
+    thread beside the face detector (see :meth:`_start`); with k = 1 a batch whose
+    frames went to the worker is returned by the next ``analyze`` call (or ``finish``),
+    so the worker overlaps the next batch's decoding and detection. Call ``close()``
+    when done with the analyzer."""
 
     def __init__(
         self,
@@ -50,6 +57,8 @@ class FrameAnalyzer:
         self.cfg = cfg
         self.pose = pose
         self.presence = presence
+        self._pool: ThreadPoolExecutor | None = None  # the pose / presence worker (track.pose_thread)
+        self._inflight: _Pending | None = None
         self.counts = {"pose_runs": 0, "presence_runs": 0, "pose_skipped_held": 0, "keyframes": 0, "keyframe_gap_frames_skipped": 0, "keyframe_gap_frames_analysed": 0}
         self._reset_state()
 
@@ -59,16 +68,27 @@ class FrameAnalyzer:
         self._held: set[int] = set()  # frames whose empty observation the hold covers
         self._key: Observation | None = None  # the last keyframe's observation
         self._pending: list[tuple[int, np.ndarray]] = []  # frames after it, unresolved
+        self._inflight = None  # keyframe_every = 1 with pose_thread: the batch the worker is on
 
     # -- public ---------------------------------------------------------------------
 
     def analyze(self, frames: Sequence[np.ndarray], start: int) -> list[Observation]:
         k = self.cfg.keyframe_every
         if k <= 1:
-            out = self._observe(list(frames), list(range(start, start + len(frames))))
+            pend = self._start(list(frames), list(range(start, start + len(frames))))
             self._held.clear()
             self._faces = {i for i in self._faces if i >= start + len(frames) - self.cfg.pose_skip_after_face - 1}
-            return out
+            if not self.cfg.pose_thread:
+                return self._collect(pend)
+            # the worker finishes this batch's pose / presence while the caller reads
+            # and detects the next one: return the previous batch's observations (and
+            # this one's too when it gave the worker nothing to do)
+            prev, self._inflight = self._inflight, None
+            out = self._collect(prev) if prev is not None else []
+            if pend.jobs:
+                self._inflight = pend
+                return out
+            return out + self._collect(pend)
         out: list[Observation] = []
         items = list(zip(range(start, start + len(frames)), frames))
         keys = [j for j, (i, _) in enumerate(items) if i % k == 0 or (j == 0 and self._key is None)]
@@ -83,8 +103,13 @@ class FrameAnalyzer:
         return out
 
     def finish(self) -> list[Observation]:
-        """Resolve the frames after the last keyframe (the video's last frame becomes a
-        keyframe). Call once at the end of the video, before the planner's ``finish``."""
+        """The observations still pending at the end of the video: the last batch's
+        (``pose_thread``), the frames after the last keyframe (the video's last frame
+        becomes a keyframe). Call once at the end of the video, before the planner's
+        ``finish``."""
+        if self._inflight is not None:
+            prev, self._inflight = self._inflight, None
+            return self._collect(prev)
         if not self._pending:
             return []
         i, frame = self._pending.pop()
@@ -93,11 +118,20 @@ class FrameAnalyzer:
         return self._close(o)
 
     def reset(self) -> None:
+        if self._inflight is not None:  # let the worker finish before the models reset
+            for job in self._inflight.jobs:
+                job.exception()
         self._reset_state()
         if hasattr(self.detector, "reset"):
             self.detector.reset()
         if self.pose is not None and hasattr(self.pose, "reset"):
             self.pose.reset()
+
+    def close(self) -> None:
+        """Stop the worker thread after its queued jobs (a later call starts a new one)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     # -- keyframes ------------------------------------------------------------------
 
@@ -145,36 +179,108 @@ class FrameAnalyzer:
 
     def _observe(self, frames: list[np.ndarray], indices: list[int]) -> list[Observation]:
         """Run the models on ``frames`` (frame numbers ``indices``, ascending)."""
-        if not frames:
-            return []
-        dets = detect_indexed(self.detector, frames, indices)
-        if len(dets) != len(frames):
-            raise RuntimeError(f"detector {getattr(self.detector, 'name', '?')} returned {len(dets)} results for {len(frames)} frames")
-        obs: list[Observation | None] = [None] * len(frames)
-        need_pose = []
-        for i, d in enumerate(dets):
+        return self._collect(self._start(frames, indices))
+
+    def _start(self, frames: list[np.ndarray], indices: list[int]) -> "_Pending":
+        """Run the face detector on ``frames``, a few at a time, and hand the frames it
+        missed to the pose and presence models; :meth:`_collect` gathers the result.
+
+        With ``track.pose_thread`` the pose and presence models run in one worker thread
+        that works through the missed frames in frame order while the detector moves on
+        (to the next group of frames, and with ``keyframe_every`` = 1 to the next batch:
+        :meth:`analyze` returns the previous batch's observations). MediaPipe's graphs
+        run single-threaded and release the GIL, so on a multi-core CPU the two overlap.
+        Each model sees the same frames in the same order as without the thread, so the
+        observations are identical; only the wall time differs."""
+        n = len(frames)
+        pend = _Pending(list(indices), [None] * n)
+        if not n:
+            return pend
+        step = _GROUP if self.cfg.pose_thread else n
+        for s in range(0, n, step):
+            group = range(s, min(n, s + step))
+            dets = detect_indexed(self.detector, [frames[i] for i in group], [indices[i] for i in group])
+            if len(dets) != len(group):
+                raise RuntimeError(
+                    f"detector {getattr(self.detector, 'name', '?')} returned {len(dets)} results for {len(group)} frames"
+                )
+            need_pose, need_presence = self._decide(group, dets, indices, pend.obs)
+            if not need_pose and not (need_presence and self.presence is not None):
+                continue
+            self.counts["pose_runs"] += len(need_pose)
+            args = ([frames[i] for i in need_pose], need_pose, [frames[i] for i in need_presence], need_presence)
+            if self.cfg.pose_thread:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deid-pose")
+                pend.jobs.append(self._pool.submit(self._fallback_models, *args))
+            else:
+                pend.jobs.append(_Done(self._fallback_models(*args)))
+        return pend
+
+    def _collect(self, pend: "_Pending") -> list[Observation]:
+        """Wait for ``pend``'s pose and presence results; its observations in order."""
+        head: dict[int, np.ndarray] = {}
+        pose_found: dict[int, bool] = {}
+        present: dict[int, bool] = {}
+        for job in pend.jobs:
+            h, found, pres = job.result()
+            head.update(h)
+            pose_found.update(found)
+            present.update(pres)
+            self.counts["presence_runs"] += len(pres)
+        out = []
+        for i, o in enumerate(pend.obs):
+            if o is None:
+                o = Observation(
+                    pend.indices[i],
+                    head_boxes=head.get(i, np.zeros((0, 4), np.float32)),
+                    person_present=pose_found.get(i, False) or present.get(i, False),
+                    pose_ran=i in pose_found,
+                )
+            out.append(o)
+        return out
+
+    def _decide(
+        self, group: range, dets: list, indices: list[int], obs: list[Observation | None]
+    ) -> tuple[list[int], list[int]]:
+        """Fill ``obs`` for the frames of ``group`` the detector (or the hold) settles;
+        return the positions that need the pose model, and those that need only the
+        presence model (pose not run there)."""
+        need_pose: list[int] = []
+        need_presence: list[int] = []
+        for i, d in zip(group, dets):
             idx = indices[i]
             if len(d):
                 obs[i] = Observation(idx, d, person_present=True)
                 self._missed = 0
                 self._faces.add(idx)
+                continue
+            held = self._is_held(idx)
+            pose_on = self.cfg.pose_fallback and self.pose is not None
+            if held:
+                if pose_on:
+                    self.counts["pose_skipped_held"] += 1
+                obs[i] = Observation(idx, person_present=True)  # the hold covers it
+                self._held.add(idx)
+                continue
+            if pose_on and self._missed % self.cfg.pose_stride == 0:
+                need_pose.append(i)
             else:
-                held = self._is_held(idx)
-                if self.cfg.pose_fallback and self.pose is not None:
-                    if held:
-                        self.counts["pose_skipped_held"] += 1
-                    elif self._missed % self.cfg.pose_stride == 0:
-                        need_pose.append(i)
-                if held:
-                    obs[i] = Observation(idx, person_present=True)  # the hold covers it
-                    self._held.add(idx)
-                    continue
-                self._missed += 1
+                need_presence.append(i)
+            self._missed += 1
+        return need_pose, need_presence
+
+    def _fallback_models(
+        self, pose_frames: list[np.ndarray], need_pose: list[int], presence_frames: list[np.ndarray], need_presence: list[int]
+    ) -> tuple[dict[int, np.ndarray], dict[int, bool], dict[int, bool]]:
+        """Pose on the ``need_pose`` frames, then presence on those where pose found no
+        one and on the ``need_presence`` frames (positions in the batch). May run in the
+        worker thread: it touches no analyzer state, only the pose and presence models,
+        which nothing else calls meanwhile."""
         head: dict[int, np.ndarray] = {}
-        pose_found: dict[int, bool] = {}
+        found: dict[int, bool] = {}
         if need_pose:
-            kps = self.pose.estimate([frames[i] for i in need_pose])
-            self.counts["pose_runs"] += len(need_pose)
+            kps = self.pose.estimate(pose_frames)
             for i, kp in zip(need_pose, kps):
                 boxes = []
                 for person in kp.data:
@@ -184,25 +290,40 @@ class FrameAnalyzer:
                 body_seen = bool(len(kp.data)) and any(
                     float(np.mean(p[:17, 2] >= self.cfg.pose_min_score)) >= 0.25 for p in kp.data
                 )
-                pose_found[i] = body_seen or bool(boxes)
+                found[i] = body_seen or bool(boxes)
                 head[i] = np.asarray(boxes, np.float32).reshape(-1, 4)
-        need_presence = [i for i in range(len(frames)) if obs[i] is None and not pose_found.get(i, False)]
         present: dict[int, bool] = {}
-        if need_presence and self.presence is not None:
-            flags = self.presence.present([frames[i] for i in need_presence])
-            self.counts["presence_runs"] += len(need_presence)
-            present = dict(zip(need_presence, flags))
-        for i in range(len(frames)):
-            if obs[i] is not None:
-                continue
-            hb = head.get(i, np.zeros((0, 4), np.float32))
-            obs[i] = Observation(
-                indices[i],
-                head_boxes=hb,
-                person_present=pose_found.get(i, False) or present.get(i, False),
-                pose_ran=i in pose_found,
-            )
-        return [o for o in obs if o is not None]
+        if self.presence is not None:
+            ask = sorted([(i, f) for i, f in zip(need_pose, pose_frames) if not found[i]] + list(zip(need_presence, presence_frames)),
+                         key=lambda t: t[0])
+            if ask:
+                present = dict(zip([i for i, _ in ask], self.presence.present([f for _, f in ask])))
+        return head, found, present
+
+
+_GROUP = 4  # frames per detector call when the pose worker runs beside it
+
+
+class _Pending:
+    """A batch whose face detection is done and whose pose / presence jobs may still run."""
+
+    def __init__(self, indices: list[int], obs: list[Observation | None]):
+        self.indices = indices
+        self.obs = obs
+        self.jobs: list[Any] = []
+
+
+class _Done:
+    """A finished result with a future's ``result()``."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def result(self) -> Any:
+        return self.value
+
+    def exception(self) -> None:
+        return None
 
 
 def _matched(a: np.ndarray, b: np.ndarray, min_iou: float) -> bool:

@@ -1,0 +1,135 @@
+"""The pose / presence worker thread of the frame analyzer (``track.pose_thread``): the
+models see the same frames in the same order as without it, so the observations are
+identical; errors in the worker reach the caller; ``close()`` stops the thread."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import numpy as np
+import pytest
+
+from deid.config import Config
+from deid.track.analyzer import FrameAnalyzer
+from deid.types import Keypoints
+
+from test_keyframes import ScriptedDetector, face_at, frames_for
+
+
+def number(frame: np.ndarray) -> int:
+    return int(frame[0, 0, 0]) + 256 * int(frame[0, 0, 1])
+
+
+class ScriptedPose:
+    """A head (nose, eyes, ears, shoulders) on frames in ``heads``, nobody elsewhere;
+    records the frame numbers and the thread of each call."""
+
+    name = "scripted_pose"
+
+    def __init__(self, heads: set[int], fail_on: int | None = None):
+        self.heads = heads
+        self.fail_on = fail_on
+        self.seen: list[int] = []
+        self.threads: set[str] = set()
+
+    def estimate(self, frames):
+        out = []
+        for f in frames:
+            i = number(f)
+            self.seen.append(i)
+            self.threads.add(threading.current_thread().name)
+            if i == self.fail_on:
+                raise RuntimeError(f"pose model failed on frame {i}")
+            kp = np.zeros((1, 17, 3), np.float32)
+            if i in self.heads:
+                x = 100.0 + 3 * i
+                kp[0, :5] = [[x, 50, 1], [x - 5, 45, 1], [x + 5, 45, 1], [x - 12, 48, 1], [x + 12, 48, 1]]
+                kp[0, 5:7] = [[x - 30, 90, 1], [x + 30, 90, 1]]
+            out.append(Keypoints(kp[:, :17] if i in self.heads else np.zeros((0, 17, 3), np.float32), schema="coco17"))
+        return out
+
+
+class ScriptedPresence:
+    def __init__(self, present: set[int]):
+        self.present_on = present
+        self.seen: list[int] = []
+
+    def present(self, frames):
+        out = []
+        for f in frames:
+            self.seen.append(number(f))
+            out.append(number(f) in self.present_on)
+        return out
+
+
+def scenario():
+    # faces in 0-19 and 50-59; pose finds a head in 30-44; presence says someone in 45-49
+    faces = {i: face_at(100 + i) for i in list(range(20)) + list(range(50, 60))}
+    return ScriptedDetector(faces), ScriptedPose(set(range(30, 45))), ScriptedPresence(set(range(45, 50)))
+
+
+def run(threaded: bool, k: int = 1, n: int = 70, chunk: int = 9, pose=None):
+    det, p, pres = scenario()
+    cfg = dataclasses.replace(Config().track, pose_thread=threaded, keyframe_every=k)
+    an = FrameAnalyzer(det, cfg, pose or p, pres)
+    an.reset()
+    frames = frames_for(n)
+    obs = []
+    try:
+        for s in range(0, n, chunk):
+            obs += an.analyze(frames[s : s + chunk], s)
+        obs += an.finish()
+    finally:
+        an.close()
+    return an, obs, det, pose or p, pres
+
+
+def summary(obs):
+    return [
+        (o.index, o.faces.boxes.round(2).tolist(), np.asarray(o.head_boxes).round(2).tolist(), o.person_present, o.pose_ran)
+        for o in obs
+    ]
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_threaded_analysis_gives_the_same_observations(k):
+    an0, obs0, det0, pose0, pres0 = run(False, k)
+    an1, obs1, det1, pose1, pres1 = run(True, k)
+    assert [o.index for o in obs1] == list(range(70))  # every frame once, in order
+    assert summary(obs1) == summary(obs0)
+    assert pose1.seen == pose0.seen and pres1.seen == pres0.seen  # same frames, same order
+    assert sorted(det1.seen) == sorted(det0.seen)
+    assert an1.counts == an0.counts
+    assert pose0.threads == {threading.current_thread().name}
+    assert pose1.threads and all(t.startswith("deid-pose") for t in pose1.threads)
+    # the scenario exercises all three paths
+    assert an1.counts["pose_runs"] > 0 and an1.counts["presence_runs"] > 0
+    assert any(len(o.head_boxes) for o in obs1) and any(len(o.faces) for o in obs1)
+
+
+def test_worker_errors_reach_the_caller():
+    det, _, _ = scenario()
+    with pytest.raises(RuntimeError, match="pose model failed on frame 33"):
+        run(True, pose=ScriptedPose(set(range(30, 45)), fail_on=33))
+
+
+def test_close_stops_the_worker():
+    before = {t.name for t in threading.enumerate()}
+    run(True)
+    after = {t.name for t in threading.enumerate() if t.name.startswith("deid-pose")}
+    assert not after - before
+
+
+def test_reset_between_videos_waits_for_the_worker():
+    det, pose, pres = scenario()
+    cfg = dataclasses.replace(Config().track, pose_thread=True)
+    an = FrameAnalyzer(det, cfg, pose, pres)
+    frames = frames_for(40)
+    an.reset()
+    an.analyze(frames[25:40], 25)  # leaves a batch in flight (pose on 25-39)
+    an.reset()  # next video: the in-flight batch is dropped, not returned
+    assert an.finish() == []
+    obs = an.analyze(frames[:5], 0) + an.finish()
+    assert [o.index for o in obs] == [0, 1, 2, 3, 4]
+    an.close()
