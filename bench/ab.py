@@ -1,13 +1,13 @@
 """A/B of two configurations of the blur path on one clip, in one process.
 
-    python -m bench.ab CLIP --a track.pose_thread=false --b track.pose_thread=true [--repeats 8]
+    python -m bench.ab CLIP --a track.worker_threads=false --b track.worker_threads=true [--repeats 8]
 
 Both configurations' models are built before the clock starts; the runs alternate
 (A B, B A, A B, ...) so drift on a shared machine falls on both sides alike. Each run is
 one ``render_segment`` of the whole clip (decode, analysis, blur, encode; no leak
 audit). Prints every run, the medians of wall and CPU seconds, the speed-up of B over A,
 and whether every run of both configurations planned the same regions and decisions in
-every frame (a change meant to be pure speed, such as ``track.pose_thread``, must). The
+every frame (a change meant to be pure speed, such as ``track.worker_threads``, must). The
 regions are compared, not the video bytes: libx264's frame threads do not give
 byte-identical files run to run here (docs/benchmarks.md), while rendering a plan is
 deterministic.

@@ -106,7 +106,9 @@ class TrackConfig:
     pose_stride: int = 1  # pose every k-th missed frame; >1 is faster but MediaPipe tracks worse on gapped frames
     pose_min_score: float = 0.5  # keypoint visibility needed to count a person as present
     pose_skip_after_face: int = 4  # no pose fallback this many frames after a face detection (the hold covers them)
-    pose_thread: bool = True  # pose/presence in a worker thread beside the face detector (same results, less wall time)
+    # pose / presence models, and the sparse face detectors (detect.extra), in worker threads
+    # beside the main face detector: the same regions, less wall time on a multi-core CPU
+    worker_threads: bool = True
     # frames with a person present and no head region: redact | flag | drop
     fail_closed: str = "redact"
     lookahead: int = 48  # frames buffered for interpolation/smoothing (bounded memory)

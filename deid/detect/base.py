@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Sequence
 
 import cv2
@@ -80,12 +81,40 @@ class CompositeDetector:
         self.iou = float(iou)
         self.name = "+".join(getattr(d, "name", type(d).__name__) for d, _ in self.members)
         self._n = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._ahead: dict[tuple[int, int], Future] = {}  # (member, frame number) -> its detections
+
+    def prefetch(self, frames: Sequence[np.ndarray], indices: Sequence[int]) -> None:
+        """Start the sparse members on their frames among ``frames`` in a worker thread,
+        so they run while the caller works on the first member; ``detect_indexed`` on
+        those frames then collects the results. Call only for frames that will be
+        detected next (each result is held until it is collected, or ``reset()``)."""
+        for m, (det, every) in enumerate(self.members[1:], 1):
+            for f, i in zip(frames, indices):
+                i = int(i)
+                if i % every == 0 and (m, i) not in self._ahead:
+                    if self._pool is None:
+                        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deid-detect")
+                    self._ahead[(m, i)] = self._pool.submit(_detect_one, det, f, i)
 
     def reset(self) -> None:
         self._n = 0
+        self._drop_ahead()
         for d, _ in self.members:
             if hasattr(d, "reset"):
                 d.reset()
+
+    def close(self) -> None:
+        """Stop the prefetch worker (a later ``prefetch`` starts a new one)."""
+        self._drop_ahead()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _drop_ahead(self) -> None:
+        for fut in self._ahead.values():
+            fut.cancel() or fut.exception()  # wait for a running one: the model is not re-entrant
+        self._ahead.clear()
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
         frames = list(frames)
@@ -98,13 +127,20 @@ class CompositeDetector:
         frames, indices = list(frames), [int(i) for i in indices]
         base = detect_indexed(self.members[0][0], frames, indices)
         parts: list[list[Detections]] = [[d] for d in base]
-        for det, every in self.members[1:]:
+        for m, (det, every) in enumerate(self.members[1:], 1):
             idx = [i for i in range(len(frames)) if indices[i] % every == 0]
-            if idx:
-                for i, d in zip(idx, detect_indexed(det, [frames[i] for i in idx], [indices[i] for i in idx])):
-                    parts[i].append(d)
+            now = [i for i in idx if (m, indices[i]) not in self._ahead]
+            found = dict(zip(now, detect_indexed(det, [frames[i] for i in now], [indices[i] for i in now]))) if now else {}
+            for i in idx:
+                d = found[i] if i in found else self._ahead.pop((m, indices[i])).result()
+                parts[i].append(d)
         self._n = (indices[-1] + 1) if indices else self._n
         return [nms(concat(p), self.iou) if len(p) > 1 else p[0] for p in parts]
+
+
+def _detect_one(detector: Any, frame: np.ndarray, index: int) -> Detections:
+    (d,) = detect_indexed(detector, [frame], [index])
+    return d
 
 
 def detect_indexed(detector: Any, frames: Sequence[np.ndarray], indices: Sequence[int]) -> list[Detections]:

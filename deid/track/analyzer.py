@@ -40,8 +40,9 @@ class FrameAnalyzer:
     benchmark's recall comparison measures. Observations therefore lag the input by up
     to k - 1 frames.
 
-    With ``pose_thread`` (the default) the pose and presence models run in a worker
-    thread beside the face detector (see :meth:`_start`); with k = 1 a batch whose
+    With ``worker_threads`` (the default) the pose and presence models run in a worker
+    thread beside the face detector, and a composite detector's sparse members in
+    another (see :meth:`_start`); with k = 1 a batch whose
     frames went to the worker is returned by the next ``analyze`` call (or ``finish``),
     so the worker overlaps the next batch's decoding and detection. Call ``close()``
     when done with the analyzer."""
@@ -57,7 +58,7 @@ class FrameAnalyzer:
         self.cfg = cfg
         self.pose = pose
         self.presence = presence
-        self._pool: ThreadPoolExecutor | None = None  # the pose / presence worker (track.pose_thread)
+        self._pool: ThreadPoolExecutor | None = None  # the pose / presence worker (track.worker_threads)
         self._inflight: _Pending | None = None
         self.counts = {"pose_runs": 0, "presence_runs": 0, "pose_skipped_held": 0, "keyframes": 0, "keyframe_gap_frames_skipped": 0, "keyframe_gap_frames_analysed": 0}
         self._reset_state()
@@ -68,7 +69,7 @@ class FrameAnalyzer:
         self._held: set[int] = set()  # frames whose empty observation the hold covers
         self._key: Observation | None = None  # the last keyframe's observation
         self._pending: list[tuple[int, np.ndarray]] = []  # frames after it, unresolved
-        self._inflight = None  # keyframe_every = 1 with pose_thread: the batch the worker is on
+        self._inflight = None  # keyframe_every = 1 with worker_threads: the batch the worker is on
 
     # -- public ---------------------------------------------------------------------
 
@@ -78,7 +79,7 @@ class FrameAnalyzer:
             pend = self._start(list(frames), list(range(start, start + len(frames))))
             self._held.clear()
             self._faces = {i for i in self._faces if i >= start + len(frames) - self.cfg.pose_skip_after_face - 1}
-            if not self.cfg.pose_thread:
+            if not self.cfg.worker_threads:
                 return self._collect(pend)
             # the worker finishes this batch's pose / presence while the caller reads
             # and detects the next one: return the previous batch's observations (and
@@ -104,7 +105,7 @@ class FrameAnalyzer:
 
     def finish(self) -> list[Observation]:
         """The observations still pending at the end of the video: the last batch's
-        (``pose_thread``), the frames after the last keyframe (the video's last frame
+        (``worker_threads``), the frames after the last keyframe (the video's last frame
         becomes a keyframe). Call once at the end of the video, before the planner's
         ``finish``."""
         if self._inflight is not None:
@@ -185,18 +186,23 @@ class FrameAnalyzer:
         """Run the face detector on ``frames``, a few at a time, and hand the frames it
         missed to the pose and presence models; :meth:`_collect` gathers the result.
 
-        With ``track.pose_thread`` the pose and presence models run in one worker thread
+        With ``track.worker_threads`` the pose and presence models run in one worker thread
         that works through the missed frames in frame order while the detector moves on
         (to the next group of frames, and with ``keyframe_every`` = 1 to the next batch:
         :meth:`analyze` returns the previous batch's observations). MediaPipe's graphs
         run single-threaded and release the GIL, so on a multi-core CPU the two overlap.
-        Each model sees the same frames in the same order as without the thread, so the
+        A composite detector's sparse members (CenterFace every 8th frame) start on
+        the batch's frames in their own thread first (``prefetch``), and the detector
+        collects their results when it reaches those frames.
+        Each model sees the same frames in the same order as without the threads, so the
         observations are identical; only the wall time differs."""
         n = len(frames)
         pend = _Pending(list(indices), [None] * n)
         if not n:
             return pend
-        step = _GROUP if self.cfg.pose_thread else n
+        step = _GROUP if self.cfg.worker_threads else n
+        if self.cfg.worker_threads and hasattr(self.detector, "prefetch"):
+            self.detector.prefetch(frames, indices)  # sparse detectors start in their own thread
         for s in range(0, n, step):
             group = range(s, min(n, s + step))
             dets = detect_indexed(self.detector, [frames[i] for i in group], [indices[i] for i in group])
@@ -209,7 +215,7 @@ class FrameAnalyzer:
                 continue
             self.counts["pose_runs"] += len(need_pose)
             args = ([frames[i] for i in need_pose], need_pose, [frames[i] for i in need_presence], need_presence)
-            if self.cfg.pose_thread:
+            if self.cfg.worker_threads:
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deid-pose")
                 pend.jobs.append(self._pool.submit(self._fallback_models, *args))

@@ -1,4 +1,4 @@
-"""The pose / presence worker thread of the frame analyzer (``track.pose_thread``): the
+"""The pose / presence worker thread of the frame analyzer (``track.worker_threads``): the
 models see the same frames in the same order as without it, so the observations are
 identical; errors in the worker reach the caller; ``close()`` stops the thread."""
 
@@ -71,7 +71,7 @@ def scenario():
 
 def run(threaded: bool, k: int = 1, n: int = 70, chunk: int = 9, pose=None):
     det, p, pres = scenario()
-    cfg = dataclasses.replace(Config().track, pose_thread=threaded, keyframe_every=k)
+    cfg = dataclasses.replace(Config().track, worker_threads=threaded, keyframe_every=k)
     an = FrameAnalyzer(det, cfg, pose or p, pres)
     an.reset()
     frames = frames_for(n)
@@ -123,7 +123,7 @@ def test_close_stops_the_worker():
 
 def test_reset_between_videos_waits_for_the_worker():
     det, pose, pres = scenario()
-    cfg = dataclasses.replace(Config().track, pose_thread=True)
+    cfg = dataclasses.replace(Config().track, worker_threads=True)
     an = FrameAnalyzer(det, cfg, pose, pres)
     frames = frames_for(40)
     an.reset()
@@ -133,3 +133,75 @@ def test_reset_between_videos_waits_for_the_worker():
     obs = an.analyze(frames[:5], 0) + an.finish()
     assert [o.index for o in obs] == [0, 1, 2, 3, 4]
     an.close()
+
+
+class ThreadRecordingDetector(ScriptedDetector):
+    def __init__(self, faces):
+        super().__init__(faces)
+        self.threads: set[str] = set()
+
+    def detect(self, frames):
+        self.threads.add(threading.current_thread().name)
+        return super().detect(frames)
+
+
+def composite():
+    from deid.detect.base import CompositeDetector
+
+    every = ScriptedDetector({i: face_at(100) for i in range(0, 40, 3)})
+    sparse = ThreadRecordingDetector({i: face_at(300) for i in range(0, 40, 8)})
+    return CompositeDetector([(every, 1), (sparse, 8)]), sparse
+
+
+def boxes(dets):
+    return [d.boxes.round(2).tolist() for d in dets]
+
+
+def test_prefetched_sparse_detector_gives_the_same_detections():
+    fr = frames_for(40)
+    plain, sp0 = composite()
+    ahead, sp1 = composite()
+    want = boxes(plain.detect_indexed(fr, range(40)))
+    ahead.prefetch(fr[:20], range(20))
+    got = boxes(ahead.detect_indexed(fr[:20], range(20))) + boxes(ahead.detect_indexed(fr[20:], range(20, 40)))
+    assert got == want
+    assert sorted(sp1.seen) == sorted(sp0.seen) == [0, 8, 16, 24, 32]
+    assert any(t.startswith("deid-detect") for t in sp1.threads)  # 0, 8, 16 ran in the worker
+    assert not ahead._ahead  # every prefetched result was collected
+    ahead.close()
+
+
+def test_reset_drops_prefetched_results():
+    fr = frames_for(16)
+    det, sparse = composite()
+    det.prefetch(fr, range(16))
+    det.reset()
+    assert not det._ahead
+    sparse.seen.clear()
+    det.detect_indexed(fr[:9], range(9))  # runs the sparse member again, on the next video's frames
+    assert sorted(sparse.seen) == [0, 8]
+    det.close()
+
+
+def test_analyzer_prefetches_on_a_composite_detector():
+    from deid.detect.base import CompositeDetector
+
+    _, pose, pres = scenario()
+    every = ScriptedDetector({i: face_at(100) for i in range(20)})
+    sparse = ThreadRecordingDetector({i: face_at(300) for i in range(0, 70, 8)})
+    obs_by = {}
+    for threaded in (False, True):
+        det = CompositeDetector([(every, 1), (sparse, 8)])
+        cfg = dataclasses.replace(Config().track, worker_threads=threaded)
+        an = FrameAnalyzer(det, cfg, ScriptedPose(set(range(30, 45))), ScriptedPresence(set()))
+        an.reset()
+        fr = frames_for(70)
+        obs = []
+        for s in range(0, 70, 9):
+            obs += an.analyze(fr[s : s + 9], s)
+        obs += an.finish()
+        an.close()
+        det.close()
+        obs_by[threaded] = summary(obs)
+    assert obs_by[True] == obs_by[False]
+    assert any(t.startswith("deid-detect") for t in sparse.threads)
