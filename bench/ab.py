@@ -42,7 +42,7 @@ def plans_digest(plans) -> str:
 def run_ab(clip: str, a: list[str], b: list[str], repeats: int = 8, method: str = "blur") -> dict:
     from deid.config import load_config
     from deid.io import probe
-    from deid.pipeline import Components, render_segment
+    from deid.pipeline import Components, apply_process_settings, render_segment
     from deid.types import Timings
 
     info = probe(clip)
@@ -57,6 +57,7 @@ def run_ab(clip: str, a: list[str], b: list[str], repeats: int = 8, method: str 
         for r in range(repeats):
             for name in ("A", "B") if r % 2 == 0 else ("B", "A"):
                 cfg, comp = sides[name]
+                apply_process_settings(cfg)  # process-wide keys (track.opencv_threads) follow the side
                 out = Path(tmp) / f"{name}{r}.mp4"
                 c0, t0 = time.process_time(), time.perf_counter()
                 seg = render_segment(clip, info, {method: out}, cfg, comp, timings=Timings(), keep_plans=True)

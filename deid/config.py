@@ -109,6 +109,9 @@ class TrackConfig:
     # pose / presence models, and the sparse face detectors (detect.extra), in worker threads
     # beside the main face detector: the same regions, less wall time on a multi-core CPU
     worker_threads: bool = True
+    # OpenCV's own thread pool (CenterFace's network, resizes, blurs), process-wide: 1 = none
+    # beside deid's threads (less CPU for the same work); 0 = OpenCV's default (all cores)
+    opencv_threads: int = 1
     # frames with a person present and no head region: redact | flag | drop
     fail_closed: str = "redact"
     lookahead: int = 48  # frames buffered for interpolation/smoothing (bounded memory)
@@ -125,6 +128,7 @@ class TrackConfig:
         _check(self.smooth_window >= 1 and self.smooth_window % 2 == 1, "track.smooth_window must be odd and >= 1")
         _check(self.pose_stride >= 1, "track.pose_stride must be >= 1")
         _check(self.pose_skip_after_face >= 0, "track.pose_skip_after_face must be >= 0")
+        _check(self.opencv_threads >= 0, "track.opencv_threads must be >= 0 (0 = OpenCV's default)")
         _check(self.keyframe_every >= 1, "track.keyframe_every must be >= 1")
         _check(self.keyframe_every - 1 <= self.max_gap, "track.keyframe_every - 1 must be <= track.max_gap (the tracker interpolates between keyframes)")
         _check(0.0 < self.keyframe_iou <= 1.0, "track.keyframe_iou must be in (0, 1]")

@@ -145,6 +145,8 @@ class Components:
     def build(cls, cfg: Config, methods: Sequence[str], **prebuilt: Any) -> "Components":
         from .detect import build_detector
 
+        apply_process_settings(cfg)
+
         detector = prebuilt.get("detector") or build_detector(cfg)
         pose = prebuilt.get("pose")
         presence = prebuilt.get("presence")
@@ -167,6 +169,18 @@ class Components:
 
             identity = IDENTITY_ENCODERS.create(cfg.audit.identity_backend)
         return cls(cfg, detector, pose, presence, anons, identity)
+
+
+def apply_process_settings(cfg: Config) -> None:
+    """Apply the process-wide settings ``cfg`` asks for: OpenCV's thread pool
+    (``track.opencv_threads``). :meth:`Components.build` calls it, so it holds for the
+    whole process (a CLI run, a Ray actor) from then on."""
+    import cv2
+
+    n = int(cfg.track.opencv_threads)
+    # OpenCV's own pool beside deid's reader, writer and worker threads oversubscribes the
+    # cores (and in a Ray actor it would size itself to the whole node): 1 by default.
+    cv2.setNumThreads(n if n > 0 else -1)  # -1: OpenCV's default
 
 
 # ----------------------------------------------------------------------------- results

@@ -205,3 +205,23 @@ def test_analyzer_prefetches_on_a_composite_detector():
         obs_by[threaded] = summary(obs)
     assert obs_by[True] == obs_by[False]
     assert any(t.startswith("deid-detect") for t in sparse.threads)
+
+
+def test_opencv_threads_setting_is_applied_and_checked():
+    import cv2
+
+    from deid.config import ConfigError
+    from deid.pipeline import apply_process_settings
+
+    before = cv2.getNumThreads()
+    try:
+        apply_process_settings(Config())  # default: 1
+        assert cv2.getNumThreads() == 1
+        apply_process_settings(Config().replace("track.opencv_threads=0"))  # OpenCV's default
+        default = cv2.getNumThreads()
+        apply_process_settings(Config().replace("track.opencv_threads=1"))
+        assert cv2.getNumThreads() == 1 and default >= 1
+    finally:
+        cv2.setNumThreads(before)
+    with pytest.raises(ConfigError, match="opencv_threads"):
+        Config().replace("track.opencv_threads=-1")
