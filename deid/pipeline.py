@@ -504,7 +504,7 @@ def render_segment(
                 if progress:
                     progress(sum(1 for i in batch.indices() if start <= i < stop))
             t_a = time.perf_counter()
-            planner.add(analyzer.finish())  # the frames after the last keyframe
+            planner.add(analyzer.finish())  # the last batch in the worker, the frames after the last keyframe
             timings.add("analyze", time.perf_counter() - t_a)
             render(planner.finish())
         finally:

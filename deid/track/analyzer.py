@@ -4,7 +4,7 @@ person segmentation where both miss. Produces :class:`Observation` rows for the 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Sequence
 
 import numpy as np
@@ -220,7 +220,9 @@ class FrameAnalyzer:
                     self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deid-pose")
                 pend.jobs.append(self._pool.submit(self._fallback_models, *args))
             else:
-                pend.jobs.append(_Done(self._fallback_models(*args)))
+                done: Future = Future()
+                done.set_result(self._fallback_models(*args))
+                pend.jobs.append(done)
         return pend
 
     def _collect(self, pend: "_Pending") -> list[Observation]:
@@ -316,20 +318,9 @@ class _Pending:
     def __init__(self, indices: list[int], obs: list[Observation | None]):
         self.indices = indices
         self.obs = obs
-        self.jobs: list[Any] = []
+        self.jobs: list[Future] = []
 
 
-class _Done:
-    """A finished result with a future's ``result()``."""
-
-    def __init__(self, value: Any):
-        self.value = value
-
-    def result(self) -> Any:
-        return self.value
-
-    def exception(self) -> None:
-        return None
 
 
 def _matched(a: np.ndarray, b: np.ndarray, min_iou: float) -> bool:
