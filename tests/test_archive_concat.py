@@ -63,8 +63,8 @@ def test_stitched_segments_match_a_whole_video_run(clip, tmp_path, timing):
     assert diff < 4.0, diff
 
 
-def _write(path, pts_list, size=(160, 120)):
-    with VideoWriter(path, size[0], size[1], 25, timing="keep", time_base=Fraction(1, 12800), pts_origin=0) as w:
+def _write(path, pts_list, size=(160, 120), time_base=Fraction(1, 12800), fps=25):
+    with VideoWriter(path, size[0], size[1], fps, timing="keep", time_base=time_base, pts_origin=0) as w:
         for k, t in enumerate(pts_list):
             img, _ = draw_frame(k, len(pts_list), *size)
             w.write(img, t)
@@ -85,6 +85,21 @@ def test_junction_with_a_longer_decode_delay_keeps_dts_increasing(tmp_path):
     assert all(y[1] > x[1] for x, y in zip(pk, pk[1:])) and all(d <= p for p, d in pk)
     assert list(scan_stream(tmp_path / "j.mp4").pts) == a + b, "presentation timestamps untouched"
     assert len(read_frames(tmp_path / "j.mp4")) == 20
+
+
+@pytest.mark.parametrize("den,step", [(24000, 1001), (15360, 512)])
+def test_segments_starting_off_the_millisecond_keep_exact_timestamps(tmp_path, den, step):
+    # 23.976 fps (1/24000) and 30 fps in Matroska's usual 1/15360: frame 40 is not on a
+    # whole millisecond; MP4's default movie timescale (1000) used to round the
+    # segment's start down, shifting the whole segment by up to a millisecond
+    tb, fps = Fraction(1, den), den / step
+    a = [i * step for i in range(40)]
+    b = [(40 + i) * step for i in range(12)]
+    _write(tmp_path / "a.mp4", a, time_base=tb, fps=fps)
+    _write(tmp_path / "b.mp4", b, time_base=tb, fps=fps)
+    assert list(scan_stream(tmp_path / "b.mp4").pts) == b
+    concat_segments([tmp_path / "a.mp4", tmp_path / "b.mp4"], tmp_path / "j.mp4")
+    assert list(scan_stream(tmp_path / "j.mp4").pts) == a + b
 
 
 def test_audio_is_copied_only_when_asked(clip, tmp_path):

@@ -110,8 +110,10 @@ def concat_segments(
     first = _open(segments[0])
     try:
         ref = _params(first.streams.video[0])
+        from .encode import _mux_options
+
         try:
-            oc = av.open(out, mode="w", format=fmt, options={"fflags": "+bitexact"})
+            oc = av.open(out, mode="w", format=fmt, options=_mux_options(fmt, ref[4], 25.0))
         except av.error.FFmpegError as e:
             raise VideoEncodeError(f"{out}: cannot create output ({e})") from None
         oc.metadata.clear()

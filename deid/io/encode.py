@@ -50,6 +50,20 @@ def _rate_fraction(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1001)
 
 
+def _mux_options(fmt: str, time_base: Fraction | None, fps: float) -> dict[str, str]:
+    """Muxer options: no identifying tags (``+bitexact``); for MP4 a movie timescale equal
+    to the stream's, so an edit list that starts the video at a non-zero timestamp (a
+    segment of a longer video, an input whose first frame is not at 0) is exact. With
+    MP4's default of 1000 the start was rounded down to the millisecond, shifting every
+    frame of a segment by up to a millisecond."""
+    opts = {"fflags": "+bitexact"}
+    if fmt == "mp4":
+        tb = Fraction(time_base) if time_base else 1 / _rate_fraction(float(fps))
+        if tb.numerator == 1 and 0 < tb.denominator < 2**31:
+            opts["movie_timescale"] = str(tb.denominator)
+    return opts
+
+
 class VideoWriter:
     """Write RGB frames to ``path`` (normally a temporary from :func:`atomic_output`).
 
@@ -87,7 +101,7 @@ class VideoWriter:
         self._index_origin = int(index_origin)
         fmt = container_format or ("matroska" if self.path.endswith(".mkv") else "mp4")
         try:
-            self._out = av.open(self.path, mode="w", format=fmt, options={"fflags": "+bitexact"})
+            self._out = av.open(self.path, mode="w", format=fmt, options=_mux_options(fmt, time_base if timing == "keep" else None, fps))
         except av.error.FFmpegError as e:
             raise VideoEncodeError(f"{self.path}: cannot create output ({e})") from None
         self._out.metadata.clear()
