@@ -532,6 +532,13 @@ def recover_from_audit(entry: ArchiveEntry, method: str, output: Path, input_sha
             return None
         if method_config_hash(from_dict(rec.get("config") or {}), method, entry.donor) != config_hash:
             return None
+        # the record must describe *this* file: a run killed between publishing the new
+        # audit record and renaming the new video leaves the old video beside it
+        from .pipeline import sha256_file
+
+        want = (rec.get("output") or {}).get("sha256") or ""
+        if not want or sha256_file(output) != want:
+            return None
     except (OSError, ValueError, DeidError, TypeError, KeyError):
         return None
     from . import __version__
@@ -726,6 +733,15 @@ def _resumable(plan: VideoPlan, seg: Segment, container: str) -> SegmentOutcome 
             return None
     out.resumed = True
     return out
+
+
+def finished_segment(plan: VideoPlan, index: int, container: str = "mp4") -> SegmentOutcome | None:
+    """The outcome of segment ``index`` when an earlier (killed) run already rendered it
+    for this plan (its marker and files are in the work folder); None otherwise."""
+    try:
+        return _resumable(plan, plan.segments[index], container)
+    except OSError:
+        return None
 
 
 def render_planned_segment(
@@ -1112,6 +1128,11 @@ class ArchiveRun:
             return []
         self.plans[vid] = plan
         self.outcomes[vid] = {}
+        # worker-death counters (``seg-N.attempts``) count this run's attempts only: a
+        # segment a stopped job left half-done is not a segment that kills its workers
+        for p in Path(plan.work_dir).glob("seg-*.attempts") if plan.work_dir else ():
+            with contextlib.suppress(OSError):
+                p.unlink()
         return list(range(len(plan.segments)))
 
     def accept_segment(self, outcome: SegmentOutcome) -> VideoPlan | None:

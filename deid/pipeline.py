@@ -194,6 +194,7 @@ class MethodOutput:
     frames_written: int = 0
     leak: dict[str, Any] = field(default_factory=dict)
     anonymizer_stats: dict[str, Any] = field(default_factory=dict)
+    sha256: str = ""  # of the published file (recorded in the audit: proves which file it describes)
 
 
 @dataclass
@@ -573,7 +574,8 @@ def finalize_outputs(
     chash = config_hash(cfg)
     for m in methods:
         stats = comp.anonymizers[m].stats() if hasattr(comp.anonymizers[m], "stats") else {}
-        res.outputs.append(MethodOutput(m, str(outs[m]), str(audit_path(outs[m])), res.outputs_written[m], leak_reports.get(m, {}), stats))
+        res.outputs.append(MethodOutput(m, str(outs[m]), str(audit_path(outs[m])), res.outputs_written[m], leak_reports.get(m, {}), stats,
+                                        sha256_file(tmp[m])))
     res.status = "partial" if res.status == "partial" else "done"
     from .audit import build_audit_record, write_frames_table
 

@@ -131,10 +131,13 @@ class SegmentRenderer:
         return tick
 
     def render(self, plan: Any, index: int) -> Any:
-        from deid.archive import SegmentOutcome, render_planned_segment
+        from deid.archive import SegmentOutcome, finished_segment, render_planned_segment
         from deid.errors import DeidError
 
         seg = plan.segments[index]
+        done = finished_segment(plan, index, self.cfg.io.container)
+        if done is not None:  # rendered by a killed run: reused, not an attempt
+            return done
         n = self._attempt(plan, index)
         if n > self.max_attempts:
             return SegmentOutcome(

@@ -10,6 +10,8 @@ import pytest
 
 from deid.archive import (
     STATUS_FILE,
+    ArchiveRun,
+    finished_segment,
     StatusTable,
     default_work_root,
     load_manifest,
@@ -19,7 +21,7 @@ from deid.archive import (
 )
 from deid.config import Config
 from deid.io import probe, scan_stream
-from deid.pipeline import audit_path, frames_path, process_video
+from deid.pipeline import audit_path, frames_path, process_video, sha256_file
 from deid.testing import fake_components, make_synthetic_video
 
 # the fakes from deid.testing, built by name (so worker processes can build them too)
@@ -107,6 +109,13 @@ def test_a_killed_run_resumes_from_its_segments_and_leaves_no_partials(archive, 
     stale_seg = default_work_root(out) / os.path.basename(plan.work_dir) / ".seg-00001.blur.mp4.partial-dead0002.mp4"
     stale_seg.write_bytes(b"half")
 
+    # a stopped job's worker-death counters do not carry over: they count one run's attempts
+    attempts = default_work_root(out) / os.path.basename(plan.work_dir) / "seg-00001.attempts"
+    attempts.write_text("9")
+    probe_run = ArchiveRun(man, CFG, out)
+    assert probe_run.accept_plan(one, plan) == [0, 1, 2] and not attempts.exists()
+    assert finished_segment(plan, 0, "mp4") is not None and finished_segment(plan, 1, "mp4") is None
+
     run = run_archive_in_process(man, CFG, out)
     assert run.states["one"] == "done"
     assert run.progress.frames == 30 + 24, "segment 0 of one.mp4 was not rendered again"
@@ -124,6 +133,17 @@ def test_status_lost_config_changed_and_foreign_files(archive, tmp_path):
     again = run_archive_in_process(man, CFG, out)
     assert again.states["one"] == "skipped" and again.progress.frames == 0
     assert sorted(StatusTable.load(out / STATUS_FILE).rows) == [("broken", ""), ("one", "blur"), ("one", "mask"), ("ward__two", "pixelate")]
+    # killed between publishing a new audit record and renaming the new video: the record
+    # names the file it describes (sha256), so an older video beside it is not "done"
+    (out / STATUS_FILE).unlink()
+    rec = json.loads(audit_path(out / "one.blur.mp4").read_text())
+    assert len(rec["output"]["sha256"]) == 64
+    good = (out / "one.blur.mp4").read_bytes()
+    (out / "one.blur.mp4").write_bytes(good[:-1000])
+    redo = run_archive_in_process(man, CFG, out)
+    assert redo.states["one"] == "done" and redo.progress.frames == 50
+    assert json.loads(audit_path(out / "one.blur.mp4").read_text())["output"]["sha256"] == sha256_file(out / "one.blur.mp4")
+    assert probe(out / "one.blur.mp4").frame_count == 50
     # a blur setting changed: blur outputs are redone (replaced), mask and pixelate kept
     mask_before = (out / "one.mask.mp4").stat().st_mtime_ns
     cfg2 = CFG.replace("anonymize.blur.strength=0.5")
