@@ -224,8 +224,15 @@ def load_manifest(
     src = Path(source).expanduser()
     if not src.exists():
         raise ConfigError(f"manifest {src} not found; give a CSV / Parquet manifest or a folder of videos")
-    never = [Path(p).expanduser().resolve() for p in ([out_dir] if out_dir else []) + list(exclude)]
+    # the output folder, and the default work folder beside it (inside the archive when
+    # the outputs are), hold no inputs: a scan would otherwise take segments for videos
+    never = [Path(p).expanduser().resolve() for p in ([out_dir, default_work_root(out_dir)] if out_dir else []) + list(exclude)]
     folder_scan = src.is_dir()
+    if folder_scan and out_dir and _inside(src.resolve(), Path(out_dir).expanduser().resolve()):
+        raise ConfigError(
+            f"the output folder {out_dir} is the archive folder {src} or contains it; outputs must be kept apart "
+            "from inputs: choose an output folder outside the archive (or a sub-folder of it)"
+        )
     if folder_scan:
         from .pipeline import discover_inputs
 
@@ -300,6 +307,8 @@ def load_manifest(
                 continue
         else:
             vid = _derive_id(rel_dir, p.stem)
+            if vid in seen_id:  # "a b.mp4" and "a_b.mp4" derive the same id: tell them apart
+                vid = f"{vid[:119]}-{hashlib.sha256(str(p).encode()).hexdigest()[:8]}"
         label = f"row {n}" if not folder_scan else str(p)
         if p in seen_path:
             bad(f"the same video as {seen_path[p]}; list each video once (give several methods in one row)")

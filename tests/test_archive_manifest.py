@@ -104,6 +104,18 @@ def test_folder_scan_skips_outputs_and_validates_ids(archive, tmp_path):
     names = sorted(e.video_id for e in man.entries)
     assert names == ["a", "b", "clip", "sub__a", "sub__c"]
     assert [e.row for e in man.errors] == [0] and "same output clip.mask.mp4" in man.errors[0].error
+    # names that derive the same id get distinct ones; the work folder beside an output
+    # folder inside the archive is never scanned; an output folder holding the archive is refused
+    _touch(archive / "x y.mp4")
+    _touch(archive / "x_y.mp4")
+    _touch(archive / ".out.deid-work" / "v-1" / "seg-00000.blur.mp4")
+    man = load_manifest(archive, out_dir=out, methods=["mask"])
+    ids = sorted(e.video_id for e in man.entries if e.video_id.startswith("x_y"))
+    assert len(ids) == 2 and ids[0] == "x_y" and ids[1].startswith("x_y-"), ids
+    assert not any("deid-work" in e.video for e in man.entries)
+    for bad_out in (archive, tmp_path):
+        with pytest.raises(ConfigError, match="contains it"):
+            load_manifest(archive, out_dir=bad_out)
     m = _csv(tmp_path / "ids.csv", ["video", "video_id"], [[str(archive / "a.mp4"), "../evil"], [str(archive / "b.mp4"), "ok-1"]])
     man = load_manifest(m)
     assert [e.video_id for e in man.entries] == ["ok-1"] and "video_id '../evil'" in man.errors[0].error
