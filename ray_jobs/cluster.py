@@ -52,7 +52,15 @@ def connect(cfg: Any, *, local: bool = False, train: bool = True, runtime_env: d
     address = "" if local else os.environ.get("RAY_ADDRESS", "")
     common = dict(logging_level=logging.WARNING, log_to_driver=True, runtime_env=runtime_env)
     if address:
-        ray.init(address=address, **common)
+        try:
+            ray.init(address=address, **common)
+        except (ValueError, ConnectionError, RuntimeError) as e:
+            from deid.errors import ConfigError
+
+            raise ConfigError(
+                f"cannot join the Ray cluster at RAY_ADDRESS={address!r} ({type(e).__name__}: {e}); a driver takes the "
+                "head's GCS address (HEAD:6379) or ray://HEAD:10001; the dashboard's http://HEAD:8265 is for `ray job submit`"
+            ) from None
         return address, True
     loopback_only()
     ray.init(

@@ -37,3 +37,17 @@ def test_local_connect_is_loopback_with_state_api(monkeypatch):
         assert connect(cfg) == ("existing", False)
     finally:
         ray.shutdown()
+
+
+def test_a_dashboard_url_in_ray_address_is_a_clear_config_error(monkeypatch):
+    ray = pytest.importorskip("ray")
+    from deid.config import load_config
+    from deid.errors import ConfigError
+    from ray_jobs.cluster import connect
+
+    if ray.is_initialized():
+        pytest.skip("a Ray instance is already up in this process")
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:1")  # the job API's form, not a driver's
+    with pytest.raises(ConfigError, match="HEAD:6379"):
+        connect(load_config(None, []))
+    assert not ray.is_initialized()

@@ -2,7 +2,7 @@
 
     deid archive --config configs/archive.yaml
     deid archive --manifest archive/manifest.csv --out deid_out --methods blur,mask
-    RAY_ADDRESS=http://head:8265 deid archive ...     # on a cluster (or use `ray job submit`)
+    RAY_ADDRESS=HEAD:6379 deid archive ...            # a driver on a cluster node (or use `ray job submit`)
 
 The manifest is a CSV / Parquet file with columns ``video`` (path, relative to the
 manifest's folder or ``--root``), optionally ``patient_id``, ``donor``, ``methods`` and
