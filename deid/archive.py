@@ -574,6 +574,24 @@ def default_work_root(out_dir: str | os.PathLike) -> Path:
     return o.parent / f".{o.name}.deid-work"
 
 
+def swap_storage(cfg: Config, work_root: str | os.PathLike) -> Path:
+    """Where an archive run keeps its patients' swap models and Ray Train's checkpoints:
+    ``ray.storage_path``, default ``<work folder>/swap``."""
+    return Path(cfg.ray.storage_path).expanduser().resolve() if cfg.ray.storage_path else Path(work_root) / "swap"
+
+
+def swap_model_name(patient: str, key: str) -> str:
+    """The folder name of a patient's swap model (and its Ray Train run): ``swap-<patient>-<key>``."""
+    return f"{swap_model_prefix(patient)}{key}"
+
+
+def swap_model_prefix(patient: str) -> str:
+    return "swap-" + (re.sub(r"[^A-Za-z0-9._-]+", "_", patient)[:64] or "patient") + "-"
+
+
+LOCK_FILE = ".lock"
+
+
 def private_mkdir(d: str | os.PathLike) -> Path:
     p = Path(d)
     p.mkdir(parents=True, exist_ok=True)
@@ -1081,6 +1099,7 @@ class ArchiveRun:
         self.echo = echo
         self._dirty = False
         self._last_write = 0.0
+        self._lock: Any = None
 
     # ----------------------------------------------------------------- start / end
     def begin(self) -> None:
@@ -1089,6 +1108,7 @@ class ArchiveRun:
         check_segmenting(self.cfg)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         private_mkdir(self.work_root)
+        self._acquire_lock()
         self.status = StatusTable.load(self.status_path)
         from .io import remove_stale_partials
 
@@ -1102,9 +1122,89 @@ class ArchiveRun:
         self.flush(force=True)
 
     def finish(self) -> None:
+        """Write the status table; when every video of the manifest reached an end state
+        in this run, delete everything a killed earlier run left in the work folder (its
+        segments, and swap models of this manifest's patients with their face crops);
+        release the output folder's lock. An interrupted run keeps its segments and
+        models for the rerun."""
         self.flush(force=True)
+        try:
+            if self.complete:
+                self._sweep()
+        finally:
+            self._release_lock()
         with contextlib.suppress(OSError):
             self.work_root.rmdir()  # only when empty: unfinished videos keep their segments
+
+    @property
+    def complete(self) -> bool:
+        """Every video of the manifest has an end state (done, partial, failed, skipped)."""
+        return all(e.video_id in self.states for e in self.manifest.entries) and all(
+            err.video_id in self.states for err in self.manifest.errors
+        )
+
+    def _sweep(self) -> None:
+        """Private leftovers of earlier, killed runs: work folders of plans that no longer
+        match (other settings, other inputs) and swap models never deleted (SIGKILL, node
+        loss). Only under the lock, so no other job of this output folder is using them."""
+        if self.cfg.swap.keep_model:
+            keep = {swap_storage(self.cfg, self.work_root).resolve()}
+        else:
+            keep = set()
+        if self.work_root.is_dir():
+            for p in self.work_root.iterdir():
+                if p.name == LOCK_FILE or p.resolve() in keep:
+                    continue
+                log.info("removing a killed run's leftovers: %s", p)
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+        storage = swap_storage(self.cfg, self.work_root)
+        if self.cfg.swap.keep_model or not storage.is_dir():
+            return
+        prefixes = tuple(swap_model_prefix(e.patient) for e in self.manifest.entries)
+        for sub in ("models", "ray_train"):
+            d = storage / sub
+            if not prefixes or not d.is_dir():
+                continue
+            for p in d.iterdir():
+                if p.name.startswith(prefixes):
+                    log.warning("deleting a swap model a killed run left behind: %s", p)
+                    shutil.rmtree(p, ignore_errors=True)
+
+    def _acquire_lock(self) -> None:
+        """One job per output folder: an exclusive lock on ``<work folder>/.lock``, held
+        until :meth:`finish` (the OS drops it if the process dies)."""
+        import fcntl
+        import socket
+
+        path = self.work_root / LOCK_FILE
+        fh = open(path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise ConfigError(
+                f"another deid archive job is writing to {self.out_dir} ({holder}; lock {path}); "
+                "run one job per output folder at a time, or wait for it to finish"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        fh.flush()
+        self._lock = fh
+
+    def _release_lock(self) -> None:
+        fh, self._lock = self._lock, None
+        if fh is None:
+            return
+        with contextlib.suppress(OSError):
+            (self.work_root / LOCK_FILE).unlink()
+        fh.close()
 
     # ----------------------------------------------------------------- events
     def should_plan(self, entry: ArchiveEntry) -> bool:
@@ -1229,12 +1329,20 @@ def run_archive_in_process(
     """The archive run in this process, one video and one segment after another — the
     reference the Ray job must agree with (tests, and machines without Ray). The swap
     needs the Ray job (per-patient training) and is refused here."""
-    from .pipeline import Components
-
     if any("swap" in e.methods for e in manifest.entries):
         raise ConfigError("the in-process archive runner has no per-patient training; run swap through `deid archive` (Ray)")
     run = ArchiveRun(manifest, cfg, out_dir, work_root=work_root, overwrite=overwrite)
     run.begin()
+    try:
+        _run_in_process(run, manifest, cfg, components, overwrite)
+    finally:
+        run.finish()
+    return run
+
+
+def _run_in_process(run: ArchiveRun, manifest: Manifest, cfg: Config, components: Any, overwrite: bool) -> None:
+    from .pipeline import Components
+
     comp = components
     for e in manifest.entries:
         if not run.should_plan(e):
@@ -1254,8 +1362,6 @@ def run_archive_in_process(
             ready = run.accept_segment(render_planned_segment(plan, k, cfg, comp)) or ready
         if ready is not None:
             run.accept_result(ready, *finalize_video(ready, run.segment_outcomes(e.video_id), cfg, comp.identity))
-    run.finish()
-    return run
 
 
 __all__ = [

@@ -28,16 +28,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import shutil
 from pathlib import Path
 from typing import Any, Callable
 
 log = logging.getLogger(__name__)
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:64] or "patient"
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -166,7 +161,9 @@ class SwapModels:
         if cfg.ray.train_workers != 1:
             raise ConfigError("ray.train_workers must be 1: the swap training loop is single-process; scale out over patients with ray.max_concurrent_trainings")
         self.run, self.cfg, self.echo = run, cfg, echo
-        self.storage = private_mkdir(Path(cfg.ray.storage_path).expanduser().resolve() if cfg.ray.storage_path else run.work_root / "swap")
+        from deid.archive import swap_model_name, swap_storage
+
+        self.storage = private_mkdir(swap_storage(cfg, run.work_root))
         self.jobs: dict[str, dict] = {}  # patient -> job
         self.remaining: dict[str, set[str]] = {}  # patient -> videos not finished yet
         self.errors: dict[str, tuple[str, str]] = {}
@@ -180,7 +177,7 @@ class SwapModels:
                 self.errors[patient] = (f"patient {patient} has rows with different donors ({', '.join(sorted(donors))}); one model per patient needs one donor", "config")
                 continue
             key = hashlib.sha256(json.dumps([sorted(x.input_sha256 for x in plans), plans[0].config_hashes["swap"]]).encode()).hexdigest()[:12]
-            name = f"swap-{_safe(patient)}-{key}"
+            name = swap_model_name(patient, key)
             self.jobs[patient] = {"videos": [p.entry.video for p in plans], "model_dir": str(self.storage / "models" / name), "name": name,
                                   "donor": donors.pop()}
 

@@ -162,3 +162,40 @@ def test_status_lost_config_changed_and_foreign_files(archive, tmp_path):
     assert fourth.states == {"ward__two": "failed", "one": "skipped"}
     err = StatusTable.load(out / STATUS_FILE).get("ward__two", "")["error"]
     assert "was not written by a deid archive run" in err and (out / "ward" / "two.mask.mp4").read_bytes() == b"someone else's file"
+
+
+def test_one_job_per_output_folder_and_a_complete_run_sweeps_killed_runs_leftovers(archive, tmp_path):
+    from deid.errors import ConfigError
+
+    out = tmp_path / "out"
+    man = load_manifest(archive / "manifest.csv", out_dir=out)
+    first = ArchiveRun(man, CFG, out)
+    first.begin()
+    with pytest.raises(ConfigError, match="one job per output folder"):
+        ArchiveRun(man, CFG, out).begin()
+    first.finish()  # nothing ran: not complete, nothing swept, lock released
+    # a killed run's leftovers: segments of an older configuration, and a patient's swap
+    # model (face crops) that a SIGKILL kept from being deleted
+    work = default_work_root(out)
+    stale_seg = work / "one-0123456789ab-oldkey" / "seg-00000.blur.mp4"
+    stale_seg.parent.mkdir(parents=True)
+    stale_seg.write_bytes(b"old segment")
+    crops = work / "swap" / "models" / "swap-p1-0123456789ab" / "faces" / "patient.npz"
+    crops.parent.mkdir(parents=True)
+    crops.write_bytes(b"biometric")
+    # interrupted (not every video reached an end state): the leftovers stay for the rerun
+    half = ArchiveRun(man, CFG, out)
+    half.begin()
+    half.finish()
+    assert stale_seg.exists() and crops.exists()
+    run = run_archive_in_process(man, CFG, out)
+    assert run.complete and run.states["one"] == "done"
+    assert not work.exists(), "a complete run deletes every private leftover, the lock included"
+    # an explicit swap storage elsewhere: models of this manifest's patients are swept
+    store = tmp_path / "store"
+    other = store / "models" / "swap-someone-else-0123456789ab"
+    mine = store / "ray_train" / "swap-p1-0123456789ab"
+    for d in (other, mine):
+        d.mkdir(parents=True)
+    run_archive_in_process(man, CFG.replace(f"ray.storage_path={store}"), out)
+    assert other.exists() and not mine.exists()
