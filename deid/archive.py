@@ -800,7 +800,10 @@ def render_planned_segment(
         t0 = time.perf_counter()
         files = {m: segment_file(plan.work_dir, seg.index, m, container) for m in plan.todo}
         with contextlib.ExitStack() as stack:
-            tmp = {m: stack.enter_context(atomic_output(p)) for m, p in files.items()}
+            # keep_partial: a segment that lies wholly after a corrupt stretch decodes
+            # nothing and writes no file (it then adds no frames to the stitched video)
+            keep = cfg.io.on_corrupt == "keep_partial"
+            tmp = {m: stack.enter_context(atomic_output(p, allow_empty=keep)) for m, p in files.items()}
             r = render_segment(
                 plan.entry.video, plan.info, tmp, cfg, comp, start=seg.start, stop=seg.stop, context=seg.context,
                 timings=timings, progress=progress, pts_origin=plan.pts_origin,

@@ -199,3 +199,23 @@ def test_one_job_per_output_folder_and_a_complete_run_sweeps_killed_runs_leftove
         d.mkdir(parents=True)
     run_archive_in_process(man, CFG.replace(f"ray.storage_path={store}"), out)
     assert other.exists() and not mine.exists()
+
+
+@pytest.mark.media
+def test_keep_partial_through_segments_matches_a_whole_video_run(tmp_path):
+    from conftest import media_path
+
+    src = media_path("video/bad/corrupted.mp4")  # decodes to frame 27 of 50
+    root = tmp_path / "arch"
+    root.mkdir()
+    (root / "corrupted.mp4").write_bytes(src.read_bytes())
+    cfg = CFG.replace("io.on_corrupt=keep_partial")  # segments of 20: the third lies wholly after the damage
+    out = tmp_path / "out"
+    run = run_archive_in_process(load_manifest(root, out_dir=out), cfg, out)
+    assert run.states == {"corrupted": "partial"}
+    whole = process_video(root / "corrupted.mp4", tmp_path / "whole", ["blur"], cfg, components=fake_components(cfg, ["blur"], pose=None))
+    assert whole.status == "partial"
+    a, b = out / "corrupted.blur.mp4", tmp_path / "whole" / "corrupted.blur.mp4"
+    assert probe(a).frame_count == probe(b).frame_count == 28
+    assert list(scan_stream(a).pts) == list(scan_stream(b).pts)
+    assert json.loads(audit_path(a).read_text())["status"] == "partial"

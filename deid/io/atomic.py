@@ -49,14 +49,18 @@ def temp_path_for(final: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_output(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``final``; on success rename it into place."""
+def atomic_output(final: str | os.PathLike, *, allow_empty: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to ``final``; on success rename it into place.
+    Nothing written to the temporary is an error, unless ``allow_empty`` (then nothing
+    is published)."""
     final_p = Path(final)
     final_p.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(final_p)
     try:
         yield tmp
         if not tmp.exists():
+            if allow_empty:
+                return
             raise RuntimeError(f"{tmp}: nothing was written")
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
