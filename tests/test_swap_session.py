@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import stat
 from pathlib import Path
 
@@ -206,3 +207,33 @@ def test_cli_donor_pretrain_caches_and_continues(material, monkeypatch, capsys):
     first = load_checkpoint(cache)["step"]
     assert main(args) == 0  # a second call continues from the cached weights
     assert load_checkpoint(cache)["step"] > first
+
+
+def test_a_killed_sessions_directory_is_deleted_by_the_next_session(tmp_path):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from deid.swap.session import OWNER_FILE, private_dir
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    host = socket.gethostname()
+
+    def session(name, **owner):
+        d = tmp_path / name
+        (d / "faces").mkdir(parents=True)
+        (d / "faces" / "patient.npz").write_bytes(b"crops")
+        if owner:
+            (d / OWNER_FILE).write_text(json.dumps(owner))
+        return d
+
+    dead = session("deid-swap-dead", pid=int(gone.stdout), host=host)
+    live = session("deid-swap-live", pid=os.getpid(), host=host)
+    kept = session("deid-swap-kept", pid=int(gone.stdout), host=host, kept=True)
+    elsewhere = session("deid-swap-other", pid=int(gone.stdout), host=host + "-elsewhere")
+    unknown = session("deid-swap-bench-x")  # no owner record: not ours to judge
+    new = private_dir(tmp_path)
+    assert not dead.exists()
+    assert live.exists() and kept.exists() and elsewhere.exists() and unknown.exists()
+    assert json.loads((new / OWNER_FILE).read_text())["pid"] == os.getpid()

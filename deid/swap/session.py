@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import stat
 import tempfile
 import time
@@ -36,13 +37,22 @@ SESSION_FILE = "session.json"
 REFERENCES_FILE = "references.npy"
 
 
+OWNER_FILE = "owner.json"
+_PREFIX = "deid-swap-"
+
+
 def private_dir(parent: str | os.PathLike | None = None, forbid: Sequence[str | os.PathLike] = ()) -> Path:
-    """A new directory only the current user can enter (0700), not inside ``forbid``."""
+    """A new directory only the current user can enter (0700), not inside ``forbid``.
+    It records its owner (process, host); session directories in the same place whose
+    owner died without deleting them (SIGKILL, power loss) are deleted first
+    (:func:`remove_orphaned_sessions`)."""
     base = Path(parent).expanduser() if parent else None
     if base is not None:
         base.mkdir(parents=True, exist_ok=True)
-    d = Path(tempfile.mkdtemp(prefix="deid-swap-", dir=str(base) if base else None))
+    remove_orphaned_sessions(base or tempfile.gettempdir())
+    d = Path(tempfile.mkdtemp(prefix=_PREFIX, dir=str(base) if base else None))
     os.chmod(d, stat.S_IRWXU)
+    (d / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "created_unix": int(time.time())}))
     real = d.resolve()
     for f in forbid:
         fr = Path(f).expanduser().resolve()
@@ -50,6 +60,46 @@ def private_dir(parent: str | os.PathLike | None = None, forbid: Sequence[str | 
             shutil.rmtree(d, ignore_errors=True)
             raise InvalidInputError(f"swap.workdir {parent} lies inside the output directory {f}; the patient's model must never be written there")
     return d
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def remove_orphaned_sessions(base: str | os.PathLike) -> list[Path]:
+    """Delete ``deid-swap-*`` session directories under ``base`` whose owner process on
+    this host is gone: a session killed before it could delete its patient's model and
+    face crops. Kept sessions (``swap.keep_model``) and other hosts' are left alone."""
+    removed: list[Path] = []
+    host = socket.gethostname()
+    try:
+        cands = [p for p in Path(base).glob(_PREFIX + "*") if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return removed
+    for d in cands:
+        try:
+            own = json.loads((d / OWNER_FILE).read_text())
+            if own.get("kept") or own.get("host") != host or _pid_alive(int(own["pid"])):
+                continue
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not ours to judge (no owner record)
+        log.warning("deleting swap session %s: its process (pid %s) ended without deleting it", d, own.get("pid"))
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
+    return removed
+
+
+def _mark_kept(d: Path) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        own = json.loads((d / OWNER_FILE).read_text())
+        own["kept"] = True
+        (d / OWNER_FILE).write_text(json.dumps(own))
 
 
 def remove_private_dir(d: str | os.PathLike) -> None:
@@ -173,6 +223,7 @@ def swap_session(
         yield anon
     finally:
         if sc.keep_model:
+            _mark_kept(work)
             log.warning(
                 "swap.keep_model is set: the patient's model, face crops and reference embeddings remain in %s "
                 "(mode 0700). They can re-create the patient's face: delete the folder when done.",
