@@ -133,6 +133,7 @@ class FaceRegion:
     score: float = 1.0
     landmarks: np.ndarray | None = None  # (5, 2) float32 (see module doc) or None
     face_box: np.ndarray | None = None  # (4,) the unpadded face box, when known
+    full_box: np.ndarray | None = None  # (4,) the padded box before clipping, when it reaches past the frame edge
 
     def __post_init__(self) -> None:
         b = np.asarray(self.box, dtype=np.float32).reshape(-1)

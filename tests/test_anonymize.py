@@ -57,6 +57,28 @@ def test_contract_edge_and_degenerate_regions(anon):
     assert out.shape == f.shape
 
 
+def test_contract_a_head_cut_by_the_frame_edge_is_covered_up_to_the_edge(anon):
+    # the head's box reaches 60 px above the frame: the ellipse is laid out on the whole
+    # head, so the rows at the top edge (its middle) are covered almost across its width;
+    # laid out on the visible part, it narrowed to a point there (eyes left visible)
+    f = textured()
+    full = np.array([40, -60, 120, 60], np.float32)
+    visible = np.array([40, 0, 120, 60], np.float32)
+    out = anon.apply(f, [FaceRegion(visible, full_box=full)])
+    changed = np.abs(out.astype(int) - f.astype(int)).sum(axis=2) > 0
+    assert changed[0:6, 44:116].mean() > 0.9, changed[0:6, 44:116].mean()
+    assert not changed[:, :38].any() and not changed[:, 122:].any() and not changed[62:].any()
+    # and from the tracker: a region clipped by the frame carries its whole box
+    from deid.config import TrackConfig
+    from deid.track import Observation, plan_window
+    from deid.types import Detections
+
+    det = Detections(np.array([[60, -20, 100, 20]], np.float32), np.array([0.9], np.float32))
+    (plan,) = plan_window([Observation(0, det, person_present=True)], TrackConfig(), 160, 120)
+    (region,) = plan.faces
+    assert region.box[1] == 0 and region.full_box is not None and region.full_box[1] < 0
+
+
 def test_contract_rejects_bad_frames(anon):
     with pytest.raises(ValueError):
         anon.apply(np.zeros((10, 10), np.uint8), [])

@@ -64,7 +64,9 @@ class RegionAnonymizer:
     shape = "ellipse"
     feather = 0.0
 
-    def _render(self, patch: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+    def _render(self, patch: np.ndarray, full: tuple[int, int]) -> np.ndarray:  # pragma: no cover - abstract
+        """The anonymized ``patch``; ``full`` = (w, h) of the whole region it belongs to
+        (larger than the patch when the region reaches past the frame edge)."""
         raise NotImplementedError
 
     def apply(self, frame: np.ndarray, faces: Sequence[FaceRegion]) -> np.ndarray:
@@ -76,15 +78,33 @@ class RegionAnonymizer:
             if r is None:
                 continue
             x1, y1, x2, y2 = r
+            # the shape is laid out on the whole region (``full_box``: the head before it
+            # was clipped to the frame) and cut to the visible part
+            fx1, fy1, fx2, fy2 = _outer(face.full_box, r, w, h)
+            fw, fh = fx2 - fx1, fy2 - fy1
+            sl = (slice(y1 - fy1, y2 - fy1), slice(x1 - fx1, x2 - fx1))
             patch = out[y1:y2, x1:x2]
-            rendered = self._render(patch)
+            rendered = self._render(patch, (fw, fh))
             if self.feather > 0:
-                out[y1:y2, x1:x2] = blend(patch, rendered, soft_mask(x2 - x1, y2 - y1, self.shape, self.feather))
+                out[y1:y2, x1:x2] = blend(patch, rendered, soft_mask(fw, fh, self.shape, self.feather)[sl])
             elif self.shape == "box":
                 out[y1:y2, x1:x2] = rendered
             else:
-                np.copyto(patch, rendered, where=hard_mask(x2 - x1, y2 - y1, self.shape))
+                np.copyto(patch, rendered, where=hard_mask(fw, fh, self.shape)[sl])
         return out
+
+
+def _outer(full_box: np.ndarray | None, r: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int]:
+    """Integer rectangle of the whole region, containing the visible ROI ``r``; at most
+    one frame size past each edge (a mask larger than that changes nothing visible)."""
+    if full_box is None:
+        return r
+    b = np.asarray(full_box, np.float64)
+    fx1 = max(-width, min(r[0], int(np.floor(b[0]))))
+    fy1 = max(-height, min(r[1], int(np.floor(b[1]))))
+    fx2 = min(2 * width, max(r[2], int(np.ceil(b[2]))))
+    fy2 = min(2 * height, max(r[3], int(np.ceil(b[3]))))
+    return fx1, fy1, fx2, fy2
 
 
 def redact_frame(frame: np.ndarray, color: tuple[int, int, int] = (128, 128, 128)) -> np.ndarray:

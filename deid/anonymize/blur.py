@@ -29,11 +29,14 @@ class BlurAnonymizer(RegionAnonymizer):
         self.shape = cfg.shape
         self.feather = float(cfg.feather)
 
-    def _render(self, patch: np.ndarray) -> np.ndarray:
+    def _render(self, patch: np.ndarray, full: tuple[int, int] | None = None) -> np.ndarray:
         h, w = patch.shape[:2]
         s = min(1.0, _WORK / max(h, w))
         sw, sh = max(2, round(w * s)), max(2, round(h * s))
         small = cv2.resize(patch, (sw, sh), interpolation=cv2.INTER_AREA)
-        sigma = max(0.5, self.strength * max(sw, sh))
+        # strength x the whole region's size (a head cut by the frame edge is blurred as
+        # strongly as the same head inside the frame), in working-resolution pixels
+        size = max(full) if full else max(h, w)
+        sigma = max(0.5, self.strength * max(max(sw, sh), size * s))
         small = cv2.GaussianBlur(small, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
         return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)

@@ -17,7 +17,7 @@ class MaskAnonymizer(RegionAnonymizer):
         self.shape = cfg.shape
         self.feather = 0.0
 
-    def _render(self, patch: np.ndarray) -> np.ndarray:
+    def _render(self, patch: np.ndarray, full: tuple[int, int] | None = None) -> np.ndarray:
         out = np.empty_like(patch)
         out[:] = self.color
         return out

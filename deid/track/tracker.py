@@ -206,8 +206,12 @@ def plan_window(
             box = B.clip(p.box, width, height)
             if B.area(box) < 4.0:
                 continue  # entirely outside the frame
+            # a head cut off by the frame edge: the shape (ellipse) and the blur / pixel
+            # size follow the whole head, not the visible part (else the ellipse narrows
+            # to nothing at the edge, leaving eyes or mouth there uncovered)
+            full = None if np.allclose(box, p.box) else np.asarray(p.box, np.float32)
             per_frame.setdefault(f, []).append(
-                FaceRegion(box=box, track_id=tid, source=p.source, score=p.score, landmarks=p.landmarks, face_box=p.face_box)
+                FaceRegion(box=box, track_id=tid, source=p.source, score=p.score, landmarks=p.landmarks, face_box=p.face_box, full_box=full)
             )
     by_index = {o.index: o for o in obs}
     plans = []
