@@ -55,11 +55,14 @@ def run_batch(
 ) -> list[VideoResult]:
     from tqdm import tqdm
 
-    planned = plan_inputs(inputs)
+    planned = plan_inputs(inputs, exclude=[out_dir])
     paths = [p.path for p in planned]
+    protected = frozenset(str(p.resolve()) for p in paths)  # no output may replace any input
     if not paths:
         raise DeidError(f"no video files found in {', '.join(map(str, inputs))}")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DeidError(f"--out {out} is a file; give the folder the outputs go to")
     if not dry_run:
         out.mkdir(parents=True, exist_ok=True)
         from .io import remove_stale_partials
@@ -89,10 +92,10 @@ def run_batch(
                             cfg, comp.detector, comp.pose, comp.presence, {**comp.anonymizers, "swap": swap_anon}, comp.identity
                         )
                         r = process_video(p, vout, list(methods), cfg, components=comp_v, overwrite=overwrite, progress=tick,
-                                          name=item.name)
+                                          name=item.name, protect=protected)
                 else:
                     r = process_video(p, vout, list(methods), cfg, components=comp, overwrite=overwrite, dry_run=dry_run,
-                                      progress=tick, name=item.name)
+                                      progress=tick, name=item.name, protect=protected)
             except DeidError as e:
                 r = VideoResult(input=str(p), status="failed", error=str(e), error_kind=e.kind)
             bar.close()

@@ -63,8 +63,11 @@ class PlannedInput:
     name: str = ""
 
 
-def plan_inputs(paths: Iterable[str | os.PathLike], extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[PlannedInput]:
-    """Collision-free output names. Files found inside a folder argument keep their
+def plan_inputs(
+    paths: Iterable[str | os.PathLike], extensions: Sequence[str] = VIDEO_EXTENSIONS, exclude: Sequence[str | os.PathLike] = ()
+) -> list[PlannedInput]:
+    """Collision-free output names. Files inside an ``exclude`` folder (the output
+    folder, when it lies inside an input folder) are not taken from folder scans. Files found inside a folder argument keep their
     sub-folder below the output directory (``clips/a/x.mp4`` -> ``out/a/x.blur.mp4``);
     inputs that would still share a name (``a/x.mp4`` and ``b/x.mp4`` given as files) get
     a short hash of their path appended (``x-1a2b3c4d.blur.mp4``)."""
@@ -72,7 +75,9 @@ def plan_inputs(paths: Iterable[str | os.PathLike], extensions: Sequence[str] = 
     seen: set[str] = set()
     for arg in map(Path, paths):
         if arg.is_dir():
-            files = sorted(q for q in arg.rglob("*") if q.is_file() and q.suffix.lower() in extensions)
+            never = [Path(x).expanduser().resolve() for x in exclude]
+            files = sorted(q for q in arg.rglob("*") if q.is_file() and q.suffix.lower() in extensions
+                           and not any(n == q.resolve().parent or n in q.resolve().parents for n in never))
             items = [(q, q.parent.relative_to(arg)) for q in files]
         else:
             items = [(arg, Path("."))]
@@ -361,9 +366,12 @@ def process_video(
     keep_plans: bool = False,
     sha256: bool = True,
     name: str | None = None,
+    protect: "set[str] | frozenset[str]" = frozenset(),
 ) -> VideoResult:
     """De-identify one video with every method in ``methods``. Never raises for a bad
-    video: the error travels in the result (status ``failed``) so batches go on."""
+    video: the error travels in the result (status ``failed``) so batches go on.
+    ``protect``: resolved paths no output may replace, ``--overwrite`` or not (the other
+    inputs of a batch)."""
     src = str(input_path)
     res = VideoResult(input=src, status="failed")
     timings = Timings()
@@ -379,6 +387,8 @@ def process_video(
             raise InvalidInputError(f"{src}: methods {list(methods)} would write the same output name")
         for p in outs.values():
             check_output_path(p, [src], overwrite=overwrite)
+            if protect and str(p.resolve()) in protect:
+                raise InvalidInputError(f"{p}: refusing to write an output over another input of this batch")
         if dry_run:
             res.status = "planned"
             res.outputs = [MethodOutput(m, str(p)) for m, p in outs.items()]

@@ -76,6 +76,34 @@ def test_unknown_method_and_bad_config(inputs, tmp_path, capsys):
     assert "unknown config key" in capsys.readouterr().err
 
 
+def test_outputs_never_replace_another_input_nor_feed_back_into_a_scan(inputs, tmp_path, capsys):
+    import shutil
+
+    from deid.pipeline import sha256_file
+
+    # an input named like another input's output, both in one call, --overwrite given
+    d = tmp_path / "d"
+    d.mkdir()
+    shutil.copy(inputs / "good.mp4", d / "a.mp4")
+    shutil.copy(inputs / "good.mp4", d / "a.blur.mp4")
+    before = sha256_file(d / "a.blur.mp4")
+    rc = main(["anonymize", str(d / "a.mp4"), str(d / "a.blur.mp4"), "--out", str(d), "-m", "blur", "--overwrite", *FAKES])
+    assert rc == 1 and "another input of this batch" in capsys.readouterr().err
+    assert sha256_file(d / "a.blur.mp4") == before
+    # an output folder inside the scanned folder: a second run does not take the outputs as inputs
+    nest = tmp_path / "nest"
+    nest.mkdir()
+    shutil.copy(inputs / "good.mp4", nest / "v.mp4")
+    for _ in range(2):
+        main(["anonymize", str(nest), "--out", str(nest / "deid"), "-m", "mask", "--overwrite", *FAKES])
+    assert sorted(p.name for p in (nest / "deid").rglob("*.mp4")) == ["v.mask.mp4"]
+    # --out naming a file, and an empty method list: one-line errors, nothing run
+    assert main(["anonymize", str(nest / "v.mp4"), "--out", str(nest / "v.mp4"), "-m", "blur", *FAKES]) == 1
+    assert "is a file" in capsys.readouterr().err
+    assert main(["anonymize", str(nest / "v.mp4"), "--out", str(tmp_path / "e"), "-m", ",", *FAKES]) == 1
+    assert "no method given" in capsys.readouterr().err and not (tmp_path / "e").exists()
+
+
 def test_probe_command(inputs, capsys):
     assert main(["probe", str(inputs / "good.mp4")]) == 0
     assert "160x120" in capsys.readouterr().out

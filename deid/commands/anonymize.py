@@ -57,6 +57,8 @@ def parse_methods(values: list[str]) -> list[str]:
                 raise ConfigError(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
             if m not in out:
                 out.append(m)
+    if not out:
+        raise ConfigError("no method given (--method is empty); choose from " + ", ".join(METHODS))
     return out
 
 
