@@ -67,7 +67,7 @@ def run_batch(
         out.mkdir(parents=True, exist_ok=True)
         from .io import remove_stale_partials
 
-        remove_stale_partials(out)
+        remove_stale_partials(out, recursive=True)  # outputs mirror folder inputs in sub-folders
     base_methods = [m for m in methods if m != "swap"]
     comp = components
     if comp is None and not dry_run:

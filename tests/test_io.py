@@ -155,6 +155,21 @@ def test_stale_partials_are_removed(tmp_path):
     (tmp_path / "keep.mp4").write_bytes(b"y")
     removed = remove_stale_partials(tmp_path)
     assert len(removed) == 1 and (tmp_path / "keep.mp4").exists()
+    # another run writing into the same folder right now: its temporary is left alone;
+    # a killed process's is removed, in sub-folders too when asked
+    import subprocess
+    import sys
+
+    from deid.io.atomic import temp_path_for
+
+    live = temp_path_for(tmp_path / "b.mp4")
+    live.write_bytes(b"being written")
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
+    dead = tmp_path / "sub" / live.name.replace(f"p{os.getpid()}-", f"p{gone}-")
+    dead.parent.mkdir()
+    dead.write_bytes(b"killed")
+    assert remove_stale_partials(tmp_path) == [] and dead.exists()
+    assert remove_stale_partials(tmp_path, recursive=True) == [dead] and live.exists()
 
 
 def test_output_safety(tmp_path):

@@ -43,9 +43,33 @@ def check_output_path(out: str | os.PathLike, inputs: Iterable[str | os.PathLike
     return out_p
 
 
+def _owner_tag() -> str:
+    """``<host hash>p<pid>``: which process writes a temporary (see :func:`remove_stale_partials`)."""
+    import hashlib
+    import socket
+
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6] + f"p{os.getpid()}"
+
+
 def temp_path_for(final: str | os.PathLike) -> Path:
     f = Path(final)
-    return f.with_name(f".{f.name}{PARTIAL_MARK}{secrets.token_hex(4)}{f.suffix}")
+    return f.with_name(f".{f.name}{PARTIAL_MARK}{_owner_tag()}-{secrets.token_hex(4)}{f.suffix}")
+
+
+def _owner_alive(p: Path) -> bool:
+    """Is the process that writes temporary ``p`` still running on this host? Unknown
+    owners (another host, an old name without a tag) count as not running."""
+    tag = p.name.split(PARTIAL_MARK, 1)[-1].split("-", 1)[0]
+    host, _, pid = tag.partition("p")
+    if not pid.isdigit() or host != _owner_tag().partition("p")[0]:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextlib.contextmanager
@@ -76,12 +100,17 @@ def write_text_atomic(final: str | os.PathLike, text: str) -> Path:
     return Path(final)
 
 
-def remove_stale_partials(directory: str | os.PathLike) -> list[Path]:
-    """Delete temporaries left by a killed process (they never carry a final name)."""
+def remove_stale_partials(directory: str | os.PathLike, *, recursive: bool = False, keep_live: bool = True) -> list[Path]:
+    """Delete temporaries left by a killed process (they never carry a final name), in
+    ``directory`` (and its sub-folders when ``recursive``). With ``keep_live`` a
+    temporary whose writer still runs on this host — another run into the same folder —
+    is left alone."""
     d = Path(directory)
     removed = []
     if d.is_dir():
-        for p in d.glob(f".*{PARTIAL_MARK}*"):
+        for p in (d.rglob if recursive else d.glob)(f".*{PARTIAL_MARK}*"):
+            if keep_live and _owner_alive(p):
+                continue
             with contextlib.suppress(OSError):
                 p.unlink()
                 removed.append(p)
