@@ -106,6 +106,7 @@ class TrackConfig:
     pose_stride: int = 1  # pose every k-th missed frame; >1 is faster but MediaPipe tracks worse on gapped frames
     pose_min_score: float = 0.5  # keypoint visibility needed to count a person as present
     pose_skip_after_face: int = 4  # no pose fallback this many frames after a face detection (the hold covers them)
+    pose_check_every: int = 16  # also run pose on every k-th frame *with* faces: a person beside them whose face is missed gets a head region (0 = off)
     # pose / presence models, and the sparse face detectors (detect.extra), in worker threads
     # beside the main face detector: the same regions, less wall time on a multi-core CPU
     worker_threads: bool = True
@@ -128,6 +129,7 @@ class TrackConfig:
         _check(self.smooth_window >= 1 and self.smooth_window % 2 == 1, "track.smooth_window must be odd and >= 1")
         _check(self.pose_stride >= 1, "track.pose_stride must be >= 1")
         _check(self.pose_skip_after_face >= 0, "track.pose_skip_after_face must be >= 0")
+        _check(self.pose_check_every >= 0, "track.pose_check_every must be >= 0 (0 = off)")
         _check(self.opencv_threads >= 0, "track.opencv_threads must be >= 0 (0 = OpenCV's default)")
         _check(self.keyframe_every >= 1, "track.keyframe_every must be >= 1")
         _check(self.keyframe_every - 1 <= self.max_gap, "track.keyframe_every - 1 must be <= track.max_gap (the tracker interpolates between keyframes)")

@@ -225,3 +225,44 @@ def test_opencv_threads_setting_is_applied_and_checked():
         cv2.setNumThreads(before)
     with pytest.raises(ConfigError, match="opencv_threads"):
         Config().replace("track.opencv_threads=-1")
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_pose_checks_frames_with_faces_for_a_person_whose_face_was_missed(threaded):
+    # a face is found in every frame (x ~ 400, far from the pose person's head at x ~ 100 + 3i);
+    # pose runs on every 8th frame anyway and places the second person's head
+    from deid.config import TrackConfig  # noqa: F401 - the config the analyzer takes
+    from test_keyframes import ScriptedDetector
+
+    n = 40
+    det = ScriptedDetector({i: face_at(400) for i in range(n)})
+    pose = ScriptedPose(set(range(n)))
+    cfg = dataclasses.replace(Config().track, worker_threads=threaded, pose_check_every=8)
+    an = FrameAnalyzer(det, cfg, pose, ScriptedPresence(set()))
+    an.reset()
+    frames = frames_for(n)
+    obs = []
+    for s in range(0, n, 9):
+        obs += an.analyze(frames[s:s + 9], s)
+    obs += an.finish()
+    an.close()
+    assert pose.seen == [0, 8, 16, 24, 32] and an.counts["pose_checks"] == 5
+    by = {o.index: o for o in obs}
+    for i in pose.seen:
+        assert len(by[i].faces) == 1 and len(by[i].head_boxes) == 1, i
+        assert by[i].head_boxes[0][2] < 400  # the other person's head, not the found face
+    assert all(len(by[i].head_boxes) == 0 for i in range(n) if i % 8)
+    # the head of the person whose face *was* found is not added twice
+    det2 = ScriptedDetector({i: [[95.0 + 3 * i, 35.0, 110.0 + 3 * i, 55.0]] for i in range(n)})
+    an2 = FrameAnalyzer(det2, cfg, ScriptedPose(set(range(n))), ScriptedPresence(set()))
+    an2.reset()
+    obs2 = an2.analyze(frames, 0) + an2.finish()
+    an2.close()
+    assert all(len(o.head_boxes) == 0 for o in obs2)
+    # off: no pose on frames with faces
+    an3 = FrameAnalyzer(det, dataclasses.replace(cfg, pose_check_every=0), ScriptedPose(set()), ScriptedPresence(set()))
+    an3.reset()
+    an3.analyze(frames, 0)
+    an3.finish()
+    an3.close()
+    assert an3.pose.seen == []

@@ -60,7 +60,7 @@ class FrameAnalyzer:
         self.presence = presence
         self._pool: ThreadPoolExecutor | None = None  # the pose / presence worker (track.worker_threads)
         self._inflight: _Pending | None = None
-        self.counts = {"pose_runs": 0, "presence_runs": 0, "pose_skipped_held": 0, "keyframes": 0, "keyframe_gap_frames_skipped": 0, "keyframe_gap_frames_analysed": 0}
+        self.counts = {"pose_runs": 0, "presence_runs": 0, "pose_skipped_held": 0, "keyframes": 0, "keyframe_gap_frames_skipped": 0, "keyframe_gap_frames_analysed": 0, "pose_checks": 0}
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -214,7 +214,8 @@ class FrameAnalyzer:
             if not need_pose and not (need_presence and self.presence is not None):
                 continue
             self.counts["pose_runs"] += len(need_pose)
-            args = ([frames[i] for i in need_pose], need_pose, [frames[i] for i in need_presence], need_presence)
+            checks = frozenset(i for i in need_pose if pend.obs[i] is not None)
+            args = ([frames[i] for i in need_pose], need_pose, [frames[i] for i in need_presence], need_presence, checks)
             if self.cfg.worker_threads:
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deid-pose")
@@ -245,6 +246,9 @@ class FrameAnalyzer:
                     person_present=pose_found.get(i, False) or present.get(i, False),
                     pose_ran=i in pose_found,
                 )
+            elif i in head:  # a pose check on a frame with faces: heads no face accounts for
+                extra = _heads_without_face(head[i], o.faces.boxes)
+                o = Observation(o.index, o.faces, head_boxes=extra, person_present=True, pose_ran=True)
             out.append(o)
         return out
 
@@ -256,15 +260,22 @@ class FrameAnalyzer:
         presence model (pose not run there)."""
         need_pose: list[int] = []
         need_presence: list[int] = []
+        pose_on = self.cfg.pose_fallback and self.pose is not None
+        every = self.cfg.pose_check_every
         for i, d in zip(group, dets):
             idx = indices[i]
             if len(d):
                 obs[i] = Observation(idx, d, person_present=True)
                 self._missed = 0
                 self._faces.add(idx)
+                if pose_on and every > 0 and idx % every == 0:
+                    # faces were found, but maybe not everyone's: a person beside them
+                    # whose face the detector missed would otherwise get no region and,
+                    # the frame having regions, no fail-closed redaction either
+                    need_pose.append(i)
+                    self.counts["pose_checks"] += 1
                 continue
             held = self._is_held(idx)
-            pose_on = self.cfg.pose_fallback and self.pose is not None
             if held:
                 if pose_on:
                     self.counts["pose_skipped_held"] += 1
@@ -279,7 +290,8 @@ class FrameAnalyzer:
         return need_pose, need_presence
 
     def _fallback_models(
-        self, pose_frames: list[np.ndarray], need_pose: list[int], presence_frames: list[np.ndarray], need_presence: list[int]
+        self, pose_frames: list[np.ndarray], need_pose: list[int], presence_frames: list[np.ndarray], need_presence: list[int],
+        checks: frozenset[int] = frozenset(),
     ) -> tuple[dict[int, np.ndarray], dict[int, bool], dict[int, bool]]:
         """Pose on the ``need_pose`` frames, then presence on those where pose found no
         one and on the ``need_presence`` frames (positions in the batch). May run in the
@@ -302,7 +314,9 @@ class FrameAnalyzer:
                 head[i] = np.asarray(boxes, np.float32).reshape(-1, 4)
         present: dict[int, bool] = {}
         if self.presence is not None:
-            ask = sorted([(i, f) for i, f in zip(need_pose, pose_frames) if not found[i]] + list(zip(need_presence, presence_frames)),
+            # (pose checks on frames with faces need no presence answer: someone is there)
+            ask = sorted([(i, f) for i, f in zip(need_pose, pose_frames) if not found[i] and i not in checks]
+                         + list(zip(need_presence, presence_frames)),
                          key=lambda t: t[0])
             if ask:
                 present = dict(zip([i for i, _ in ask], self.presence.present([f for _, f in ask])))
@@ -310,6 +324,22 @@ class FrameAnalyzer:
 
 
 _GROUP = 4  # frames per detector call when the pose worker runs beside it
+
+
+def _heads_without_face(heads: np.ndarray, faces: np.ndarray, cover: float = 0.3) -> np.ndarray:
+    """The pose-placed head boxes that no detected face lies in (a face box inside a head
+    box by at least ``cover`` of its area is that person's face)."""
+    heads = np.asarray(heads, np.float32).reshape(-1, 4)
+    faces = np.asarray(faces, np.float32).reshape(-1, 4)
+    if not len(heads) or not len(faces):
+        return heads
+    keep = []
+    for h in heads:
+        ix = np.clip(np.minimum(h[2], faces[:, 2]) - np.maximum(h[0], faces[:, 0]), 0, None)
+        iy = np.clip(np.minimum(h[3], faces[:, 3]) - np.maximum(h[1], faces[:, 1]), 0, None)
+        area = np.maximum((faces[:, 2] - faces[:, 0]) * (faces[:, 3] - faces[:, 1]), 1e-6)
+        keep.append(not bool(np.any(ix * iy / area >= cover)))
+    return heads[np.asarray(keep, bool)]
 
 
 class _Pending:
