@@ -135,8 +135,10 @@ def test_pose_fallback_places_heads(tmp_path):
     comp = fake_components(cfg, ["mask"], presence=ColorPresence())
     res = process_video(clip.path, tmp_path / "o", ["mask"], cfg, components=comp, keep_plans=True)
     assert res.counts["frames_fail_closed"] == 0
-    # pose runs on every missed frame once the hold (2 frames) has ended: 24 - 2 = 22 runs
-    assert res.counts["regions_pose"] > 0 and res.counts["pose_runs"] == 22
+    # pose runs on every missed frame once the hold (2 frames) has ended: 24 - 2 = 22 runs,
+    # plus its checks on every 16th frame with a face (0, 16 is hidden, 32 hidden; 34+ none)
+    assert res.counts["regions_pose"] > 0 and res.counts["pose_runs"] == 22 + res.counts["pose_checks"]
+    assert res.counts["pose_checks"] == 1
     assert res.counts["pose_skipped_held"] == 2
     frames = read_frames(output_path(clip.path, tmp_path / "o", "mask"), list(range(10, 34)))
     for i, f in zip(range(10, 34), frames):
