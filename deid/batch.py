@@ -30,14 +30,15 @@ def _probe_total(paths: Sequence[Path]) -> int:
 
 
 @contextlib.contextmanager
-def _swap_session(video: Path, cfg: Config) -> Iterator[Any]:
+def _swap_session(video: Path, cfg: Config, out_dir: Path | None = None) -> Iterator[Any]:
     """Train the per-patient swap model for ``video``, yield its anonymizer, then delete
     the model (irreversibility). Provided by :mod:`deid.swap`."""
     try:
         from .swap.session import swap_session
     except ImportError as e:
         raise DeidError(f"face swap is not available in this build ({e})") from None
-    with swap_session([video], cfg) as anonymizer:
+    # the patient's model must never land in the output folder (swap.workdir inside it is refused)
+    with swap_session([video], cfg, forbid=[out_dir] if out_dir is not None else []) as anonymizer:
         yield anonymizer
 
 
@@ -87,7 +88,7 @@ def run_batch(
 
             try:
                 if "swap" in methods and not dry_run:
-                    with _swap_session(p, cfg) as swap_anon:
+                    with _swap_session(p, cfg, out) as swap_anon:
                         comp_v = Components(
                             cfg, comp.detector, comp.pose, comp.presence, {**comp.anonymizers, "swap": swap_anon}, comp.identity
                         )

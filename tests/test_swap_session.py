@@ -237,3 +237,15 @@ def test_a_killed_sessions_directory_is_deleted_by_the_next_session(tmp_path):
     assert not dead.exists()
     assert live.exists() and kept.exists() and elsewhere.exists() and unknown.exists()
     assert json.loads((new / OWNER_FILE).read_text())["pid"] == os.getpid()
+
+
+def test_the_cli_refuses_a_swap_workdir_inside_the_output_folder(tmp_path):
+    from deid.batch import _swap_session
+    from deid.errors import InvalidInputError
+
+    out = tmp_path / "out"
+    cfg = Config().replace(f"swap.workdir={out / 'models'}", "swap.donor=demo-carphone", "swap.gate=false")
+    with pytest.raises(InvalidInputError, match="inside the output directory"):
+        with _swap_session(tmp_path / "v.mp4", cfg, out):
+            pass
+    assert not any((out / "models").glob("deid-swap-*"))
