@@ -1150,10 +1150,8 @@ class ArchiveRun:
         """Private leftovers of earlier, killed runs: work folders of plans that no longer
         match (other settings, other inputs) and swap models never deleted (SIGKILL, node
         loss). Only under the lock, so no other job of this output folder is using them."""
-        if self.cfg.swap.keep_model:
-            keep = {swap_storage(self.cfg, self.work_root).resolve()}
-        else:
-            keep = set()
+        storage = swap_storage(self.cfg, self.work_root)
+        keep = {storage.resolve()} if self.cfg.swap.keep_model else set()
         if self.work_root.is_dir():
             for p in self.work_root.iterdir():
                 if p.name == LOCK_FILE or p.resolve() in keep:
@@ -1164,7 +1162,6 @@ class ArchiveRun:
                 else:
                     with contextlib.suppress(OSError):
                         p.unlink()
-        storage = swap_storage(self.cfg, self.work_root)
         if self.cfg.swap.keep_model or not storage.is_dir():
             return
         prefixes = tuple(swap_model_prefix(e.patient) for e in self.manifest.entries)

@@ -66,18 +66,19 @@ class PlannedInput:
 def plan_inputs(
     paths: Iterable[str | os.PathLike], extensions: Sequence[str] = VIDEO_EXTENSIONS, exclude: Sequence[str | os.PathLike] = ()
 ) -> list[PlannedInput]:
-    """Collision-free output names. Files inside an ``exclude`` folder (the output
-    folder, when it lies inside an input folder) are not taken from folder scans. Files found inside a folder argument keep their
+    """Collision-free output names. Files found inside a folder argument keep their
     sub-folder below the output directory (``clips/a/x.mp4`` -> ``out/a/x.blur.mp4``);
     inputs that would still share a name (``a/x.mp4`` and ``b/x.mp4`` given as files) get
-    a short hash of their path appended (``x-1a2b3c4d.blur.mp4``)."""
+    a short hash of their path appended (``x-1a2b3c4d.blur.mp4``). Files inside an
+    ``exclude`` folder (the output folder, when it lies inside an input folder) are not
+    taken from folder scans."""
     planned: list[PlannedInput] = []
     seen: set[str] = set()
+    never = [Path(x).expanduser().resolve() for x in exclude]
     for arg in map(Path, paths):
         if arg.is_dir():
-            never = [Path(x).expanduser().resolve() for x in exclude]
             files = sorted(q for q in arg.rglob("*") if q.is_file() and q.suffix.lower() in extensions
-                           and not any(n == q.resolve().parent or n in q.resolve().parents for n in never))
+                           and not any(n in q.resolve().parents for n in never))
             items = [(q, q.parent.relative_to(arg)) for q in files]
         else:
             items = [(arg, Path("."))]

@@ -56,20 +56,23 @@ def temp_path_for(final: str | os.PathLike) -> Path:
     return f.with_name(f".{f.name}{PARTIAL_MARK}{_owner_tag()}-{secrets.token_hex(4)}{f.suffix}")
 
 
-def _owner_alive(p: Path) -> bool:
-    """Is the process that writes temporary ``p`` still running on this host? Unknown
-    owners (another host, an old name without a tag) count as not running."""
-    tag = p.name.split(PARTIAL_MARK, 1)[-1].split("-", 1)[0]
-    host, _, pid = tag.partition("p")
-    if not pid.isdigit() or host != _owner_tag().partition("p")[0]:
-        return False
+def pid_alive(pid: int) -> bool:
+    """Is process ``pid`` running on this host (ours or another user's)?"""
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        return True  # someone else's live process
     return True
+
+
+def _owner_alive(p: Path) -> bool:
+    """Is the process that writes temporary ``p`` still running on this host? Unknown
+    owners (another host, an old name without a tag) count as not running."""
+    tag = p.name.split(PARTIAL_MARK, 1)[-1].split("-", 1)[0]
+    host, _, pid = tag.partition("p")
+    return pid.isdigit() and host == _owner_tag().partition("p")[0] and pid_alive(int(pid))
 
 
 @contextlib.contextmanager

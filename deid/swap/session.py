@@ -62,20 +62,12 @@ def private_dir(parent: str | os.PathLike | None = None, forbid: Sequence[str | 
     return d
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
-
-
 def remove_orphaned_sessions(base: str | os.PathLike) -> list[Path]:
     """Delete ``deid-swap-*`` session directories under ``base`` whose owner process on
     this host is gone: a session killed before it could delete its patient's model and
     face crops. Kept sessions (``swap.keep_model``) and other hosts' are left alone."""
+    from ..io.atomic import pid_alive
+
     removed: list[Path] = []
     host = socket.gethostname()
     try:
@@ -85,7 +77,7 @@ def remove_orphaned_sessions(base: str | os.PathLike) -> list[Path]:
     for d in cands:
         try:
             own = json.loads((d / OWNER_FILE).read_text())
-            if own.get("kept") or own.get("host") != host or _pid_alive(int(own["pid"])):
+            if own.get("kept") or own.get("host") != host or pid_alive(int(own["pid"])):
                 continue
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not ours to judge (no owner record)

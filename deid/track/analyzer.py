@@ -329,17 +329,15 @@ _GROUP = 4  # frames per detector call when the pose worker runs beside it
 def _heads_without_face(heads: np.ndarray, faces: np.ndarray, cover: float = 0.3) -> np.ndarray:
     """The pose-placed head boxes that no detected face lies in (a face box inside a head
     box by at least ``cover`` of its area is that person's face)."""
+    from ..geometry import box_intersection
+
     heads = np.asarray(heads, np.float32).reshape(-1, 4)
     faces = np.asarray(faces, np.float32).reshape(-1, 4)
     if not len(heads) or not len(faces):
         return heads
-    keep = []
-    for h in heads:
-        ix = np.clip(np.minimum(h[2], faces[:, 2]) - np.maximum(h[0], faces[:, 0]), 0, None)
-        iy = np.clip(np.minimum(h[3], faces[:, 3]) - np.maximum(h[1], faces[:, 1]), 0, None)
-        area = np.maximum((faces[:, 2] - faces[:, 0]) * (faces[:, 3] - faces[:, 1]), 1e-6)
-        keep.append(not bool(np.any(ix * iy / area >= cover)))
-    return heads[np.asarray(keep, bool)]
+    area = np.maximum((faces[:, 2] - faces[:, 0]) * (faces[:, 3] - faces[:, 1]), 1e-6)
+    inside = box_intersection(heads, faces) / area[None, :]  # share of each face inside each head
+    return heads[~np.any(inside >= cover, axis=1)]
 
 
 class _Pending:
