@@ -919,11 +919,10 @@ def finalize_video(
 
     src = plan.entry.video
     res = VideoResult(input=src, status="failed", info=plan.info)
-    timings = Timings()
+    work_s = sum(plan.timings.values()) + sum(o.timings.get("segment", 0.0) for o in outcomes)
+    timings = Timings(carried=work_s)
     for k, v in plan.timings.items():
         timings.add(k, v)
-    t_fin = time.perf_counter()
-    work_s = sum(plan.timings.values()) + sum(o.timings.get("segment", 0.0) for o in outcomes)
     container = cfg.io.container
     try:
         got = sorted(outcomes, key=lambda o: o.index)
@@ -973,7 +972,7 @@ def finalize_video(
                 parts = [segment_file(plan.work_dir, o.index, m, container) for o in got if o.written.get(m, 0) > 0]
                 if not parts:
                     raise DeidError(f"{src}: no frames were written for {m}")
-                concat_segments(parts, tmp[m], audio_from=src if cfg.io.keep_audio else None,
+                concat_segments(parts, tmp[m], audio_from=src if cfg.io.keep_audio else None, audio_offset=plan.info.start_time,
                                 container_format="matroska" if container == "mkv" else "mp4")
             timings.add("stitch", time.perf_counter() - t0)
             if on_step:
@@ -995,7 +994,7 @@ def finalize_video(
         if not keep_work:
             shutil.rmtree(plan.work_dir, ignore_errors=True)
     # seconds of work spent on this video, wherever it ran: planning, every segment, this step
-    timings.add("total", work_s + time.perf_counter() - t_fin)
+    timings.add("total", timings.elapsed())
     res.timings = {k: round(v, 4) for k, v in timings.seconds.items()}
     return res, result_rows(plan, res)
 

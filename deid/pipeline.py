@@ -35,13 +35,12 @@ from . import __version__
 from .anonymize import build_anonymizer, redact_frame
 from .config import Config, config_hash
 from .errors import DeidError, InvalidInputError, LeakDetectedError, VideoDecodeError
-from .io import VideoReader, VideoWriter, atomic_output, check_output_path, probe, write_text_atomic
+from .io import VIDEO_EXTENSIONS, VideoReader, VideoWriter, atomic_output, check_output_path, probe, write_text_atomic
 from .track import FrameAnalyzer, Planner
 from .types import BoxSource, FrameDecision, FramePlan, Timings, VideoInfo
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".mts", ".m2ts", ".3gp")
 
 
 # ----------------------------------------------------------------------------- naming
@@ -201,6 +200,7 @@ class MethodOutput:
     leak: dict[str, Any] = field(default_factory=dict)
     anonymizer_stats: dict[str, Any] = field(default_factory=dict)
     sha256: str = ""  # of the published file (recorded in the audit: proves which file it describes)
+    audio: bool = False  # the file holds an audio stream (only with io.keep_audio and an input with sound)
 
 
 @dataclass
@@ -376,7 +376,6 @@ def process_video(
     src = str(input_path)
     res = VideoResult(input=src, status="failed")
     timings = Timings()
-    t_all = time.perf_counter()
     try:
         t0 = time.perf_counter()
         info = probe(src)
@@ -405,7 +404,7 @@ def process_video(
         res.status = "failed"
         res.error = f"{src}: unexpected {type(e).__name__}: {e}"
         res.error_kind = "internal"
-    timings.add("total", time.perf_counter() - t_all)
+    timings.add("total", timings.elapsed())
     res.timings = {k: round(v, 4) for k, v in timings.seconds.items()}
     return res
 
@@ -475,6 +474,7 @@ def render_segment(
                     info,
                     cfg.io,
                     audio_from=src if cfg.io.keep_audio and start == 0 and stop == info.frame_count else None,
+                    audio_offset=info.start_time,
                     container_format="matroska" if Path(outs[m]).suffix == ".mkv" else "mp4",
                     pts_origin=pts_origin,
                     index_origin=start,
@@ -537,10 +537,11 @@ def render_segment(
 
 
 def verify_output(path: str | Path, expected_frames: int, what: str) -> None:
-    """An encoded output must hold exactly the frames we wrote."""
-    got = probe(path).frame_count
-    if got != expected_frames:
-        raise DeidError(f"{what}: output has {got} frames after encoding, expected {expected_frames}")
+    """An encoded output must hold exactly the frames we wrote; returns its probe."""
+    info = probe(path)
+    if info.frame_count != expected_frames:
+        raise DeidError(f"{what}: output has {info.frame_count} frames after encoding, expected {expected_frames}")
+    return info
 
 
 def expected_frames(frames_read: int, counts: dict[str, int], cfg: Config) -> int:
@@ -564,8 +565,7 @@ def finalize_outputs(
     caller publishes ``tmp`` -> ``outs`` after this returns. ``input_sha256``: the
     input's hash when the caller already has it (else computed when ``want_sha``)."""
     methods = list(outs)
-    for m in methods:
-        verify_output(tmp[m], res.outputs_written[m], f"{src} ({m})")
+    has_audio = {m: verify_output(tmp[m], res.outputs_written[m], f"{src} ({m})").has_audio for m in methods}
     leak_reports: dict[str, dict[str, Any]] = {}
     if cfg.audit.leak_check:
         from .audit import leak_audit
@@ -586,7 +586,7 @@ def finalize_outputs(
     for m in methods:
         stats = comp.anonymizers[m].stats() if hasattr(comp.anonymizers[m], "stats") else {}
         res.outputs.append(MethodOutput(m, str(outs[m]), str(audit_path(outs[m])), res.outputs_written[m], leak_reports.get(m, {}), stats,
-                                        sha256_file(tmp[m])))
+                                        sha256_file(tmp[m]), has_audio[m]))
     res.status = "partial" if res.status == "partial" else "done"
     from .audit import build_audit_record, write_frames_table
 

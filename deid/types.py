@@ -12,6 +12,7 @@ Conventions (checked in ``__post_init__``):
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,7 @@ class VideoInfo:
     pix_fmt: str = ""
     frame_count_exact: bool = True  # False when estimated from duration x fps
     time_base: str = ""  # the video stream's time base, e.g. "1/12800" (timestamps' unit)
+    start_time: float = 0.0  # seconds: the first shown frame's timestamp (audio kept beside the video is shifted by it)
 
     def __post_init__(self) -> None:
         if self.width <= 0 or self.height <= 0:
@@ -198,9 +200,15 @@ class Keypoints:
 
 @dataclass
 class Timings:
-    """Accumulates seconds per named stage."""
+    """Accumulates seconds per named stage. ``elapsed()``: wall seconds since it was made,
+    plus ``carried`` (work done elsewhere first, e.g. a video's segments on other workers)."""
 
     seconds: dict[str, float] = field(default_factory=dict)
+    carried: float = 0.0
+    started: float = field(default_factory=time.perf_counter, repr=False, compare=False)
+
+    def elapsed(self) -> float:
+        return self.carried + time.perf_counter() - self.started
 
     def add(self, stage: str, dt: float) -> None:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + float(dt)

@@ -247,6 +247,9 @@ def test_rotated_media_comes_out_upright(deg):
     expect = (568, 320) if deg in (0, 180) else (320, 568)
     assert (info.width, info.height) == expect
     assert all(f.shape[:2] == (expect[1], expect[0]) for f in frames)
+    # decord turns frames upright itself: the same pictures, not turned twice
+    dec = [f for b in VideoReader(p, decoder="decord", stop=3) for f in b.frames]
+    assert all(np.abs(a.astype(int) - b.astype(int)).mean() < 2 for a, b in zip(dec, frames[:3]))
     # (the four clips film different scenes, so content is checked by eye once — see
     # docs/io.md — and the rotation maths by test_upright_rotations)
 
@@ -259,3 +262,89 @@ def test_mkv_output_carries_no_identifying_tags(clip, tmp_path):
             wr.write(f)
     assert probe(out).frame_count == 30 and has_sensitive_tags(out) == []
     assert b"Patient 123" not in out.read_bytes()
+
+
+def _remux_shifted(src, dst, video_shift_s: float) -> None:
+    """Copy ``src`` with its video packets moved by ``video_shift_s`` seconds (audio
+    untouched). Negative: the first frames fall before 0 and the MP4 muxer writes an
+    edit list that hides them (what a lossless trim in an editor produces). Positive:
+    the picture starts after the sound."""
+    with av.open(str(src)) as i, av.open(str(dst), "w") as o:
+        outs = {s.index: o.add_stream_from_template(s) for s in (i.streams.video[0], *i.streams.audio[:1])}
+        v = i.streams.video[0]
+        shift = int(round(video_shift_s / float(v.time_base)))
+        for p in i.demux(*(s for s in i.streams if s.index in outs)):
+            if p.dts is None:
+                continue
+            if p.stream.index == v.index:
+                p.pts += shift
+                p.dts += shift
+            p.stream = outs[p.stream.index]
+            o.mux(p)
+
+
+def test_edit_list_trimmed_mp4_is_read_as_shown(tmp_path):
+    src = make_synthetic_video(tmp_path / "src.mp4", n_frames=30, width=64, height=48)
+    _remux_shifted(src.path, tmp_path / "trim.mp4", -5 / 25)
+    with av.open(str(tmp_path / "trim.mp4")) as c:
+        pk = [p for p in c.demux(video=0) if p.size]
+    assert len(pk) == 30 and sum(p.is_discard for p in pk) == 5  # the edit list hides 5 frames
+    info = probe(tmp_path / "trim.mp4")
+    assert info.frame_count == 25 and info.start_time == pytest.approx(0.0, abs=1e-6)
+    frames = [f for b in VideoReader(tmp_path / "trim.mp4", chunk_size=8) for f in b.frames]
+    assert len(frames) == 25
+    original = read_frames(src.path)
+    assert np.abs(frames[0].astype(int) - original[5].astype(int)).mean() < 3  # frame 0 shown = frame 5 stored
+    part = [f for b in VideoReader(tmp_path / "trim.mp4", start=12, stop=20) for f in b.frames]
+    assert len(part) == 8 and all(np.array_equal(a, b) for a, b in zip(part, frames[12:20]))
+
+
+def _audio_span(path) -> tuple[float, float]:
+    with av.open(str(path)) as c:
+        a = c.streams.audio[0]
+        ps = [p for p in c.demux(a) if p.pts is not None and p.size]
+        return float(ps[0].pts * a.time_base), float((ps[-1].pts + ps[-1].duration) * a.time_base)
+
+
+def test_kept_audio_follows_a_late_first_frame(clip, tmp_path):
+    """The input's picture starts 0.4 s after its sound; the output's picture starts at
+    0, so the sound must move back by 0.4 s too (else it runs 0.4 s late all along)."""
+    from deid.io.concat import concat_segments
+
+    late = tmp_path / "late.mp4"
+    _remux_shifted(clip.path, late, 0.4)
+    info = probe(late)
+    assert info.start_time == pytest.approx(0.4, abs=0.01)
+    a0, a1 = _audio_span(late)
+    frames = read_frames(late)
+    out = tmp_path / "out.mp4"
+    with VideoWriter.like(out, info, _IO(), audio_from=late, audio_offset=info.start_time) as wr:
+        for f in frames:
+            wr.write(f)
+    with av.open(str(out)) as c:
+        assert float(next(c.decode(video=0)).time) == pytest.approx(0.0, abs=1e-6)
+    b0, b1 = _audio_span(out)
+    assert 0.0 <= b0 < 0.06  # at most one audio frame (the one straddling 0) dropped
+    assert b1 == pytest.approx(a1 - 0.4, abs=0.01)  # the same sound, 0.4 s earlier
+    joined = tmp_path / "joined.mp4"
+    concat_segments([out], joined, audio_from=late, audio_offset=info.start_time)
+    assert _audio_span(joined) == pytest.approx((b0, b1), abs=0.01)
+
+
+class _IO:
+    crf, preset, timing = 23, "ultrafast", "keep"
+
+
+def test_decord_decoder_keeps_the_stream_timestamps(tmp_path):
+    """With io.decoder=decord the frames carry the stream's own timestamps (what the
+    writer keeps), not milliseconds read as stream ticks; a VFR clip keeps its gaps."""
+    pts = [0, 10, 20, 60, 70, 150, 160]
+    src = tmp_path / "vfr.mp4"
+    with VideoWriter(src, 32, 32, 25.0, time_base=Fraction(1, 100)) as wr:
+        for k, p in enumerate(pts):
+            wr.write(np.full((32, 32, 3), 30 * k, np.uint8), pts=p)
+    ref = [(b.time_base, t) for b in VideoReader(src) for t in b.pts]
+    got = [(b.time_base, t) for b in VideoReader(src, decoder="decord", chunk_size=3) for t in b.pts]
+    assert got == ref and len(got) == len(pts)
+    seg = [t for b in VideoReader(src, decoder="decord", start=2, stop=5) for t in b.pts]
+    assert seg == [t for _, t in ref[2:5]]

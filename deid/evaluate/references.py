@@ -32,11 +32,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..io import VIDEO_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".m4v", ".webm")
 PATIENT = "patient"
 
 #: embeddings of identity files, per process: (path, size, mtime, encoder, detector, n) -> (M, D)

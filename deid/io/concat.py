@@ -76,8 +76,13 @@ def _params(s: "av.video.stream.VideoStream") -> tuple:
     return (cc.name, cc.width, cc.height, cc.pix_fmt, Fraction(s.time_base), bytes(cc.extradata or b""))
 
 
-def _audio_packets(src: str | os.PathLike):
-    """(container, stream, packet iterator) for the first audio stream of ``src``, or None."""
+def audio_source(src: str | os.PathLike, offset_s: float = 0.0):
+    """(container, stream, packet iterator) for the first audio stream of ``src``, or None.
+
+    The video written beside it starts at 0 while the source's first video frame may
+    start later (``VideoInfo.start_time``, e.g. after an edit list or a trimmed copy);
+    packets are moved back by ``offset_s`` seconds so sound stays in step with the
+    picture, and the ones that would then start before 0 are dropped."""
     try:
         ic = av.open(str(src), metadata_errors="ignore")
     except av.error.FFmpegError as e:
@@ -86,7 +91,21 @@ def _audio_packets(src: str | os.PathLike):
         ic.close()
         return None
     a = ic.streams.audio[0]
-    return ic, a, (p for p in ic.demux(a) if p.dts is not None)
+    shift = int(round(offset_s / float(a.time_base))) if offset_s and a.time_base else 0
+
+    def packets():
+        for p in ic.demux(a):
+            if p.dts is None or p.size == 0:
+                continue
+            if shift:
+                if p.pts is not None and p.pts - shift < 0:
+                    continue
+                p.dts -= shift
+                if p.pts is not None:
+                    p.pts -= shift
+            yield p
+
+    return ic, a, packets()
 
 
 def concat_segments(
@@ -94,12 +113,14 @@ def concat_segments(
     out: str | os.PathLike,
     *,
     audio_from: str | os.PathLike | None = None,
+    audio_offset: float = 0.0,
     container_format: str | None = None,
 ) -> ConcatStats:
     """Join ``segments`` (in order) into ``out`` without re-encoding.
 
     ``out`` is normally a temporary from :func:`deid.io.atomic_output`. ``audio_from``
-    copies that file's first audio stream (the input video's, when audio is kept).
+    copies that file's first audio stream (the input video's, when audio is kept),
+    moved back by ``audio_offset`` seconds (the input's first frame time).
     Raises :class:`InvalidInputError` for a missing/unreadable segment and
     :class:`VideoEncodeError` when the segments cannot be joined (different encoder
     parameters, overlapping or unordered timestamps)."""
@@ -126,7 +147,7 @@ def concat_segments(
     audio = None
     a_out = None
     if audio_from is not None:
-        audio = _audio_packets(audio_from)
+        audio = audio_source(audio_from, audio_offset)
         if audio is not None:
             try:
                 a_out = oc.add_stream_from_template(audio[1])

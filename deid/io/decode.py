@@ -176,8 +176,11 @@ class VideoReader:
         except Exception as e:  # decord raises bare DECORDError
             raise VideoDecodeError(f"{self.path}: decord cannot open the stream ({e})") from None
         n = min(self.stop, len(vr))
-        fps = float(vr.get_avg_fps() or self.info.fps)
-        tb = Fraction(1, 1000)
+        # decord indexes frames in presentation order, like the demuxer's sorted packet
+        # timestamps: those are the frames' timestamps in the stream's own time base (what
+        # the writer keeps with io.timing=keep). Its frames come out already upright.
+        sc = scan_stream(self.path)
+        tb = sc.time_base
         for a in range(self.start, n, self.chunk_size):
             b = min(n, a + self.chunk_size)
             try:
@@ -185,9 +188,9 @@ class VideoReader:
             except Exception as e:
                 self._corrupt(a, f"decord error ({e})")
                 return
-            frames = [upright(f, self.info.rotation) for f in arr]
+            frames = list(arr)
             self.stats.frames_read += len(frames)
-            yield FrameBatch(a, frames, [int(round(i * 1000 / fps)) for i in range(a, b)], tb)
+            yield FrameBatch(a, frames, [int(p) for p in sc.pts[a:b]] if len(sc.pts) >= b else [None] * len(frames), tb)
         if self.stats.frames_read < self.stats.expected and not self.stats.partial:
             self._corrupt(self.start + self.stats.frames_read, f"stream ended early: {self.stats.frames_read} of {self.stats.expected} frames decodable")
 

@@ -83,6 +83,7 @@ class VideoWriter:
         timing: str = "keep",
         time_base: Fraction | None = None,
         audio_from: str | os.PathLike | None = None,
+        audio_offset: float = 0.0,
         container_format: str | None = None,
         pts_origin: int | None = None,
         index_origin: int = 0,
@@ -124,18 +125,16 @@ class VideoWriter:
         self._audio_in = None
         self._a = None
         if audio_from is not None:
-            self._open_audio(audio_from)
+            self._open_audio(audio_from, audio_offset)
 
     # ------------------------------------------------------------------ audio
-    def _open_audio(self, src: str | os.PathLike) -> None:
-        try:
-            ic = av.open(str(src), metadata_errors="ignore")
-        except av.error.FFmpegError as e:
-            raise VideoEncodeError(f"{src}: cannot read audio ({e})") from None
-        if not ic.streams.audio:
-            ic.close()
+    def _open_audio(self, src: str | os.PathLike, offset_s: float) -> None:
+        from .concat import audio_source
+
+        got = audio_source(src, offset_s)
+        if got is None:
             return
-        a_in = ic.streams.audio[0]
+        ic, a_in, packets = got
         try:
             self._a = self._out.add_stream_from_template(a_in)
         except Exception as e:
@@ -143,15 +142,14 @@ class VideoWriter:
             raise VideoEncodeError(f"{src}: audio codec {a_in.codec_context.name} cannot be copied into {self.path} ({e})") from None
         self._a.metadata.clear()
         self._audio_in = ic
+        self._audio_packets = packets
 
     def _copy_audio(self) -> None:
         ic, a_out = self._audio_in, self._a
         if ic is None or a_out is None:
             return
         try:
-            for pkt in ic.demux(ic.streams.audio[0]):
-                if pkt.dts is None:
-                    continue
+            for pkt in self._audio_packets:
                 pkt.stream = a_out
                 self._out.mux(pkt)
         finally:

@@ -36,6 +36,15 @@ class StreamScan:
     duplicates: int  # packets sharing a pts with another (broken timestamps)
 
 
+
+#: File extensions searched for in input folders (batch CLI, archive scans, reference
+#: and face-set folders). Files given by name are read whatever their extension.
+VIDEO_EXTENSIONS = (
+    ".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".wmv", ".mpg", ".mpeg",
+    ".ts", ".mts", ".m2ts", ".mxf", ".3gp", ".flv", ".ogv",
+)
+
+
 def check_readable(path: str | os.PathLike) -> Path:
     p = Path(path)
     if not p.exists():
@@ -82,6 +91,8 @@ def scan_stream(path: str | os.PathLike) -> StreamScan:
             for pkt in c.demux(s):
                 if pkt.size == 0 and pkt.pts is None:
                     continue  # flush packet
+                if pkt.is_discard:
+                    continue  # before an MP4 edit list's start: decoded, never shown
                 t = pkt.pts if pkt.pts is not None else pkt.dts
                 if t is None:
                     continue
@@ -134,6 +145,7 @@ def probe(path: str | os.PathLike, *, scan: bool = True) -> VideoInfo:
         if first is None:
             raise InvalidInputError(f"{p}: video stream has no decodable frames")
         rot = rotation_of(first)
+        start_time = float(first.time) if first.time is not None else 0.0
         w, h = first.width, first.height
         pix_fmt = first.format.name
         codec = cc.name
@@ -151,6 +163,7 @@ def probe(path: str | os.PathLike, *, scan: bool = True) -> VideoInfo:
             frames = len(sc.pts)
             exact = True
             is_vfr = _is_vfr(sc.pts, sc.time_base)
+            start_time = float(sc.pts[0] * sc.time_base)
             if not rate and len(sc.pts) > 1:
                 span = float((sc.pts[-1] - sc.pts[0]) * sc.time_base)
                 rate = Fraction(len(sc.pts) - 1) / Fraction(span) if span > 0 else None
@@ -175,4 +188,5 @@ def probe(path: str | os.PathLike, *, scan: bool = True) -> VideoInfo:
         pix_fmt=pix_fmt,
         frame_count_exact=exact,
         time_base=time_base,
+        start_time=start_time,
     )

@@ -34,12 +34,12 @@ import cv2
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..io import VIDEO_EXTENSIONS
 from .align import Landmarker, align, hull_mask, transform_points, warp
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".m4v", ".webm", ".mpg", ".mpeg")
 
 
 @dataclass(frozen=True, eq=False)
