@@ -222,7 +222,7 @@ def build_audit_record(
             "sha256": input_sha,
             "video": res.info.to_dict() if res.info else None,
         },
-        "output": {"path": mo.path, "sha256": mo.sha256, "frames_written": mo.frames_written, "audio": bool(cfg.io.keep_audio), "metadata_stripped": True},
+        "output": {"path": mo.path, "sha256": mo.sha256, "frames_written": mo.frames_written, "audio": bool(getattr(mo, "audio", False)), "metadata_stripped": True},
         "method": mo.method,
         "method_params": json.loads(json.dumps(method_params, default=list)),
         "config_hash": chash,
@@ -232,7 +232,8 @@ def build_audit_record(
         "fail_closed_policy": cfg.track.fail_closed,
         "anonymizer_stats": mo.anonymizer_stats,
         "leak_audit": mo.leak or {"skipped": True},
-        "timings_s": {k: round(v, 4) for k, v in timings.seconds.items()},
+        # "total": the video's seconds up to this record (the result adds its final total)
+        "timings_s": {k: round(v, 4) for k, v in {**timings.seconds, "total": timings.seconds.get("total", timings.elapsed())}.items()},
         "platform": {"python": platform.python_version(), "machine": platform.machine()},
     }
     return json.dumps(rec, indent=2, default=str)

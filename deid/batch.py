@@ -102,19 +102,21 @@ def run_batch(
             bar.close()
             results.append(r)
             if evaluate and r.status in ("done", "partial"):
-                _evaluate(r, cfg, out)
+                # the output name (sub-folder and collision-free name) tells videos apart in
+                # the tables; two inputs called clip.mp4 must not share rows
+                _evaluate(r, cfg, out, (item.subdir / (item.name or p.stem)).as_posix())
     finally:
         overall.close()
     return results
 
 
-def _evaluate(r: VideoResult, cfg: Config, out: Path) -> None:
+def _evaluate(r: VideoResult, cfg: Config, out: Path, video_id: str) -> None:
     try:
         from .evaluate import evaluate_outputs
     except ImportError as e:
         log.warning("evaluation not available: %s", e)
         return
-    evaluate_outputs(r.input, {o.method: o.path for o in r.outputs}, out / "metrics", cfg)
+    evaluate_outputs(r.input, {o.method: o.path for o in r.outputs}, out / "metrics", cfg, video_id=video_id)
 
 
 def summary_table(results: Sequence[VideoResult]) -> str:
@@ -128,7 +130,9 @@ def summary_table(results: Sequence[VideoResult]) -> str:
         for o in r.outputs:
             leaks = str(o.leak.get("leaks", "-")) if o.leak else "-"
             fc = str(r.counts.get("frames_fail_closed", "-")) if r.counts else "-"
-            rows.append((Path(r.input).name, o.method, r.status, str(o.frames_written or r.frames_read), fc, leaks, secs, o.path))
+            # a video that failed after rendering (e.g. while publishing) has no output to show
+            rows.append((Path(r.input).name, o.method, r.status, str(o.frames_written or r.frames_read), fc, leaks, secs,
+                         o.path if r.ok else r.error))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = []
     for k, row in enumerate(rows):

@@ -144,3 +144,19 @@ def test_library_never_imports_ray_and_archive_hands_over_to_ray_jobs(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.stdout.split() == ["2", "False"], (r.stdout, r.stderr[-2000:])
     assert "manifest" in r.stderr and not (tmp_path / "out").exists()
+
+
+def test_summary_names_the_error_not_a_path_for_a_video_that_failed_after_rendering():
+    from deid.batch import summary_table
+    from deid.pipeline import MethodOutput, VideoResult
+
+    ok = VideoResult(input="/in/a.mp4", status="done", frames_read=5)
+    ok.outputs = [MethodOutput("blur", "/out/a.blur.mp4", frames_written=5)]
+    bad = VideoResult(input="/in/b.mp4", status="failed", error="/in/b.mp4: cannot publish /out/b.blur.mp4 (disk full)", frames_read=5)
+    bad.outputs = [MethodOutput("blur", "/out/b.blur.mp4", frames_written=5)]
+    rows = summary_table([ok, bad]).splitlines()
+    a = next(r for r in rows if r.startswith("a.mp4"))
+    b = next(r for r in rows if r.startswith("b.mp4"))
+    assert a.endswith("/out/a.blur.mp4")
+    assert "failed" in b and b.endswith("(disk full)")
+    assert rows[-1] == "1 of 2 video(s) succeeded; 1 failed"

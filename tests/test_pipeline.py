@@ -2,6 +2,7 @@
 backends from deid.testing: outputs, frame counts, privacy, audit records, atomicity."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -84,7 +85,8 @@ def test_audit_record_and_frames_table(clip, tmp_path):
         assert rec["frames_read"] == 36 and rec["output"]["frames_written"] == 36
         assert rec["counts"]["regions_detected"] >= 30
         assert rec["leak_audit"]["leaks"] == 0 and rec["leak_audit"]["checked_frames"] == 8
-        assert "analyze" in rec["timings_s"]
+        assert 0 < rec["timings_s"]["analyze"] <= rec["timings_s"]["total"]
+        assert rec["output"]["audio"] is False  # the input has sound; it was not kept
         t = pq.read_table(frames_path(out)).to_pandas()
         assert list(t["frame"]) == list(range(36))
         assert set(t["decision"]) <= {"ok", "fail_closed"}
@@ -180,6 +182,11 @@ def test_keep_audio_option(clip, tmp_path):
     cfg = CFG.replace("io.keep_audio=true")
     res = process_video(clip.path, tmp_path, ["mask"], cfg, components=fake_components(cfg, ["mask"]))
     assert res.status == "done" and probe(output_path(clip.path, tmp_path, "mask")).has_audio
+    assert json.loads(audit_path(output_path(clip.path, tmp_path, "mask")).read_text())["output"]["audio"] is True
+    silent = make_synthetic_video(tmp_path / "silent.mp4", n_frames=10)
+    out = tmp_path / "o2"
+    assert process_video(silent.path, out, ["mask"], cfg, components=fake_components(cfg, ["mask"])).status == "done"
+    assert json.loads(audit_path(output_path(silent.path, out, "mask")).read_text())["output"]["audio"] is False
 
 
 def test_timestamps_follow_input(clip, tmp_path):
@@ -197,8 +204,10 @@ def test_discover_inputs(tmp_path):
     (tmp_path / "a" / "notes.txt").write_text("")
     (tmp_path / "a" / "b").mkdir()
     (tmp_path / "a" / "b" / "y.MOV").write_bytes(b"")
+    (tmp_path / "a" / "b" / "cam.ts").write_bytes(b"")  # broadcast / hospital recorder formats
+    (tmp_path / "a" / "b" / "or.mxf").write_bytes(b"")
     found = discover_inputs([tmp_path / "a", tmp_path / "missing.mp4"])
-    assert [p.name for p in found] == ["y.MOV", "x.mp4", "missing.mp4"]  # sorted by path
+    assert [p.name for p in found] == ["cam.ts", "or.mxf", "y.MOV", "x.mp4", "missing.mp4"]  # sorted by path
 
 
 def test_memory_does_not_hold_the_video(tmp_path, monkeypatch):
@@ -282,3 +291,22 @@ def test_frame_rows_are_compact_and_round_trip(tmp_path):
     assert size < 30000 * 32
     with pytest.raises(ValueError):
         big.append(1, "ok", True, ["held"], [])
+
+
+def test_batch_evaluation_keeps_same_named_inputs_apart(tmp_path, monkeypatch):
+    """`deid anonymize a/clip.mp4 b/clip.mp4 --evaluate`: each video's metrics go in
+    under its own id (the output's collision-free name), not both under "clip"."""
+    import deid.evaluate
+    from deid.batch import run_batch
+
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        make_synthetic_video(tmp_path / d / "clip.mp4", n_frames=6)
+    seen = []
+    monkeypatch.setattr(deid.evaluate, "evaluate_outputs",
+                        lambda original, processed, out_dir, cfg, video_id=None: seen.append((Path(original).parent.name, video_id, sorted(processed))))
+    res = run_batch([tmp_path / "a/clip.mp4", tmp_path / "b/clip.mp4"], tmp_path / "out", ["mask"], CFG, progress=False,
+                    evaluate=True, components=fake_components(CFG, ["mask"]))
+    assert [r.status for r in res] == ["done", "done"]
+    assert len(seen) == 2 and {v for _, v, _ in seen} == {Path(r.outputs[0].path).name.split(".")[0] for r in res}
+    assert len({v for _, v, _ in seen}) == 2
