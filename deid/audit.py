@@ -143,7 +143,9 @@ def leak_audit(
         origin.append(src)
         reg = [f.box for f in plans[i].faces] if plans and i in plans else []
         regions.append(np.asarray(reg + [pad_face_box(x, 0.3, 0.55, 0.25) for x in b], np.float32).reshape(-1, 4))
-    thr = float(cfg.threshold)
+    from .identity import effective_threshold
+
+    thr = effective_threshold(identity, cfg.threshold)  # 0.6 is dlib's; ArcFace keeps its own
     margin = float(cfg.null_margin)
     nulls = [_null_frame(f, r) for f, r in zip(fin, regions)]
     emb_in = identity.embed(fin, boxes_in) if k else []

@@ -310,3 +310,22 @@ def test_batch_evaluation_keeps_same_named_inputs_apart(tmp_path, monkeypatch):
     assert [r.status for r in res] == ["done", "done"]
     assert len(seen) == 2 and {v for _, v, _ in seen} == {Path(r.outputs[0].path).name.split(".")[0] for r in res}
     assert len({v for _, v, _ in seen}) == 2
+
+
+def test_leak_audit_uses_the_encoders_own_threshold(clip, tmp_path):
+    """audit.threshold's 0.6 default is dlib's Euclidean rule; an encoder with another
+    scale (ArcFace, cosine: 0.72) keeps its own unless the config names a number."""
+    from deid.audit import leak_audit
+    from deid.identity import effective_threshold
+    from deid.testing import PatchIdentityEncoder
+
+    class Cosine(PatchIdentityEncoder):
+        threshold = 0.72
+
+    assert effective_threshold(Cosine(), 0.6) == 0.72
+    assert effective_threshold(Cosine(), 0.5) == 0.5
+    assert effective_threshold(PatchIdentityEncoder(), 0.6) == 0.6
+    assert effective_threshold(object(), None) == 0.6
+    cfg = CFG.replace("audit.min_face_px=16")
+    assert leak_audit(clip.path, clip.path, cfg.audit, Cosine())["threshold"] == 0.72
+    assert leak_audit(clip.path, clip.path, cfg.replace("audit.threshold=0.5").audit, Cosine())["threshold"] == 0.5

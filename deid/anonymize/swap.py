@@ -155,7 +155,9 @@ class SwapAnonymizer:
         if identity is not None:
             from ..swap.gate import IdentityGate
 
-            self.gate = IdentityGate(identity, references, threshold=getattr(full.audit, "threshold", None))
+            from ..identity import effective_threshold
+
+            self.gate = IdentityGate(identity, references, threshold=effective_threshold(identity, getattr(full.audit, "threshold", None)))
         elif self.cfg.gate:
             log.warning("swap: no identity encoder given; the identity gate is off (swap.gate=true was asked for)")
         self.reset()

@@ -35,4 +35,18 @@ def build_identity_encoder(cfg: Any) -> Any:
     return IDENTITY_ENCODERS.create(cfg.backend, **kwargs)
 
 
-__all__ = ["build_identity_encoder", "cosine_distance", "euclidean_distance"]
+def effective_threshold(encoder: Any, configured: float | None) -> float:
+    """The "same person" distance to use with ``encoder``: ``configured`` (a config's
+    ``audit.threshold`` / ``evaluate.identity.threshold``) when it was changed from dlib's
+    0.6 default, else the encoder's own threshold. The 0.6 default is dlib's Euclidean
+    rule; an ArcFace encoder (cosine distance) keeps its own documented 0.72 unless the
+    config names another number."""
+    from .dlib_backend import DLIB_THRESHOLD
+
+    own = getattr(encoder, "threshold", None)
+    if configured is None or (float(configured) == DLIB_THRESHOLD and own is not None):
+        return float(own if own is not None else DLIB_THRESHOLD)
+    return float(configured)
+
+
+__all__ = ["build_identity_encoder", "cosine_distance", "effective_threshold", "euclidean_distance"]
