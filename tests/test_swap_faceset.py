@@ -34,6 +34,19 @@ def test_main_person_is_the_largest_identity_cluster():
     assert stats.rejected["other_person"] == 2
 
 
+def test_unembedded_faces_where_the_main_person_is_are_kept():
+    """A face dlib could not embed (emb None) stays in the set when it sits where the main
+    person's face sits a few frames away; one elsewhere (the other person's place) goes."""
+    a, b = [0.0, 0.0], [5.0, 5.0]
+    left, right = (0, 0, 10, 10), (50, 0, 60, 10)
+    cands = [_cand(0, a, left), _cand(0, b, right), _cand(1, a, left), _cand(2, a, left), _cand(3, b, right, n=1),
+             _cand(4, None, (1, 0, 11, 10), n=1), _cand(5, None, right, n=1), _cand(60, None, left, n=1)]
+    stats = ExtractStats()
+    kept = _keep_main_person(cands, _VecIdentity(), stats)
+    assert [c.index for c in kept] == [0, 1, 2, 4]
+    assert stats.rejected["other_person"] == 4
+
+
 def test_without_identity_the_biggest_face_of_each_frame_is_kept():
     cands = [_cand(0, box=(0, 0, 10, 10)), _cand(0, box=(0, 0, 30, 30)), _cand(1, box=(0, 0, 20, 20), n=1)]
     stats = ExtractStats()

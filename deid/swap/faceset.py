@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..geometry import box_iou
 from ..io import VIDEO_EXTENSIONS
 from .align import Landmarker, align, hull_mask, transform_points, warp
 
@@ -303,9 +304,19 @@ def _keep_main_person(cands: list[_Cand], identity: Any, stats: ExtractStats) ->
         members.append([c])
     main = max(members, key=len)
     keep_ids = {id(c) for c in main}
+    # A face the encoder could not embed (too small, odd pose) is still the patient's when
+    # it sits where a main-cluster face sits in a nearby frame of the same source.
+    for c in cands:
+        if c.emb is None and _near_main(c, main):
+            keep_ids.add(id(c))
     kept = [c for c in cands if id(c) in keep_ids]
     stats.rejected["other_person"] += len(cands) - len(kept)
     return kept
+
+
+def _near_main(c: _Cand, main: list[_Cand], frames: int = 15, min_iou: float = 0.3) -> bool:
+    near = [m.box for m in main if m.src == c.src and abs(m.index - c.index) <= frames]
+    return bool(near) and float(box_iou(c.box[None], np.stack(near)).max()) >= min_iou
 
 
 def _drop_blurred(cands: list[_Cand], ratio: float, stats: ExtractStats) -> list[_Cand]:
