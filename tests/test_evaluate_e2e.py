@@ -273,3 +273,30 @@ def test_fakes_behave_like_the_real_thing_here(clips):
     assert len(ba) == 1 and len(bb) == 1
     d = enc.distance(enc.embed(a, [ba])[0], enc.embed(b, [bb])[0])[0, 0]
     assert d > enc.threshold
+
+
+def test_a_failed_re_evaluation_leaves_none_of_the_old_rows(clips, tmp_path, monkeypatch):
+    """Re-evaluating a (video, method) replaces every one of its partitions; when the
+    new evaluation of an output fails, no number from the earlier one stands in for it."""
+    from deid.errors import DeidError
+    from deid.evaluate.store import clear_method_scores
+
+    m = tmp_path / "m"
+    evaluate_outputs(clips["original"], {"mask": clips["noface"]}, m, CFG, distractors=[], progress=False)
+    parts = lambda: sorted(str(p.relative_to(m)) for p in m.rglob("method=mask"))  # noqa: E731
+    assert any(p.startswith("keypoints/") for p in parts()) and any(p.startswith("parts/summary/") for p in parts())
+    import deid.evaluate.score as score_mod
+
+    def failing(video, method, *a, **k):
+        if method == "mask":
+            raise DeidError("pose estimator crashed")
+        return orig_score(video, method, *a, **k)
+
+    orig_score = score_mod.score_method
+    monkeypatch.setattr(score_mod, "score_method", failing)
+    res = evaluate_outputs(clips["original"], {"mask": clips["noface"]}, m, CFG, distractors=[], progress=False)
+    assert "mask" in res["errors"]
+    assert parts() == []
+    s = pd.read_parquet(m / "summary.parquet")
+    assert "mask" not in set(s["method"])
+    assert clear_method_scores(m, "patient", "original") >= 3 and not list(m.rglob("method=original"))

@@ -77,6 +77,28 @@ def test_clinical_table_median_keeps_infinite_errors_and_drops_unmeasurable():
     assert t.attrs["measured"].loc["blur", "f"] == 2
 
 
+def test_clinical_table_shows_a_feature_the_method_erased():
+    """Mask hides the mouth: mouth opening is measurable on the original, not on the
+    output. That method must stay in the table, marked lost, not vanish from it."""
+    from deid.report.build import _clinical_section
+
+    rows = []
+    for v in ("a", "b"):
+        rows.append({"video": v, "method": "blur", "feature": "mouth", "value": 1.1, "original_value": 1.0, "relative_error": 0.1})
+        rows.append({"video": v, "method": "mask", "feature": "mouth", "value": np.nan, "original_value": 1.0, "relative_error": np.nan})
+    rows.append({"video": "a", "method": "swap", "feature": "mouth", "value": 1.0, "original_value": 1.0, "relative_error": 0.0})
+    rows.append({"video": "b", "method": "swap", "feature": "mouth", "value": np.nan, "original_value": 1.0, "relative_error": np.nan})
+    rows.append({"video": "c", "method": "swap", "feature": "mouth", "value": np.nan, "original_value": np.nan, "relative_error": np.nan})
+    t = clinical_table(pd.DataFrame(rows), pd.DataFrame())
+    assert set(t.index) == {"blur", "mask", "swap"}
+    assert np.isnan(t.loc["mask", "mouth"]) and t.attrs["lost"].loc["mask", "mouth"] == 2
+    assert t.attrs["lost"].loc["swap", "mouth"] == 1 and t.attrs["measured"].loc["swap", "mouth"] == 1  # c: not on the original either
+    html = _clinical_section(t, [])
+    assert "lost (2 of 2 videos)" in html and "0.0; lost in 1 of 2 videos" in html
+    only_lost = clinical_table(pd.DataFrame([r for r in rows if r["method"] == "mask"]), pd.DataFrame())
+    assert list(only_lost.index) == ["mask"] and only_lost.attrs["lost"].loc["mask", "mouth"] == 2
+
+
 def test_clinical_table_falls_back_to_summary_columns():
     s = _summary([{"video": "a", "method": "blur", "fe_blink_rate_per_min": 0.5},
                   {"video": "b", "method": "blur", "fe_blink_rate_per_min": 0.1}])
@@ -110,6 +132,20 @@ def test_worst_videos_rank_leaks_fail_closed_and_low_ap():
     assert w["leaks"].loc["leaky", "leak_frames"] == 6
     assert list(w["lowest_ap"].index)[0] == "bad_pose"
     assert list(w["fail_closed"].index) == ["bad_pose"]
+    # a match at the same place counts (the larger of the two original-face tests, not both)
+    s2 = _summary([{"video": "v", "method": "blur", "frames_match_patient": 0, "frames_match_original": 0, "frames_match_same_place": 3},
+                   {"video": "w", "method": "blur", "frames_match_patient": 1, "frames_match_original": 2, "frames_match_same_place": 2}])
+    w2 = worst_videos(s2, pd.DataFrame(), 5)
+    assert w2["leaks"]["leak_frames"].to_dict() == {"v": 3, "w": 3}
+
+
+def test_archive_match_rate_is_per_frame_checked_for_faces():
+    from deid.report.tables import per_video_distributions
+
+    s = _summary([{"video": "v", "method": "blur", "frames": 100, "identity_frames": 20, "frames_match_patient": 5},
+                  {"video": "u", "method": "blur", "frames": 50, "frames_match_patient": 5}])
+    d = per_video_distributions(s, pd.DataFrame())["match_patient_pct"].set_index("video")["value"]
+    assert d["v"] == pytest.approx(25.0) and d["u"] == pytest.approx(10.0)  # 5 of 20 checked; no count: of 50
 
 
 # ----------------------------------------------------------------------------- frames and faces

@@ -122,8 +122,8 @@ def evaluate_outputs(
     from .models import EvalModels
     from .references import build_references, default_distractors, default_target, split_label
     from .score import score_method
-    from .store import (aggregate, audit_path_for, read_audit, status_rows_from_audit, write_method_scores,
-                        write_status, write_video_entry)
+    from .store import (aggregate, audit_path_for, clear_method_scores, read_audit, status_rows_from_audit,
+                        write_method_scores, write_status, write_video_entry)
     from .table import format_table
 
     cfg = cfg if cfg is not None else Config()
@@ -192,6 +192,7 @@ def evaluate_outputs(
             except DeidError as e:
                 log.error("%s: %s output not evaluated: %s", vid, m, e)
                 errors[m] = str(e)
+                clear_method_scores(out, vid, m)  # no earlier evaluation's numbers stand in for this one
                 continue
             write_method_scores(out, s)
             rows.append(s.summary)

@@ -60,10 +60,37 @@ def _write_rows(data: Any, root: Path, kind: str) -> None:
         write_dataset(table, root, kind)
 
 
+_SCORE_TABLES = ("keypoints", "identity", "perframe", f"{PARTS}/summary", f"{PARTS}/per_keypoint", f"{PARTS}/clinical")
+
+
+def clear_method_scores(metrics_dir: str | os.PathLike, video: str, method: str) -> int:
+    """Delete one (video, method)'s partitions from every score table, so that a
+    re-evaluation that writes fewer tables (no keypoints, no clinical rows) or fails
+    leaves none of the previous evaluation's rows behind. Returns partitions removed."""
+    import shutil
+    import urllib.parse
+
+    root, n = Path(metrics_dir), 0
+    for kind in _SCORE_TABLES:
+        for d in (root / kind).glob("video=*/method=*"):
+            v = urllib.parse.unquote(d.parent.name[len("video="):])
+            m = urllib.parse.unquote(d.name[len("method="):])
+            if v == str(video) and m == str(method) and d.is_dir():
+                shutil.rmtree(d, ignore_errors=True)
+                n += 1
+                try:
+                    d.parent.rmdir()  # the video's folder, when this was its last method
+                except OSError:
+                    pass
+    return n
+
+
 def write_method_scores(metrics_dir: str | os.PathLike, scores: Any) -> None:
     """Write one (video, method)'s rows (:class:`deid.evaluate.score.MethodScores`):
-    its partitions of keypoints/, identity/, perframe/ and its parts/ rows."""
+    its partitions of keypoints/, identity/, perframe/ and its parts/ rows, replacing
+    every earlier partition of that (video, method)."""
     root = Path(metrics_dir)
+    clear_method_scores(root, scores.video, scores.method)
     if scores.keypoints is not None:
         _write_rows(scores.keypoints, root / "keypoints", "keypoints")
     if scores.identity:

@@ -283,6 +283,7 @@ def _clinical_section(clin: pd.DataFrame, missing) -> str:
 
     measured = clin.attrs.get("measured")
     original = clin.attrs.get("original")
+    lost = clin.attrs.get("lost")
     methods = list(clin.index)
     rows = []
     for f in clin.columns:
@@ -292,6 +293,11 @@ def _clinical_section(clin: pd.DataFrame, missing) -> str:
         for m in methods:
             v = clin.loc[m, f]
             r[m] = v if f in ABSOLUTE_ERROR_FEATURES or H.is_missing(v) else 100.0 * v
+            n_lost = int(lost.loc[m, f]) if lost is not None else 0
+            if n_lost:  # measurable on the original, not on this output
+                n_ok = int(measured.loc[m, f]) if measured is not None else 0
+                r[m] = (f"lost ({n_lost} of {n_lost + n_ok} videos)" if H.is_missing(r[m])
+                        else f"{H.fmt(r[m], 'f1')}; lost in {n_lost} of {n_lost + n_ok} videos")
             r[f"{m}_n"] = measured.loc[m, f] if measured is not None else np.nan
         rows.append(r)
     cols: list[H.Column] = [("feature", "Feature", "s", "")]
@@ -302,7 +308,8 @@ def _clinical_section(clin: pd.DataFrame, missing) -> str:
     body = H.note("How far each clinical motion feature (MDS-UPDRS-style: finger tapping, hand opening, mouth "
                   "opening, blinks, gait cadence) measured on the processed video is from the same feature on the "
                   "original: median relative error in % over videos (decrement features: absolute difference). "
-                  "0 = unchanged.") + H.table(rows, cols)
+                  "0 = unchanged; \u201clost\u201d = measured on the original but no longer measurable on the output "
+                  "(the method erased what the feature needs).") + H.table(rows, cols)
     return H.section("clinical", "Clinical features", body)
 
 

@@ -84,6 +84,15 @@ def pose_table(summary: pd.DataFrame) -> pd.DataFrame:
 IDENTITY_FRAME_COLUMNS = ("identity_frames", "frames_checked")
 
 
+def _identity_frames(df: pd.DataFrame) -> pd.Series:
+    """Per row: frames whose faces were checked (the first of IDENTITY_FRAME_COLUMNS
+    present), else the frames evaluated."""
+    out = pd.Series(np.nan, index=df.index, dtype=float)
+    for c in (*IDENTITY_FRAME_COLUMNS, "frames"):
+        out = out.fillna(_num(df, c))
+    return out
+
+
 def identity_table(summary: pd.DataFrame, frames_checked: Mapping[str, int] | None = None) -> pd.DataFrame:
     """Per method: frames checked, frames still matching the patient / the original face
     at the same place, frames without a face, distances, and the re-id attack vs chance.
@@ -152,14 +161,34 @@ def clinical_table(clinical: pd.DataFrame | None, summary: pd.DataFrame) -> pd.D
         return pd.DataFrame()
     long = long[long["method"] != "original"]
     long["relative_error"] = pd.to_numeric(long["relative_error"], errors="coerce").astype(float)
+    # A feature the original shows but the processed video no longer does (a mask that
+    # erases the mouth, a pose lost with the face) is the worst result, not a gap: count it.
+    lost_rows = pd.DataFrame()
+    if clinical is not None and "original_value" in getattr(clinical, "columns", []) and "value" in clinical.columns:
+        c = clinical[clinical["method"] != "original"]
+        ov = pd.to_numeric(c["original_value"], errors="coerce").astype(float)
+        pv = pd.to_numeric(c["value"], errors="coerce").astype(float)
+        lost_rows = c[np.isfinite(ov) & ~np.isfinite(pv)]
     long = long[long["relative_error"].notna()]  # NaN = not measurable; +inf (original was 0) stays
-    if long.empty:
+    if long.empty and lost_rows.empty:
         return pd.DataFrame()
-    med = long.pivot_table(index="method", columns="feature", values="relative_error", aggfunc="median")
-    cnt = long.pivot_table(index="method", columns="feature", values="relative_error", aggfunc="count")
-    order = [m for m in order_methods(list(med.index))]
-    med, cnt = med.reindex(order), cnt.reindex(order)
+    methods = order_methods(sorted(set(long["method"]) | set(lost_rows["method"] if not lost_rows.empty else [])))
+    features = sorted(set(long["feature"]) | set(lost_rows["feature"] if not lost_rows.empty else []))
+    if long.empty:
+        med = pd.DataFrame(np.nan, index=pd.Index(methods, name="method"), columns=features)
+        cnt = pd.DataFrame(0, index=med.index, columns=features)
+    else:
+        med = long.pivot_table(index="method", columns="feature", values="relative_error", aggfunc="median")
+        cnt = long.pivot_table(index="method", columns="feature", values="relative_error", aggfunc="count")
+        med = med.reindex(index=methods, columns=features)
+        cnt = cnt.reindex(index=methods, columns=features).fillna(0).astype(int)
+    lost = pd.DataFrame(0, index=med.index, columns=features)
+    if not lost_rows.empty:
+        lc = lost_rows.groupby(["method", "feature"]).size()
+        for (m, f), n in lc.items():
+            lost.loc[m, f] = int(n)
     med.attrs["measured"] = cnt
+    med.attrs["lost"] = lost
     if clinical is not None and "original_value" in getattr(clinical, "columns", []):
         ov = pd.to_numeric(clinical["original_value"], errors="coerce").astype(float)
         med.attrs["original"] = clinical.assign(_o=ov).groupby("feature")["_o"].median()
@@ -277,7 +306,10 @@ def worst_videos(summary: pd.DataFrame, st: pd.DataFrame, n: int = 10) -> dict[s
     out: dict[str, pd.DataFrame] = {}
     s = summary[summary["method"] != "original"] if not summary.empty else summary
     if not s.empty:
-        leak = s.assign(_l=_num(s, "frames_match_patient").fillna(0) + _num(s, "frames_match_original").fillna(0))
+        # matches to the patient, plus matches to the original face by either test (the
+        # gallery of its faces, or the face at the same place): the larger, not the sum
+        orig = np.maximum(_num(s, "frames_match_original").fillna(0), _num(s, "frames_match_same_place").fillna(0))
+        leak = s.assign(_l=_num(s, "frames_match_patient").fillna(0) + orig)
         lv = leak.groupby("video").agg(leak_frames=("_l", "sum"))
         if not st.empty:
             al = st.assign(_a=_num(st, "leaks").fillna(0)).groupby("video")["_a"].sum().rename("audit_leaks")
@@ -306,7 +338,8 @@ def per_video_distributions(summary: pd.DataFrame, st: pd.DataFrame) -> dict[str
     s = summary[summary["method"] != "original"] if not summary.empty else summary
     out: dict[str, pd.DataFrame] = {}
     if not s.empty:
-        checked = _num(s, "frames").replace(0, np.nan)
+        # frames_match_* count among the frames checked for faces (every identity_every-th)
+        checked = _identity_frames(s).replace(0, np.nan)
         out["ap_overall"] = s.assign(value=_num(s, "ap_overall"))[["video", "method", "value"]]
         out["match_patient_pct"] = s.assign(value=100.0 * _num(s, "frames_match_patient") / checked)[["video", "method", "value"]]
     if not st.empty:
