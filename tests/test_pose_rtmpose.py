@@ -170,3 +170,38 @@ def test_mediapipe_boxes_by_default(coco17_model):
     assert inside >= 5
     est.reset()
     assert est.estimate([np.zeros((240, 320, 3), np.uint8)])[0].num_persons == 0
+
+
+def test_multi_person_pose_checks_in_the_tracker(tmp_path, coco17_model, monkeypatch):
+    """track.pose_backend=rtmpose with the user's RTMPose + YOLOX files (here: tiny ONNX
+    models with their signatures): the pose check on a frame whose one face was found
+    places the head of the *second* person, which MediaPipe's single-person pose cannot."""
+    import dataclasses
+
+    from deid.config import Config
+    from deid.pipeline import Components
+    from deid.track.analyzer import FrameAnalyzer
+    from deid.track.boxes import head_box_from_keypoints
+    from test_keyframes import ScriptedDetector
+
+    path, _, _ = coco17_model
+    dets = np.array([[20, 40, 220, 400, 0.95], [300, 60, 560, 460, 0.9]], np.float32)
+    monkeypatch.setenv("DEID_RTMPOSE_MODEL", str(path))
+    monkeypatch.setenv("DEID_RTMPOSE_DET_MODEL", str(write_yolox_onnx(tmp_path / "yolox.onnx", dets)))
+    cfg = Config().replace("track.pose_backend=rtmpose", "audit.leak_check=false")
+    comp = Components.build(cfg, [])
+    assert isinstance(comp.pose, RTMPoseEstimator) and comp.pose.person_boxes == "yolox" and comp.pose.keep_outside
+
+    frame = textured(240, 320)
+    frame[0, 0, :2] = 0  # frame number 0 for the scripted detector (a pose-check frame)
+    heads = [head_box_from_keypoints(p, cfg.track.pose_min_score) for p in comp.pose.estimate([frame])[0].data]
+    assert len(heads) == 2 and all(h is not None for h in heads)
+    cx, cy = (heads[0][0] + heads[0][2]) / 2, (heads[0][1] + heads[0][3]) / 2
+    det = ScriptedDetector({0: [[cx - 4, cy - 4, cx + 4, cy + 4]]})  # person 1's face found, person 2's missed
+    an = FrameAnalyzer(det, dataclasses.replace(cfg.track, worker_threads=False), comp.pose, None)
+    an.reset()
+    obs = an.analyze([frame], 0) + an.finish()
+    an.close()
+    (o,) = [o for o in obs if o.index == 0]
+    assert len(o.faces) == 1 and len(o.head_boxes) == 1
+    np.testing.assert_allclose(o.head_boxes[0], heads[1], atol=1e-3)  # the second person's head
