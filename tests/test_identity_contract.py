@@ -188,3 +188,17 @@ def test_pickles_by_rebuilding(encoder):
 def test_box_partly_outside_the_frame_is_embedded(encoder):
     out = encoder.embed([textured_frame()], [np.array([[-40, -30, 90, 100]], np.float32)])[0]
     assert out.shape == (1, encoder.dim) and np.isfinite(out).all()
+
+
+def test_the_leak_audit_can_use_arcface_with_its_own_threshold(monkeypatch, tiny_arcface_path):
+    """audit.identity_backend=arcface (the user's model from $DEID_ARCFACE_MODEL): the
+    pipeline builds it, and the audit's 0.6 default becomes ArcFace's 0.72."""
+    from deid.config import Config
+    from deid.identity import effective_threshold
+    from deid.pipeline import Components
+
+    monkeypatch.setenv("DEID_ARCFACE_MODEL", str(tiny_arcface_path))
+    cfg = Config().replace("audit.identity_backend=arcface", "track.pose_fallback=false")
+    comp = Components.build(cfg, [])
+    assert comp.identity.name == "arcface"
+    assert effective_threshold(comp.identity, cfg.audit.threshold) == pytest.approx(0.72)
