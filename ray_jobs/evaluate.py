@@ -135,7 +135,9 @@ class IdentityStage:
         from deid.evaluate.extract import extract_faces
         from deid.evaluate.references import build_references, default_distractors, default_target
         from deid.evaluate.score import score_method
-        from deid.evaluate.store import audit_path_for, read_audit, status_rows_from_audit, write_method_scores, write_status, write_video_entry
+        from deid.evaluate.store import (audit_path_for, clear_method_scores, read_audit, status_rows_from_audit, write_method_scores,
+                                         write_status, write_video_entry)
+        from deid.identity import effective_threshold
         from deid.io import probe
 
         cfg, mdl, ev = self.cfg, self.models, self.cfg.evaluate
@@ -146,7 +148,7 @@ class IdentityStage:
         info_o = probe(original)
         kw = dict(every=ev.identity_every, stop=n, chunk_size=cfg.io.chunk_size, decoder=cfg.io.decoder)
         ofaces = extract_faces(original, mdl.encoder, mdl.detector, locator=mdl.locator, null_control=True, **kw)
-        thr = float(getattr(mdl.encoder, "threshold", ev.identity.threshold))
+        thr = effective_threshold(mdl.encoder, ev.identity.threshold)
         dlist = [(lab, str(p)) for lab, p in default_distractors(original)] if ev.default_distractors else []
         refs = build_references(
             encoder=mdl.encoder, detector=mdl.detector, distance=mdl.encoder.distance, threshold=thr, original_faces=ofaces,
@@ -166,6 +168,7 @@ class IdentityStage:
                 write_method_scores(root, score_method(vid, m, kps["original"], kps[m], ofaces, pfaces, refs, **score_kw))
             except DeidError as e:
                 errors[m] = str(e)
+                clear_method_scores(root, vid, m)  # no earlier evaluation's numbers stand in for this one
         audits, status = {}, []
         for m, p in processed.items():
             ap = audit_path_for(p)

@@ -300,3 +300,41 @@ def test_a_failed_re_evaluation_leaves_none_of_the_old_rows(clips, tmp_path, mon
     s = pd.read_parquet(m / "summary.parquet")
     assert "mask" not in set(s["method"])
     assert clear_method_scores(m, "patient", "original") >= 3 and not list(m.rglob("method=original"))
+
+
+def test_the_ray_identity_stage_also_clears_a_failed_re_evaluation(clips, tmp_path, monkeypatch):
+    """The archive job's identity stage (ray_jobs/evaluate.py, called here without Ray)
+    follows the same rule as evaluate_outputs: a (video, method) whose re-evaluation
+    fails keeps none of its earlier rows. Video ids with '/' (sub-folders) included."""
+    import pickle
+
+    import deid.evaluate.score as score_mod
+    import ray_jobs.evaluate as rj
+    from deid.errors import DeidError
+    from deid.evaluate.extract import extract_keypoints
+    from deid.evaluate.store import clear_method_scores
+
+    m = tmp_path / "m"
+    vid = "ward/patient"
+    evaluate_outputs(clips["original"], {"mask": clips["noface"]}, m, CFG, distractors=[], progress=False, video_id=vid)
+    assert list(m.rglob("method=mask")) and list(m.rglob("video=ward%2Fpatient"))
+    mdl = EvalModels.cached(CFG)
+    n = 24
+    kps = {"original": extract_keypoints(clips["original"], mdl.estimator, stop=n),
+           "mask": extract_keypoints(clips["noface"], mdl.estimator, stop=n)}
+    kp = tmp_path / "kp.pkl"
+    kp.write_bytes(pickle.dumps({"frames": n, "keypoints": kps, "pose": {"name": FacePoseEstimator.name}}))
+    stage = object.__new__(rj.IdentityStage)
+    stage.cfg, stage.models, stage.metrics_dir = CFG, mdl, str(m)
+    orig = score_mod.score_method
+
+    def failing(video, method, *a, **k):
+        if method == "mask":
+            raise DeidError("pose estimator crashed")
+        return orig(video, method, *a, **k)
+
+    monkeypatch.setattr(score_mod, "score_method", failing)
+    stage.evaluate(vid, {"original": str(clips["original"]), "processed": {"mask": str(clips["noface"])}}, str(kp))
+    aggregate(m)
+    assert list(m.rglob("method=mask")) == []
+    assert clear_method_scores(m, vid) >= 3 and list(m.rglob("method=original")) == []  # every method of the video

@@ -348,3 +348,32 @@ def test_decord_decoder_keeps_the_stream_timestamps(tmp_path):
     assert got == ref and len(got) == len(pts)
     seg = [t for b in VideoReader(src, decoder="decord", start=2, stop=5) for t in b.pts]
     assert seg == [t for _, t in ref[2:5]]
+
+
+def test_a_transport_stream_cut_mid_gop_is_read_from_its_first_keyframe(tmp_path):
+    """A .ts capture that starts mid-GOP opens with packets whose references are not in
+    the file; they are not frames of the video (the decoder drops them), so they are not
+    counted, and the video is read whole instead of failing as 'ended early'."""
+    full, cut = tmp_path / "full.ts", tmp_path / "cut.ts"
+    with av.open(str(full), "w", format="mpegts") as o:
+        s = o.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.options = {"g": "10", "bf": "2"}
+        for i in range(40):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 5, np.uint8), format="rgb24")
+            f.pts = i
+            for p in s.encode(f):
+                o.mux(p)
+        for p in s.encode(None):
+            o.mux(p)
+    with av.open(str(full)) as i, av.open(str(cut), "w", format="mpegts") as o:
+        vs = o.add_stream_from_template(i.streams.video[0])
+        pk = [p for p in i.demux(video=0) if p.dts is not None]
+        for p in pk[3:]:  # the recording starts 3 packets into the first GOP
+            p.stream = vs
+            o.mux(p)
+    assert probe(full).frame_count == 40
+    info = probe(cut)
+    frames = [f for b in VideoReader(cut) for f in b.frames]
+    assert info.frame_count == len(frames) == 30  # from the second GOP's keyframe on
+    assert np.abs(frames[0].astype(int) - 50).max() <= 3  # frame 10 of the recording (value 10 * 5)

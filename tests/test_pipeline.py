@@ -329,3 +329,21 @@ def test_leak_audit_uses_the_encoders_own_threshold(clip, tmp_path):
     cfg = CFG.replace("audit.min_face_px=16")
     assert leak_audit(clip.path, clip.path, cfg.audit, Cosine())["threshold"] == 0.72
     assert leak_audit(clip.path, clip.path, cfg.replace("audit.threshold=0.5").audit, Cosine())["threshold"] == 0.5
+
+
+def test_dropped_first_frames_keep_the_picture_in_step_with_kept_audio(tmp_path):
+    """fail_closed=drop removes the first frames; the frames left keep their times (the
+    first written one is not pulled to 0), so audio kept beside them stays in sync."""
+    import av
+
+    clip = make_synthetic_video(tmp_path / "c.mp4", n_frames=30, hidden=list(range(0, 8)), with_audio=True)
+    cfg = CFG.replace("track.max_gap=2", "track.hold_frames=2", "track.lookahead=8", "track.fail_closed=drop", "io.keep_audio=true")
+    comp = fake_components(cfg, ["blur"], pose=None, presence=ColorPresence())
+    res = process_video(clip.path, tmp_path / "d", ["blur"], cfg, components=comp, keep_plans=True)
+    closed = [p.index for p in res.plans if p.decision.value == "fail_closed"]
+    assert res.status == "done" and closed and closed[0] == 0
+    first_kept = next(i for i in range(30) if i not in closed)
+    with av.open(str(output_path(clip.path, tmp_path / "d", "blur"))) as c:
+        t0 = float(next(c.decode(video=0)).time)
+        assert c.streams.audio
+    assert t0 == pytest.approx(first_kept / 25, abs=1e-3)

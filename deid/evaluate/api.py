@@ -145,7 +145,9 @@ def evaluate_outputs(
             )
     n = _frames_to_evaluate(original, info_o, infos, ev.max_frames)
     mdl = models or EvalModels.cached(cfg)
-    thr = float(getattr(mdl.encoder, "threshold", ev.identity.threshold))
+    from ..identity import effective_threshold
+
+    thr = effective_threshold(mdl.encoder, ev.identity.threshold)
     dist = mdl.encoder.distance
     common = dict(estimator=mdl.estimator, encoder=mdl.encoder, detector=mdl.detector, every=ev.identity_every,
                   stop=n, chunk_size=cfg.io.chunk_size, decoder=cfg.io.decoder)

@@ -63,25 +63,29 @@ def _write_rows(data: Any, root: Path, kind: str) -> None:
 _SCORE_TABLES = ("keypoints", "identity", "perframe", f"{PARTS}/summary", f"{PARTS}/per_keypoint", f"{PARTS}/clinical")
 
 
-def clear_method_scores(metrics_dir: str | os.PathLike, video: str, method: str) -> int:
-    """Delete one (video, method)'s partitions from every score table, so that a
-    re-evaluation that writes fewer tables (no keypoints, no clinical rows) or fails
-    leaves none of the previous evaluation's rows behind. Returns partitions removed."""
-    import shutil
+def _partition_dir(root: Path, kind: str, video: str, method: str | None = None) -> Path:
+    """A (video[, method]) partition folder of a table, named as pyarrow's hive
+    partitioning names it (values percent-encoded: ``a/clip`` -> ``video=a%2Fclip``)."""
     import urllib.parse
+
+    d = root / kind / f"video={urllib.parse.quote(str(video), safe='')}"
+    return d if method is None else d / f"method={urllib.parse.quote(str(method), safe='')}"
+
+
+def clear_method_scores(metrics_dir: str | os.PathLike, video: str, method: str | None = None) -> int:
+    """Delete one (video, method)'s partitions (every method's when ``method`` is None)
+    from every score table, so that a re-evaluation that writes fewer tables (no
+    keypoints, no clinical rows) or fails leaves none of the previous evaluation's rows
+    behind. Touches only that video's folders (other videos may be written meanwhile).
+    Returns the partitions removed."""
+    import shutil
 
     root, n = Path(metrics_dir), 0
     for kind in _SCORE_TABLES:
-        for d in (root / kind).glob("video=*/method=*"):
-            v = urllib.parse.unquote(d.parent.name[len("video="):])
-            m = urllib.parse.unquote(d.name[len("method="):])
-            if v == str(video) and m == str(method) and d.is_dir():
-                shutil.rmtree(d, ignore_errors=True)
-                n += 1
-                try:
-                    d.parent.rmdir()  # the video's folder, when this was its last method
-                except OSError:
-                    pass
+        d = _partition_dir(root, kind, video, method)
+        if d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
+            n += 1
     return n
 
 

@@ -112,6 +112,10 @@ class VideoReader:
                 index_of_pts = sc.pts
                 first_pts = int(sc.pts[self.start])
                 c.seek(first_pts, stream=s, backward=True, any_frame=False)
+            elif self.info.start_time and s.time_base:
+                # frames before the video's first counted one (leading pictures of a
+                # capture cut mid-GOP that a decoder conceals instead of dropping)
+                first_pts = int(round(Fraction(self.info.start_time) / tb))
             idx = self.start
             buf: list[np.ndarray] = []
             pts: list[int | None] = []

@@ -87,14 +87,26 @@ def scan_stream(path: str | os.PathLike) -> StreamScan:
     try:
         s = c.streams.video[0]
         pts, keys, dts_order = [], [], []
+        # A capture that starts mid-GOP (an MPEG-TS recording cut anywhere) opens with
+        # packets whose reference frames are not in the file: the decoder drops them, and
+        # the leading pictures after the first keyframe that point back at them. They are
+        # not frames of this video. (Without any keyframe flag, every packet counts.)
+        lead: list[int] = []  # timestamps of the packets before the first keyframe
+        key_pts: int | None = None
         try:
             for pkt in c.demux(s):
                 if pkt.size == 0 and pkt.pts is None:
                     continue  # flush packet
+                t = pkt.pts if pkt.pts is not None else pkt.dts
+                if key_pts is None and not pkt.is_keyframe:
+                    if t is not None and not pkt.is_discard:
+                        lead.append(t)
+                    continue
+                if key_pts is None:
+                    key_pts = t if t is not None else -(2**62)
                 if pkt.is_discard:
                     continue  # before an MP4 edit list's start: decoded, never shown
-                t = pkt.pts if pkt.pts is not None else pkt.dts
-                if t is None:
+                if t is None or (lead and t < key_pts):
                     continue
                 pts.append(t)
                 dts_order.append(t)
@@ -102,6 +114,8 @@ def scan_stream(path: str | os.PathLike) -> StreamScan:
                     keys.append(t)
         except av.error.FFmpegError as e:
             raise VideoDecodeError(f"{path}: container is damaged after {len(pts)} packets ({e})", last_good_frame=len(pts) - 1) from None
+        if key_pts is None:  # no keyframe flags at all: count what there is
+            pts, dts_order = list(lead), list(lead)
         arr = np.asarray(dts_order, dtype=np.int64)
         out_of_order = bool(len(arr) > 1 and np.any(np.diff(arr) < 0))
         sorted_pts = np.sort(arr)
