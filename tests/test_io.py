@@ -377,3 +377,31 @@ def test_a_transport_stream_cut_mid_gop_is_read_from_its_first_keyframe(tmp_path
     frames = [f for b in VideoReader(cut) for f in b.frames]
     assert info.frame_count == len(frames) == 30  # from the second GOP's keyframe on
     assert np.abs(frames[0].astype(int) - 50).max() <= 3  # frame 10 of the recording (value 10 * 5)
+
+
+@pytest.mark.parametrize("name, codec, pix, fmt", [
+    ("hevc10.mov", "libx265", "yuv420p10le", None),  # phone video: HEVC, 10 bit
+    ("vp9.webm", "libvpx-vp9", "yuv420p", None),
+    ("mpeg2.ts", "mpeg2video", "yuv420p", "mpegts"),  # hospital / broadcast recorders
+    ("prores.mov", "prores_ks", "yuv422p10le", None),  # editing suites
+    ("mjpeg.avi", "mjpeg", "yuvj420p", None),  # older cameras
+])
+def test_common_source_codecs_decode_to_the_frames_they_hold(tmp_path, name, codec, pix, fmt):
+    path = tmp_path / name
+    with av.open(str(path), "w", format=fmt) as o:
+        s = o.add_stream(codec, rate=25)
+        s.width, s.height, s.pix_fmt = 96, 64, pix
+        if codec == "libx265":
+            s.options = {"x265-params": "log-level=error"}
+        for i in range(12):
+            f = av.VideoFrame.from_ndarray(np.full((64, 96, 3), 20 * i, np.uint8), format="rgb24").reformat(format=pix)
+            for p in s.encode(f):
+                o.mux(p)
+        for p in s.encode(None):
+            o.mux(p)
+    info = probe(path)
+    frames = [f for b in VideoReader(path, chunk_size=5) for f in b.frames]
+    assert info.frame_count == len(frames) == 12 and (info.width, info.height) == (96, 64)
+    assert [int(np.median(f)) for f in frames] == pytest.approx([20 * i for i in range(12)], abs=4)
+    out = _encode(tmp_path / "o.mp4", frames)
+    assert probe(out).frame_count == 12 and probe(out).codec == "h264"
