@@ -161,10 +161,18 @@ class Components:
 
             # keep_outside: a head cut off by the frame edge still gets its (clipped) box
             pose = POSE_ESTIMATORS.create(cfg.track.pose_backend, keep_outside=True)
-        if cfg.track.pose_fallback and presence is None:
+        if presence is None:
+            # person presence decides fail-closed frames, with or without the pose fallback:
+            # without it a missed face would pass as "nobody there"
             from .track.presence import SegmentationPresence
 
             presence = SegmentationPresence()
+        if not cfg.track.pose_fallback:
+            log.warning("track.pose_fallback=false: a face the detectors miss gets no head region; frames with a "
+                        "person in them are redacted whole instead (track.fail_closed=%s)", cfg.track.fail_closed)
+        if cfg.track.fail_closed == "flag":
+            log.warning("track.fail_closed=flag: frames with a person and no head region are written as they are "
+                        "(counted and flagged in the audit, not redacted)")
         anons = dict(prebuilt.get("anonymizers") or {})
         for m in methods:
             if m not in anons:

@@ -347,3 +347,28 @@ def test_dropped_first_frames_keep_the_picture_in_step_with_kept_audio(tmp_path)
         t0 = float(next(c.decode(video=0)).time)
         assert c.streams.audio
     assert t0 == pytest.approx(first_kept / 25, abs=1e-3)
+
+
+def test_without_the_pose_fallback_fail_closed_still_has_a_person_check(caplog):
+    """track.pose_fallback=false must not turn fail-closed off: person presence is still
+    built (else a missed face passes as 'nobody there'), and the setting is warned about,
+    as is fail_closed=flag."""
+    from deid.pipeline import Components
+
+    with caplog.at_level("WARNING", logger="deid.pipeline"):
+        comp = Components.build(Config().replace("track.pose_fallback=false", "audit.leak_check=false"), [])
+    assert comp.pose is None and comp.presence is not None
+    assert "pose_fallback=false" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="deid.pipeline"):
+        Components.build(Config().replace("track.fail_closed=flag", "audit.leak_check=false"), [], presence=comp.presence)
+    assert "fail_closed=flag" in caplog.text
+
+
+def test_a_missed_face_without_the_pose_fallback_fails_closed(tmp_path):
+    clip = make_synthetic_video(tmp_path / "c.mp4", n_frames=40, hidden=list(range(10, 34)))
+    cfg = CFG.replace("track.max_gap=2", "track.hold_frames=2", "track.lookahead=8", "track.pose_fallback=false")
+    comp = fake_components(cfg, ["blur"], pose=None, presence=ColorPresence())
+    res = process_video(clip.path, tmp_path / "o", ["blur"], cfg, components=comp, keep_plans=True)
+    closed = {p.index for p in res.plans if p.decision.value == "fail_closed"}
+    assert res.status == "done" and len(closed) >= 15 and closed <= set(range(10, 34))

@@ -160,3 +160,44 @@ def test_head_box_from_keypoints():
     assert head_box_from_keypoints(np.zeros((17, 3), np.float32)) is None
     with pytest.raises(ValueError):
         head_box_from_keypoints(np.zeros((3, 3), np.float32))
+
+
+def _covered(plan, face, w=640, h=480):
+    m = np.zeros((h, w), bool)
+    for r in plan.faces:
+        x1, y1, x2, y2 = r.box.astype(int)
+        m[max(0, y1):y2, max(0, x1):x2] = True
+    x1, y1, x2, y2 = np.asarray(face, int)
+    return m[y1:y2, x1:x2].mean()
+
+
+@pytest.mark.parametrize("gap", [0, 15, 40])
+def test_a_head_beside_a_found_face_is_kept(gap):
+    """Person A's face is detected; person B stands right beside (faces 60 px wide,
+    ``gap`` px between them) and only pose places B's head. B's head is not A's: it
+    must keep its region, whether it comes beside a face or beside another pose head
+    (a multi-person pose model), instead of being dropped as a duplicate."""
+    cfg = TrackConfig()
+    face_a = np.array([200, 150, 260, 225], np.float32)
+    face_b = face_a + np.array([60 + gap, 0, 60 + gap, 0], np.float32)
+    head_a, head_b = (pad_face_box(f, cfg.pad_side, cfg.pad_top, cfg.pad_bottom) for f in (face_a, face_b))
+    obs = [Observation(i, det(face_a), head_boxes=head_b[None]) for i in range(5)]
+    p = plan_window(obs, cfg, 640, 480)[2]
+    assert len(p.faces) == 2 and _covered(p, face_b) == 1.0 and _covered(p, face_a) == 1.0
+    obs2 = [Observation(i, head_boxes=np.stack([head_a, head_b])) for i in range(5)]
+    p2 = plan_window(obs2, cfg, 640, 480)[2]
+    assert len(p2.faces) == 2 and _covered(p2, face_b) == 1.0
+
+
+def test_a_head_seen_lying_down_gets_a_whole_head_box():
+    """A patient lying on their side, seen in profile: nose, eye and ear stack up
+    vertically and one eye and ear are hidden. The box must still hold the whole head
+    (~110 px), not a sliver sized from the points' small horizontal spread."""
+    kp = np.zeros((17, 3), np.float32)
+    kp[0] = (300, 200, 0.9)  # nose
+    kp[1] = (305, 220, 0.9)  # near eye
+    kp[3] = (310, 255, 0.9)  # near ear
+    b = head_box_from_keypoints(kp)
+    head = np.array([255, 190, 365, 300], np.float32)  # where the head is: ~110 px around nose..ear
+    inter = max(0, min(b[2], head[2]) - max(b[0], head[0])) * max(0, min(b[3], head[3]) - max(b[1], head[1]))
+    assert inter / ((head[2] - head[0]) * (head[3] - head[1])) > 0.8

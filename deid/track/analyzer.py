@@ -247,7 +247,7 @@ class FrameAnalyzer:
                     pose_ran=i in pose_found,
                 )
             elif i in head:  # a pose check on a frame with faces: heads no face accounts for
-                extra = _heads_without_face(head[i], o.faces.boxes)
+                extra = _heads_without_face(head[i], o.faces.boxes, self.cfg)
                 o = Observation(o.index, o.faces, head_boxes=extra, person_present=True, pose_ran=True)
             out.append(o)
         return out
@@ -326,18 +326,19 @@ class FrameAnalyzer:
 _GROUP = 4  # frames per detector call when the pose worker runs beside it
 
 
-def _heads_without_face(heads: np.ndarray, faces: np.ndarray, cover: float = 0.3) -> np.ndarray:
-    """The pose-placed head boxes that no detected face lies in (a face box inside a head
-    box by at least ``cover`` of its area is that person's face)."""
-    from ..geometry import box_intersection
+def _heads_without_face(heads: np.ndarray, faces: np.ndarray, cfg: Any) -> np.ndarray:
+    """The pose-placed head boxes that are not the head of a detected face (see
+    :func:`deid.track.boxes.same_head`: a neighbour's head overlapping a found face a
+    little is kept)."""
+    from .boxes import pad_face_box, same_head
 
     heads = np.asarray(heads, np.float32).reshape(-1, 4)
     faces = np.asarray(faces, np.float32).reshape(-1, 4)
     if not len(heads) or not len(faces):
         return heads
-    area = np.maximum((faces[:, 2] - faces[:, 0]) * (faces[:, 3] - faces[:, 1]), 1e-6)
-    inside = box_intersection(heads, faces) / area[None, :]  # share of each face inside each head
-    return heads[~np.any(inside >= cover, axis=1)]
+    face_heads = [pad_face_box(f, cfg.pad_side, cfg.pad_top, cfg.pad_bottom) for f in faces]
+    keep = [not any(same_head(h, f, fh) for f, fh in zip(faces, face_heads)) for h in heads]
+    return heads[np.asarray(keep, bool)]
 
 
 class _Pending:

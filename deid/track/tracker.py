@@ -82,9 +82,11 @@ def _candidates(obs: Observation, cfg: TrackConfig) -> list[_Point]:
         hb = B.pad_face_box(f.boxes[i], cfg.pad_side, cfg.pad_top, cfg.pad_bottom)
         lm = None if f.landmarks is None else f.landmarks[i]
         pts.append(_Point(hb, BoxSource.DETECTED, float(f.scores[i]), lm, f.boxes[i], hb))
+    faces = list(pts)
     for hb in obs.head_boxes:
-        if any(B.box_iou(hb[None], p.box[None])[0, 0] > 0.1 for p in pts):
+        if any(B.same_head(hb, p.face_box, p.box) for p in faces):
             continue  # the face detector already covers this head
+        # (a head beside a found face, or beside another pose-placed head, is kept)
         pts.append(_Point(hb.astype(np.float32), BoxSource.POSE, 0.5, None, None, hb.astype(np.float32)))
     return pts
 
