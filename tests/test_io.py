@@ -19,6 +19,7 @@ from deid.io import (
     probe,
     read_frames,
     remove_stale_partials,
+    scan_stream,
     upright,
 )
 from deid.testing import make_synthetic_video
@@ -405,3 +406,64 @@ def test_common_source_codecs_decode_to_the_frames_they_hold(tmp_path, name, cod
     assert [int(np.median(f)) for f in frames] == pytest.approx([20 * i for i in range(12)], abs=4)
     out = _encode(tmp_path / "o.mp4", frames)
     assert probe(out).frame_count == 12 and probe(out).codec == "h264"
+
+
+def _gop_ts(path, codec, n=60, gop=12):
+    """An MPEG-TS clip with B-frames and a keyframe every ``gop`` frames; every frame
+    differs (a moving bar over a ramp) so a frame read at the wrong index shows."""
+    with av.open(str(path), "w", format="mpegts") as o:
+        s = o.add_stream(codec, rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.options = {"g": str(gop), "bf": "2"} if codec == "mpeg2video" else {"g": str(gop), "bf": "2", "preset": "ultrafast"}
+        for i in range(n):
+            a = np.zeros((48, 64, 3), np.uint8)
+            a[:, :, 0] = np.arange(64, dtype=np.uint8)[None, :] * 3
+            a[:, i % 64, 1] = 255
+            a[:, :, 2] = 4 * i
+            f = av.VideoFrame.from_ndarray(a, format="rgb24")
+            f.pts = i
+            for p in s.encode(f):
+                o.mux(p)
+        for p in s.encode(None):
+            o.mux(p)
+    return path
+
+
+@pytest.mark.parametrize("codec", ["libx264", "mpeg2video"])
+def test_transport_stream_range_reads_match_a_whole_read(tmp_path, codec):
+    """An MPEG-TS file has no index: FFmpeg's seek there lands a GOP late (and for
+    MPEG-2, past even the first keyframe). A range read decodes from a keyframe at or
+    before its first frame, so it holds exactly the frames (and timestamps) of a whole
+    read at those indices, whether it starts on a keyframe, just after one or mid-GOP."""
+    path = _gop_ts(tmp_path / f"{codec}.ts", codec)
+    info = probe(path)
+    assert info.frame_count == 60
+    whole = [(i, f, t) for b in VideoReader(path, chunk_size=7) for i, f, t in zip(b.indices(), b.frames, b.pts)]
+    assert [i for i, _, _ in whole] == list(range(60))
+    for start, stop in [(1, 9), (12, 20), (13, 30), (16, 36), (23, 25), (40, 60), (5, 59), (59, 60)]:
+        r = VideoReader(path, start=start, stop=stop, chunk_size=5)
+        got = [(i, f, t) for b in r for i, f, t in zip(b.indices(), b.frames, b.pts)]
+        assert [i for i, _, _ in got] == list(range(start, stop)), (start, stop)
+        assert [t for _, _, t in got] == [t for _, _, t in whole[start:stop]]
+        assert all(np.array_equal(f, w) for (_, f, _), (_, w, _) in zip(got, whole[start:stop])), (start, stop)
+        assert r.stats.frames_read == r.stats.expected == stop - start and not r.stats.partial
+
+
+def test_a_range_read_never_skips_frames_silently(tmp_path, monkeypatch):
+    """Frames missing inside [start, stop) stop the read at the last good frame (fail, or
+    a partial read that is a prefix) instead of coming back with a hole."""
+    path = _gop_ts(tmp_path / "gap.ts", "libx264")
+    lost = {int(t) for t in scan_stream(path).pts[20:23]}
+    real = av.container.InputContainer.decode
+
+    def decode(self, *a, **k):  # the decoder loses frames 20..22
+        for f in real(self, *a, **k):
+            if f.pts not in lost:
+                yield f
+
+    monkeypatch.setattr(av.container.InputContainer, "decode", decode)
+    with pytest.raises(VideoDecodeError, match=r"frames 20\.\.22 missing.*last good frame is 19"):
+        list(VideoReader(path, start=14, stop=30))
+    r = VideoReader(path, start=14, stop=30, on_corrupt="keep_partial", chunk_size=4)
+    got = [i for b in r for i in b.indices()]
+    assert got == list(range(14, 20)) and r.stats.partial

@@ -7,6 +7,7 @@ frame (or, with ``on_corrupt="keep_partial"``, stops there and marks the read pa
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from dataclasses import dataclass, field
@@ -107,11 +108,12 @@ class VideoReader:
             tb = Fraction(s.time_base) if s.time_base else Fraction(1, 1)
             index_of_pts = None
             first_pts = None
+            frames_iter = None
             if self.start > 0:
                 sc = scan_stream(self.path)
                 index_of_pts = sc.pts
                 first_pts = int(sc.pts[self.start])
-                c.seek(first_pts, stream=s, backward=True, any_frame=False)
+                c, s, frames_iter = self._decode_from(c, s, sc.keyframes, first_pts)
             elif self.info.start_time and s.time_base:
                 # frames before the video's first counted one (leading pictures of a
                 # capture cut mid-GOP that a decoder conceals instead of dropping)
@@ -120,7 +122,8 @@ class VideoReader:
             buf: list[np.ndarray] = []
             pts: list[int | None] = []
             buf_start = idx
-            frames_iter = c.decode(s)
+            if frames_iter is None:
+                frames_iter = c.decode(s)
             while idx < self.stop:
                 try:
                     frame = next(frames_iter)
@@ -132,12 +135,17 @@ class VideoReader:
                 if first_pts is not None and frame.pts is not None and frame.pts < first_pts:
                     continue  # decoding up from the keyframe before the segment
                 if index_of_pts is not None and frame.pts is not None:
-                    # re-anchor on the timestamp (robust to frames the seek skipped)
+                    # anchor on the timestamp: a frame past the one expected means the
+                    # frames between are not in the stream (never skipped silently)
                     j = int(np.searchsorted(index_of_pts, frame.pts))
-                    if j != idx and j < len(index_of_pts) and index_of_pts[j] == frame.pts:
-                        idx = j
-                        if not buf:
-                            buf_start = idx
+                    if j > idx and j < len(index_of_pts) and index_of_pts[j] == frame.pts:
+                        gap = f"frames {idx}..{min(j, self.stop) - 1} missing from the stream"
+                        if buf:
+                            self.stats.frames_read += len(buf)
+                            yield FrameBatch(buf_start, buf, pts, tb)
+                            buf, pts, buf_start = [], [], idx
+                        self._corrupt(idx, gap)
+                        break
                 img = frame.to_ndarray(format="rgb24")
                 img = upright(img, rotation_of(frame))
                 buf.append(img)
@@ -150,14 +158,44 @@ class VideoReader:
             if buf:
                 self.stats.frames_read += len(buf)
                 yield FrameBatch(buf_start, buf, pts, tb)
+            # every frame came out in order at its own index (a gap stopped the read
+            # above), so frames [idx, stop) are the ones missing from the range
             got = self.stats.frames_read
-            if got < self.stats.expected and not self.stats.partial:
+            if idx < self.stop and not self.stats.partial:
                 self._corrupt(
-                    self.start + got,
+                    idx,
                     f"stream ended early: {got} of {self.stats.expected} frames decodable",
                 )
         finally:
             c.close()
+
+    def _decode_from(self, c, s, keyframes: np.ndarray, target: int):
+        """Decode ``s`` from a keyframe at or before the timestamp ``target``.
+
+        A seek lands on a keyframe, but not always the one asked for: an MPEG-TS file has
+        no index, and FFmpeg's search there often lands a GOP late (the frames before the
+        next keyframe would be lost). Seek to the last keyframe at or before ``target``;
+        when the first frame decoded is past it, try the keyframes before, and at last
+        decode from the start of the stream. Returns ``(container, stream, frames)``.
+        """
+        k = int(np.searchsorted(keyframes, target, side="right")) - 1
+        if k >= 0:
+            bound = int(keyframes[k])  # decoding started at or before it iff its first frame is
+            for key in keyframes[max(0, k - 2) : k + 1][::-1]:
+                try:
+                    c.seek(int(key), stream=s, backward=True, any_frame=False)
+                    frames = c.decode(s)
+                    first = next(frames)
+                except (StopIteration, av.error.FFmpegError, ValueError):
+                    continue
+                if first.pts is None or first.pts <= bound:
+                    return c, s, itertools.chain([first], frames)
+                log.debug("%s: seek to %d started decoding at %d, past %d", self.path, key, first.pts, bound)
+        # from the start: a fresh demuxer and decoder, as for a whole read
+        fresh = open_container(self.path)
+        c.close()
+        s = fresh.streams.video[0]
+        return fresh, s, fresh.decode(s)
 
     def _corrupt(self, idx: int, what: str) -> None:
         last_good = idx - 1
