@@ -135,3 +135,15 @@ def test_blur_config_validation():
 
     with pytest.raises(ConfigError):
         BlurConfig(strength=0)
+
+
+def test_mask_cache_is_bounded_by_bytes():
+    """Regions change size every frame; on large frames the cached masks must not pile up."""
+    from deid.anonymize.base import hard_mask
+
+    for k in range(60):
+        m = soft_mask(1500 + k, 2000, "ellipse", 0.12)  # ~12 MB each
+        assert m.shape == (2000, 1500 + k, 1) and not m.flags.writeable
+        hard_mask(1500 + k, 2000, "ellipse")
+    assert soft_mask.cache_bytes() <= 64 << 20 and hard_mask.cache_bytes() <= 32 << 20
+    assert soft_mask(100, 80, "ellipse", 0.12) is soft_mask(100, 80, "ellipse", 0.12)  # small ones are reused

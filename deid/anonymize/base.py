@@ -5,7 +5,9 @@ given (plus the feathered rim inside those regions)."""
 
 from __future__ import annotations
 
-from functools import lru_cache
+import threading
+from collections import OrderedDict
+from functools import wraps
 from typing import Callable, Sequence
 
 import cv2
@@ -25,7 +27,41 @@ def roi(box: np.ndarray, width: int, height: int) -> tuple[int, int, int, int] |
     return x1, y1, x2, y2
 
 
-@lru_cache(maxsize=256)
+def _cached_masks(max_bytes: int) -> Callable:
+    """Least-recently-used cache of masks bounded by their total size, not their count:
+    regions change size from frame to frame, and on a 4K close-up each mask is tens of
+    MB (a count-bounded cache grew by ~26 MB a frame there)."""
+
+    def deco(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+        store: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        used = [0]
+        lock = threading.Lock()
+
+        @wraps(fn)
+        def get(*key):
+            with lock:
+                hit = store.get(key)
+                if hit is not None:
+                    store.move_to_end(key)
+                    return hit
+            m = fn(*key)
+            m.setflags(write=False)  # shared between calls
+            with lock:
+                if key not in store and m.nbytes <= max_bytes:
+                    store[key] = m
+                    used[0] += m.nbytes
+                    while used[0] > max_bytes:
+                        _, old = store.popitem(last=False)
+                        used[0] -= old.nbytes
+            return m
+
+        get.cache_bytes = lambda: used[0]  # type: ignore[attr-defined]
+        return get
+
+    return deco
+
+
+@_cached_masks(64 << 20)
 def soft_mask(w: int, h: int, shape: str, feather: float) -> np.ndarray:
     """(h, w, 1) float32 alpha for a region of w x h pixels.
 
@@ -51,7 +87,7 @@ def blend(dst: np.ndarray, src: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return cv2.blendLinear(np.ascontiguousarray(src), np.ascontiguousarray(dst), a, 1.0 - a)
 
 
-@lru_cache(maxsize=256)
+@_cached_masks(32 << 20)
 def hard_mask(w: int, h: int, shape: str) -> np.ndarray:
     """(h, w, 1) bool: the shape with a hard edge (mask and pixelate need no blending)."""
     return soft_mask(w, h, shape, 0.0) > 0.5
