@@ -25,6 +25,14 @@ def test_contract_empty_and_blank(detector):
     assert len(out) == 2 and all(isinstance(d, Detections) and len(d) == 0 for d in out)
 
 
+def test_contract_extreme_frame_shapes(detector):
+    """Tiny frames and extreme aspect ratios (a 4000x3 strip) give an answer, not a crash."""
+    rng = np.random.default_rng(0)
+    for w, h in [(1, 1), (3, 7), (17, 9), (4000, 3), (3, 4000)]:
+        (d,) = detector.detect([rng.integers(0, 255, (h, w, 3), dtype=np.uint8)])
+        assert d.boxes.shape[1:] == (4,)
+
+
 def test_contract_shapes_and_bounds(detector):
     from deid.testing import draw_frame
     from deid.io import read_frames

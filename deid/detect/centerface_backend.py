@@ -107,7 +107,7 @@ class CenterFaceDetector:
             for frame in frames:
                 h, w = frame.shape[:2]
                 s = min(1.0, self.max_side / max(h, w))
-                img = frame if s >= 1.0 else cv2.resize(frame, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+                img = frame if s >= 1.0 else cv2.resize(frame, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
                 heat, scale, offset, lms = self._forward(np.ascontiguousarray(img))
                 ih, iw = img.shape[:2]
                 nh, nw = int(np.ceil(ih / 32) * 32), int(np.ceil(iw / 32) * 32)
