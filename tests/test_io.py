@@ -1,6 +1,7 @@
 """Video I/O: probe, streaming decode, metadata-free atomic encode, output safety."""
 
 import os
+from pathlib import Path
 from fractions import Fraction
 
 import av
@@ -467,3 +468,18 @@ def test_a_range_read_never_skips_frames_silently(tmp_path, monkeypatch):
     r = VideoReader(path, start=14, stop=30, on_corrupt="keep_partial", chunk_size=4)
     got = [i for b in r for i in b.indices()]
     assert got == list(range(14, 20)) and r.stats.partial
+
+
+def test_long_file_names_get_temporaries_that_fit(tmp_path):
+    """An output name near the 255-byte limit (80 CJK characters) is valid; its hidden
+    temporary, longer by the owner tag, must still be creatable."""
+    from deid.io.atomic import NAME_MAX, temp_path_for
+
+    final = tmp_path / ("患者" * 40 + ".blur.mp4")  # 249 bytes
+    assert len(final.name.encode()) <= NAME_MAX
+    tmp = temp_path_for(final)
+    assert len(tmp.name.encode()) <= NAME_MAX and tmp.name.startswith(".患者") and tmp.suffix == ".mp4"
+    with atomic_output(final) as t:
+        Path(t).write_bytes(b"x")
+    assert final.read_bytes() == b"x"
+    assert remove_stale_partials(tmp_path) == []

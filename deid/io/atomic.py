@@ -51,9 +51,20 @@ def _owner_tag() -> str:
     return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6] + f"p{os.getpid()}"
 
 
+NAME_MAX = 255  # bytes in one file name (ext4, xfs, btrfs, NTFS in UTF-16 units, APFS)
+
+
 def temp_path_for(final: str | os.PathLike) -> Path:
+    """A hidden temporary beside ``final``: ``.<name>.partial-<owner>-<random><suffix>``;
+    a long name (e.g. 80 CJK characters, 240 bytes) is shortened so that the
+    temporary's own name still fits the file system."""
     f = Path(final)
-    return f.with_name(f".{f.name}{PARTIAL_MARK}{_owner_tag()}-{secrets.token_hex(4)}{f.suffix}")
+    tail = f"{PARTIAL_MARK}{_owner_tag()}-{secrets.token_hex(4)}{f.suffix}"
+    name = f.name
+    room = NAME_MAX - 1 - len(tail.encode())
+    if len(name.encode()) > room:
+        name = name.encode()[:room].decode("utf-8", "ignore")
+    return f.with_name(f".{name}{tail}")
 
 
 def pid_alive(pid: int) -> bool:
