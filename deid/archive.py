@@ -17,8 +17,10 @@ An archive run, step by step
    context on each side, so tracking at a segment's edges sees what a whole-video run
    sees (:func:`check_segmenting` insists the overlap covers ``track.lookahead``).
 3. :func:`render_planned_segment` renders one segment into a *private work folder*
-   (never the output folder), then writes a small JSON marker; a killed run finds the
-   marker and does not render that segment again.
+   (never the output folder; always an MP4 file), then writes a small JSON marker; a
+   killed run finds the marker and does not render that segment again. The work folder
+   is deid's own (:func:`work_folder`, marked with :data:`WORK_MARK`); one over the
+   archive or the outputs is refused (:func:`check_work_folder`).
 4. :func:`finalize_video` stitches the segments of each method by remux
    (:mod:`deid.io.concat`, no re-encode) into an atomic temporary in the output folder,
    verifies frame counts, runs the leak audit and writes the audit records
@@ -590,14 +592,77 @@ def swap_model_prefix(patient: str) -> str:
 
 
 LOCK_FILE = ".lock"
+#: the marker file of a work folder deid made (or took over: one it named itself)
+WORK_MARK = ".deid-work"
+#: segments are always MP4 files, whatever ``io.container``: a Matroska segment's packets
+#: carry no decode timestamps, which the stitcher needs; the stitch writes the container
+SEGMENT_CONTAINER = "mp4"
+#: what deid writes into its work folder, and so all a complete run sweeps there: each
+#: video's plan folder (``<video id>-<sha256[:12]>-<key>``), the default swap storage and
+#: the evaluation's scratch folder
+_PLAN_DIR_RE = re.compile(r"^[A-Za-z0-9._-]+-[0-9a-f]{12}-[A-Za-z0-9]{1,32}$")
+_OWN_DIRS = ("swap", "eval")
 
 
 def private_mkdir(d: str | os.PathLike) -> Path:
+    """``mkdir -p`` that makes the folders it creates private (0700). A folder that
+    already exists keeps its mode: it may be someone else's."""
     p = Path(d)
+    created: list[Path] = []
+    q = p
+    while not q.exists() and not q.is_symlink() and q != q.parent:
+        created.append(q)
+        q = q.parent
     p.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(OSError):
-        os.chmod(p, stat.S_IRWXU)
+    for q in created:
+        with contextlib.suppress(OSError):
+            os.chmod(q, stat.S_IRWXU)
     return p
+
+
+def work_folder(out_dir: str | os.PathLike, work_dir: str | os.PathLike | None = None) -> Path:
+    """The folder an archive run keeps its private files in (segments, markers, the lock,
+    swap models by default). Without ``work_dir`` (``ray.work_dir``): the default
+    :func:`default_work_root`. With one: a sub-folder of it that deid names and owns,
+    ``<work_dir>/deid-<out name>-<hash of the output path>`` — the folder the user named
+    may be shared (scratch space, other jobs' work folders) and deid never chmods,
+    sweeps or deletes it or anything in it but that sub-folder."""
+    o = Path(out_dir).expanduser().resolve()
+    default = default_work_root(o)
+    if not work_dir or Path(work_dir).expanduser().resolve() == default:
+        return default
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", o.name).strip("._")[:64] or "out"
+    return Path(work_dir).expanduser().resolve() / f"deid-{name}-{hashlib.sha256(str(o).encode()).hexdigest()[:8]}"
+
+
+def check_work_folder(manifest: Manifest, out_dir: str | os.PathLike, work_dir: str | os.PathLike | None = None) -> None:
+    """Raise ConfigError for a work folder (``ray.work_dir``) that must not be used: one
+    that is, holds or lies inside the archive root, holds an input video, or is or
+    holds the output folder. A complete run sweeps its work folder: inputs or outputs
+    there would be deleted. The default work folder (beside the output folder, which
+    may itself lie inside the archive) is named by deid and holds nothing else."""
+    o = Path(out_dir).expanduser().resolve()
+    default = default_work_root(o)
+    w = Path(work_dir).expanduser().resolve() if work_dir else default
+    explicit = w != default
+    what = f"the work folder {w}" + (" (ray.work_dir)" if explicit else "")
+    fix = "choose a work folder outside the archive and the output folder (ray.work_dir), or leave ray.work_dir empty for the default"
+    if _inside(o, w):
+        raise ConfigError(f"{what} is or contains the output folder {o}; its files would be taken for deid's leftovers: {fix}")
+    root = Path(manifest.root).expanduser().resolve() if manifest.root else None
+    if root is not None and (_inside(root, w) or (explicit and _inside(w, root))):
+        rel = "is" if w == root else ("contains" if _inside(root, w) else "lies inside")
+        raise ConfigError(
+            f"{what} {rel} the archive root {root} (the folder the manifest's videos are in, or ray.archive_root); "
+            f"inputs and deid's private files must be kept apart: {fix}"
+        )
+    # a refused row's file in the folder the user named is an original too (the default
+    # folder's refused rows are deid's own segments)
+    for v in [e.video for e in manifest.entries] + [err.video for err in manifest.errors if err.video and explicit]:
+        p = Path(v).expanduser()
+        p = p if p.is_absolute() or root is None else root / p
+        if _inside(p.resolve(), w):
+            raise ConfigError(f"{what} contains the input video {p}: {fix}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -683,6 +748,10 @@ def plan_video(
     work = ""
     if todo:
         seg_frames = cfg.ray.segment_frames if info.frame_count_exact else 0
+        if cfg.track.fail_closed == "drop" and cfg.io.timing == "cfr":
+            # regular timestamps count the frames written before: a segment cannot know
+            # how many earlier segments dropped, so such a video is rendered whole
+            seg_frames = 0
         segs = plan_segments(info.frame_count, seg_frames, cfg.ray.segment_overlap)
         if cfg.io.timing == "keep":
             sc = scan_stream(entry.video)
@@ -698,7 +767,7 @@ def plan_video(
 # ============================================================================ segments: render
 
 
-def segment_file(work_dir: str | os.PathLike, index: int, method: str, container: str = "mp4") -> Path:
+def segment_file(work_dir: str | os.PathLike, index: int, method: str, container: str = SEGMENT_CONTAINER) -> Path:
     return Path(work_dir) / f"seg-{index:05d}.{method}.{container}"
 
 
@@ -742,7 +811,7 @@ def _fingerprint(plan: VideoPlan, seg: Segment) -> dict[str, Any]:
     return {"sha": plan.input_sha256, "todo": plan.todo_hash, "start": seg.start, "stop": seg.stop, "context": seg.context}
 
 
-def _resumable(plan: VideoPlan, seg: Segment, container: str) -> SegmentOutcome | None:
+def _resumable(plan: VideoPlan, seg: Segment, container: str = SEGMENT_CONTAINER) -> SegmentOutcome | None:
     mk = _marker(plan.work_dir, seg.index)
     if not mk.is_file():
         return None
@@ -762,11 +831,13 @@ def _resumable(plan: VideoPlan, seg: Segment, container: str) -> SegmentOutcome 
     return out
 
 
-def finished_segment(plan: VideoPlan, index: int, container: str = "mp4") -> SegmentOutcome | None:
+def finished_segment(plan: VideoPlan, index: int, container: str = "") -> SegmentOutcome | None:
     """The outcome of segment ``index`` when an earlier (killed) run already rendered it
-    for this plan (its marker and files are in the work folder); None otherwise."""
+    for this plan (its marker and files are in the work folder); None otherwise.
+    ``container`` (``io.container``) is accepted and ignored: segments are always
+    :data:`SEGMENT_CONTAINER` files."""
     try:
-        return _resumable(plan, plan.segments[index], container)
+        return _resumable(plan, plan.segments[index])
     except OSError:
         return None
 
@@ -787,7 +858,7 @@ def render_planned_segment(
     from .types import Timings
 
     seg = plan.segments[index]
-    container = cfg.io.container
+    container = SEGMENT_CONTAINER  # the stitch writes io.container
     out = SegmentOutcome(plan.entry.video_id, seg.index, seg.start, seg.stop)
     try:
         private_mkdir(plan.work_dir)
@@ -801,9 +872,11 @@ def render_planned_segment(
         files = {m: segment_file(plan.work_dir, seg.index, m, container) for m in plan.todo}
         with contextlib.ExitStack() as stack:
             # keep_partial: a segment that lies wholly after a corrupt stretch decodes
-            # nothing and writes no file (it then adds no frames to the stitched video)
-            keep = cfg.io.on_corrupt == "keep_partial"
-            tmp = {m: stack.enter_context(atomic_output(p, allow_empty=keep)) for m, p in files.items()}
+            # nothing and writes no file; fail_closed=drop: a segment whose every frame is
+            # dropped writes none either. It then adds no frames to the stitched video
+            # (the frame counts are still checked below, against expected_frames)
+            empty_ok = cfg.io.on_corrupt == "keep_partial" or cfg.track.fail_closed == "drop"
+            tmp = {m: stack.enter_context(atomic_output(p, allow_empty=empty_ok)) for m, p in files.items()}
             r = render_segment(
                 plan.entry.video, plan.info, tmp, cfg, comp, start=seg.start, stop=seg.stop, context=seg.context,
                 timings=timings, progress=progress, pts_origin=plan.pts_origin,
@@ -969,7 +1042,7 @@ def finalize_video(
             tmp = {m: stack.enter_context(atomic_output(p)) for m, p in outs.items()}
             t0 = time.perf_counter()
             for m in plan.todo:
-                parts = [segment_file(plan.work_dir, o.index, m, container) for o in got if o.written.get(m, 0) > 0]
+                parts = [segment_file(plan.work_dir, o.index, m) for o in got if o.written.get(m, 0) > 0]
                 if not parts:
                     raise DeidError(f"{src}: no frames were written for {m}")
                 concat_segments(parts, tmp[m], audio_from=src if cfg.io.keep_audio else None, audio_offset=plan.info.start_time,
@@ -1089,7 +1162,13 @@ class ArchiveRun:
         self.manifest = manifest
         self.cfg = cfg
         self.out_dir = Path(out_dir).expanduser().resolve()
-        self.work_root = Path(work_root).expanduser().resolve() if work_root else default_work_root(self.out_dir)
+        # before anything is created: a work folder over inputs or outputs is refused
+        check_work_folder(manifest, self.out_dir, work_root)
+        #: the folder named by ``work_root`` (``ray.work_dir``), when one is: never touched
+        self.work_parent = Path(work_root).expanduser().resolve() if work_root else None
+        self.work_root = work_folder(self.out_dir, work_root)
+        if self.work_root == default_work_root(self.out_dir):
+            self.work_parent = None
         self.overwrite = overwrite
         self.status_path = self.out_dir / STATUS_FILE
         self.status = StatusTable()
@@ -1109,7 +1188,7 @@ class ArchiveRun:
         left in the output folders, and record the manifest's bad rows."""
         check_segmenting(self.cfg)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        private_mkdir(self.work_root)
+        self._claim_work_root()
         self._acquire_lock()
         self.status = StatusTable.load(self.status_path)
         from .io import remove_stale_partials
@@ -1125,7 +1204,7 @@ class ArchiveRun:
 
     def finish(self) -> None:
         """Write the status table; when every video of the manifest reached an end state
-        in this run, delete everything a killed earlier run left in the work folder (its
+        in this run, delete what a killed earlier run left in the work folder (its
         segments, and swap models of this manifest's patients with their face crops);
         release the output folder's lock. An interrupted run keeps its segments and
         models for the rerun."""
@@ -1135,8 +1214,38 @@ class ArchiveRun:
                 self._sweep()
         finally:
             self._release_lock()
+        self._drop_work_root()  # only when empty: unfinished videos keep their segments
+
+    def _claim_work_root(self) -> None:
+        """Create the work folder (private, 0700) with its marker, or take over the one an
+        earlier run left. Its name is deid's (:func:`work_folder`): the folder the user
+        named (``ray.work_dir``) is only created when missing, never changed."""
+        w = self.work_root
+        if w.is_symlink():
+            raise ConfigError(f"the work folder {w} is a symbolic link; deid sweeps its work folder, so it must be a folder of its own: remove the link")
+        if self.work_parent is not None:
+            self.work_parent.mkdir(parents=True, exist_ok=True)
+        private_mkdir(w)
         with contextlib.suppress(OSError):
-            self.work_root.rmdir()  # only when empty: unfinished videos keep their segments
+            os.chmod(w, stat.S_IRWXU)  # deid's own folder (made by an older deid, or remade by a worker)
+        if not (w / WORK_MARK).is_file():
+            self._mark_work_root()
+
+    def _mark_work_root(self) -> None:
+        (self.work_root / WORK_MARK).write_text(json.dumps({"deid_work_folder": True, "out_dir": str(self.out_dir)}) + "\n")
+
+    def _drop_work_root(self) -> None:
+        """Remove the work folder when nothing but its marker is left."""
+        w = self.work_root
+        try:
+            if not w.is_dir() or w.is_symlink() or any(p.name != WORK_MARK for p in w.iterdir()):
+                return
+            (w / WORK_MARK).unlink(missing_ok=True)
+            w.rmdir()
+        except OSError:
+            if w.is_dir() and not (w / WORK_MARK).exists():  # something arrived meanwhile: keep it marked
+                with contextlib.suppress(OSError):
+                    self._mark_work_root()
 
     @property
     def complete(self) -> bool:
@@ -1148,19 +1257,22 @@ class ArchiveRun:
     def _sweep(self) -> None:
         """Private leftovers of earlier, killed runs: work folders of plans that no longer
         match (other settings, other inputs) and swap models never deleted (SIGKILL, node
-        loss). Only under the lock, so no other job of this output folder is using them."""
+        loss). Only under the lock, so no other job of this output folder is using them.
+        Only in deid's own (marked) work folder, and only what deid writes there (plan
+        folders, the default swap storage, the evaluation's folder): anything else is
+        left alone."""
         storage = swap_storage(self.cfg, self.work_root)
         keep = {storage.resolve()} if self.cfg.swap.keep_model else set()
-        if self.work_root.is_dir():
-            for p in self.work_root.iterdir():
-                if p.name == LOCK_FILE or p.resolve() in keep:
+        w = self.work_root
+        if w.is_dir() and not w.is_symlink() and (w / WORK_MARK).is_file():
+            for p in w.iterdir():
+                if p.name in (LOCK_FILE, WORK_MARK) or p.resolve() in keep:
+                    continue
+                if not (p.is_dir() and not p.is_symlink() and (p.name in _OWN_DIRS or _PLAN_DIR_RE.match(p.name))):
+                    log.warning("left in the work folder (not deid's): %s", p)
                     continue
                 log.info("removing a killed run's leftovers: %s", p)
-                if p.is_dir() and not p.is_symlink():
-                    shutil.rmtree(p, ignore_errors=True)
-                else:
-                    with contextlib.suppress(OSError):
-                        p.unlink()
+                shutil.rmtree(p, ignore_errors=True)
         if self.cfg.swap.keep_model or not storage.is_dir():
             return
         prefixes = tuple(swap_model_prefix(e.patient) for e in self.manifest.entries)
@@ -1376,6 +1488,7 @@ __all__ = [
     "StatusTable",
     "VideoPlan",
     "check_segmenting",
+    "check_work_folder",
     "default_work_root",
     "failed_rows",
     "finalize_video",
@@ -1391,4 +1504,5 @@ __all__ = [
     "result_rows",
     "run_archive_in_process",
     "segment_file",
+    "work_folder",
 ]

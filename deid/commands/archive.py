@@ -10,6 +10,10 @@ manifest's folder or ``--root``), optionally ``patient_id``, ``donor``, ``method
 rest still run. Outputs mirror the archive's folders under ``--out``; ``status.parquet``
 there has one row per (video, method). Rerunning skips what is already done with the
 same configuration; a killed run resumes. Exit code 1 when any video failed.
+
+Private files (segments, swap models) go to ``.<out name>.deid-work`` beside ``--out``, or
+to a sub-folder deid makes in ``ray.work_dir`` (which may be shared: nothing else in it is
+ever changed). A work folder over the archive or the output folder is refused.
 """
 
 from __future__ import annotations
