@@ -203,3 +203,36 @@ def test_track_states_compare_by_identity():
     live = [a, b]
     live.remove(b)
     assert live == [a] and a != b
+
+
+def test_a_pose_region_overlapping_a_swapped_face_does_not_paint_over_it(converter):
+    """A head placed from body keypoints beside the swapped face (the pose model's head a
+    little off, or a neighbour's head touching it) is masked or blurred — but not over
+    the pixels the swap drew for a face that passed the gate; a swap the gate refused is
+    masked whole."""
+    img, box = draw_frame(3, 10, W, H)
+    cx = float(box[0] + box[2]) / 2
+    patient = FaceRegion(box=pad_face_box(box, 0.3, 0.55, 0.25), face_box=box, track_id=7)
+    w = box[2] - box[0]
+    beside = FaceRegion(box=np.array([box[0] - 0.8 * w, box[1] - 10, box[0] + 0.5 * w, box[3] + 10], np.float32),
+                        source=BoxSource.POSE, track_id=8)
+    refs = np.array([[cx]], np.float32)
+
+    def anon(**kw):
+        return _anon(converter, _ScriptedEncoder(patient_x=cx), refs=refs, gate="false", **kw)
+
+    alone = anon().apply(img, [patient])
+    for policy in ("mask", "blur"):
+        a = anon(other_faces=policy)
+        both = a.apply(img, [patient, beside])
+        drawn = np.any(alone != img, axis=2)  # what the swap changed
+        x1, y1, x2, y2 = beside.box.clip(0).astype(int)
+        inside = np.zeros_like(drawn)
+        inside[y1:y2, x1:x2] = True
+        assert (drawn & inside).sum() > 10  # the two regions overlap on swapped pixels
+        assert np.array_equal(both[drawn & inside], alone[drawn & inside]), policy  # kept, not painted over
+        assert np.any(both[inside & ~drawn] != img[inside & ~drawn]), policy  # the rest is anonymized
+        assert a.stats()["mask_kept_swapped_pixels"] > 0
+    # the gate refuses the swap: the patient's region is masked whole, swapped pixels included
+    refused = _anon(converter, _ScriptedEncoder(fail_first=99), gate_every=1).apply(img, [patient])
+    assert (refused[drawn] < 5).all()

@@ -84,6 +84,7 @@ class _Stats:
     swapped: int = 0
     masked_gate: int = 0
     masked_failed: int = 0
+    mask_kept_swap_px: int = 0  # swapped pixels a mask over an overlapping region left alone
     other: int = 0
     gate_checks: int = 0
     gate_failures: int = 0
@@ -200,6 +201,7 @@ class SwapAnonymizer:
             "faces_swapped": s.swapped,
             "faces_masked_gate": s.masked_gate,
             "faces_masked_swap_failed": s.masked_failed,
+            "mask_kept_swapped_pixels": s.mask_kept_swap_px,
             "faces_other": s.other,
             "other_faces_policy": self.cfg.other_faces,
             "gate": self.gate is not None and self.cfg.gate,
@@ -259,10 +261,31 @@ class SwapAnonymizer:
         swapped, gated_out = self._gate(frame, out, faces, tracks, swapped)
         to_mask.extend(gated_out)
         self._s.swapped += len(swapped)
+        # The pixels the swap drew for faces that passed the gate are someone else's face
+        # already: a masked or blurred region overlapping them (a head placed from body
+        # keypoints beside or around the face, which cannot be swapped; another person's
+        # face) must not paint over them.
+        drawn = None
+        if swapped and (to_mask or to_blur):
+            rect = dict(zip(align_idx, rects))
+            drawn = np.zeros(frame.shape[:2], bool)
+            for k in swapped:
+                x1, y1, x2, y2 = rect[k]
+                drawn[y1:y2, x1:x2] = True
+            for k in gated_out:  # a swap the gate refused is masked whole
+                if rect.get(k) is not None:
+                    x1, y1, x2, y2 = rect[k]
+                    drawn[y1:y2, x1:x2] = False
+            drawn &= np.any(out != frame, axis=2)
+        swap_out = out
         if to_blur:
             out = self.blurrer.apply(out, [faces[k] for k in to_blur])
         if to_mask:
             out = self.masker.apply(out, [faces[k] for k in to_mask])
+        if drawn is not None and drawn.any() and out is not swap_out:
+            keep = drawn & np.any(out != swap_out, axis=2)
+            out[keep] = swap_out[keep]
+            self._s.mask_kept_swap_px += int(keep.sum())
         self._forget()
         return out
 
