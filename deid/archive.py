@@ -647,8 +647,13 @@ def check_work_folder(manifest: Manifest, out_dir: str | os.PathLike, work_dir: 
     explicit = w != default
     what = f"the work folder {w}" + (" (ray.work_dir)" if explicit else "")
     fix = "choose a work folder outside the archive and the output folder (ray.work_dir), or leave ray.work_dir empty for the default"
-    if _inside(o, w):
-        raise ConfigError(f"{what} is or contains the output folder {o}; its files would be taken for deid's leftovers: {fix}")
+    # deid works in its own sub-folder of a named work_dir: that folder, not the parent the
+    # user named (which may hold the output folder, e.g. /scratch and /scratch/results),
+    # must stay apart from the outputs
+    sub = work_folder(o, work_dir) if explicit else w
+    if _inside(o, sub) or (explicit and _inside(sub, o)):
+        raise ConfigError(f"{what} is, contains or lies inside the output folder {o}; its files would be taken for "
+                          f"deid's leftovers: {fix}")
     root = Path(manifest.root).expanduser().resolve() if manifest.root else None
     if root is not None and (_inside(root, w) or (explicit and _inside(w, root))):
         rel = "is" if w == root else ("contains" if _inside(root, w) else "lies inside")

@@ -85,7 +85,7 @@ def test_a_work_dir_over_the_archive_or_the_outputs_is_refused_and_the_inputs_su
     for bad, why in [
         (archive, "is the archive root"),
         (archive / "ward", "lies inside the archive root"),
-        (tmp_path, "output folder"),  # holds the archive and the outputs
+        (tmp_path, "contains the archive root"),  # holds the archive and the outputs
         (out, "output folder"),
         (tmp_path / "elsewhere" / ".." / "archive", "is the archive root"),
     ]:
@@ -93,6 +93,12 @@ def test_a_work_dir_over_the_archive_or_the_outputs_is_refused_and_the_inputs_su
             run_archive_in_process(man, CFG, out, work_root=bad)
     assert _tree(archive) == before, "nothing of the archive was touched"
     assert not out.exists() and not (archive / STATUS_FILE).exists(), "refused before any work"
+    # a shared parent that holds the output folder is fine: deid works in its own sub-folder
+    scratch = tmp_path / "scratch"
+    res = run_archive_in_process(load_manifest(archive / "manifest.csv", out_dir=scratch / "results"), CFG,
+                                 scratch / "results", work_root=scratch)
+    assert res.states == {"one": "done", "ward__two": "done"}
+    assert sorted(p.name for p in scratch.iterdir()) == ["results"]  # deid's sub-folder swept, nothing else touched
     # a manifest row with an absolute path outside the archive root: that folder is an input folder too
     other = tmp_path / "other"
     other.mkdir()
