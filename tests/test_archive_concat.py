@@ -122,3 +122,20 @@ def test_segments_that_cannot_be_joined_are_errors(tmp_path):
         concat_segments([a, tmp_path / "gone.mp4"], tmp_path / "z.mp4")
     with pytest.raises(InvalidInputError, match="no segments"):
         concat_segments([], tmp_path / "w.mp4")
+
+
+def test_a_repeated_timestamp_at_a_junction_is_moved_a_tick_not_refused(tmp_path):
+    """An input whose frame repeats the previous frame's timestamp right at a segment
+    boundary: the whole-video writer moves the repeat one tick later, so the stitch does
+    the same with that segment instead of failing the video; a real overlap still fails."""
+    a = [i * 512 for i in range(10)]
+    b = [a[-1] + j * 512 for j in range(10)]  # b's first frame repeats a's last timestamp
+    _write(tmp_path / "a.mp4", a)
+    _write(tmp_path / "b.mp4", b)
+    st = concat_segments([tmp_path / "a.mp4", tmp_path / "b.mp4"], tmp_path / "j.mp4")
+    assert st.junctions_nudged == 1 and st.frames == 20
+    assert list(scan_stream(tmp_path / "j.mp4").pts) == a + [t + 1 for t in b]
+    assert len(read_frames(tmp_path / "j.mp4")) == 20
+    _write(tmp_path / "c.mp4", [a[5] + j * 512 for j in range(10)])  # half of it over a: an overlap
+    with pytest.raises(VideoEncodeError, match="overlap"):
+        concat_segments([tmp_path / "a.mp4", tmp_path / "c.mp4"], tmp_path / "k.mp4")

@@ -55,6 +55,7 @@ class ConcatStats:
     time_base: Fraction
     dts_adjusted: int  # packets whose dts had to be raised to stay strictly increasing
     audio_packets: int = 0
+    junctions_nudged: int = 0  # segments moved a tick or two later past a repeated timestamp
 
 
 def _open(path: str | os.PathLike) -> "av.container.InputContainer":
@@ -106,6 +107,20 @@ def audio_source(src: str | os.PathLike, offset_s: float = 0.0):
             yield p
 
     return ic, a, packets()
+
+
+#: most ticks a segment is moved later to clear a repeated timestamp at its junction
+JUNCTION_NUDGE = 3
+
+
+def _min_pts(seg: str | os.PathLike) -> int | None:
+    """The smallest presentation timestamp of a segment's video packets (demux only)."""
+    c = _open(seg)
+    try:
+        ts = [int(p.pts) for p in c.demux(c.streams.video[0]) if p.size and p.pts is not None]
+        return min(ts) if ts else None
+    finally:
+        c.close()
 
 
 def concat_segments(
@@ -184,6 +199,7 @@ def concat_segments(
     first_pts: int | None = None
     last_pts: int | None = None
     adjusted = 0
+    nudged = 0
     tb = ref[4]
     ok = False
     try:
@@ -200,12 +216,25 @@ def concat_segments(
                         "segments of one video must share encoder settings (render them with one config)"
                     )
                 seg_min_pts: int | None = None
+                # An input with a repeated timestamp exactly at a segment's first frame: the
+                # whole-video writer moves the repeat one tick later; here the segment's
+                # first frame lands on the previous segment's last. Move this segment one
+                # tick (or the few ticks needed) later, as the writer would; a real overlap
+                # (more than JUNCTION_NUDGE ticks) is still an error below.
+                shift = 0
+                if prev_max_pts is not None:
+                    first = _min_pts(seg)
+                    if first is not None and 0 <= prev_max_pts - first < JUNCTION_NUDGE:
+                        shift = prev_max_pts - first + 1
+                        nudged += 1
                 seg_max_pts: int | None = None
                 for pkt in c.demux(s):
                     if pkt.size == 0:
                         continue  # flush packet
                     if pkt.pts is None or pkt.dts is None:
                         raise VideoEncodeError(f"segment {seg}: packet without timestamps; render it again")
+                    if shift:
+                        pkt.pts, pkt.dts = int(pkt.pts) + shift, int(pkt.dts) + shift
                     pts, dts = int(pkt.pts), int(pkt.dts)
                     if seg_min_pts is None or pts < seg_min_pts:
                         seg_min_pts = pts
@@ -252,7 +281,7 @@ def concat_segments(
                 raise
     if adjusted:
         log.debug("%s: raised the dts of %d packet(s) at segment junctions", out, adjusted)
-    return ConcatStats(n, len(segments), first_pts, last_pts, tb, adjusted, n_audio)
+    return ConcatStats(n, len(segments), first_pts, last_pts, tb, adjusted, n_audio, nudged)
 
 
 __all__ = ["ConcatStats", "concat_segments"]
