@@ -718,7 +718,7 @@ def plan_video(
     """Probe and hash ``entry``'s video and decide what to render (see the module doc).
     Raises a :class:`DeidError` for a video that cannot run (not a video, output would
     replace a file this job did not write, ...)."""
-    from .io import check_output_path, probe, scan_stream
+    from .io import check_output_path, probe
     from .pipeline import audit_path, sha256_file
 
     t0 = time.perf_counter()
@@ -759,8 +759,7 @@ def plan_video(
             seg_frames = 0
         segs = plan_segments(info.frame_count, seg_frames, cfg.ray.segment_overlap)
         if cfg.io.timing == "keep":
-            sc = scan_stream(entry.video)
-            origin = int(sc.pts[0]) if len(sc.pts) else None
+            origin = info.start_pts  # the probe's scan found it: no second pass over the file
         key = _digest([sorted((m, hashes[m]) for m in todo), cfg.ray.segment_frames, cfg.ray.segment_overlap])[:10]
         work = str(Path(work_root) / f"{entry.video_id}-{sha[:12]}-{key}")
     return VideoPlan(

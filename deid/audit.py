@@ -224,7 +224,7 @@ def build_audit_record(
             "sha256": input_sha,
             "video": res.info.to_dict() if res.info else None,
         },
-        "output": {"path": mo.path, "sha256": mo.sha256, "frames_written": mo.frames_written, "audio": bool(getattr(mo, "audio", False)), "metadata_stripped": True},
+        "output": {"path": mo.path, "sha256": mo.sha256, "frames_written": mo.frames_written, "audio": mo.audio, "metadata_stripped": True},
         "method": mo.method,
         "method_params": json.loads(json.dumps(method_params, default=list)),
         "config_hash": chash,

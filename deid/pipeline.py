@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import logging
 import os
-from fractions import Fraction
 import queue
 import threading
 import time
@@ -620,8 +619,7 @@ def _run(
         tmp = {m: stack.enter_context(atomic_output(p)) for m, p in outs.items()}
         # timestamps count from the input's first frame even when that frame is not written
         # (fail_closed=drop), as kept audio does (it moves back by info.start_time)
-        origin = (int(round(Fraction(info.start_time) / Fraction(info.time_base)))
-                  if cfg.io.timing == "keep" and info.time_base else None)
+        origin = info.start_pts if cfg.io.timing == "keep" else None
         seg = render_segment(src, info, tmp, cfg, comp, timings=timings, progress=progress, keep_plans=keep_plans,
                              pts_origin=origin)
         res.frames_read = seg.frames_read

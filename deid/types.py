@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -62,6 +63,13 @@ class VideoInfo:
             raise ValueError(f"{self.path}: bad frame rate {self.fps}")
         if self.rotation not in (0, 90, 180, 270):
             raise ValueError(f"{self.path}: rotation must be 0/90/180/270, got {self.rotation}")
+
+    @property
+    def start_pts(self) -> int | None:
+        """The first shown frame's timestamp in the stream's time base (None without one)."""
+        if not self.time_base:
+            return None
+        return int(round(Fraction(self.start_time) / Fraction(self.time_base)))
 
     @property
     def size(self) -> tuple[int, int]:

@@ -24,16 +24,11 @@ from deid.archive import (
     segment_file,
     work_folder,
 )
-from deid.config import Config
 from deid.errors import ConfigError
 from deid.io import probe, scan_stream
 from deid.pipeline import process_video
 from deid.testing import ColorPresence, fake_components, make_synthetic_video
-
-CFG = Config().replace(
-    "detect.backend=color", "track.pose_fallback=false", "audit.identity_backend=patch", "audit.sample_frames=8",
-    "io.chunk_size=8", "track.lookahead=24", "ray.segment_overlap=24", "ray.segment_frames=20",
-)
+from test_archive_run import CFG  # the archive tests' one configuration
 
 
 @pytest.fixture()

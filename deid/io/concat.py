@@ -113,16 +113,6 @@ def audio_source(src: str | os.PathLike, offset_s: float = 0.0):
 JUNCTION_NUDGE = 3
 
 
-def _min_pts(seg: str | os.PathLike) -> int | None:
-    """The smallest presentation timestamp of a segment's video packets (demux only)."""
-    c = _open(seg)
-    try:
-        ts = [int(p.pts) for p in c.demux(c.streams.video[0]) if p.size and p.pts is not None]
-        return min(ts) if ts else None
-    finally:
-        c.close()
-
-
 def concat_segments(
     segments: Sequence[str | os.PathLike],
     out: str | os.PathLike,
@@ -216,23 +206,21 @@ def concat_segments(
                         "segments of one video must share encoder settings (render them with one config)"
                     )
                 seg_min_pts: int | None = None
-                # An input with a repeated timestamp exactly at a segment's first frame: the
-                # whole-video writer moves the repeat one tick later; here the segment's
-                # first frame lands on the previous segment's last. Move this segment one
-                # tick (or the few ticks needed) later, as the writer would; a real overlap
-                # (more than JUNCTION_NUDGE ticks) is still an error below.
-                shift = 0
-                if prev_max_pts is not None:
-                    first = _min_pts(seg)
-                    if first is not None and 0 <= prev_max_pts - first < JUNCTION_NUDGE:
-                        shift = prev_max_pts - first + 1
-                        nudged += 1
                 seg_max_pts: int | None = None
+                shift = 0
                 for pkt in c.demux(s):
                     if pkt.size == 0:
                         continue  # flush packet
                     if pkt.pts is None or pkt.dts is None:
                         raise VideoEncodeError(f"segment {seg}: packet without timestamps; render it again")
+                    if seg_min_pts is None and prev_max_pts is not None and 0 <= prev_max_pts - int(pkt.pts) < JUNCTION_NUDGE:
+                        # An input with a repeated timestamp exactly at this segment's first
+                        # frame (a segment opens on its IDR frame, the first it shows): the
+                        # whole-video writer moves the repeat one tick later; move this
+                        # segment the tick (or the few) later too. A real overlap (more than
+                        # JUNCTION_NUDGE ticks) is still an error below.
+                        shift = prev_max_pts - int(pkt.pts) + 1
+                        nudged += 1
                     if shift:
                         pkt.pts, pkt.dts = int(pkt.pts) + shift, int(pkt.dts) + shift
                     pts, dts = int(pkt.pts), int(pkt.dts)

@@ -114,10 +114,10 @@ class VideoReader:
                 index_of_pts = sc.pts
                 first_pts = int(sc.pts[self.start])
                 c, s, frames_iter = self._decode_from(c, s, sc.keyframes, first_pts)
-            elif self.info.start_time and s.time_base:
+            elif self.info.start_time:
                 # frames before the video's first counted one (leading pictures of a
                 # capture cut mid-GOP that a decoder conceals instead of dropping)
-                first_pts = int(round(Fraction(self.info.start_time) / tb))
+                first_pts = self.info.start_pts
             idx = self.start
             buf: list[np.ndarray] = []
             pts: list[int | None] = []

@@ -184,9 +184,8 @@ def clinical_table(clinical: pd.DataFrame | None, summary: pd.DataFrame) -> pd.D
         cnt = cnt.reindex(index=methods, columns=features).fillna(0).astype(int)
     lost = pd.DataFrame(0, index=med.index, columns=features)
     if not lost_rows.empty:
-        lc = lost_rows.groupby(["method", "feature"]).size()
-        for (m, f), n in lc.items():
-            lost.loc[m, f] = int(n)
+        lost = lost_rows.groupby(["method", "feature"]).size().unstack(fill_value=0).reindex(
+            index=med.index, columns=features, fill_value=0).astype(int)
     med.attrs["measured"] = cnt
     med.attrs["lost"] = lost
     if clinical is not None and "original_value" in getattr(clinical, "columns", []):

@@ -49,7 +49,7 @@ def pad_face_box(box: np.ndarray, pad_side: float, pad_top: float, pad_bottom: f
 #: a pose-placed head and a detected face's head region are one head when the face's
 #: centre lies in the pose head and the two boxes' centres are this close (in mean box
 #: sizes, :func:`center_distance`). Measured on the talking heads (MediaPipe pose vs
-#: BlazeFace, padded): the same head at most 0.10 apart; the head of someone beside a
+#: BlazeFace, padded): the same head at most 0.13 apart; the head of someone beside a
 #: found face (60 px faces, 15 px between them) about 0.6.
 SAME_HEAD_DISTANCE = 0.35
 
