@@ -38,6 +38,10 @@ class IOConfig:
 
     decoder: str = "pyav"  # pyav | decord
     chunk_size: int = 32  # frames decoded / processed per batch
+    # ...and at most this many MB of decoded RGB frames per batch (fewer frames per batch
+    # at high resolution: 32 frames of 1080p are 200 MB, of 4K 800 MB, and the pipeline
+    # holds a few batches at once)
+    batch_mb: float = 64.0
     crf: int = 20  # libx264 constant rate factor (lower = better quality)
     preset: str = "veryfast"  # libx264 preset
     keep_audio: bool = False  # default strips audio (voices identify people)
@@ -50,6 +54,7 @@ class IOConfig:
     def __post_init__(self) -> None:
         _one_of(self.decoder, ("pyav", "decord"), "io.decoder")
         _check(1 <= self.chunk_size <= 4096, "io.chunk_size must be in 1..4096")
+        _check(self.batch_mb > 0, "io.batch_mb must be > 0")
         _check(0 <= self.crf <= 51, "io.crf must be in 0..51")
         _one_of(
             self.preset,

@@ -466,7 +466,7 @@ def render_segment(
     read_lo, read_hi = max(0, start - context), min(info.frame_count, stop + context)
     reader = VideoReader(
         src, info=info, chunk_size=cfg.io.chunk_size, on_corrupt=cfg.io.on_corrupt, decoder=cfg.io.decoder,
-        start=read_lo, stop=read_hi,
+        start=read_lo, stop=read_hi, batch_mb=cfg.io.batch_mb,
     )
     book = _Bookkeeper(info.frame_count, cfg.audit.sample_frames, keep_all=keep_plans)
     pending: deque[tuple[int, np.ndarray, int | None]] = deque()
@@ -488,7 +488,8 @@ def render_segment(
                     index_origin=start,
                 )
             )
-        wt = _WriterThread(writers)
+        # the encoder's queue holds rendered frames: bounded like a batch (at most 16)
+        wt = _WriterThread(writers, maxsize=max(2, min(16, reader.chunk_size)))
         written = {m: 0 for m in methods}
 
         def render(plans: list[FramePlan]) -> None:

@@ -83,7 +83,7 @@ class PoseStage:
             err, path = "", ""
             try:
                 n = _frames(job["original"], job["processed"], self.cfg.evaluate.max_frames)
-                kw = dict(stop=n, chunk_size=self.cfg.io.chunk_size, decoder=self.cfg.io.decoder)
+                kw = dict(stop=n, chunk_size=self.cfg.io.chunk_size, decoder=self.cfg.io.decoder, batch_mb=self.cfg.io.batch_mb)
                 kps = {"original": extract_keypoints(job["original"], self.estimator, **kw)}
                 for m, p in job["processed"].items():
                     kps[m] = extract_keypoints(p, self.estimator, **kw)
@@ -146,7 +146,7 @@ class IdentityStage:
         n, kps, pose = data["frames"], data["keypoints"], data["pose"]
         original, processed = job["original"], job["processed"]
         info_o = probe(original)
-        kw = dict(every=ev.identity_every, stop=n, chunk_size=cfg.io.chunk_size, decoder=cfg.io.decoder)
+        kw = dict(every=ev.identity_every, stop=n, chunk_size=cfg.io.chunk_size, decoder=cfg.io.decoder, batch_mb=cfg.io.batch_mb)
         ofaces = extract_faces(original, mdl.encoder, mdl.detector, locator=mdl.locator, null_control=True, **kw)
         thr = effective_threshold(mdl.encoder, ev.identity.threshold)
         dlist = [(lab, str(p)) for lab, p in default_distractors(original)] if ev.default_distractors else []

@@ -59,6 +59,21 @@ def test_streaming_decode_in_chunks(clip):
     assert r.stats.frames_read == 30 and not r.stats.partial
 
 
+def test_batches_are_bounded_in_bytes(clip):
+    from deid.io.decode import batch_frames
+
+    assert batch_frames(32, 1920, 1080, 64) == 10  # 6.2 MB frames
+    assert batch_frames(32, 3840, 2160, 64) == 2
+    assert batch_frames(32, 426, 240, 64) == 32  # small frames: the frame count decides
+    assert batch_frames(32, 7680, 4320, 1) == 1  # never empty
+    assert batch_frames(32, 7680, 4320, None) == 32
+    per = 96 * 64 * 3
+    r = VideoReader(clip.path, chunk_size=32, batch_mb=5.5 * per / (1 << 20))
+    assert r.chunk_size == 5
+    sizes = [len(b) for b in r]
+    assert sizes == [5] * 6 and r.stats.frames_read == 30
+
+
 def test_range_read_matches_full_read(clip):
     full = read_frames(clip.path)
     part = [f for b in VideoReader(clip.path, start=11, stop=19, chunk_size=4) for f in b.frames]

@@ -229,6 +229,29 @@ def test_memory_does_not_hold_the_video(tmp_path, monkeypatch):
     assert 0 < peak["n"] <= 20 + 8 + 8
 
 
+def test_byte_bounded_batches_give_the_same_output(clip, tmp_path, monkeypatch):
+    """io.batch_mb caps a batch at 3 frames of this clip: the same regions and pixels as
+    the frame-count batches (high-resolution videos take this path)."""
+    import deid.pipeline as P
+
+    sizes: list[int] = []
+    real = P.FrameAnalyzer.analyze
+    monkeypatch.setattr(P.FrameAnalyzer, "analyze", lambda self, frames, start: sizes.append(len(frames)) or real(self, frames, start))
+    runs = {}
+    for name, cfg in (("count", CFG), ("bytes", CFG.replace(f"io.batch_mb={3.5 * 160 * 120 * 3 / (1 << 20)}"))):
+        sizes.clear()
+        res = process_video(clip.path, tmp_path / name, ["blur"], cfg, components=fake_components(cfg, ["blur"]))
+        assert res.status == "done", res.error
+        out = output_path(clip.path, tmp_path / name, "blur")
+        runs[name] = (pq.read_table(frames_path(out)).to_pandas(), read_frames(out))
+        assert max(sizes) == (8 if name == "count" else 3), sizes
+    (ta, fa), (tb, fb) = runs["count"], runs["bytes"]
+    assert list(ta["decision"]) == list(tb["decision"])
+    assert [np.round(np.asarray(list(x), float), 3).tolist() for x in ta["boxes"]] == [
+        np.round(np.asarray(list(x), float), 3).tolist() for x in tb["boxes"]]
+    assert all(np.array_equal(a, b) for a, b in zip(fa, fb)) and len(fa) == len(fb) == 36
+
+
 def test_segments_with_context_match_whole_video(clip, tmp_path):
     """Rendering [0, 20) and [20, 36) separately, each with context, gives the same
     regions as one whole-video run — the basis of the Ray segment sharding."""

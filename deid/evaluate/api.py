@@ -150,7 +150,7 @@ def evaluate_outputs(
     thr = effective_threshold(mdl.encoder, ev.identity.threshold)
     dist = mdl.encoder.distance
     common = dict(estimator=mdl.estimator, encoder=mdl.encoder, detector=mdl.detector, every=ev.identity_every,
-                  stop=n, chunk_size=cfg.io.chunk_size, decoder=cfg.io.decoder)
+                  stop=n, chunk_size=cfg.io.chunk_size, decoder=cfg.io.decoder, batch_mb=cfg.io.batch_mb)
 
     bar = _progress_bar(n * (1 + len(processed)), f"evaluate {vid}"[:40], progress)
 

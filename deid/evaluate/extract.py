@@ -288,6 +288,7 @@ def extract(
     stop: int | None = None,
     chunk_size: int = 32,
     decoder: str = "pyav",
+    batch_mb: float | None = 64.0,
     info: Any = None,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[VideoKeypoints | None, VideoFaces | None]:
@@ -325,7 +326,7 @@ def extract(
     if estimator is not None:
         estimator.reset()
     expected = start
-    reader = VideoReader(path, chunk_size=chunk_size, info=info, start=start, stop=stop, decoder=decoder)
+    reader = VideoReader(path, chunk_size=chunk_size, info=info, start=start, stop=stop, decoder=decoder, batch_mb=batch_mb)
     for batch in _prefetch(reader):
         if batch.start != expected:
             raise InvalidInputError(
@@ -391,20 +392,22 @@ def _faces_chunk(sel, encoder, detector, locator, at, at_index, null_control, fr
 
 
 def extract_keypoints(path: str, estimator: Any, *, start: int = 0, stop: int | None = None, chunk_size: int = 32,
-                      decoder: str = "pyav", progress: Callable[[int], None] | None = None) -> VideoKeypoints:
+                      decoder: str = "pyav", batch_mb: float | None = 64.0,
+                      progress: Callable[[int], None] | None = None) -> VideoKeypoints:
     """Stage 1: poses of every frame in ``[start, stop)`` (see :func:`extract`)."""
     vk, _ = extract(path, estimator=estimator, start=start, stop=stop, chunk_size=chunk_size, decoder=decoder,
-                    progress=progress)
+                    batch_mb=batch_mb, progress=progress)
     assert vk is not None
     return vk
 
 
 def extract_faces(path: str, encoder: Any, detector: Any, *, locator: Any = None, at: VideoFaces | None = None,
                   null_control: bool = False, every: int = 1, start: int = 0, stop: int | None = None,
-                  chunk_size: int = 32, decoder: str = "pyav",
+                  chunk_size: int = 32, decoder: str = "pyav", batch_mb: float | None = 64.0,
                   progress: Callable[[int], None] | None = None) -> VideoFaces:
     """Stage 2: faces of every ``every``-th frame in ``[start, stop)`` (see :func:`extract`)."""
     _, vf = extract(path, encoder=encoder, detector=detector, locator=locator, at=at, null_control=null_control,
-                    every=every, start=start, stop=stop, chunk_size=chunk_size, decoder=decoder, progress=progress)
+                    every=every, start=start, stop=stop, chunk_size=chunk_size, decoder=decoder, batch_mb=batch_mb,
+                    progress=progress)
     assert vf is not None
     return vf

@@ -61,6 +61,18 @@ class ReadStats:
     notes: list[str] = field(default_factory=list)
 
 
+def batch_frames(chunk_size: int, width: int, height: int, batch_mb: float | None) -> int:
+    """Frames per batch: ``chunk_size``, or fewer (at least 1) so that a batch of decoded
+    RGB frames of ``width`` x ``height`` stays within ``batch_mb`` megabytes (None: no
+    bound). Memory then follows the frame count at low resolution and the byte bound at
+    high resolution: with the default 32 frames / 64 MB, 1080p batches hold 10 frames and
+    4K batches 2."""
+    if batch_mb is None:
+        return int(chunk_size)
+    per = max(1, int(width) * int(height) * 3)
+    return max(1, min(int(chunk_size), int(float(batch_mb) * (1 << 20)) // per))
+
+
 class VideoReader:
     """Iterate a video (or the frame range ``[start, stop)``) in chunks.
 
@@ -78,6 +90,7 @@ class VideoReader:
         start: int = 0,
         stop: int | None = None,
         decoder: str = "pyav",
+        batch_mb: float | None = 64.0,
     ):
         if chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
@@ -85,7 +98,9 @@ class VideoReader:
             raise ValueError("on_corrupt must be 'fail' or 'keep_partial'")
         self.path = str(path)
         self.info = info or probe(path)
-        self.chunk_size = chunk_size
+        #: frames per batch: ``chunk_size``, fewer when that many frames would exceed
+        #: ``batch_mb`` megabytes (see :func:`batch_frames`)
+        self.chunk_size = batch_frames(chunk_size, self.info.width, self.info.height, batch_mb)
         self.on_corrupt = on_corrupt
         self.start = max(0, int(start))
         self.stop = self.info.frame_count if stop is None else min(int(stop), self.info.frame_count)
