@@ -30,8 +30,9 @@ SHARED_MEDIA = Path(os.environ.get("DEID_SHARED_MEDIA", REPO.parent / "shared" /
 RESULT_TAG = "BENCH_RESULT "
 
 
-def make_clip(src: Path, dst: Path, size: tuple[int, int] = (640, 360), loops: int = 1, crf: int = 18) -> Path:
-    """Re-encode ``src`` scaled to ``size`` (and looped ``loops`` times) — the benchmark input."""
+def make_clip(src: Path, dst: Path, size: tuple[int, int] = (640, 360), loops: int = 1, crf: int = 18, max_frames: int = 0) -> Path:
+    """Re-encode ``src`` scaled to ``size`` (and looped ``loops`` times; its first
+    ``max_frames`` frames when > 0) — the benchmark input."""
     import cv2
 
     from deid.io import VideoWriter, iter_frames, probe
@@ -43,7 +44,9 @@ def make_clip(src: Path, dst: Path, size: tuple[int, int] = (640, 360), loops: i
     tmp = dst.with_suffix(".tmp.mp4")
     with VideoWriter(tmp, size[0], size[1], info.fps, crf=crf, preset="veryfast", timing="cfr") as w:
         for _ in range(loops):
-            for _, f in iter_frames(src):
+            for i, f in iter_frames(src):
+                if max_frames and i >= max_frames:
+                    break
                 w.write(cv2.resize(f, size, interpolation=cv2.INTER_LINEAR))
     os.replace(tmp, dst)
     return dst
