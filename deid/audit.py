@@ -89,41 +89,16 @@ def _null_frame(frame: np.ndarray, regions: np.ndarray) -> np.ndarray:
     return g
 
 
-def leak_audit(
-    input_path: str | Path,
-    output_path: str | Path,
-    cfg: AuditConfig,
-    identity: Any,
-    plans: dict[int, FramePlan] | None = None,
-) -> dict[str, Any]:
-    """Re-identification check of ``output_path`` against ``input_path`` (see module doc).
-
-    Same place, one rule: an output face leaks when its distance ``d`` to the input face
-    is under the threshold **and** under ``d_null - null_margin``, where ``d_null`` is the
-    input face's distance to the *null* (the same frame with the region filled by its mean
-    colour). For a face the recogniser separates well from a blank (``d_null >= threshold
-    + margin``, counted as *verifiable*) the second condition follows from the first; for
-    small or poor faces it is what matters: dlib put a flat grey box 0.56 from a real face
-    on the pancake clip, inside 0.6, so "under 0.6" alone would call even a solid mask a
-    match. The output must carry face information that a blank does not.
-
-    Faces under ``min_face_px`` (longer side) are not re-identified (``faces_too_small``):
-    dlib's recogniser works on 150-px chips and its distances between tiny faces are noise
-    (a blurred 16x20-px background face scored 0.22 from the original, a flat fill 0.35)."""
-    t0 = time.perf_counter()
-    n_in = probe(input_path).frame_count
-    n_out = probe(output_path).frame_count
-    idx = [i for i in sample_indices(min(n_in, n_out), cfg.sample_frames)]
+def _audit_reference(input_path: str | Path, idx: list[int], identity: Any, plans: dict[int, FramePlan] | None,
+                     min_px: float) -> dict[str, Any]:
+    """The input side of :func:`leak_audit` for the sampled frames ``idx``: the face boxes
+    to compare at (dlib's, and our detector's from ``plans``), their embeddings in the
+    input and in the input's null frames."""
     fin = read_frames(input_path, idx)
-    fout = read_frames(output_path, idx)
-    k = min(len(fin), len(fout))
-    fin, fout, idx = fin[:k], fout[:k], idx[:k]
-    hog = _hog()
-    det_in = hog.detect(fin)
-    det_out = hog.detect(fout)
+    idx = idx[: len(fin)]
+    det_in = _hog().detect(fin)
     boxes_in, regions, origin = [], [], []
     too_small = 0
-    min_px = float(cfg.min_face_px)
 
     def big_enough(x: np.ndarray) -> bool:
         nonlocal too_small
@@ -143,14 +118,65 @@ def leak_audit(
         origin.append(src)
         reg = [f.box for f in plans[i].faces] if plans and i in plans else []
         regions.append(np.asarray(reg + [pad_face_box(x, 0.3, 0.55, 0.25) for x in b], np.float32).reshape(-1, 4))
+    nulls = [_null_frame(f, r) for f, r in zip(fin, regions)]
+    return {
+        "idx": idx,
+        "boxes_in": boxes_in,
+        "origin": origin,
+        "too_small": too_small,
+        "emb_in": identity.embed(fin, boxes_in) if len(fin) else [],
+        "emb_null": identity.embed(nulls, boxes_in) if len(fin) else [],
+    }
+
+
+def leak_audit(
+    input_path: str | Path,
+    output_path: str | Path,
+    cfg: AuditConfig,
+    identity: Any,
+    plans: dict[int, FramePlan] | None = None,
+    reference: dict | None = None,
+) -> dict[str, Any]:
+    """Re-identification check of ``output_path`` against ``input_path`` (see module doc).
+
+    Same place, one rule: an output face leaks when its distance ``d`` to the input face
+    is under the threshold **and** under ``d_null - null_margin``, where ``d_null`` is the
+    input face's distance to the *null* (the same frame with the region filled by its mean
+    colour). For a face the recogniser separates well from a blank (``d_null >= threshold
+    + margin``, counted as *verifiable*) the second condition follows from the first; for
+    small or poor faces it is what matters: dlib put a flat grey box 0.56 from a real face
+    on the pancake clip, inside 0.6, so "under 0.6" alone would call even a solid mask a
+    match. The output must carry face information that a blank does not.
+
+    Faces under ``min_face_px`` (longer side) are not re-identified (``faces_too_small``):
+    dlib's recogniser works on 150-px chips and its distances between tiny faces are noise
+    (a blurred 16x20-px background face scored 0.22 from the original, a flat fill 0.35).
+
+    ``reference``: a dict shared by the calls for several outputs of the same input (same
+    ``plans``, ``cfg`` and ``identity``; :func:`deid.pipeline.finalize_outputs` passes one
+    per video): the input side — the sampled input frames' faces, their embeddings and
+    their nulls' — is computed once per set of sampled frames instead of once per output."""
+    t0 = time.perf_counter()
+    n_in = probe(input_path).frame_count
+    n_out = probe(output_path).frame_count
+    idx = [i for i in sample_indices(min(n_in, n_out), cfg.sample_frames)]
+    ref = reference.get(tuple(idx)) if reference is not None else None
+    if ref is None:
+        ref = _audit_reference(input_path, idx, identity, plans, float(cfg.min_face_px))
+        if reference is not None:
+            reference[tuple(idx)] = ref
+    fout = read_frames(output_path, idx)
+    k = min(len(ref["idx"]), len(fout))
+    fout, idx = fout[:k], ref["idx"][:k]
+    boxes_in, origin, too_small = ref["boxes_in"][:k], ref["origin"][:k], ref["too_small"]
+    emb_in, emb_null = ref["emb_in"][:k], ref["emb_null"][:k]
+    hog = _hog()
+    det_out = hog.detect(fout)
     from .identity import effective_threshold
 
     thr = effective_threshold(identity, cfg.threshold)  # 0.6 is dlib's; ArcFace keeps its own
     margin = float(cfg.null_margin)
-    nulls = [_null_frame(f, r) for f, r in zip(fin, regions)]
-    emb_in = identity.embed(fin, boxes_in) if k else []
     emb_same = identity.embed(fout, boxes_in) if k else []
-    emb_null = identity.embed(nulls, boxes_in) if k else []
     emb_any = identity.embed(fout, [d.boxes for d in det_out]) if k else []
     refs = [_valid(e) for e in emb_in if len(e)]
     refs_all = np.concatenate(refs) if refs else np.zeros((0, getattr(identity, "dim", 128)), np.float32)

@@ -580,8 +580,9 @@ def finalize_outputs(
         from .audit import leak_audit
 
         t_l = time.perf_counter()
+        reference: dict = {}  # the input side, computed once for all the video's outputs
         for m in methods:
-            rep = leak_audit(src, tmp[m], cfg.audit, comp.identity, plans=book.sampled)
+            rep = leak_audit(src, tmp[m], cfg.audit, comp.identity, plans=book.sampled, reference=reference)
             leak_reports[m] = rep
             if rep["leaks"] > 0 and cfg.audit.on_leak == "fail":
                 raise LeakDetectedError(

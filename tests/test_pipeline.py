@@ -395,3 +395,28 @@ def test_a_missed_face_without_the_pose_fallback_fails_closed(tmp_path):
     res = process_video(clip.path, tmp_path / "o", ["blur"], cfg, components=comp, keep_plans=True)
     closed = {p.index for p in res.plans if p.decision.value == "fail_closed"}
     assert res.status == "done" and len(closed) >= 15 and closed <= set(range(10, 34))
+
+
+def test_leak_audit_shares_the_input_side_between_outputs(clip, tmp_path, monkeypatch):
+    """Several outputs of one video: the input's faces and embeddings are computed once,
+    and each output's verdict is what a separate audit gives (a leaking output next to a
+    clean one is still caught)."""
+    import deid.audit as A
+
+    cfg = CFG.replace("audit.min_face_px=16", "audit.on_leak=flag")
+    comp = fake_components(cfg, ["blur"], anonymizers={"noop": NoopAnonymizer()})
+    calls = []
+    real = A._audit_reference
+    monkeypatch.setattr(A, "_audit_reference", lambda *a, **k: calls.append(1) or real(*a, **k))
+    res = process_video(clip.path, tmp_path, ["blur", "noop"], cfg, components=comp, keep_plans=True)
+    assert res.status == "done" and len(calls) == 1
+    got = {o.method: o.leak for o in res.outputs}
+    assert got["blur"]["leaks"] == 0 and got["noop"]["leaks"] > 0
+    enc = comp.identity
+    for m in ("blur", "noop"):
+        alone = A.leak_audit(clip.path, output_path(clip.path, tmp_path, m), cfg.audit, enc,
+                             plans={p.index: p for p in res.plans})
+        shared = dict(got[m])
+        for d in (alone, shared):
+            d.pop("seconds")
+        assert alone == shared, m
