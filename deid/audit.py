@@ -9,8 +9,10 @@ Every published output has, beside it:
   held, pose).
 
 The leak audit re-checks the finished output *before* it is published. On evenly spaced
-sample frames it plays the attacker the paper uses (dlib's 128-d face recognition,
-same person when the distance is under 0.6):
+sample frames, and on risk frames where the regions rest on the least evidence (no face
+detected, every region held, interpolated or pose-placed: :func:`audit_pairs`), it plays
+the attacker the paper uses (dlib's 128-d face recognition, same person when the
+distance is under 0.6):
 1. *same place* (an oracle attacker who knows where the face was): the output frame is
    embedded at every face box dlib's own detector (and our detector) found in the input
    frame, and compared with the input face there. Because a recogniser's chip also sees
@@ -89,6 +91,42 @@ def _null_frame(frame: np.ndarray, regions: np.ndarray) -> np.ndarray:
     return g
 
 
+def audit_pairs(n_in: int, n_out: int, cfg: AuditConfig, rows: "FrameRows | None" = None,
+                dropped: bool = False) -> tuple[list[tuple[int, int]], int]:
+    """The frames the leak audit re-identifies, as (input frame, output frame) pairs, and
+    how many of them are risk frames.
+
+    ``audit.sample_frames`` output frames evenly spaced, plus up to ``audit.risk_frames``
+    of the :meth:`FrameRows.uncertain_frames` (evenly spread over them) not already
+    sampled. With ``dropped`` (``track.fail_closed: drop``) output frame j is the j-th
+    frame of ``rows`` that was written, so each output frame is compared with its own
+    input frame rather than with the input frame of the same number, and the evenly
+    spaced frames are the input's (where the pipeline kept the frames' plans) that were
+    written."""
+    def position(frames: np.ndarray, kept: np.ndarray) -> np.ndarray:
+        """Output positions of the input ``frames`` that were written."""
+        j = np.searchsorted(kept, frames)
+        ok = (j < len(kept)) & (kept[np.minimum(j, max(len(kept) - 1, 0))] == frames) if len(kept) else np.zeros(len(frames), bool)
+        return j[ok]
+
+    if dropped and rows is not None and len(rows):
+        kept = rows.kept_frames().astype(np.int64)[: max(0, n_out)]
+        # the evenly spaced input frames (those the pipeline kept plans for) that were written
+        even = sorted(set(position(np.asarray(sample_indices(n_in, cfg.sample_frames), np.int64), kept).tolist()))
+    else:
+        kept = np.arange(max(0, min(n_in, n_out)), dtype=np.int64)
+        even = sample_indices(len(kept), cfg.sample_frames)
+    n = len(kept)
+    picked: list[int] = []
+    if cfg.risk_frames > 0 and rows is not None and len(rows) and len(even) < n:
+        cand = np.setdiff1d(position(rows.uncertain_frames().astype(np.int64), kept), np.asarray(even, np.int64))
+        if len(cand) > cfg.risk_frames:
+            cand = cand[np.unique(np.round(np.linspace(0, len(cand) - 1, cfg.risk_frames)).astype(int))]
+        picked = [int(x) for x in cand]
+    out = sorted(set(even) | set(picked))
+    return [(int(kept[j]), j) for j in out], len(picked)
+
+
 def _audit_reference(input_path: str | Path, idx: list[int], identity: Any, plans: dict[int, FramePlan] | None,
                      min_px: float) -> dict[str, Any]:
     """The input side of :func:`leak_audit` for the sampled frames ``idx``: the face boxes
@@ -136,6 +174,8 @@ def leak_audit(
     identity: Any,
     plans: dict[int, FramePlan] | None = None,
     reference: dict | None = None,
+    rows: "FrameRows | None" = None,
+    dropped: bool = False,
 ) -> dict[str, Any]:
     """Re-identification check of ``output_path`` against ``input_path`` (see module doc).
 
@@ -155,17 +195,22 @@ def leak_audit(
     ``reference``: a dict shared by the calls for several outputs of the same input (same
     ``plans``, ``cfg`` and ``identity``; :func:`deid.pipeline.finalize_outputs` passes one
     per video): the input side — the sampled input frames' faces, their embeddings and
-    their nulls' — is computed once per set of sampled frames instead of once per output."""
+    their nulls' — is computed once per set of sampled frames instead of once per output.
+
+    ``rows`` (the video's frame decisions) adds the risk frames and, with ``dropped``
+    (``track.fail_closed: drop``), pairs each output frame with its own input frame (see
+    :func:`audit_pairs`); leak frames are reported as input frame numbers."""
     t0 = time.perf_counter()
     n_in = probe(input_path).frame_count
     n_out = probe(output_path).frame_count
-    idx = [i for i in sample_indices(min(n_in, n_out), cfg.sample_frames)]
+    pairs, n_risk = audit_pairs(n_in, n_out, cfg, rows, dropped)
+    idx, idx_out = [i for i, _ in pairs], [j for _, j in pairs]
     ref = reference.get(tuple(idx)) if reference is not None else None
     if ref is None:
         ref = _audit_reference(input_path, idx, identity, plans, float(cfg.min_face_px))
         if reference is not None:
             reference[tuple(idx)] = ref
-    fout = read_frames(output_path, idx)
+    fout = read_frames(output_path, idx_out)
     k = min(len(ref["idx"]), len(fout))
     fout, idx = fout[:k], ref["idx"][:k]
     boxes_in, origin, too_small = ref["boxes_in"][:k], ref["origin"][:k], ref["too_small"]
@@ -208,6 +253,7 @@ def leak_audit(
             leak_frames.append(int(i))
     return {
         "checked_frames": len(idx),
+        "risk_frames": n_risk,
         "input_faces": faces,
         "input_faces_dlib": dlib_faces,
         "verifiable_faces": verifiable,
@@ -309,6 +355,27 @@ class FrameRows:
 
     def __len__(self) -> int:
         return len(self.frame)
+
+    def kept_frames(self) -> np.ndarray:
+        """Input frame numbers of the frames that were written, in order (a fail-closed
+        frame is not written when ``track.fail_closed`` is ``drop``)."""
+        fc = self._DECISIONS.index(FrameDecision.FAIL_CLOSED.value)
+        return np.frombuffer(self.frame, np.int32)[np.frombuffer(self.decision, np.uint8) != fc]
+
+    def uncertain_frames(self) -> np.ndarray:
+        """Frame numbers whose regions rest on the least evidence: decided ok, with
+        regions, none of them a detection in that frame (all held, interpolated or
+        placed from body keypoints) — where a region that lags the face would leak."""
+        frames = np.frombuffer(self.frame, np.int32)
+        if not len(frames):
+            return frames
+        nfaces = np.frombuffer(self.nfaces, np.uint16).astype(np.int64)
+        det = np.frombuffer(self.source, np.uint8) == self._SOURCES.index(BoxSource.DETECTED.value)
+        owner = np.repeat(np.arange(len(frames)), nfaces)
+        detected = np.zeros(len(frames), np.int64)
+        np.add.at(detected, owner, det.astype(np.int64))
+        ok = np.frombuffer(self.decision, np.uint8) == self._DECISIONS.index(FrameDecision.OK.value)
+        return frames[ok & (nfaces > 0) & (detected == 0)]
 
     def __iter__(self) -> Iterator[tuple]:
         k = 0

@@ -197,6 +197,9 @@ class AuditConfig:
     leak_check: bool = True
     identity_backend: str = "dlib"
     sample_frames: int = 24  # frames re-checked per output (evenly spaced), 0 = all
+    # ...plus up to this many where the regions rest on the least evidence: every region
+    # held, interpolated or pose-placed, no face detected in the frame (0 = none)
+    risk_frames: int = 8
     threshold: float = 0.6  # identity distance under which a face counts as a leak
     # for faces the recogniser cannot tell from a blank (distance to a greyed-out region
     # under threshold), a leak also needs the output this much closer than the blank
@@ -206,6 +209,7 @@ class AuditConfig:
 
     def __post_init__(self) -> None:
         _check(self.sample_frames >= 0, "audit.sample_frames must be >= 0")
+        _check(self.risk_frames >= 0, "audit.risk_frames must be >= 0")
         _one_of(self.on_leak, ("fail", "flag"), "audit.on_leak")
 
 

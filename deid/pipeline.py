@@ -582,7 +582,8 @@ def finalize_outputs(
         t_l = time.perf_counter()
         reference: dict = {}  # the input side, computed once for all the video's outputs
         for m in methods:
-            rep = leak_audit(src, tmp[m], cfg.audit, comp.identity, plans=book.sampled, reference=reference)
+            rep = leak_audit(src, tmp[m], cfg.audit, comp.identity, plans=book.sampled, reference=reference,
+                             rows=getattr(book, "rows", None), dropped=cfg.track.fail_closed == "drop")
             leak_reports[m] = rep
             if rep["leaks"] > 0 and cfg.audit.on_leak == "fail":
                 raise LeakDetectedError(

@@ -1,0 +1,72 @@
+"""Which frames the leak audit re-identifies (deid.audit.audit_pairs): evenly spaced
+frames, risk frames, and output frames paired with their own input frames when
+fail-closed frames were dropped."""
+
+import numpy as np
+
+from deid.audit import FrameRows, audit_pairs
+from deid.config import Config
+
+B = [0.0, 0.0, 10.0, 10.0]
+
+
+def rows_of(spec):
+    """spec: one letter a frame — d detected, h held only, i interpolated only, p pose
+    only, n nothing (nobody there), x fail-closed."""
+    out = []
+    for i, c in enumerate(spec):
+        if c == "x":
+            out.append((i, "fail_closed", True, [], []))
+        elif c == "n":
+            out.append((i, "ok", False, [], []))
+        else:
+            src = {"d": ["detected", "held"], "h": ["held"], "i": ["interpolated"], "p": ["pose"]}[c]
+            out.append((i, "ok", True, src, [B] * len(src)))
+    return FrameRows(out)
+
+
+def test_uncertain_and_kept_frames():
+    r = rows_of("ddhhidpnxxd")
+    assert r.uncertain_frames().tolist() == [2, 3, 4, 6]  # a frame with a detection is not uncertain
+    assert r.kept_frames().tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 10]
+    assert FrameRows().uncertain_frames().tolist() == []
+
+
+def test_risk_frames_are_added_where_regions_rest_on_holds():
+    spec = "d" * 40 + "h" * 10 + "d" * 50
+    cfg = Config().replace("audit.sample_frames=5", "audit.risk_frames=3").audit
+    pairs, n_risk = audit_pairs(100, 100, cfg, rows_of(spec))
+    even = [0, 25, 50, 74, 99]
+    got = [j for _, j in pairs]
+    assert n_risk == 3 and all(i == j for i, j in pairs)
+    extra = sorted(set(got) - set(even))
+    assert len(extra) == 3 and all(40 <= j < 50 for j in extra)
+    assert set(even) <= set(got)
+    # off, or without the frames' decisions: the evenly spaced frames only
+    off = Config().replace("audit.sample_frames=5", "audit.risk_frames=0").audit
+    assert [j for _, j in audit_pairs(100, 100, off, rows_of(spec))[0]] == even
+    assert [j for _, j in audit_pairs(100, 100, cfg)[0]] == even
+
+
+def test_dropped_frames_pair_each_output_frame_with_its_own_input_frame():
+    spec = "d" * 10 + "x" * 5 + "d" * 10  # frames 10-14 dropped: the output has 20 frames
+    cfg = Config().replace("audit.sample_frames=0").audit  # every frame
+    pairs, _ = audit_pairs(25, 20, cfg, rows_of(spec), dropped=True)
+    assert [j for _, j in pairs] == list(range(20))
+    assert [i for i, _ in pairs] == list(range(10)) + list(range(15, 25))
+    # not dropped (redacted instead): frame numbers match
+    same, _ = audit_pairs(25, 25, cfg, rows_of(spec), dropped=False)
+    assert all(i == j for i, j in same) and len(same) == 25
+    # risk frames map through the same pairing
+    spec2 = "d" * 10 + "x" * 5 + "d" * 5 + "h" * 5
+    cfg2 = Config().replace("audit.sample_frames=2", "audit.risk_frames=2").audit
+    pairs2, n2 = audit_pairs(25, 20, cfg2, rows_of(spec2), dropped=True)
+    assert n2 == 2 and all((i in range(20, 25)) == (j in range(15, 20)) for i, j in pairs2)
+    assert all(i - j == 5 for i, j in pairs2 if j >= 10)
+
+
+def test_risk_candidates_past_a_short_output_are_ignored():
+    cfg = Config().replace("audit.sample_frames=2", "audit.risk_frames=4").audit
+    pairs, n = audit_pairs(30, 20, cfg, rows_of("d" * 18 + "h" * 12))  # a partial output of 20 frames
+    assert all(j < 20 for _, j in pairs) and n == 1  # frame 18 (19 is an evenly spaced one; 20-29 were not written)
+    assert np.all(np.diff([j for _, j in pairs]) > 0)
