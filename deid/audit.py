@@ -100,23 +100,26 @@ def audit_pairs(n_in: int, n_out: int, cfg: AuditConfig, rows: "FrameRows | None
     of the :meth:`FrameRows.uncertain_frames` (evenly spread over them) not already
     sampled. With ``dropped`` (``track.fail_closed: drop``) output frame j is the j-th
     frame of ``rows`` that was written, so each output frame is compared with its own
-    input frame rather than with the input frame of the same number, and the evenly
-    spaced frames are the input's (where the pipeline kept the frames' plans) that were
-    written."""
+    input frame rather than with the input frame of the same number (the evenly spaced
+    frames are then those of the output and the input's that were written)."""
     def position(frames: np.ndarray, kept: np.ndarray) -> np.ndarray:
         """Output positions of the input ``frames`` that were written."""
         j = np.searchsorted(kept, frames)
         ok = (j < len(kept)) & (kept[np.minimum(j, max(len(kept) - 1, 0))] == frames) if len(kept) else np.zeros(len(frames), bool)
         return j[ok]
 
-    if dropped and rows is not None and len(rows):
-        kept = rows.kept_frames().astype(np.int64)[: max(0, n_out)]
-        # the evenly spaced input frames (those the pipeline kept plans for) that were written
-        even = sorted(set(position(np.asarray(sample_indices(n_in, cfg.sample_frames), np.int64), kept).tolist()))
+    if rows is not None and len(rows):
+        # the written frames, in order: all of them unless fail-closed ones were dropped
+        # (a frame missing from a partial read is not in ``rows`` either)
+        kept = (rows.kept_frames() if dropped else np.frombuffer(rows.frame, np.int32)).astype(np.int64)[: max(0, n_out)]
     else:
         kept = np.arange(max(0, min(n_in, n_out)), dtype=np.int64)
-        even = sample_indices(len(kept), cfg.sample_frames)
     n = len(kept)
+    # evenly spaced output frames, and the input's evenly spaced frames (those the
+    # pipeline kept the plans of) that were written: the same frames unless some were
+    # dropped, when the union keeps the count up whichever frames were dropped
+    even = sorted(set(sample_indices(n, cfg.sample_frames))
+                  | set(position(np.asarray(sample_indices(n_in, cfg.sample_frames), np.int64), kept).tolist()))
     picked: list[int] = []
     if cfg.risk_frames > 0 and rows is not None and len(rows) and len(even) < n:
         cand = np.setdiff1d(position(rows.uncertain_frames().astype(np.int64), kept), np.asarray(even, np.int64))
@@ -368,7 +371,7 @@ class FrameRows:
         placed from body keypoints) — where a region that lags the face would leak."""
         frames = np.frombuffer(self.frame, np.int32)
         if not len(frames):
-            return frames
+            return np.zeros(0, np.int32)
         nfaces = np.frombuffer(self.nfaces, np.uint16).astype(np.int64)
         det = np.frombuffer(self.source, np.uint8) == self._SOURCES.index(BoxSource.DETECTED.value)
         owner = np.repeat(np.arange(len(frames)), nfaces)

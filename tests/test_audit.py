@@ -70,3 +70,26 @@ def test_risk_candidates_past_a_short_output_are_ignored():
     pairs, n = audit_pairs(30, 20, cfg, rows_of("d" * 18 + "h" * 12))  # a partial output of 20 frames
     assert all(j < 20 for _, j in pairs) and n == 1  # frame 18 (19 is an evenly spaced one; 20-29 were not written)
     assert np.all(np.diff([j for _, j in pairs]) > 0)
+
+
+def test_dropped_sample_frames_are_replaced_by_output_frames():
+    """When the input's evenly spaced frames are the dropped ones, the audit still checks
+    evenly spaced output frames (it checked none: a leak in the frames between was
+    published)."""
+    cfg = Config().replace("audit.sample_frames=4", "audit.risk_frames=0").audit
+    sampled = {0, 33, 66, 99}  # sample_indices(100, 4)
+    spec = "".join("x" if i in sampled else "d" for i in range(100))
+    pairs, _ = audit_pairs(100, 96, cfg, rows_of(spec), dropped=True)
+    assert len(pairs) == 4 and not {i for i, _ in pairs} & sampled
+    kept = [i for i in range(100) if i not in sampled]
+    assert all(kept[j] == i for i, j in pairs)
+    # a partial read that stopped early: the frames that were read, evenly spaced
+    partial, _ = audit_pairs(1000, 100, cfg, rows_of("d" * 100), dropped=True)
+    assert len(partial) >= 4 and all(i == j < 100 for i, j in partial)
+
+
+def test_read_frames_of_no_index_reads_nothing(monkeypatch):
+    import deid.io.decode as D
+
+    monkeypatch.setattr(D, "iter_frames", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded")))
+    assert D.read_frames("missing.mp4", []) == []

@@ -262,6 +262,8 @@ def iter_frames(path: str | os.PathLike, **kw) -> Iterator[tuple[int, np.ndarray
 def read_frames(path: str | os.PathLike, indices: list[int] | None = None, **kw) -> list[np.ndarray]:
     """Read some frames (all when ``indices`` is None) into memory. For tests and small
     samples only — pipelines stream with :class:`VideoReader`."""
+    if indices is not None and not len(indices):
+        return []
     want = None if indices is None else set(indices)
     out = {}
     stop = None if want is None or not want else max(want) + 1
