@@ -341,6 +341,53 @@ class Bench:
                 f"whole stream {t['stream']:.2f} vs bare transcode {b:.2f}; detection is {100 * t['analyze'] / max(t['stream'], 1e-9):.0f} % "
                 "of the stream, i.e. the detector, not I/O, bounds the blur path")
 
+    def _run_dir(self, name: str) -> Path:
+        """An empty folder for one section's outputs."""
+        d = self.runs / name
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def _rounds(self, clip: Path, d: Path, n: int, deid: dict[str, tuple[str, dict[str, Any]]],
+                deface_runs: int | None = None) -> dict[str, list[dict[str, Any]]]:
+        """``--repeats`` rounds of the references and deid on ``clip``, each run in a fresh
+        process: the bare transcode, deface (in its first ``deface_runs`` rounds; all by
+        default) and every deid run of ``deid`` (key -> (printed label, child spec))."""
+        a = self.args
+        df = self.res.get("deface_env") or deface_env.ensure(say)
+        self.res["deface_env"] = df
+        n_deface = a.repeats if deface_runs is None else deface_runs
+        runs: dict[str, list[dict[str, Any]]] = {k: [] for k in ("bare", "deface", *deid)}
+        for k in range(1, a.repeats + 1):
+            say(f" round {k}/{a.repeats}")
+            r = run_child("bare", {"src": str(clip), "dst": str(d / "bare.mp4")})
+            runs["bare"].append(r)
+            _line("bare decode+encode", k, a.repeats, r, n)
+            if df.get("ok") and k <= n_deface:
+                r = deface_env.anonymize(clip, d / "deface.mp4")
+                runs["deface"].append(r)
+                _line("deface", k, n_deface, r, n)
+            for key, (label, spec) in deid.items():
+                r = run_child("deid", {"src": str(clip), **spec})
+                runs[key].append(r)
+                _line(label, k, a.repeats, r, n)
+        return runs
+
+    @staticmethod
+    def _speed_rows(rows: list[dict[str, Any]], labels: dict[str, str], runs: dict[str, list[dict[str, Any]]], n: int,
+                    inp: str) -> tuple[dict[str, list[dict[str, Any]]], dict[str, float]]:
+        """A speed row per path of ``labels`` (key -> row label) appended to ``rows``;
+        returns the successful runs and the median fps of each path."""
+        ok, med, cpu, rss = _medians(runs, n)
+        fps = {k: n / v for k, v in med.items()}
+        for key, label in labels.items():
+            if not ok[key]:
+                rows.append({"path": label, "input": inp, "status": f"not run ({_fail(runs[key][-1]) if runs[key] else 'no run'})"})
+                continue
+            rows.append(_speed_row(label, inp, n, fps[key], [r["seconds"] for r in ok[key]], cpu[key], rss[key],
+                                   fps["bare"], fps["deface"], cpu))
+        return ok, fps
+
     # ------------------------------------------------------------------ 1b. talking head
     def talking(self) -> None:
         """The typical clinical clip (a face in view all along): the same references and
@@ -350,44 +397,21 @@ class Bench:
         info = _probe(clip)
         n = info.frame_count
         say(f"\n== talking head: {_rel(clip)} ({info.width}x{info.height}, {n} frames), {a.repeats} rounds")
-        df = self.res.get("deface_env") or deface_env.ensure(say)
-        self.res["deface_env"] = df
-        d = self.runs / "talking"
-        shutil.rmtree(d, ignore_errors=True)
-        d.mkdir(parents=True, exist_ok=True)
+        d = self._run_dir("talking")
         off = ["audit.leak_check=false"]
-        runs: dict[str, list[dict[str, Any]]] = {k: [] for k in ("bare", "deface", "blur", "blur_fast")}
-        for k in range(1, a.repeats + 1):
-            say(f" round {k}/{a.repeats}")
-            r = run_child("bare", {"src": str(clip), "dst": str(d / "bare.mp4")})
-            runs["bare"].append(r)
-            _line("bare decode+encode", k, a.repeats, r, n)
-            if df.get("ok"):
-                r = deface_env.anonymize(clip, d / "deface.mp4")
-                runs["deface"].append(r)
-                _line("deface", k, a.repeats, r, n)
-            r = run_child("deid", {"src": str(clip), "out": str(d / "blur"), "methods": ["blur"], "set": off})
-            runs["blur"].append(r)
-            _line("deid blur (audit off)", k, a.repeats, r, n)
-            r = run_child("deid", {"src": str(clip), "out": str(d / "blur_fast"), "methods": ["blur"], "set": off, "config": str(FAST_CONFIG)})
-            runs["blur_fast"].append(r)
-            _line("deid blur, configs/fast.yaml", k, a.repeats, r, n)
+        runs = self._rounds(clip, d, n, {
+            "blur": ("deid blur (audit off)", {"out": str(d / "blur"), "methods": ["blur"], "set": off}),
+            "blur_fast": ("deid blur, configs/fast.yaml", {"out": str(d / "blur_fast"), "methods": ["blur"], "set": off,
+                                                           "config": str(FAST_CONFIG)}),
+        })
         self.res["talking_runs"] = runs
-        ok, med, cpu, rss = _medians(runs, n)
-        fps = {k: n / v for k, v in med.items()}
-        inp = f"{clip.name} {info.width}x{info.height}"
         rows = self.section(
             f"Speed on a talking head ({clip.name}, {info.width}x{info.height}, {n} frames)",
             "The typical clinical clip: a face in view in every frame, so no pose fallback. Same columns as above; "
             "deid with the leak audit off (its fixed per-output cost is in the demo rows).")
         labels = {"bare": "bare decode+encode (reference)", "deface": "deface (reference)", "blur": "deid blur, default (every frame analysed)",
                   "blur_fast": f"deid blur, configs/fast.yaml (keyframes every {_fast_k()})"}
-        for key, label in labels.items():
-            if not ok[key]:
-                rows.append({"path": label, "input": inp, "status": f"not run ({_fail(runs[key][-1]) if runs[key] else 'no run'})"})
-                continue
-            rows.append(_speed_row(label, inp, n, fps[key], [r["seconds"] for r in ok[key]], cpu[key], rss[key],
-                                   fps["bare"], fps["deface"], cpu))
+        ok, fps = self._speed_rows(rows, labels, runs, n, f"{clip.name} {info.width}x{info.height}")
         for key in ("blur", "blur_fast"):
             if ok[key] and ok["deface"] and ok["bare"]:
                 name = "default" if key == "blur" else "configs/fast.yaml"
@@ -407,11 +431,7 @@ class Bench:
         from .common import make_clip
 
         a = self.args
-        df = self.res.get("deface_env") or deface_env.ensure(say)
-        self.res["deface_env"] = df
-        d = self.runs / "resolution"
-        shutil.rmtree(d, ignore_errors=True)
-        d.mkdir(parents=True, exist_ok=True)
+        d = self._run_dir("resolution")
         off = ["audit.leak_check=false"]
         rows = self.section(
             "Speed vs resolution (the demo clip scaled up)",
@@ -425,31 +445,12 @@ class Bench:
             info = _probe(clip)
             n = info.frame_count
             say(f"\n== resolution: {_rel(clip)} ({info.width}x{info.height}, {n} frames), {a.repeats} rounds (deface {deface_runs})")
-            runs: dict[str, list[dict[str, Any]]] = {k: [] for k in ("bare", "deface", "blur")}
-            for k in range(1, a.repeats + 1):
-                say(f" round {k}/{a.repeats}")
-                r = run_child("bare", {"src": str(clip), "dst": str(d / "bare.mp4")})
-                runs["bare"].append(r)
-                _line("bare decode+encode", k, a.repeats, r, n)
-                if df.get("ok") and k <= deface_runs:
-                    r = deface_env.anonymize(clip, d / "deface.mp4")
-                    runs["deface"].append(r)
-                    _line("deface", k, deface_runs, r, n)
-                r = run_child("deid", {"src": str(clip), "out": str(d / f"blur_{label}"), "methods": ["blur"], "set": off})
-                runs["blur"].append(r)
-                _line("deid blur (audit off)", k, a.repeats, r, n)
+            runs = self._rounds(clip, d, n, {"blur": ("deid blur (audit off)", {"out": str(d / f"blur_{label}"), "methods": ["blur"], "set": off})},
+                                deface_runs=deface_runs)
             self.res["resolution_runs"][label] = runs
-            ok, med, cpu, rss = _medians(runs, n)
-            fps = {k: n / v for k, v in med.items()}
-            inp = f"{clip.name} {info.width}x{info.height}"
             labels = {"bare": "bare decode+encode (reference)", "deface": "deface (reference)" + ("" if deface_runs > 1 else ", one run"),
                       "blur": "deid blur, default (every frame analysed)"}
-            for key, name in labels.items():
-                if not ok[key]:
-                    rows.append({"path": name, "input": inp, "status": f"not run ({_fail(runs[key][-1]) if runs[key] else 'no run'})"})
-                    continue
-                rows.append(_speed_row(name, inp, n, fps[key], [r["seconds"] for r in ok[key]], cpu[key], rss[key],
-                                       fps["bare"], fps["deface"], cpu))
+            ok, fps = self._speed_rows(rows, labels, runs, n, f"{clip.name} {info.width}x{info.height}")
             what = "demo clip at 640x360: issue 3's size" if label == "640x360" else "demo clip at 1920x1080"
             if ok["blur"] and ok["deface"]:
                 self.target(f"blur path >= 3x deface's fps ({what}; not issue 9's clip)",
