@@ -59,16 +59,16 @@ def bare_transcode(src: Path, dst: Path, cfg: Any = None) -> int:
     anonymization, no audit. Returns the number of frames written."""
     from deid.config import Config
     from deid.io import VideoReader, VideoWriter, probe
-    from deid.io.decode import batch_frames
     from deid.pipeline import _prefetch, _WriterThread
 
     cfg = cfg or Config()
     info = probe(src)
     n = 0
     with VideoWriter.like(dst, info, cfg.io) as w:  # the pipeline's own encoder settings
-        wt = _WriterThread({"bare": w}, maxsize=max(2, min(16, batch_frames(cfg.io.chunk_size, info.width, info.height, cfg.io.batch_mb))))
+        reader = VideoReader(src, info=info, chunk_size=cfg.io.chunk_size, decoder=cfg.io.decoder, batch_mb=cfg.io.batch_mb)
+        wt = _WriterThread({"bare": w}, batch=reader.chunk_size)
         try:
-            for b in _prefetch(VideoReader(src, info=info, chunk_size=cfg.io.chunk_size, decoder=cfg.io.decoder, batch_mb=cfg.io.batch_mb)):
+            for b in _prefetch(reader):
                 for f, pts in zip(b.frames, b.pts):
                     wt.put("bare", f, pts)
                     n += 1

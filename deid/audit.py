@@ -105,7 +105,8 @@ def audit_pairs(n_in: int, n_out: int, cfg: AuditConfig, rows: "FrameRows | None
     def position(frames: np.ndarray, kept: np.ndarray) -> np.ndarray:
         """Output positions of the input ``frames`` that were written."""
         j = np.searchsorted(kept, frames)
-        ok = (j < len(kept)) & (kept[np.minimum(j, max(len(kept) - 1, 0))] == frames) if len(kept) else np.zeros(len(frames), bool)
+        ok = j < len(kept)
+        ok[ok] = kept[j[ok]] == frames[ok]
         return j[ok]
 
     if rows is not None and len(rows):
@@ -179,6 +180,7 @@ def leak_audit(
     reference: dict | None = None,
     rows: "FrameRows | None" = None,
     dropped: bool = False,
+    frame_counts: tuple[int | None, int | None] = (None, None),
 ) -> dict[str, Any]:
     """Re-identification check of ``output_path`` against ``input_path`` (see module doc).
 
@@ -202,10 +204,13 @@ def leak_audit(
 
     ``rows`` (the video's frame decisions) adds the risk frames and, with ``dropped``
     (``track.fail_closed: drop``), pairs each output frame with its own input frame (see
-    :func:`audit_pairs`); leak frames are reported as input frame numbers."""
+    :func:`audit_pairs`); leak frames are reported as input frame numbers.
+    ``frame_counts``: the input's and the output's frame counts when the caller has them
+    (each unknown one is probed, which reads the whole file)."""
     t0 = time.perf_counter()
-    n_in = probe(input_path).frame_count
-    n_out = probe(output_path).frame_count
+    n_in, n_out = frame_counts
+    n_in = probe(input_path).frame_count if n_in is None else int(n_in)
+    n_out = probe(output_path).frame_count if n_out is None else int(n_out)
     pairs, n_risk = audit_pairs(n_in, n_out, cfg, rows, dropped)
     idx, idx_out = [i for i, _ in pairs], [j for _, j in pairs]
     ref = reference.get(tuple(idx)) if reference is not None else None

@@ -275,9 +275,11 @@ def _prefetch(it: Iterable[Any], maxsize: int = 2) -> Iterator[Any]:
 class _WriterThread:
     """Encodes frames for several writers in one background thread."""
 
-    def __init__(self, writers: dict[str, VideoWriter], maxsize: int = 16):
+    def __init__(self, writers: dict[str, VideoWriter], batch: int = 16):
         self.writers = writers
-        self.q: queue.Queue = queue.Queue(maxsize=maxsize)
+        # rendered frames waiting for the encoder: at most a batch (``io.batch_mb``
+        # bounds it in bytes), 2..16
+        self.q: queue.Queue = queue.Queue(maxsize=max(2, min(16, int(batch))))
         self.error: BaseException | None = None
         self.t = threading.Thread(target=self._run, name="deid-writer", daemon=True)
         self.t.start()
@@ -488,8 +490,7 @@ def render_segment(
                     index_origin=start,
                 )
             )
-        # the encoder's queue holds rendered frames: bounded like a batch (at most 16)
-        wt = _WriterThread(writers, maxsize=max(2, min(16, reader.chunk_size)))
+        wt = _WriterThread(writers, batch=reader.chunk_size)
         written = {m: 0 for m in methods}
 
         def render(plans: list[FramePlan]) -> None:
@@ -574,16 +575,18 @@ def finalize_outputs(
     caller publishes ``tmp`` -> ``outs`` after this returns. ``input_sha256``: the
     input's hash when the caller already has it (else computed when ``want_sha``)."""
     methods = list(outs)
-    has_audio = {m: verify_output(tmp[m], res.outputs_written[m], f"{src} ({m})").has_audio for m in methods}
+    out_info = {m: verify_output(tmp[m], res.outputs_written[m], f"{src} ({m})") for m in methods}
     leak_reports: dict[str, dict[str, Any]] = {}
     if cfg.audit.leak_check:
         from .audit import leak_audit
 
         t_l = time.perf_counter()
         reference: dict = {}  # the input side, computed once for all the video's outputs
+        n_in = res.info.frame_count if res.info is not None else None  # (probes scan the whole file)
         for m in methods:
             rep = leak_audit(src, tmp[m], cfg.audit, comp.identity, plans=book.sampled, reference=reference,
-                             rows=getattr(book, "rows", None), dropped=cfg.track.fail_closed == "drop")
+                             rows=getattr(book, "rows", None), dropped=cfg.track.fail_closed == "drop",
+                             frame_counts=(n_in, out_info[m].frame_count))
             leak_reports[m] = rep
             if rep["leaks"] > 0 and cfg.audit.on_leak == "fail":
                 raise LeakDetectedError(
@@ -597,7 +600,7 @@ def finalize_outputs(
     for m in methods:
         stats = comp.anonymizers[m].stats() if hasattr(comp.anonymizers[m], "stats") else {}
         res.outputs.append(MethodOutput(m, str(outs[m]), str(audit_path(outs[m])), res.outputs_written[m], leak_reports.get(m, {}), stats,
-                                        sha256_file(tmp[m]), has_audio[m]))
+                                        sha256_file(tmp[m]), out_info[m].has_audio))
     res.status = "partial" if res.status == "partial" else "done"
     from .audit import build_audit_record, write_frames_table
 
