@@ -266,7 +266,7 @@ def read_frames(path: str | os.PathLike, indices: list[int] | None = None, **kw)
         return []
     want = None if indices is None else set(indices)
     out = {}
-    stop = None if want is None or not want else max(want) + 1
+    stop = None if want is None else max(want) + 1
     for i, f in iter_frames(path, stop=stop, **kw):
         if want is None or i in want:
             out[i] = f
