@@ -201,3 +201,45 @@ def test_a_head_seen_lying_down_gets_a_whole_head_box():
     head = np.array([255, 190, 365, 300], np.float32)  # where the head is: ~110 px around nose..ear
     inter = max(0, min(b[2], head[2]) - max(b[0], head[0])) * max(0, min(b[3], head[3]) - max(b[1], head[1]))
     assert inter / ((head[2] - head[0]) * (head[3] - head[1])) > 0.8
+
+
+def test_uncut_face_box_restores_a_face_cut_by_the_frame_edge():
+    from deid.track.boxes import CUT_FACE_ASPECT, uncut_face_box
+
+    inside = np.array([100, 50, 160, 125], np.float32)
+    assert np.array_equal(uncut_face_box(inside, W, H), inside)
+    # cut by the top edge: the height grows upwards (outside the frame) to aspect x width
+    top = uncut_face_box(np.array([100, 0, 160, 40], np.float32), W, H)
+    assert np.allclose(top, [100, 40 - CUT_FACE_ASPECT * 60, 160, 40])
+    # by the bottom edge: downwards
+    bottom = uncut_face_box(np.array([100, 200, 160, H], np.float32), W, H)
+    assert np.allclose(bottom, [100, 200, 160, 200 + CUT_FACE_ASPECT * 60])
+    # by the left / right edge: the width grows outwards to the height
+    assert np.allclose(uncut_face_box(np.array([0, 100, 30, 160], np.float32), W, H), [-30, 100, 30, 160])
+    assert np.allclose(uncut_face_box(np.array([290, 100, W, 160], np.float32), W, H), [290, 100, 350, 160])
+    # a face box already taller than the rule is not shrunk; nor is one spanning the frame
+    tall = np.array([100, 0, 130, 80], np.float32)
+    assert np.array_equal(uncut_face_box(tall, W, H), tall)
+    span = np.array([0, 0, W, H], np.float32)
+    assert np.array_equal(uncut_face_box(span, W, H), span)
+
+
+def test_head_region_of_a_face_cut_by_the_top_edge_is_padded_from_the_whole_face():
+    # the visible 40 px of a 75 px face: the chin's pad (pad_bottom x face height) must
+    # come from the whole face, not from the 40 px the frame shows
+    cfg = TrackConfig(smooth_window=1, hold_frames=3, max_gap=5, lookahead=8)
+    cut = [100, 0, 160, 40]
+    plans = plan_window([Observation(i, det(cut), person_present=True) for i in range(5)], cfg, W, H)
+    whole_h = 1.25 * 60
+    for p in plans:
+        (r,) = p.faces
+        assert r.box[1] == 0 and r.box[3] >= 40 + cfg.pad_bottom * whole_h - 1e-3
+        assert r.full_box is not None and r.full_box[1] < 0  # the shape follows the whole head
+    # a face cut at the left edge: the far side's pad comes from the whole width
+    side = [0, 100, 30, 160]
+    plans = plan_window([Observation(i, det(side), person_present=True) for i in range(5)], cfg, W, H)
+    assert all(p.faces[0].box[2] >= 30 + cfg.pad_side * 60 - 1e-3 for p in plans)
+    # a face inside the frame is padded as before
+    inner = np.array([100, 60, 160, 120], np.float32)
+    plans = plan_window([Observation(i, det(inner), person_present=True) for i in range(5)], cfg, W, H)
+    assert np.allclose(plans[2].faces[0].box, pad_face_box(inner, cfg.pad_side, cfg.pad_top, cfg.pad_bottom))

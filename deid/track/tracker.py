@@ -75,11 +75,12 @@ class _Track:
         return self.points[self.last_frame].box
 
 
-def _candidates(obs: Observation, cfg: TrackConfig) -> list[_Point]:
+def _candidates(obs: Observation, cfg: TrackConfig, width: int, height: int) -> list[_Point]:
     pts: list[_Point] = []
     f = obs.faces
     for i in range(len(f)):
-        hb = B.pad_face_box(f.boxes[i], cfg.pad_side, cfg.pad_top, cfg.pad_bottom)
+        # a face cut off by the frame edge is padded from its whole size (uncut_face_box)
+        hb = B.pad_face_box(B.uncut_face_box(f.boxes[i], width, height), cfg.pad_side, cfg.pad_top, cfg.pad_bottom)
         lm = None if f.landmarks is None else f.landmarks[i]
         pts.append(_Point(hb, BoxSource.DETECTED, float(f.scores[i]), lm, f.boxes[i], hb))
     faces = list(pts)
@@ -91,10 +92,10 @@ def _candidates(obs: Observation, cfg: TrackConfig) -> list[_Point]:
     return pts
 
 
-def _associate(observations: list[Observation], cfg: TrackConfig) -> list[_Track]:
+def _associate(observations: list[Observation], cfg: TrackConfig, width: int, height: int) -> list[_Track]:
     tracks: list[_Track] = []
     for obs in observations:
-        cands = _candidates(obs, cfg)
+        cands = _candidates(obs, cfg, width, height)
         if not cands:
             continue
         live = [t for t in tracks if obs.index - t.last_frame <= cfg.max_gap + 1]
@@ -192,7 +193,7 @@ def plan_window(
         return []
     lo, hi = obs[0].index, obs[-1].index + 1
     e_lo, e_hi = emit if emit is not None else (lo, hi)
-    tracks = _associate(obs, cfg)
+    tracks = _associate(obs, cfg, width, height)
     per_frame: dict[int, list[FaceRegion]] = {}
     for t in tracks:
         n_det = sum(1 for p in t.points.values() if p.source == BoxSource.DETECTED)
