@@ -102,6 +102,13 @@ def audit_pairs(n_in: int, n_out: int, cfg: AuditConfig, rows: "FrameRows | None
     frame of ``rows`` that was written, so each output frame is compared with its own
     input frame rather than with the input frame of the same number (the evenly spaced
     frames are then those of the output and the input's that were written)."""
+    pairs, risk = _audit_pairs(n_in, n_out, cfg, rows, dropped)
+    return pairs, len(risk)
+
+
+def _audit_pairs(n_in: int, n_out: int, cfg: AuditConfig, rows: "FrameRows | None",
+                 dropped: bool) -> tuple[list[tuple[int, int]], set[int]]:
+    """:func:`audit_pairs`, with the risk frames as a set of output frame numbers."""
     def position(frames: np.ndarray, kept: np.ndarray) -> np.ndarray:
         """Output positions of the input ``frames`` that were written."""
         j = np.searchsorted(kept, frames)
@@ -128,27 +135,29 @@ def audit_pairs(n_in: int, n_out: int, cfg: AuditConfig, rows: "FrameRows | None
             cand = cand[np.unique(np.round(np.linspace(0, len(cand) - 1, cfg.risk_frames)).astype(int))]
         picked = [int(x) for x in cand]
     out = sorted(set(even) | set(picked))
-    return [(int(kept[j]), j) for j in out], len(picked)
+    return [(int(kept[j]), j) for j in out], set(picked)
 
 
 def _audit_reference(input_path: str | Path, idx: list[int], identity: Any, plans: dict[int, FramePlan] | None,
-                     min_px: float) -> dict[str, Any]:
+                     min_px: float, rows: "FrameRows | None" = None) -> dict[str, Any]:
     """The input side of :func:`leak_audit` for the sampled frames ``idx``: the face boxes
     to compare at (dlib's, and our detector's from ``plans``), their embeddings in the
-    input and in the input's null frames."""
+    input and in the input's null frames (greyed over the frame's regions: from ``plans``,
+    or for frames without a kept plan, the risk frames, from ``rows``)."""
     fin = read_frames(input_path, idx)
     idx = idx[: len(fin)]
+    row_regions = rows.region_boxes(i for i in idx if not (plans and i in plans)) if rows is not None else {}
     det_in = _hog().detect(fin)
     boxes_in, regions, origin = [], [], []
-    too_small = 0
+    too_small: list[int] = []  # a frame's faces under min_px
 
     def big_enough(x: np.ndarray) -> bool:
-        nonlocal too_small
         ok = max(float(x[2] - x[0]), float(x[3] - x[1])) >= min_px
-        too_small += not ok
+        too_small[-1] += not ok
         return ok
 
     for i, d in zip(idx, det_in):
+        too_small.append(0)
         b = [np.asarray(x, np.float32) for x in d.boxes if big_enough(x)]
         src = ["dlib"] * len(b)
         if plans and i in plans:  # our detector's raw face boxes too (stricter than dlib alone)
@@ -158,7 +167,7 @@ def _audit_reference(input_path: str | Path, idx: list[int], identity: Any, plan
                     src.append("deid")
         boxes_in.append(np.asarray(b, np.float32).reshape(-1, 4))
         origin.append(src)
-        reg = [f.box for f in plans[i].faces] if plans and i in plans else []
+        reg = [f.box for f in plans[i].faces] if plans and i in plans else list(row_regions.get(i, ()))
         regions.append(np.asarray(reg + [pad_face_box(x, 0.3, 0.55, 0.25) for x in b], np.float32).reshape(-1, 4))
     nulls = [_null_frame(f, r) for f, r in zip(fin, regions)]
     return {
@@ -211,17 +220,19 @@ def leak_audit(
     n_in, n_out = frame_counts
     n_in = probe(input_path).frame_count if n_in is None else int(n_in)
     n_out = probe(output_path).frame_count if n_out is None else int(n_out)
-    pairs, n_risk = audit_pairs(n_in, n_out, cfg, rows, dropped)
+    pairs, risk = _audit_pairs(n_in, n_out, cfg, rows, dropped)
     idx, idx_out = [i for i, _ in pairs], [j for _, j in pairs]
+    risk = {i for i, j in pairs if j in risk}  # input numbers of the risk frames
     ref = reference.get(tuple(idx)) if reference is not None else None
     if ref is None:
-        ref = _audit_reference(input_path, idx, identity, plans, float(cfg.min_face_px))
+        ref = _audit_reference(input_path, idx, identity, plans, float(cfg.min_face_px), rows)
         if reference is not None:
             reference[tuple(idx)] = ref
     fout = read_frames(output_path, idx_out)
     k = min(len(ref["idx"]), len(fout))
     fout, idx = fout[:k], ref["idx"][:k]
-    boxes_in, origin, too_small = ref["boxes_in"][:k], ref["origin"][:k], ref["too_small"]
+    boxes_in, origin, too_small = ref["boxes_in"][:k], ref["origin"][:k], int(sum(ref["too_small"][:k]))
+    n_risk = len(set(idx) & risk)  # of the frames actually compared (a short read checks fewer)
     emb_in, emb_null = ref["emb_in"][:k], ref["emb_null"][:k]
     hog = _hog()
     det_out = hog.detect(fout)
@@ -384,6 +395,23 @@ class FrameRows:
         np.add.at(detected, owner, det.astype(np.int64))
         ok = np.frombuffer(self.decision, np.uint8) == self._DECISIONS.index(FrameDecision.OK.value)
         return frames[ok & (nfaces > 0) & (detected == 0)]
+
+    def region_boxes(self, frames: Iterable[int]) -> dict[int, np.ndarray]:
+        """The regions (head boxes, (n, 4)) of the given frame numbers that have rows."""
+        fr = np.frombuffer(self.frame, np.int32)
+        if not len(fr):
+            return {}
+        nfaces = np.frombuffer(self.nfaces, np.uint16).astype(np.int64)
+        start = np.concatenate([[0], np.cumsum(nfaces)])
+        boxes = np.frombuffer(self.boxes, np.float32).reshape(-1, 4)
+        order = np.argsort(fr, kind="stable")
+        out: dict[int, np.ndarray] = {}
+        for f in frames:
+            j = int(np.searchsorted(fr, f, sorter=order))
+            if j < len(fr) and fr[order[j]] == f:
+                r = int(order[j])
+                out[int(f)] = boxes[start[r] : start[r + 1]].copy()
+        return out
 
     def __iter__(self) -> Iterator[tuple]:
         k = 0

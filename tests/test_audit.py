@@ -93,3 +93,72 @@ def test_read_frames_of_no_index_reads_nothing(monkeypatch):
 
     monkeypatch.setattr(D, "iter_frames", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded")))
     assert D.read_frames("missing.mp4", []) == []
+
+
+def test_region_boxes_of_frames():
+    r = FrameRows([(0, "ok", True, ["detected"], [[1, 2, 3, 4]]), (1, "ok", False, [], []),
+                   (2, "ok", True, ["held", "pose"], [[5, 6, 7, 8], [9, 10, 11, 12]])])
+    got = r.region_boxes([2, 1, 0, 7])
+    assert sorted(got) == [0, 1, 2]  # frame 7 has no row
+    assert got[0].tolist() == [[1, 2, 3, 4]] and got[1].shape == (0, 4)
+    assert got[2].tolist() == [[5, 6, 7, 8], [9, 10, 11, 12]]
+    assert FrameRows().region_boxes([0]) == {}
+
+
+def test_risk_frame_null_greys_the_frames_regions(monkeypatch):
+    """A frame without a kept plan (a risk frame) is nulled over its regions from the
+    frame decisions, not only over dlib's boxes: a null that keeps the face would make
+    a real leak look like no more than a blank's match."""
+    import deid.audit as A
+    from deid.types import Detections
+
+    rng = np.random.default_rng(0)
+    frames = {i: rng.integers(0, 255, (60, 80, 3), np.uint8) for i in (3, 5)}
+    monkeypatch.setattr(A, "read_frames", lambda path, idx: [frames[i] for i in idx])
+
+    class NoFaces:
+        def detect(self, fr):
+            return [Detections.empty() for _ in fr]
+
+    monkeypatch.setattr(A, "_hog", lambda: NoFaces())
+    seen = []
+
+    class Identity:
+        def embed(self, fr, boxes):
+            seen.append([f.copy() for f in fr])
+            return [np.zeros((0, 128), np.float32) for _ in fr]
+
+    rows = FrameRows([(3, "ok", True, ["held"], [[10, 10, 30, 40]]), (5, "ok", True, ["held"], [[40, 20, 70, 50]])])
+    A._audit_reference("in.mp4", [3, 5], Identity(), None, 40.0, rows)
+    nulls = seen[1]  # embed(inputs), then embed(nulls)
+    for f, (x1, y1, x2, y2) in zip(nulls, ([10, 10, 30, 40], [40, 20, 70, 50])):
+        patch = f[y1:y2, x1:x2].reshape(-1, 3)
+        assert (patch == patch[0]).all()  # greyed to one colour
+        assert not np.array_equal(f, frames[3]) and not np.array_equal(f, frames[5])
+
+
+def test_counts_cover_only_the_frames_compared_when_the_output_reads_short(monkeypatch):
+    """A short output read compares fewer frames than were picked: the risk-frame and
+    too-small counts are those of the frames compared."""
+    import deid.audit as A
+    from deid.types import Detections
+
+    frame = np.zeros((60, 80, 3), np.uint8)
+    monkeypatch.setattr(A, "read_frames", lambda path, idx: [frame] * (len(idx) if path == "in.mp4" else min(2, len(idx))))
+
+    class TinyFace:  # a 10-px face in every frame: under min_face_px
+        def detect(self, fr):
+            return [Detections(np.asarray([[5, 5, 15, 15]], np.float32), np.ones(1, np.float32)) for _ in fr]
+
+    monkeypatch.setattr(A, "_hog", lambda: TinyFace())
+
+    class Identity:
+        def embed(self, fr, boxes):
+            return [np.full((len(b), 128), np.nan, np.float32) for b in boxes]
+
+    cfg = Config().replace("audit.sample_frames=5", "audit.risk_frames=3").audit
+    rows = rows_of("d" * 40 + "h" * 10 + "d" * 50)
+    full = A.leak_audit("in.mp4", "in.mp4", cfg, Identity(), rows=rows, frame_counts=(100, 100))
+    assert full["checked_frames"] == 8 and full["risk_frames"] == 3 and full["faces_too_small"] == 8
+    short = A.leak_audit("in.mp4", "out.mp4", cfg, Identity(), rows=rows, frame_counts=(100, 100))
+    assert short["checked_frames"] == 2 and short["risk_frames"] == 0 and short["faces_too_small"] == 2
