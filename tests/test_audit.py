@@ -162,3 +162,20 @@ def test_counts_cover_only_the_frames_compared_when_the_output_reads_short(monke
     assert full["checked_frames"] == 8 and full["risk_frames"] == 3 and full["faces_too_small"] == 8
     short = A.leak_audit("in.mp4", "out.mp4", cfg, Identity(), rows=rows, frame_counts=(100, 100))
     assert short["checked_frames"] == 2 and short["risk_frames"] == 0 and short["faces_too_small"] == 2
+
+
+def test_parallel_hog_gives_the_single_detectors_results_in_frame_order():
+    from pathlib import Path
+
+    import deid.audit as A
+    from deid.detect.dlib_backend import DlibHogDetector
+    from deid.io import read_frames
+
+    clip = Path(__file__).resolve().parents[1] / "demo_media" / "talking_head_1.mp4"
+    frames = read_frames(clip, [0, 50, 100, 150, 199])
+    frames[2] = np.zeros_like(frames[2])  # one frame without a face, mid-list
+    one = DlibHogDetector(upsample=1, max_side=960).detect(frames)
+    two = A._ParallelHog(2).detect(frames)
+    assert [len(d) for d in two] == [len(d) for d in one] and len(one[2]) == 0 and len(one[0]) == 1
+    assert all(np.allclose(a.boxes, b.boxes) for a, b in zip(one, two))
+    assert A._ParallelHog(2).detect([]) == []

@@ -74,6 +74,18 @@ def test_batches_are_bounded_in_bytes(clip):
     assert sizes == [5] * 6 and r.stats.frames_read == 30
 
 
+def test_sparse_read_matches_full_read(clip):
+    full = read_frames(clip.path)
+    idx = [17, 3, 3, 0, len(full) - 1, len(full) + 5]  # any order, repeats, one past the end
+    got = read_frames(clip.path, idx)
+    assert len(got) == 5 and all(np.array_equal(a, full[i]) for a, i in zip(got, idx))
+    # frames outside ``select`` are decoded but not converted
+    batches = list(VideoReader(clip.path, select={2, 5}, chunk_size=4, stop=8))
+    flat = [f for b in batches for f in b.frames]
+    assert [i for i, f in enumerate(flat) if f is not None] == [2, 5] and len(flat) == 8
+    assert np.array_equal(flat[5], full[5])
+
+
 def test_range_read_matches_full_read(clip):
     full = read_frames(clip.path)
     part = [f for b in VideoReader(clip.path, start=11, stop=19, chunk_size=4) for f in b.frames]
@@ -264,6 +276,9 @@ def test_rotated_media_comes_out_upright(deg):
     expect = (568, 320) if deg in (0, 180) else (320, 568)
     assert (info.width, info.height) == expect
     assert all(f.shape[:2] == (expect[1], expect[0]) for f in frames)
+    # a sparse read (only the frames asked for are converted) gives the same upright frames
+    some = read_frames(p, [len(frames) - 1, 1])
+    assert np.array_equal(some[0], frames[-1]) and np.array_equal(some[1], frames[1])
     # decord turns frames upright itself: the same pictures, not turned twice
     dec = [f for b in VideoReader(p, decoder="decord", stop=3) for f in b.frames]
     assert all(np.abs(a.astype(int) - b.astype(int)).mean() < 2 for a, b in zip(dec, frames[:3]))

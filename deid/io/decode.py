@@ -12,7 +12,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Iterator
+from typing import Container, Iterator
 
 import av
 import numpy as np
@@ -91,6 +91,7 @@ class VideoReader:
         stop: int | None = None,
         decoder: str = "pyav",
         batch_mb: float | None = 64.0,
+        select: Container[int] | None = None,
     ):
         if chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
@@ -105,6 +106,10 @@ class VideoReader:
         self.start = max(0, int(start))
         self.stop = self.info.frame_count if stop is None else min(int(stop), self.info.frame_count)
         self.decoder = decoder
+        #: frame numbers to convert to pixels (None: all); the others are decoded (the
+        #: stream needs them) but come back as None, which saves the colour conversion
+        #: in sparse reads (:func:`read_frames`). PyAV decoder only.
+        self.select = select
         self.stats = ReadStats(expected=max(0, self.stop - self.start))
 
     def __iter__(self) -> Iterator[FrameBatch]:
@@ -161,9 +166,10 @@ class VideoReader:
                             buf, pts, buf_start = [], [], idx
                         self._corrupt(idx, gap)
                         break
-                img = frame.to_ndarray(format="rgb24")
-                img = upright(img, rotation_of(frame))
-                buf.append(img)
+                if self.select is None or idx in self.select:
+                    buf.append(upright(frame.to_ndarray(format="rgb24"), rotation_of(frame)))
+                else:
+                    buf.append(None)
                 pts.append(frame.pts)
                 idx += 1
                 if len(buf) >= self.chunk_size:
@@ -267,6 +273,8 @@ def read_frames(path: str | os.PathLike, indices: list[int] | None = None, **kw)
     want = None if indices is None else set(indices)
     out = {}
     stop = None if want is None else max(want) + 1
+    if want is not None and kw.get("decoder", "pyav") == "pyav":
+        kw["select"] = want  # the frames between are decoded, not converted
     for i, f in iter_frames(path, stop=stop, **kw):
         if want is None or i in want:
             out[i] = f
