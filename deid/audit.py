@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import time
 from pathlib import Path
@@ -89,14 +90,33 @@ class _ParallelHog:
         return out
 
 
+def _hog_threads() -> int:
+    """Two threads, fewer where the process may use fewer CPUs: its CPU affinity, and
+    ``OMP_NUM_THREADS`` (Ray sets it to a task's or actor's ``num_cpus``)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        omp = int(os.environ.get("OMP_NUM_THREADS", "") or 0)
+    except ValueError:
+        omp = 0
+    if omp > 0:
+        n = min(n, omp)
+    return max(1, min(2, n))
+
+
 def _hog() -> _ParallelHog:
     global _HOG
     if _HOG is None:
-        import os
-
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        _HOG = _ParallelHog(min(2, cpus))
+        _HOG = _ParallelHog(_hog_threads())
     return _HOG
+
+
+def _forget_hog() -> None:
+    global _HOG
+    _HOG = None  # a forked child gets the parent's thread pool object without its thread
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_hog)
 
 
 def _valid(e: np.ndarray) -> np.ndarray:

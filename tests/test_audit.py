@@ -179,3 +179,34 @@ def test_parallel_hog_gives_the_single_detectors_results_in_frame_order():
     assert [len(d) for d in two] == [len(d) for d in one] and len(one[2]) == 0 and len(one[0]) == 1
     assert all(np.allclose(a.boxes, b.boxes) for a, b in zip(one, two))
     assert A._ParallelHog(2).detect([]) == []
+
+
+def test_hog_threads_follow_the_cpus_the_process_may_use(monkeypatch):
+    import deid.audit as A
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # e.g. a Ray task with num_cpus=1
+    assert A._hog_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "junk")
+    assert 1 <= A._hog_threads() <= 2
+
+
+def test_a_forked_child_gets_its_own_hog_threads():
+    """After os.fork() the parent's thread pool has no thread in the child: the child must
+    not reuse it (its detection would wait forever)."""
+    import os
+    import signal
+
+    import pytest
+
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork on this platform")
+    import deid.audit as A
+
+    frames = [np.zeros((64, 64, 3), np.uint8)] * 4
+    assert len(A._hog().detect(frames)) == 4  # the pool exists now
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        signal.alarm(20)
+        os._exit(0 if len(A._hog().detect(frames)) == 4 else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

@@ -243,3 +243,66 @@ def test_head_region_of_a_face_cut_by_the_top_edge_is_padded_from_the_whole_face
     inner = np.array([100, 60, 160, 120], np.float32)
     plans = plan_window([Observation(i, det(inner), person_present=True) for i in range(5)], cfg, W, H)
     assert np.allclose(plans[2].faces[0].box, pad_face_box(inner, cfg.pad_side, cfg.pad_top, cfg.pad_bottom))
+
+
+def test_covering_box_contains_the_inner_ellipse_and_never_shrinks():
+    from deid.track.boxes import covering_box
+
+    inner = np.array([82, -22, 178, 50], np.float32)  # a head padded from a face cut at the top
+    grown = np.array([82, -76.25, 178, 58.75], np.float32)  # the same face's whole head: centre moved up
+    out = covering_box(grown, inner)
+    assert out[0] <= grown[0] and out[1] <= grown[1] and out[2] >= grown[2] and out[3] >= grown[3]
+    t = np.linspace(0, 2 * np.pi, 720)
+    x = 130 + 48 * np.cos(t)
+    y = 14 + 36 * np.sin(t)
+    cx, cy, a, b = (out[0] + out[2]) / 2, (out[1] + out[3]) / 2, (out[2] - out[0]) / 2, (out[3] - out[1]) / 2
+    assert (((x - cx) / a) ** 2 + ((y - cy) / b) ** 2).max() <= 1.0 + 1e-6
+    # without the scaling the grown ellipse misses part of the inner one (the rows near its centre)
+    cx, cy, a, b = 130, -8.75, 48, 67.5
+    assert (((x - cx) / a) ** 2 + ((y - cy) / b) ** 2).max() > 1.1
+    # an ellipse already inside: unchanged
+    assert np.array_equal(covering_box(grown, np.array([100, -50, 160, 40], np.float32)), grown)
+
+
+@pytest.mark.parametrize("face", [[270, 0, 370, 60], [0, 200, 50, 300], [270, 430, 370, 480], [600, 200, 640, 300], [0, 0, 60, 50]],
+                         ids=["top", "left", "bottom", "right", "corner"])
+def test_edge_cut_head_region_hides_everything_the_directly_padded_one_did(face):
+    """The grown head region of a face cut by the frame edge is drawn (ellipse, as blur
+    and mask do) over every pixel the head padded from the visible part covered, and
+    more: growing the box moves the ellipse's centre past the edge, which alone would
+    narrow it on the rows near the old centre."""
+    from deid.anonymize.base import RegionAnonymizer
+    from deid.track.boxes import clip
+    from deid.types import FaceRegion
+
+    class Black(RegionAnonymizer):
+        shape = "ellipse"
+
+        def _render(self, patch, full):
+            return np.zeros_like(patch)
+
+    w, h = 640, 480
+    cfg = TrackConfig(smooth_window=1)
+    fb = np.asarray(face, np.float32)
+    plans = plan_window([Observation(i, det(fb), person_present=True) for i in range(3)], cfg, w, h)
+    direct = pad_face_box(fb, cfg.pad_side, cfg.pad_top, cfg.pad_bottom)
+    old = FaceRegion(box=clip(direct, w, h), full_box=direct)
+
+    def hidden(faces):
+        return Black().apply(np.full((h, w, 3), 255, np.uint8), list(faces))[..., 0] == 0
+
+    new, before = hidden(plans[1].faces), hidden([old])
+    assert not (before & ~new).any()
+    assert new.sum() > before.sum()
+
+
+def test_pose_head_beside_an_edge_cut_face_is_judged_against_the_directly_padded_head():
+    # this pose head is not the face's own head by the analyzer's rule (the face's head
+    # padded from the visible part); the grown head (larger, centred past the edge) must
+    # not make the tracker drop it
+    w, h = 640, 480
+    cfg = TrackConfig(smooth_window=1)
+    face = np.asarray([270, 0, 370, 60], np.float32)
+    head = np.asarray([[250, -200, 390, 40]], np.float32)
+    plans = plan_window([Observation(i, det(face), head_boxes=head, person_present=True) for i in range(3)], cfg, w, h)
+    assert sorted(r.source for r in plans[1].faces) == sorted([BoxSource.DETECTED, BoxSource.POSE])

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..detect.base import box_iou
 
-__all__ = ["box_iou", "pad_face_box", "uncut_face_box", "union", "expand", "clip", "area", "center_distance", "interpolate", "head_box_from_keypoints",
+__all__ = ["box_iou", "pad_face_box", "uncut_face_box", "covering_box", "union", "expand", "clip", "area", "center_distance", "interpolate", "head_box_from_keypoints",
            "same_head", "SAME_HEAD_DISTANCE"]
 
 
@@ -79,6 +79,26 @@ def uncut_face_box(box: np.ndarray, width: int, height: int, aspect: float = CUT
         else:
             b[3] = b[1] + h
     return b
+
+
+def covering_box(box: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """``box`` scaled about its centre (never shrunk) so that the ellipse inscribed in it
+    contains the one inscribed in ``inner``. A grown box whose centre moved (a head box
+    from :func:`uncut_face_box`, centred past the frame edge) would otherwise draw an
+    ellipse narrower than the old one on the rows near the old centre."""
+    b = np.asarray(box, np.float64)
+    i = np.asarray(inner, np.float64)
+    cx, cy, a, bb = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2, (b[2] - b[0]) / 2, (b[3] - b[1]) / 2
+    if a <= 0 or bb <= 0:
+        return np.asarray(box, np.float32)
+    t = np.linspace(0.0, 2.0 * np.pi, 181)
+    x = (i[0] + i[2]) / 2 + (i[2] - i[0]) / 2 * np.cos(t)
+    y = (i[1] + i[3]) / 2 + (i[3] - i[1]) / 2 * np.sin(t)
+    # (x, y) on the inner ellipse; the outer scaled by s contains it when r <= s^2
+    s = float(np.sqrt(max(1.0, float((((x - cx) / a) ** 2 + ((y - cy) / bb) ** 2).max())))) * (1.0 + 1e-4)
+    if s <= 1.0 + 1e-4:
+        return np.asarray(box, np.float32)
+    return np.array([cx - s * a, cy - s * bb, cx + s * a, cy + s * bb], np.float32)
 
 
 #: a pose-placed head and a detected face's head region are one head when the face's

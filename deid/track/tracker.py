@@ -78,14 +78,21 @@ class _Track:
 def _candidates(obs: Observation, cfg: TrackConfig, width: int, height: int) -> list[_Point]:
     pts: list[_Point] = []
     f = obs.faces
+    own_heads: list[tuple[np.ndarray, np.ndarray]] = []  # (face box, its head as padded directly)
     for i in range(len(f)):
-        # a face cut off by the frame edge is padded from its whole size (uncut_face_box)
-        hb = B.pad_face_box(B.uncut_face_box(f.boxes[i], width, height), cfg.pad_side, cfg.pad_top, cfg.pad_bottom)
+        hb = own = B.pad_face_box(f.boxes[i], cfg.pad_side, cfg.pad_top, cfg.pad_bottom)
+        whole = B.uncut_face_box(f.boxes[i], width, height)
+        if not np.array_equal(whole, f.boxes[i]):
+            # a face cut off by the frame edge is padded from its whole size, and the head
+            # region covers at least the shape the visible part's would (covering_box)
+            hb = B.covering_box(B.pad_face_box(whole, cfg.pad_side, cfg.pad_top, cfg.pad_bottom), own)
+        own_heads.append((f.boxes[i], own))
         lm = None if f.landmarks is None else f.landmarks[i]
         pts.append(_Point(hb, BoxSource.DETECTED, float(f.scores[i]), lm, f.boxes[i], hb))
-    faces = list(pts)
     for hb in obs.head_boxes:
-        if any(B.same_head(hb, p.face_box, p.box) for p in faces):
+        # (judged against the face's directly padded head, as the analyzer does: the
+        # grown head of an edge-cut face is larger and centred past the edge)
+        if any(B.same_head(hb, fb, own) for fb, own in own_heads):
             continue  # the face detector already covers this head
         # (a head beside a found face, or beside another pose-placed head, is kept)
         pts.append(_Point(hb.astype(np.float32), BoxSource.POSE, 0.5, None, None, hb.astype(np.float32)))
