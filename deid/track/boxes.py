@@ -6,7 +6,7 @@ import numpy as np
 
 from ..detect.base import box_iou
 
-__all__ = ["box_iou", "pad_face_box", "uncut_face_box", "covering_box", "union", "expand", "clip", "area", "center_distance", "interpolate", "head_box_from_keypoints",
+__all__ = ["box_iou", "pad_face_box", "union", "expand", "clip", "area", "center_distance", "interpolate", "head_box_from_keypoints",
            "same_head", "SAME_HEAD_DISTANCE"]
 
 
@@ -44,61 +44,6 @@ def pad_face_box(box: np.ndarray, pad_side: float, pad_top: float, pad_bottom: f
     """Grow a detector's face box into a head box (hair, ears, forehead, chin)."""
     w, h = box[2] - box[0], box[3] - box[1]
     return np.array([box[0] - pad_side * w, box[1] - pad_top * h, box[2] + pad_side * w, box[3] + pad_bottom * h], np.float32)
-
-
-#: height / width of the tallest detector face boxes (CenterFace, median on the demo
-#: clips; BlazeFace and dlib give square boxes): a face box cut by the frame's top or
-#: bottom edge is restored to this height, one cut at a side to a square (the widest).
-CUT_FACE_ASPECT = 1.25
-
-
-def uncut_face_box(box: np.ndarray, width: int, height: int, aspect: float = CUT_FACE_ASPECT, tol: float = 1.0) -> np.ndarray:
-    """A detector's face box that the frame edge cut (detectors clip their boxes to the
-    frame), grown past that edge to a whole face's size; other boxes unchanged.
-
-    Padding a face box into a head box is proportional to its size, so the pad on the
-    side *away* from the edge (the chin under a face cut by the top edge, the far ear of
-    one cut at a side) would shrink with the visible part. Cut at the top or bottom: the
-    height becomes at least ``aspect`` x the width; at a side: the width at least the
-    height. Both are the largest face boxes the detectors produce for that size, so the
-    restored face errs large. The box only grows past the edge it touches (outside the
-    frame); the tracker clips the padded head box back to the frame."""
-    b = np.asarray(box, np.float32).copy()
-    left, top = b[0] <= tol, b[1] <= tol
-    right, bottom = b[2] >= width - tol, b[3] >= height - tol
-    if left != right:  # cut at one side (at both, the face spans the frame: nothing to go by)
-        w = max(float(b[2] - b[0]), float(b[3] - b[1]))
-        if left:
-            b[0] = b[2] - w
-        else:
-            b[2] = b[0] + w
-    if top != bottom:
-        h = max(float(b[3] - b[1]), aspect * float(b[2] - b[0]))
-        if top:
-            b[1] = b[3] - h
-        else:
-            b[3] = b[1] + h
-    return b
-
-
-def covering_box(box: np.ndarray, inner: np.ndarray) -> np.ndarray:
-    """``box`` scaled about its centre (never shrunk) so that the ellipse inscribed in it
-    contains the one inscribed in ``inner``. A grown box whose centre moved (a head box
-    from :func:`uncut_face_box`, centred past the frame edge) would otherwise draw an
-    ellipse narrower than the old one on the rows near the old centre."""
-    b = np.asarray(box, np.float64)
-    i = np.asarray(inner, np.float64)
-    cx, cy, a, bb = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2, (b[2] - b[0]) / 2, (b[3] - b[1]) / 2
-    if a <= 0 or bb <= 0:
-        return np.asarray(box, np.float32)
-    t = np.linspace(0.0, 2.0 * np.pi, 181)
-    x = (i[0] + i[2]) / 2 + (i[2] - i[0]) / 2 * np.cos(t)
-    y = (i[1] + i[3]) / 2 + (i[3] - i[1]) / 2 * np.sin(t)
-    # (x, y) on the inner ellipse; the outer scaled by s contains it when r <= s^2
-    s = float(np.sqrt(max(1.0, float((((x - cx) / a) ** 2 + ((y - cy) / bb) ** 2).max())))) * (1.0 + 1e-4)
-    if s <= 1.0 + 1e-4:
-        return np.asarray(box, np.float32)
-    return np.array([cx - s * a, cy - s * bb, cx + s * a, cy + s * bb], np.float32)
 
 
 #: a pose-placed head and a detected face's head region are one head when the face's

@@ -75,34 +75,26 @@ class _Track:
         return self.points[self.last_frame].box
 
 
-def _candidates(obs: Observation, cfg: TrackConfig, width: int, height: int) -> list[_Point]:
+def _candidates(obs: Observation, cfg: TrackConfig) -> list[_Point]:
     pts: list[_Point] = []
     f = obs.faces
-    own_heads: list[tuple[np.ndarray, np.ndarray]] = []  # (face box, its head as padded directly)
     for i in range(len(f)):
-        hb = own = B.pad_face_box(f.boxes[i], cfg.pad_side, cfg.pad_top, cfg.pad_bottom)
-        whole = B.uncut_face_box(f.boxes[i], width, height)
-        if not np.array_equal(whole, f.boxes[i]):
-            # a face cut off by the frame edge is padded from its whole size, and the head
-            # region covers at least the shape the visible part's would (covering_box)
-            hb = B.covering_box(B.pad_face_box(whole, cfg.pad_side, cfg.pad_top, cfg.pad_bottom), own)
-        own_heads.append((f.boxes[i], own))
+        hb = B.pad_face_box(f.boxes[i], cfg.pad_side, cfg.pad_top, cfg.pad_bottom)
         lm = None if f.landmarks is None else f.landmarks[i]
         pts.append(_Point(hb, BoxSource.DETECTED, float(f.scores[i]), lm, f.boxes[i], hb))
+    faces = list(pts)
     for hb in obs.head_boxes:
-        # (judged against the face's directly padded head, as the analyzer does: the
-        # grown head of an edge-cut face is larger and centred past the edge)
-        if any(B.same_head(hb, fb, own) for fb, own in own_heads):
+        if any(B.same_head(hb, p.face_box, p.box) for p in faces):
             continue  # the face detector already covers this head
         # (a head beside a found face, or beside another pose-placed head, is kept)
         pts.append(_Point(hb.astype(np.float32), BoxSource.POSE, 0.5, None, None, hb.astype(np.float32)))
     return pts
 
 
-def _associate(observations: list[Observation], cfg: TrackConfig, width: int, height: int) -> list[_Track]:
+def _associate(observations: list[Observation], cfg: TrackConfig) -> list[_Track]:
     tracks: list[_Track] = []
     for obs in observations:
-        cands = _candidates(obs, cfg, width, height)
+        cands = _candidates(obs, cfg)
         if not cands:
             continue
         live = [t for t in tracks if obs.index - t.last_frame <= cfg.max_gap + 1]
@@ -200,7 +192,7 @@ def plan_window(
         return []
     lo, hi = obs[0].index, obs[-1].index + 1
     e_lo, e_hi = emit if emit is not None else (lo, hi)
-    tracks = _associate(obs, cfg, width, height)
+    tracks = _associate(obs, cfg)
     per_frame: dict[int, list[FaceRegion]] = {}
     for t in tracks:
         n_det = sum(1 for p in t.points.values() if p.source == BoxSource.DETECTED)
