@@ -141,9 +141,9 @@ def _null_frame(frame: np.ndarray, regions: np.ndarray) -> np.ndarray:
 
 
 def audit_pairs(n_in: int, n_out: int, cfg: AuditConfig, rows: "FrameRows | None" = None,
-                dropped: bool = False) -> tuple[list[tuple[int, int]], int]:
+                dropped: bool = False) -> tuple[list[tuple[int, int]], set[int]]:
     """The frames the leak audit re-identifies, as (input frame, output frame) pairs, and
-    how many of them are risk frames.
+    the risk frames among them (output frame numbers).
 
     ``audit.sample_frames`` output frames evenly spaced, plus up to ``audit.risk_frames``
     of the :meth:`FrameRows.uncertain_frames` (evenly spread over them) not already
@@ -151,13 +151,6 @@ def audit_pairs(n_in: int, n_out: int, cfg: AuditConfig, rows: "FrameRows | None
     frame of ``rows`` that was written, so each output frame is compared with its own
     input frame rather than with the input frame of the same number (the evenly spaced
     frames are then those of the output and the input's that were written)."""
-    pairs, risk = _audit_pairs(n_in, n_out, cfg, rows, dropped)
-    return pairs, len(risk)
-
-
-def _audit_pairs(n_in: int, n_out: int, cfg: AuditConfig, rows: "FrameRows | None",
-                 dropped: bool) -> tuple[list[tuple[int, int]], set[int]]:
-    """:func:`audit_pairs`, with the risk frames as a set of output frame numbers."""
     def position(frames: np.ndarray, kept: np.ndarray) -> np.ndarray:
         """Output positions of the input ``frames`` that were written."""
         j = np.searchsorted(kept, frames)
@@ -269,7 +262,7 @@ def leak_audit(
     n_in, n_out = frame_counts
     n_in = probe(input_path).frame_count if n_in is None else int(n_in)
     n_out = probe(output_path).frame_count if n_out is None else int(n_out)
-    pairs, risk = _audit_pairs(n_in, n_out, cfg, rows, dropped)
+    pairs, risk = audit_pairs(n_in, n_out, cfg, rows, dropped)
     idx, idx_out = [i for i, _ in pairs], [j for _, j in pairs]
     risk = {i for i, j in pairs if j in risk}  # input numbers of the risk frames
     ref = reference.get(tuple(idx)) if reference is not None else None

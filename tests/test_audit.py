@@ -35,10 +35,10 @@ def test_uncertain_and_kept_frames():
 def test_risk_frames_are_added_where_regions_rest_on_holds():
     spec = "d" * 40 + "h" * 10 + "d" * 50
     cfg = Config().replace("audit.sample_frames=5", "audit.risk_frames=3").audit
-    pairs, n_risk = audit_pairs(100, 100, cfg, rows_of(spec))
+    pairs, risk = audit_pairs(100, 100, cfg, rows_of(spec))
     even = [0, 25, 50, 74, 99]
     got = [j for _, j in pairs]
-    assert n_risk == 3 and all(i == j for i, j in pairs)
+    assert len(risk) == 3 and all(i == j for i, j in pairs)
     extra = sorted(set(got) - set(even))
     assert len(extra) == 3 and all(40 <= j < 50 for j in extra)
     assert set(even) <= set(got)
@@ -60,15 +60,15 @@ def test_dropped_frames_pair_each_output_frame_with_its_own_input_frame():
     # risk frames map through the same pairing
     spec2 = "d" * 10 + "x" * 5 + "d" * 5 + "h" * 5
     cfg2 = Config().replace("audit.sample_frames=2", "audit.risk_frames=2").audit
-    pairs2, n2 = audit_pairs(25, 20, cfg2, rows_of(spec2), dropped=True)
-    assert n2 == 2 and all((i in range(20, 25)) == (j in range(15, 20)) for i, j in pairs2)
+    pairs2, risk2 = audit_pairs(25, 20, cfg2, rows_of(spec2), dropped=True)
+    assert len(risk2) == 2 and all((i in range(20, 25)) == (j in range(15, 20)) for i, j in pairs2)
     assert all(i - j == 5 for i, j in pairs2 if j >= 10)
 
 
 def test_risk_candidates_past_a_short_output_are_ignored():
     cfg = Config().replace("audit.sample_frames=2", "audit.risk_frames=4").audit
-    pairs, n = audit_pairs(30, 20, cfg, rows_of("d" * 18 + "h" * 12))  # a partial output of 20 frames
-    assert all(j < 20 for _, j in pairs) and n == 1  # frame 18 (19 is an evenly spaced one; 20-29 were not written)
+    pairs, risk = audit_pairs(30, 20, cfg, rows_of("d" * 18 + "h" * 12))  # a partial output of 20 frames
+    assert all(j < 20 for _, j in pairs) and len(risk) == 1  # frame 18 (19 is an evenly spaced one; 20-29 were not written)
     assert np.all(np.diff([j for _, j in pairs]) > 0)
 
 
