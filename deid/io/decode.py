@@ -273,9 +273,8 @@ def read_frames(path: str | os.PathLike, indices: list[int] | None = None, **kw)
     want = None if indices is None else set(indices)
     out = {}
     stop = None if want is None else max(want) + 1
-    if want is not None and kw.get("decoder", "pyav") == "pyav":
-        kw["select"] = want  # the frames between are decoded, not converted
-    for i, f in iter_frames(path, stop=stop, **kw):
+    # the frames between are decoded, not converted (PyAV; decord converts what it reads)
+    for i, f in iter_frames(path, stop=stop, select=want, **kw):
         if want is None or i in want:
             out[i] = f
     order = sorted(out) if indices is None else [i for i in indices if i in out]
