@@ -157,3 +157,82 @@ def test_centerface_is_unchanged_by_a_previous_video_of_another_size(repo_root):
     assert [len(d.boxes) for d in first] == [1, 1, 1]
     for a, b in zip(first, again):
         np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+
+
+def test_centerface_onnxruntime_matches_opencv_on_real_frames(repo_root):
+    """The default runtime (onnxruntime on the rewritten graph: weights as constants, a
+    symbolic input size) finds the same faces, at the same places and scores, as OpenCV's
+    DNN on the file as shipped — on two clips of different sizes, in either order."""
+    from deid.detect.centerface_backend import CenterFaceDetector
+    from deid.io import read_frames
+
+    frames = read_frames(repo_root / "demo_media" / "flipping_a_pancake.mp4", list(range(120, 310, 30)))
+    frames += read_frames(repo_root / "demo_media" / "talking_head_1.mp4", [0, 50])
+    ort_cf = CenterFaceDetector(min_score=0.2)
+    cv_cf = CenterFaceDetector(min_score=0.2, runtime="opencv")
+    assert (ort_cf.runtime, cv_cf.runtime) == ("onnxruntime", "opencv")
+    found = 0
+    for a, b in zip(ort_cf.detect(frames), cv_cf.detect(frames)):
+        assert len(a) == len(b)
+        found += len(a)
+        if len(a):
+            np.testing.assert_allclose(a.boxes, b.boxes, atol=0.05)
+            np.testing.assert_allclose(a.scores, b.scores, atol=1e-3)
+            np.testing.assert_allclose(a.landmarks, b.landmarks, atol=0.05)
+    assert found >= len(frames)  # the profile face in the background, the talking heads
+
+
+def _tiny_centerface_onnx(path, weights_as_inputs=True):
+    """An ONNX file with CenterFace's signature as the shipped file has it (opset 9, a
+    fixed 10x3x32x32 input, the weights also listed among the graph inputs): one stride-4
+    convolution per output map (heatmap through a sigmoid, scale, offset, landmarks)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, inits, outs = [], [], []
+    for name, ch in (("heat", 1), ("scale", 2), ("offset", 2), ("lms", 10)):
+        w = numpy_helper.from_array((rng.standard_normal((ch, 3, 4, 4)) * 0.01).astype(np.float32), f"{name}_w")
+        b = numpy_helper.from_array(np.full(ch, -2.0 if name == "heat" else 0.0, np.float32), f"{name}_b")
+        inits += [w, b]
+        conv = f"{name}_conv" if name == "heat" else name
+        nodes.append(helper.make_node("Conv", ["input.1", w.name, b.name], [conv], kernel_shape=[4, 4], strides=[4, 4]))
+        if name == "heat":
+            nodes.append(helper.make_node("Sigmoid", [conv], [name]))
+        outs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [10, ch, 8, 8]))
+    inputs = [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [10, 3, 32, 32])]
+    if weights_as_inputs:
+        inputs += [helper.make_tensor_value_info(t.name, TensorProto.FLOAT, list(t.dims)) for t in inits]
+    graph = helper.make_graph(nodes, "tiny_centerface", inputs, outs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)])
+    model.ir_version = 4
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("weights_as_inputs", [True, False])
+def test_centerface_onnxruntime_loads_a_user_file_of_any_input_size(tmp_path, weights_as_inputs):
+    """A user's CenterFace file (DEID_CENTERFACE_MODEL / model_path) with a fixed input
+    size runs through onnxruntime on frames of other sizes, with the same output as
+    OpenCV's DNN; a file that is not ONNX is refused when the detector is built."""
+    from deid.detect.centerface_backend import CenterFaceDetector
+
+    path = _tiny_centerface_onnx(tmp_path / "cf.onnx", weights_as_inputs)
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for h, w in ((240, 426), (100, 100), (240, 426))]
+    a = CenterFaceDetector(model_path=str(path), min_score=0.05)
+    b = CenterFaceDetector(model_path=str(path), min_score=0.05, runtime="opencv")
+    assert a.runtime == "onnxruntime"
+    for f in frames:
+        (ha, sa, oa, la), (hb, sb, ob, lb) = a._forward(f), b._forward(f)
+        nh, nw = -(-f.shape[0] // 32) * 32, -(-f.shape[1] // 32) * 32
+        assert ha.shape == (1, 1, nh // 4, nw // 4) and la.shape == (1, 10, nh // 4, nw // 4)
+        for x, y in ((ha, hb), (sa, sb), (oa, ob), (la, lb)):
+            np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-4)
+    bad = tmp_path / "bad.onnx"
+    bad.write_text("not a model")
+    with pytest.raises(ModelWeightsError, match="bad.onnx"):
+        CenterFaceDetector(model_path=str(bad))
+    with pytest.raises(Exception, match="runtime"):
+        CenterFaceDetector(model_path=str(path), runtime="tensorrt")
