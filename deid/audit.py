@@ -62,57 +62,20 @@ def sample_indices(frame_count: int, n: int) -> list[int]:
 _HOG = None
 
 
-class _ParallelHog:
-    """dlib's HOG detector (the attacker's, as Zhu et al.: upsample 1) over up to two
-    threads: dlib releases the GIL while it runs, so on two cores the audit's detection
-    (most of its time) takes half as long. Each thread has its own detector; the frames
-    are split in two runs, the results come back in frame order (same as one detector)."""
-
-    def __init__(self, threads: int):
-        from .detect.dlib_backend import DlibHogDetector
-
-        self._dets = [DlibHogDetector(upsample=1, max_side=960) for _ in range(max(1, threads))]
-        self._pool = None
-
-    def detect(self, frames: Sequence[np.ndarray]) -> list:
-        frames = list(frames)
-        if len(self._dets) == 1 or len(frames) < 2:
-            return self._dets[0].detect(frames)
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._pool = ThreadPoolExecutor(max_workers=len(self._dets) - 1, thread_name_prefix="deid-audit-hog")
-        parts = np.array_split(np.arange(len(frames)), len(self._dets))
-        jobs = [self._pool.submit(d.detect, [frames[i] for i in p]) for d, p in zip(self._dets[1:], parts[1:])]
-        out = self._dets[0].detect([frames[i] for i in parts[0]])
-        for j in jobs:
-            out += j.result()
-        return out
-
-
-def _hog_threads() -> int:
-    """Two threads, fewer where the process may use fewer CPUs: its CPU affinity, and
-    ``OMP_NUM_THREADS`` (Ray sets it to a task's or actor's ``num_cpus``)."""
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        omp = int(os.environ.get("OMP_NUM_THREADS", "") or 0)
-    except ValueError:
-        omp = 0
-    if omp > 0:
-        n = min(n, omp)
-    return max(1, min(2, n))
-
-
-def _hog() -> _ParallelHog:
+def _hog() -> Any:
+    """The audit's face detector: dlib HOG, upsample 1, as the attacker of Zhu et al.; on
+    two threads where the process may use two CPUs (detection is most of the audit's time)."""
     global _HOG
     if _HOG is None:
-        _HOG = _ParallelHog(_hog_threads())
+        from .detect.dlib_backend import DlibHogDetector
+
+        _HOG = DlibHogDetector(upsample=1, max_side=960, threads=0)
     return _HOG
 
 
 def _forget_hog() -> None:
     global _HOG
-    _HOG = None  # a forked child gets the parent's thread pool object without its thread
+    _HOG = None  # a forked child builds its own (the parent's lock may be held at the fork)
 
 
 if hasattr(os, "register_at_fork"):

@@ -3,6 +3,7 @@ frames, risk frames, and output frames paired with their own input frames when
 fail-closed frames were dropped."""
 
 import numpy as np
+import pytest
 
 from deid.audit import FrameRows, audit_pairs
 from deid.config import Config
@@ -164,10 +165,9 @@ def test_counts_cover_only_the_frames_compared_when_the_output_reads_short(monke
     assert short["checked_frames"] == 2 and short["risk_frames"] == 0 and short["faces_too_small"] == 2
 
 
-def test_parallel_hog_gives_the_single_detectors_results_in_frame_order():
+def test_threaded_hog_gives_the_single_detectors_results_in_frame_order():
     from pathlib import Path
 
-    import deid.audit as A
     from deid.detect.dlib_backend import DlibHogDetector
     from deid.io import read_frames
 
@@ -175,38 +175,54 @@ def test_parallel_hog_gives_the_single_detectors_results_in_frame_order():
     frames = read_frames(clip, [0, 50, 100, 150, 199])
     frames[2] = np.zeros_like(frames[2])  # one frame without a face, mid-list
     one = DlibHogDetector(upsample=1, max_side=960).detect(frames)
-    two = A._ParallelHog(2).detect(frames)
-    assert [len(d) for d in two] == [len(d) for d in one] and len(one[2]) == 0 and len(one[0]) == 1
-    assert all(np.allclose(a.boxes, b.boxes) for a, b in zip(one, two))
-    assert A._ParallelHog(2).detect([]) == []
+    for n in (2, 3):
+        many = DlibHogDetector(upsample=1, max_side=960, threads=n)
+        assert many.threads == n
+        out = many.detect(frames)
+        assert [len(d) for d in out] == [len(d) for d in one] and len(one[2]) == 0 and len(one[0]) == 1
+        assert all(np.allclose(a.boxes, b.boxes) and np.allclose(a.scores, b.scores) for a, b in zip(one, out))
+        assert many.detect([]) == [] and len(many.detect(frames[:1])) == 1
 
 
 def test_hog_threads_follow_the_cpus_the_process_may_use(monkeypatch):
-    import deid.audit as A
+
+    from deid.detect.dlib_backend import DlibHogDetector, auto_threads
+    from deid.errors import ConfigError
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # e.g. a Ray task with num_cpus=1
-    assert A._hog_threads() == 1
+    assert auto_threads() == 1 and DlibHogDetector(threads=0).threads == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "junk")
-    assert 1 <= A._hog_threads() <= 2
+    assert 1 <= auto_threads() <= 2
+    with pytest.raises(ConfigError, match="threads"):
+        DlibHogDetector(threads=-1)
 
 
-def test_a_forked_child_gets_its_own_hog_threads():
+@pytest.mark.parametrize("cached", [True, False])
+def test_a_forked_child_gets_its_own_hog_threads(cached):
     """After os.fork() the parent's thread pool has no thread in the child: the child must
-    not reuse it (its detection would wait forever)."""
+    not reuse it (its detection would wait forever) — neither the audit's cached detector
+    nor a detector object the child inherits."""
     import os
     import signal
 
-    import pytest
 
     if not hasattr(os, "fork"):
         pytest.skip("no fork on this platform")
     import deid.audit as A
 
+    from deid.detect.dlib_backend import DlibHogDetector
+
     frames = [np.zeros((64, 64, 3), np.uint8)] * 4
-    assert len(A._hog().detect(frames)) == 4  # the pool exists now
+    det = A._hog if cached else (lambda d=DlibHogDetector(threads=2): d)
+    assert len(det().detect(frames)) == 4  # the pool exists now
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
-        signal.alarm(20)
-        os._exit(0 if len(A._hog().detect(frames)) == 4 else 3)
+        code = 4
+        try:
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)  # (pytest-timeout's handler would not end it)
+            signal.alarm(20)  # a hung child dies of the alarm: the parent sees a signal, not exit 0
+            code = 0 if len(det().detect(frames)) == 4 else 3
+        finally:
+            os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

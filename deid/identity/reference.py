@@ -33,7 +33,7 @@ def _detector(kind: str, upsample: int):
         from ..detect.dlib_backend import DlibCnnDetector, DlibHogDetector
 
         if kind == "hog":
-            _DETECTORS[key] = DlibHogDetector(upsample=upsample, max_side=REFERENCE_MAX_SIDE)
+            _DETECTORS[key] = DlibHogDetector(upsample=upsample, max_side=REFERENCE_MAX_SIDE, threads=0)
         else:
             _DETECTORS[key] = DlibCnnDetector(upsample=upsample, max_side=CNN_MAX_SIDE)
     return _DETECTORS[key]
