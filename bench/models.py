@@ -45,13 +45,19 @@ def main(argv=None) -> dict:
     from deid.config import Config
     from deid.detect.centerface_backend import CenterFaceDetector
     from deid.detect.mediapipe_backend import MediapipeFaceDetector
+    from deid.errors import DeidError
     from deid.io import probe, read_frames
     from deid.pipeline import process_video
     from deid.pose.mediapipe_backend import MediapipePoseEstimator
 
     cv2.setNumThreads(1)  # as the pipeline (track.opencv_threads: 1)
-    info = probe(args.clip)
-    frames = read_frames(args.clip)
+    try:
+        info = probe(args.clip)
+        frames = read_frames(args.clip)
+    except DeidError as e:
+        raise SystemExit(f"bench.models: {e}") from None
+    if not frames:
+        raise SystemExit(f"bench.models: {args.clip}: no frames decoded")
     n = len(frames)
     print(f"{args.clip.name}: {n} frames, {info.width}x{info.height}")
 
@@ -59,7 +65,9 @@ def main(argv=None) -> dict:
     cfg = Config().replace("audit.leak_check=false")
     with tempfile.TemporaryDirectory() as tmp:
         res = process_video(args.clip, Path(tmp), ["blur"], cfg, overwrite=True, sha256=False)
-        counts = dict(res.counts) if getattr(res, "counts", None) else {}
+        if res.status != "done":  # (the call counts below would be those of a partial run)
+            raise SystemExit(f"bench.models: the pipeline failed on {args.clip}: {res.error}")
+        counts = res.counts
         c = time.process_time()
         bare_transcode(args.clip, Path(tmp) / "bare.mp4")
         bare_ms = (time.process_time() - c) * 1000 / n

@@ -20,3 +20,14 @@ def test_models_bench_reports_every_model(tmp_path, repo_root, capsys):
 
     m = re.search(r"MediaPipe full \((\d+) calls in 16 frames\)", capsys.readouterr().out)
     assert m and 4 <= int(m.group(1)) <= 16  # at least every 4th frame (0, 4, 8, 12)
+
+
+def test_models_bench_names_a_missing_or_broken_clip(tmp_path):
+    import pytest
+
+    with pytest.raises(SystemExit, match="no such file"):
+        main(["--clip", str(tmp_path / "missing.mp4")])
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video" * 10)
+    with pytest.raises(SystemExit, match="junk.mp4"):
+        main(["--clip", str(junk)])

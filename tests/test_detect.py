@@ -183,9 +183,10 @@ def test_centerface_onnxruntime_matches_opencv_on_real_frames(repo_root):
 
 
 def _tiny_centerface_onnx(path, weights_as_inputs=True):
-    """An ONNX file with CenterFace's signature as the shipped file has it (opset 9, a
-    fixed 10x3x32x32 input, the weights also listed among the graph inputs): one stride-4
-    convolution per output map (heatmap through a sigmoid, scale, offset, landmarks)."""
+    """An ONNX file with CenterFace's signature as the shipped file has it (IR version 4,
+    opset 9, a fixed 10x3x32x32 input, the weights also listed among the graph inputs):
+    one stride-4 convolution per output map (heatmap through a sigmoid, scale, offset,
+    landmarks). Written here, not with ``deid.testing.save_onnx``, which sets IR version 8."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
