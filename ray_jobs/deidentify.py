@@ -212,18 +212,32 @@ def _fail_plan(run: Any, plan: Any, error: str, kind: str) -> None:
     run.accept_result(plan, res, result_rows(plan, res))
 
 
+def render_pool(concurrency: int, n_rows: int) -> Any:
+    """The render actor pool. All actors are asked for at once; the pool starts as soon as
+    one is up, so CPUs held by swap training do not stall it (a fixed-size pool waits for
+    every actor). One segment in flight per actor: a segment renders for seconds to
+    minutes, so queueing a second one behind a busy actor (Ray Data's default is two)
+    gains nothing and can leave it waiting there while another actor idles: with three
+    whole videos on two actors the last video's wait decided the run's length
+    (``deid.archive.render_order`` puts the longest first)."""
+    import ray.data
+
+    size = max(1, min(int(concurrency), int(n_rows)))
+    return ray.data.ActorPoolStrategy(min_size=1, max_size=size, initial_size=size, max_tasks_in_flight_per_actor=1)
+
+
 def _render_and_finalize(run: Any, cfg: Any, models: Any, vids: list[str]) -> None:
     """Render the segments of the videos ``vids`` on a Ray Data actor pool and finalize
     each video as soon as its last segment is in."""
     import ray
     import ray.data
 
-    from deid.archive import SegmentOutcome
+    from deid.archive import SegmentOutcome, render_order
 
     from .stages import SegmentRenderer, fault_spec, finalize_task
 
     rows = []
-    for vid in vids:
+    for vid in render_order({v: run.plans[v] for v in vids}):  # the most work first
         plan = run.plans[vid]
         if not plan.todo:  # every method was dropped (e.g. the swap model could not be trained)
             _fail_plan(run, plan, "; ".join(e for _, e, _ in plan.failed) or "nothing left to render", "error")
@@ -241,10 +255,7 @@ def _render_and_finalize(run: Any, cfg: Any, models: Any, vids: list[str]) -> No
         fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "methods": methods, "max_attempts": cfg.ray.max_retries + 1,
                                "fault_marker": fault_spec("render")},
         batch_size=cfg.ray.batch_size,
-        # all actors asked for at once; the pool starts as soon as one is up, so CPUs held
-        # by swap training do not stall it (a fixed-size pool waits for every actor)
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, min(cfg.ray.concurrency, len(rows))),
-                                           initial_size=max(1, min(cfg.ray.concurrency, len(rows)))),
+        compute=render_pool(cfg.ray.concurrency, len(rows)),
         num_cpus=cfg.ray.num_cpus_render,
         num_gpus=cfg.ray.num_gpus_detect or None,
     )

@@ -232,11 +232,14 @@ def evaluate_archive(run: Any, cfg: Any, *, echo: Callable[[str], None] = print)
     if jobs:
         echo(f"archive: evaluating {len(jobs)} video(s) into {metrics}")
         size = max(1, min(cfg.ray.eval_concurrency, len(jobs)))
+        # one video in flight per actor: a job runs for minutes, so a second one queued
+        # behind a busy actor would only wait there while another actor idles
+        pool = dict(size=size, max_tasks_in_flight_per_actor=1)
         ds = ray.data.from_items(jobs, override_num_blocks=len(jobs))
         ds = ds.map_batches(PoseStage, fn_constructor_kwargs={"cfg_dict": cfg.to_dict()}, batch_size=1,
-                            compute=ray.data.ActorPoolStrategy(size=size), num_gpus=cfg.ray.num_gpus_pose or None)
+                            compute=ray.data.ActorPoolStrategy(**pool), num_gpus=cfg.ray.num_gpus_pose or None)
         ds = ds.map_batches(IdentityStage, fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "metrics_dir": str(metrics)},
-                            batch_size=1, compute=ray.data.ActorPoolStrategy(size=size))
+                            batch_size=1, compute=ray.data.ActorPoolStrategy(**pool))
         for row in ds.iter_rows():
             if row["error"]:
                 echo(f"archive: evaluation of {row['video']} failed: {row['error']}")

@@ -104,3 +104,40 @@ def test_progress_line_and_rate_limit():
     assert "3/4 videos (2 done, 1 failed, 0 skipped)" in line and "30.0 frames/s" in line
     assert p.due(5, now=200.0) and not p.due(5, now=203.0) and p.due(5, now=205.5)
     assert not p.due(0, now=1e9)
+
+
+def _plan(frames, methods=("blur",), segment_frames=0, context=0):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(segments=plan_segments(frames, segment_frames, overlap=context), todo=tuple(methods))
+
+
+def test_render_order_puts_the_most_work_first():
+    from deid.archive import render_cost, render_order
+
+    plans = {"a_short": _plan(200), "b_long": _plan(900), "c_mid": _plan(400), "d_two_methods": _plan(300, ("blur", "mask"))}
+    assert render_cost(plans["d_two_methods"]) == 600  # frames x methods
+    assert render_order(plans) == ["b_long", "d_two_methods", "c_mid", "a_short"]
+    # ties keep a fixed order (by id), whatever the mapping's order
+    assert render_order({"y": _plan(100), "x": _plan(100)}) == ["x", "y"]
+    # the context analysed around each segment counts: two segments of 300 + 2 x 48
+    assert render_cost(_plan(600, segment_frames=300, context=48)) == 600 + 4 * 48
+
+
+def test_longest_first_shortens_whole_video_runs_on_a_pool():
+    """What the order is for: three whole videos on two workers that each take the next
+    video when free (one in flight, as the render pool does). The pancake-like long clip
+    first finishes at the longer of (long, short + short); last, it waits for a short one."""
+    from deid.archive import render_cost, render_order
+
+    plans = {"a_talking_1": _plan(2000), "b_talking_2": _plan(2000), "z_pancake": _plan(3400)}
+
+    def makespan(order):
+        free = [0.0, 0.0]
+        for v in order:
+            k = free.index(min(free))
+            free[k] += render_cost(plans[v])
+        return max(free)
+
+    assert makespan(render_order(plans)) == 4000
+    assert makespan(sorted(plans)) == 5400  # alphabetical: the long one last

@@ -116,3 +116,14 @@ def test_missing_manifest_is_a_config_error_with_exit_code_2(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     assert main(["--manifest", str(tmp_path), "--out", str(tmp_path / "o"), "--set", "ray.segment_overlap=2"]) == 2
     assert "segment_overlap (2) must be >= track.lookahead" in capsys.readouterr().err
+
+
+def test_render_pool_keeps_one_segment_in_flight_per_actor():
+    pytest.importorskip("ray.data")
+    from ray_jobs.deidentify import render_pool
+
+    pool = render_pool(concurrency=2, n_rows=3)
+    assert pool.max_tasks_in_flight_per_actor == 1, "a segment queued behind a busy actor waits while another idles"
+    assert (pool.min_size, pool.max_size) == (1, 2)
+    small = render_pool(concurrency=4, n_rows=1)
+    assert small.max_size == 1 and small.max_tasks_in_flight_per_actor == 1
