@@ -773,8 +773,10 @@ def plan_video(
 
 def render_cost(plan: VideoPlan) -> int:
     """A video's rendering work in frame-passes: the frames its segments analyse (context
-    included) times the methods still to render. The models run on every frame whatever
-    its size, so frames, not pixels, set the cost."""
+    included; counted on both sides of every segment, so a little high at the video's
+    ends) times the methods still to render. The models run on every frame whatever its
+    size, so frames, not pixels, set the cost. An estimate for ordering only: a resumed
+    run's finished segments are counted too."""
     frames = sum(s.frames + 2 * s.context for s in plan.segments)
     return frames * max(1, len(plan.todo))
 
