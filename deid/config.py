@@ -115,7 +115,7 @@ class TrackConfig:
     # pose / presence models, and the sparse face detectors (detect.extra), in worker threads
     # beside the main face detector: the same regions, less wall time on a multi-core CPU
     worker_threads: bool = True
-    # OpenCV's own thread pool (resizes, blurs; CenterFace's network with runtime=opencv), process-wide: 1 = none
+    # OpenCV's own thread pool (resizes, blurs; CenterFace's network where it runs on OpenCV's DNN: onnxruntime missing), process-wide: 1 = none
     # beside deid's threads (less CPU for the same work); 0 = OpenCV's default (all cores)
     opencv_threads: int = 1
     # frames with a person present and no head region: redact | flag | drop
