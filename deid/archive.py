@@ -791,6 +791,16 @@ def render_order(plans: Mapping[str, VideoPlan]) -> list[str]:
     return sorted(plans, key=lambda v: (-render_cost(plans[v]), v))
 
 
+def evaluation_order(jobs: Mapping[str, tuple[int, int]]) -> list[str]:
+    """Video ids in the order their evaluations go to the pose and identity pools: the
+    most work first, ties by id (as :func:`render_order`). ``jobs`` maps a video id to
+    ``(frames, outputs)``: pose runs on the original and on every output, and the
+    identity stage embeds the original's faces and every output's at the same places, so
+    the work is ``frames x (1 + outputs)``. With one video in flight per actor, a long
+    video handed out last would otherwise run alone while the other actors idle."""
+    return sorted(jobs, key=lambda v: (-max(0, int(jobs[v][0])) * (1 + max(0, int(jobs[v][1]))), v))
+
+
 def segment_file(work_dir: str | os.PathLike, index: int, method: str, container: str = SEGMENT_CONTAINER) -> Path:
     return Path(work_dir) / f"seg-{index:05d}.{method}.{container}"
 

@@ -210,7 +210,7 @@ def evaluate_archive(run: Any, cfg: Any, *, echo: Callable[[str], None] = print)
     import ray
     import ray.data
 
-    from deid.archive import DONE_STATES, private_mkdir
+    from deid.archive import DONE_STATES, evaluation_order, private_mkdir
     from deid.evaluate import aggregate
 
     from .cluster import quiet_data
@@ -219,23 +219,29 @@ def evaluate_archive(run: Any, cfg: Any, *, echo: Callable[[str], None] = print)
     metrics = Path(cfg.ray.metrics_dir).expanduser().resolve() if cfg.ray.metrics_dir else run.out_dir / "metrics"
     metrics.mkdir(parents=True, exist_ok=True)
     work = private_mkdir(run.work_root / "eval")
-    jobs = []
+    jobs: dict[str, dict] = {}
+    work_of: dict[str, tuple[int, int]] = {}  # video -> (frames, outputs), for the order
     for e in run.manifest.entries:
         outs = {}
+        frames = 0
         for m in e.methods:
             r = run.status.get(e.video_id, m)
             p = e.output_paths(run.out_dir, cfg.io.container)[m]
             if r and r.get("state") in DONE_STATES and p.is_file():
                 outs[m] = str(p)
+                frames = max(frames, int(r.get("frames_written") or 0))
         if outs and _needs_evaluation(metrics, e.video_id, outs):
-            jobs.append({"video": e.video_id, "job": json.dumps({"original": e.video, "processed": outs, "work": str(work)})})
+            jobs[e.video_id] = {"video": e.video_id, "job": json.dumps({"original": e.video, "processed": outs, "work": str(work)})}
+            cap = cfg.evaluate.max_frames
+            work_of[e.video_id] = (min(frames, cap) if cap > 0 else frames, len(outs))
     if jobs:
         echo(f"archive: evaluating {len(jobs)} video(s) into {metrics}")
         size = max(1, min(cfg.ray.eval_concurrency, len(jobs)))
         # one video in flight per actor: a job runs for minutes, so a second one queued
         # behind a busy actor would only wait there while another actor idles
         pool = dict(size=size, max_tasks_in_flight_per_actor=1)
-        ds = ray.data.from_items(jobs, override_num_blocks=len(jobs))
+        # the longest first (deid.archive.evaluation_order): one video per block, handed out in order
+        ds = ray.data.from_items([jobs[v] for v in evaluation_order(work_of)], override_num_blocks=len(jobs))
         ds = ds.map_batches(PoseStage, fn_constructor_kwargs={"cfg_dict": cfg.to_dict()}, batch_size=1,
                             compute=ray.data.ActorPoolStrategy(**pool), num_gpus=cfg.ray.num_gpus_pose or None)
         ds = ds.map_batches(IdentityStage, fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "metrics_dir": str(metrics)},

@@ -141,3 +141,14 @@ def test_longest_first_shortens_whole_video_runs_on_a_pool():
 
     assert makespan(render_order(plans)) == 4000
     assert makespan(sorted(plans)) == 5400  # alphabetical: the long one last
+
+
+def test_evaluation_order_puts_the_most_work_first():
+    """Pose on the original and every output, identity on both: frames x (1 + outputs)."""
+    from deid.archive import evaluation_order
+
+    jobs = {"a_short_3_methods": (300, 3), "b_long_1_method": (700, 1), "c_mid_2_methods": (450, 2), "d_nothing": (0, 2)}
+    # 1200, 1400, 1350, 0
+    assert evaluation_order(jobs) == ["b_long_1_method", "c_mid_2_methods", "a_short_3_methods", "d_nothing"]
+    assert evaluation_order({"y": (100, 1), "x": (100, 1)}) == ["x", "y"]
+    assert evaluation_order({}) == []
