@@ -145,6 +145,7 @@ class Components:
     presence: Any | None = None
     anonymizers: dict[str, Any] = field(default_factory=dict)
     identity: Any | None = None  # for the leak audit
+    more_people: Any | None = None  # deid.track.people.MaskedRepeat (track.pose_more_people)
 
     @classmethod
     def build(cls, cfg: Config, methods: Sequence[str], **prebuilt: Any) -> "Components":
@@ -160,6 +161,16 @@ class Components:
 
             # keep_outside: a head cut off by the frame edge still gets its (clipped) box
             pose = POSE_ESTIMATORS.create(cfg.track.pose_backend, keep_outside=True)
+        more_people = prebuilt.get("more_people")
+        if (more_people is None and cfg.track.pose_fallback and cfg.track.pose_more_people > 0 and cfg.track.pose_check_every > 0
+                and cfg.track.pose_backend == "mediapipe_pose" and prebuilt.get("pose") is None):
+            # MediaPipe pose reports one person a frame: a still-image instance beside the
+            # tracking one looks for more with the ones found blacked out (deid.track.people)
+            from .registry import POSE_ESTIMATORS
+            from .track.people import MaskedRepeat
+
+            more_people = MaskedRepeat(POSE_ESTIMATORS.create("mediapipe_pose", static=True, keep_outside=True),
+                                       max_extra=cfg.track.pose_more_people, min_score=cfg.track.pose_min_score)
         if presence is None:
             # person presence decides fail-closed frames, with or without the pose fallback:
             # without it a missed face would pass as "nobody there"
@@ -181,7 +192,7 @@ class Components:
             from .registry import IDENTITY_ENCODERS
 
             identity = IDENTITY_ENCODERS.create(cfg.audit.identity_backend)
-        return cls(cfg, detector, pose, presence, anons, identity)
+        return cls(cfg, detector, pose, presence, anons, identity, more_people)
 
 
 def apply_process_settings(cfg: Config) -> None:
@@ -459,7 +470,7 @@ def render_segment(
     stop = info.frame_count if stop is None else min(int(stop), info.frame_count)
     start = max(0, int(start))
     methods = list(outs)
-    analyzer = FrameAnalyzer(comp.detector, cfg.track, comp.pose, comp.presence)
+    analyzer = FrameAnalyzer(comp.detector, cfg.track, comp.pose, comp.presence, comp.more_people)
     analyzer.reset()
     for a in comp.anonymizers.values():
         if hasattr(a, "reset"):

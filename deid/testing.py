@@ -291,6 +291,7 @@ def fake_components(cfg, methods: Sequence[str], **over):
         presence=over.pop("presence", None),
         anonymizers=anons,
         identity=over.pop("identity", PatchIdentityEncoder()),
+        more_people=over.pop("more_people", None),
     )
 
 

@@ -53,14 +53,18 @@ class FrameAnalyzer:
         cfg: TrackConfig,
         pose: PoseEstimator | None = None,
         presence: Any | None = None,
+        more_people: Any | None = None,
     ):
         self.detector = detector
         self.cfg = cfg
         self.pose = pose
         self.presence = presence
+        #: :class:`deid.track.people.MaskedRepeat` (or None): further people at the pose
+        #: checks, for a single-person pose model
+        self.more_people = more_people
         self._pool: ThreadPoolExecutor | None = None  # the pose / presence worker (track.worker_threads)
         self._inflight: _Pending | None = None
-        self.counts = {"pose_runs": 0, "presence_runs": 0, "pose_skipped_held": 0, "keyframes": 0, "keyframe_gap_frames_skipped": 0, "keyframe_gap_frames_analysed": 0, "pose_checks": 0}
+        self.counts = {"pose_runs": 0, "presence_runs": 0, "pose_skipped_held": 0, "keyframes": 0, "keyframe_gap_frames_skipped": 0, "keyframe_gap_frames_analysed": 0, "pose_checks": 0, "pose_more_frames": 0, "pose_more_heads": 0}
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -215,7 +219,8 @@ class FrameAnalyzer:
                 continue
             self.counts["pose_runs"] += len(need_pose)
             checks = frozenset(i for i in need_pose if pend.obs[i] is not None)
-            args = ([frames[i] for i in need_pose], need_pose, [frames[i] for i in need_presence], need_presence, checks)
+            more = self._more_people_at(need_pose, indices, pend.obs)
+            args = ([frames[i] for i in need_pose], need_pose, [frames[i] for i in need_presence], need_presence, checks, more)
             if self.cfg.worker_threads:
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deid-pose")
@@ -232,11 +237,12 @@ class FrameAnalyzer:
         pose_found: dict[int, bool] = {}
         present: dict[int, bool] = {}
         for job in pend.jobs:
-            h, found, pres = job.result()
+            h, found, pres, n_more = job.result()
             head.update(h)
             pose_found.update(found)
             present.update(pres)
             self.counts["presence_runs"] += len(pres)
+            self.counts["pose_more_heads"] += n_more
         out = []
         for i, o in enumerate(pend.obs):
             if o is None:
@@ -289,26 +295,56 @@ class FrameAnalyzer:
             self._missed += 1
         return need_pose, need_presence
 
+    def _more_people_at(self, need_pose: list[int], indices: list[int], obs: list[Observation | None]) -> dict[int, np.ndarray]:
+        """The positions among ``need_pose`` where :attr:`more_people` looks for further
+        people (the pose checks' cadence: every ``pose_check_every``-th frame of the
+        video, with or without faces), each with the head regions its faces already
+        have (black them out too)."""
+        every = self.cfg.pose_check_every
+        if self.more_people is None or every <= 0:
+            return {}
+        from .boxes import pad_face_box
+
+        out = {}
+        for i in need_pose:
+            if indices[i] % every:
+                continue
+            faces = obs[i].faces.boxes if obs[i] is not None else np.zeros((0, 4), np.float32)
+            heads = [pad_face_box(f, self.cfg.pad_side, self.cfg.pad_top, self.cfg.pad_bottom) for f in np.asarray(faces, np.float32).reshape(-1, 4)]
+            out[i] = np.asarray(heads, np.float32).reshape(-1, 4)
+        self.counts["pose_more_frames"] += len(out)
+        return out
+
     def _fallback_models(
         self, pose_frames: list[np.ndarray], need_pose: list[int], presence_frames: list[np.ndarray], need_presence: list[int],
-        checks: frozenset[int] = frozenset(),
-    ) -> tuple[dict[int, np.ndarray], dict[int, bool], dict[int, bool]]:
+        checks: frozenset[int] = frozenset(), more: dict[int, np.ndarray] | None = None,
+    ) -> tuple[dict[int, np.ndarray], dict[int, bool], dict[int, bool], int]:
         """Pose on the ``need_pose`` frames, then presence on those where pose found no
-        one and on the ``need_presence`` frames (positions in the batch). May run in the
-        worker thread: it touches no analyzer state, only the pose and presence models,
-        which nothing else calls meanwhile."""
+        one and on the ``need_presence`` frames (positions in the batch); on the ``more``
+        positions also :attr:`more_people` (further people beside those found and the
+        given face heads). Returns heads, pose found someone, presence, and how many
+        heads ``more_people`` added. May run in the worker thread: it touches no
+        analyzer state, only the pose, presence and more-people models, which nothing
+        else calls meanwhile."""
         head: dict[int, np.ndarray] = {}
         found: dict[int, bool] = {}
+        n_more = 0
+        more = more or {}
         if need_pose:
             kps = self.pose.estimate(pose_frames)
-            for i, kp in zip(need_pose, kps):
+            for i, kp, frame in zip(need_pose, kps, pose_frames):
+                people = list(kp.data)
+                if i in more:
+                    extra = self.more_people.more(frame, kp.data, more[i])
+                    people += list(extra)
+                    n_more += len(extra)
                 boxes = []
-                for person in kp.data:
+                for person in people:
                     b = head_box_from_keypoints(person, self.cfg.pose_min_score)
                     if b is not None:
                         boxes.append(b)
-                body_seen = bool(len(kp.data)) and any(
-                    float(np.mean(p[:17, 2] >= self.cfg.pose_min_score)) >= 0.25 for p in kp.data
+                body_seen = bool(len(people)) and any(
+                    float(np.mean(p[:17, 2] >= self.cfg.pose_min_score)) >= 0.25 for p in people
                 )
                 found[i] = body_seen or bool(boxes)
                 head[i] = np.asarray(boxes, np.float32).reshape(-1, 4)
@@ -320,7 +356,7 @@ class FrameAnalyzer:
                          key=lambda t: t[0])
             if ask:
                 present = dict(zip([i for i, _ in ask], self.presence.present([f for _, f in ask])))
-        return head, found, present
+        return head, found, present, n_more
 
 
 _GROUP = 4  # frames per detector call when the pose worker runs beside it
