@@ -115,6 +115,9 @@ class TrackConfig:
     # single-person pose models (mediapipe_pose): on those k-th frames, black out the people and
     # faces found and run the model again for up to this many further people (0 = off)
     pose_more_people: int = 2
+    # ...and while a further person was found in the last hold_frames frames, look on every
+    # k-th frame with faces or pose too, so a moving person is followed (0 = at the checks only)
+    pose_more_every: int = 4
     # pose / presence models, and the sparse face detectors (detect.extra), in worker threads
     # beside the main face detector: the same regions, less wall time on a multi-core CPU
     worker_threads: bool = True
@@ -139,6 +142,7 @@ class TrackConfig:
         _check(self.pose_skip_after_face >= 0, "track.pose_skip_after_face must be >= 0")
         _check(self.pose_check_every >= 0, "track.pose_check_every must be >= 0 (0 = off)")
         _check(self.pose_more_people >= 0, "track.pose_more_people must be >= 0 (0 = off)")
+        _check(self.pose_more_every >= 0, "track.pose_more_every must be >= 0 (0 = at the pose checks only)")
         _check(self.opencv_threads >= 0, "track.opencv_threads must be >= 0 (0 = OpenCV's default)")
         _check(self.keyframe_every >= 1, "track.keyframe_every must be >= 1")
         _check(self.keyframe_every - 1 <= self.max_gap, "track.keyframe_every - 1 must be <= track.max_gap (the tracker interpolates between keyframes)")

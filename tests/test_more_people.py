@@ -113,13 +113,17 @@ def test_a_known_person_found_again_ends_the_search():
 
 class ScriptedMore:
     """Stands in for MaskedRepeat in the analyzer: one more person at x = 300 on every
-    frame asked; records (frame number, people found, covered boxes)."""
+    frame asked (or on the frames in ``on``); records (frame number, people found,
+    covered boxes)."""
 
-    def __init__(self):
+    def __init__(self, on: set[int] | None = None):
         self.calls: list[tuple[int, int, np.ndarray]] = []
+        self.on = on
 
     def more(self, frame, people, covered):
         self.calls.append((number(frame), len(people), np.asarray(covered)))
+        if self.on is not None and number(frame) not in self.on:
+            return np.zeros((0, 17, 3), np.float32)
         kp = np.zeros((1, 17, 3), np.float32)
         kp[0, :5] = [[300, 50, 1], [295, 45, 1], [305, 45, 1], [288, 48, 1], [312, 48, 1]]
         return kp
@@ -132,7 +136,7 @@ def test_analyzer_asks_for_more_people_on_the_check_cadence(threaded):
     det = ScriptedDetector({i: face_at(400) for i in range(20)})
     pose = ScriptedPose(set(range(20, n)))
     more = ScriptedMore()
-    cfg = dataclasses.replace(Config().track, worker_threads=threaded, pose_check_every=8)
+    cfg = dataclasses.replace(Config().track, worker_threads=threaded, pose_check_every=8, pose_more_every=0)
     an = FrameAnalyzer(det, cfg, pose, ScriptedPresence(set()), more)
     an.reset()
     frames = frames_for(n)
@@ -162,6 +166,40 @@ def test_analyzer_asks_for_more_people_on_the_check_cadence(threaded):
     an0.finish()
     an0.close()
     assert more0.calls == []
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_a_person_found_is_followed_on_every_kth_frame_while_found(threaded):
+    # faces in every frame; pose (nobody) at the checks 0, 16, 32; the further person is
+    # in view on frames 16-28 only
+    n = 48
+    det = ScriptedDetector({i: face_at(400) for i in range(n)})
+    more = ScriptedMore(on=set(range(16, 29)))
+    cfg = dataclasses.replace(Config().track, worker_threads=threaded, pose_check_every=16, pose_more_every=4)
+    an = FrameAnalyzer(det, cfg, ScriptedPose(set()), ScriptedPresence(set()), more)
+    an.reset()
+    frames = frames_for(n)
+    obs = []
+    for s in range(0, n, 9):
+        obs += an.analyze(frames[s:s + 9], s)
+    obs += an.finish()
+    an.close()
+    # 4, 8, 12: nobody found yet, not asked; from 16 every 4th frame while the last find
+    # (28) is within hold_frames (16): up to 44
+    assert [c[0] for c in more.calls] == [0, 16, 20, 24, 28, 32, 36, 40, 44]
+    assert an.counts["pose_more_frames"] == 9 and an.counts["pose_more_heads"] == 4
+    by = {o.index: o for o in obs}
+    for i in range(n):
+        want = 1 if i in (16, 20, 24, 28) else 0
+        assert len(by[i].faces) == 1 and len(by[i].head_boxes) == want, i
+    assert all(len(c[2]) == 1 for c in more.calls)  # each frame's face head, to black out
+    # a new video starts without the last one's find
+    an.reset()
+    more.calls.clear()
+    an.analyze(frames[4:9], 4)
+    an.finish()
+    an.close()
+    assert more.calls == []
 
 
 def test_components_build_it_for_the_single_person_pose_model_only():
@@ -239,8 +277,7 @@ def test_mediapipe_finds_the_seated_person_behind_the_cook(mediapipe_pose):
 
 def test_the_pipeline_covers_the_heads_more_people_finds(tmp_path):
     """process_video hands the Components' more_people to its analyzer: a further
-    person's head it places on the check frames is in the plan and masked in the output
-    (held until the next check)."""
+    person's head it places is in the plan and masked in the output."""
     from deid.io import read_frames
     from deid.pipeline import output_path, process_video
     from deid.testing import fake_components, make_synthetic_video
@@ -265,7 +302,8 @@ def test_the_pipeline_covers_the_heads_more_people_finds(tmp_path):
     comp = fake_components(cfg, ["mask"], more_people=beside)
     res = process_video(clip.path, tmp_path / "o", ["mask"], cfg, components=comp, keep_plans=True)
     assert res.status == "done", res.error
-    assert len(beside.asked) == 3 and res.counts["pose_more_heads"] == 3  # frames 0, 16, 32
+    # the checks (0, 16, 32) and, the person being found each time, every 4th frame between
+    assert len(beside.asked) == 9 and res.counts["pose_more_heads"] == 9
     for p in res.plans:
         assert any(f.box[0] < 130 < f.box[2] and f.box[1] < 22 < f.box[3] for f in p.faces), p.index
     out = read_frames(output_path(clip.path, tmp_path / "o", "mask"))

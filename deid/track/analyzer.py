@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -74,6 +74,7 @@ class FrameAnalyzer:
         self._key: Observation | None = None  # the last keyframe's observation
         self._pending: list[tuple[int, np.ndarray]] = []  # frames after it, unresolved
         self._inflight = None  # keyframe_every = 1 with worker_threads: the batch the worker is on
+        self._more_found_at: int | None = None  # (worker) the last frame where more_people found someone
 
     # -- public ---------------------------------------------------------------------
 
@@ -215,11 +216,11 @@ class FrameAnalyzer:
                     f"detector {getattr(self.detector, 'name', '?')} returned {len(dets)} results for {len(group)} frames"
                 )
             need_pose, need_presence = self._decide(group, dets, indices, pend.obs)
-            if not need_pose and not (need_presence and self.presence is not None):
+            more = self._more_people_at(group, need_pose, indices, pend.obs, frames)
+            if not need_pose and not more and not (need_presence and self.presence is not None):
                 continue
             self.counts["pose_runs"] += len(need_pose)
             checks = frozenset(i for i in need_pose if pend.obs[i] is not None)
-            more = self._more_people_at(need_pose, indices, pend.obs)
             args = ([frames[i] for i in need_pose], need_pose, [frames[i] for i in need_presence], need_presence, checks, more)
             if self.cfg.worker_threads:
                 if self._pool is None:
@@ -237,11 +238,12 @@ class FrameAnalyzer:
         pose_found: dict[int, bool] = {}
         present: dict[int, bool] = {}
         for job in pend.jobs:
-            h, found, pres, n_more = job.result()
+            h, found, pres, (n_asked, n_more) = job.result()
             head.update(h)
             pose_found.update(found)
             present.update(pres)
             self.counts["presence_runs"] += len(pres)
+            self.counts["pose_more_frames"] += n_asked
             self.counts["pose_more_heads"] += n_more
         out = []
         for i, o in enumerate(pend.obs):
@@ -295,49 +297,75 @@ class FrameAnalyzer:
             self._missed += 1
         return need_pose, need_presence
 
-    def _more_people_at(self, need_pose: list[int], indices: list[int], obs: list[Observation | None]) -> dict[int, np.ndarray]:
-        """The positions among ``need_pose`` where :attr:`more_people` looks for further
-        people (the pose checks' cadence: every ``pose_check_every``-th frame of the
-        video, with or without faces), each with the head regions its faces already
-        have (black them out too)."""
-        every = self.cfg.pose_check_every
+    def _more_people_at(
+        self, group: range, need_pose: list[int], indices: list[int], obs: list[Observation | None], frames: list[np.ndarray]
+    ) -> dict[int, "_MoreAsk"]:
+        """Where :attr:`more_people` looks for further people among the ``group``'s
+        positions: on the pose checks' cadence (every ``pose_check_every``-th frame of the
+        video) wherever pose runs, always; and on every ``pose_more_every``-th frame
+        that has faces or runs pose, while a further person was found within
+        ``hold_frames`` frames (the worker decides, in frame order): a second person is
+        followed while they are in view instead of held still between two checks. Each
+        with the head regions its faces already have (blacked out too)."""
+        every, dense = self.cfg.pose_check_every, self.cfg.pose_more_every
         if self.more_people is None or every <= 0:
             return {}
         from .boxes import pad_face_box
 
-        out = {}
-        for i in need_pose:
-            if indices[i] % every:
+        posing = set(need_pose)
+        out: dict[int, _MoreAsk] = {}
+        for i in group:
+            idx = indices[i]
+            always = i in posing and idx % every == 0
+            has_faces = obs[i] is not None and len(obs[i].faces) > 0
+            if not always and not (dense > 0 and idx % dense == 0 and (i in posing or has_faces)):
                 continue
             faces = obs[i].faces.boxes if obs[i] is not None else np.zeros((0, 4), np.float32)
             heads = [pad_face_box(f, self.cfg.pad_side, self.cfg.pad_top, self.cfg.pad_bottom) for f in np.asarray(faces, np.float32).reshape(-1, 4)]
-            out[i] = np.asarray(heads, np.float32).reshape(-1, 4)
-        self.counts["pose_more_frames"] += len(out)
+            out[i] = _MoreAsk(np.asarray(heads, np.float32).reshape(-1, 4), idx, always, None if i in posing else frames[i])
         return out
 
     def _fallback_models(
         self, pose_frames: list[np.ndarray], need_pose: list[int], presence_frames: list[np.ndarray], need_presence: list[int],
-        checks: frozenset[int] = frozenset(), more: dict[int, np.ndarray] | None = None,
-    ) -> tuple[dict[int, np.ndarray], dict[int, bool], dict[int, bool], int]:
+        checks: frozenset[int] = frozenset(), more: dict[int, "_MoreAsk"] | None = None,
+    ) -> tuple[dict[int, np.ndarray], dict[int, bool], dict[int, bool], tuple[int, int]]:
         """Pose on the ``need_pose`` frames, then presence on those where pose found no
-        one and on the ``need_presence`` frames (positions in the batch); on the ``more``
-        positions also :attr:`more_people` (further people beside those found and the
-        given face heads). Returns heads, pose found someone, presence, and how many
-        heads ``more_people`` added. May run in the worker thread: it touches no
-        analyzer state, only the pose, presence and more-people models, which nothing
-        else calls meanwhile."""
+        one and on the ``need_presence`` frames (positions in the batch); at the ``more``
+        positions also :attr:`more_people` (further people beside those pose found and
+        the given face heads; the conditional ones only while a further person was
+        found within ``hold_frames`` frames). Returns heads, pose found someone,
+        presence, and (frames more_people looked at, people it found). May run in the
+        worker thread: of the analyzer's state it touches only ``_more_found_at``, which
+        nothing else touches while a job may run (``reset`` waits for them); the pose,
+        presence and more-people models nothing else calls meanwhile."""
         head: dict[int, np.ndarray] = {}
         found: dict[int, bool] = {}
-        n_more = 0
         more = more or {}
+        kps = self.pose.estimate(pose_frames) if need_pose else []
+        kp_at = dict(zip(need_pose, kps))
+        frame_at = dict(zip(need_pose, pose_frames))
+        extra_at: dict[int, np.ndarray] = {}
+        n_asked = n_more = 0
+        for i in sorted(more, key=lambda j: more[j].index):  # frame order: the follow-up rule depends on it
+            q = more[i]
+            last = self._more_found_at
+            if not q.always and (last is None or abs(q.index - last) > self.cfg.hold_frames):
+                continue
+            people = kp_at[i].data if i in kp_at else np.zeros((0, 17, 3), np.float32)
+            extra = self.more_people.more(frame_at[i] if i in frame_at else q.frame, people, q.covered)
+            n_asked += 1
+            if len(extra):
+                extra_at[i] = extra
+                n_more += len(extra)
+                self._more_found_at = q.index
+        for i in extra_at:
+            if i not in kp_at:  # a frame with faces, pose not run: only the further people's heads
+                boxes = [b for b in (head_box_from_keypoints(p, self.cfg.pose_min_score) for p in extra_at[i]) if b is not None]
+                head[i] = np.asarray(boxes, np.float32).reshape(-1, 4)
+                found[i] = True
         if need_pose:
-            kps = self.pose.estimate(pose_frames)
-            for i, kp, frame in zip(need_pose, kps, pose_frames):
-                people = list(kp.data)
-                if i in more:
-                    extra = self.more_people.more(frame, kp.data, more[i])
-                    people += list(extra)
-                    n_more += len(extra)
+            for i, kp in zip(need_pose, kps):
+                people = list(kp.data) + list(extra_at.get(i, ()))
                 boxes = []
                 for person in people:
                     b = head_box_from_keypoints(person, self.cfg.pose_min_score)
@@ -356,7 +384,7 @@ class FrameAnalyzer:
                          key=lambda t: t[0])
             if ask:
                 present = dict(zip([i for i, _ in ask], self.presence.present([f for _, f in ask])))
-        return head, found, present, n_more
+        return head, found, present, (n_asked, n_more)
 
 
 _GROUP = 4  # frames per detector call when the pose worker runs beside it
@@ -375,6 +403,17 @@ def _heads_without_face(heads: np.ndarray, faces: np.ndarray, cfg: Any) -> np.nd
     face_heads = [pad_face_box(f, cfg.pad_side, cfg.pad_top, cfg.pad_bottom) for f in faces]
     keep = [not any(same_head(h, f, fh) for f, fh in zip(faces, face_heads)) for h in heads]
     return heads[np.asarray(keep, bool)]
+
+
+class _MoreAsk(NamedTuple):
+    """A frame where more_people may look: the faces' heads to black out, its frame
+    number, whether it looks whatever happened before (the check cadence), and the frame
+    when pose does not run there (else pose's frame list has it)."""
+
+    covered: np.ndarray
+    index: int
+    always: bool
+    frame: np.ndarray | None
 
 
 class _Pending:
