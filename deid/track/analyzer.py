@@ -40,6 +40,11 @@ class FrameAnalyzer:
     benchmark's recall comparison measures. Observations therefore lag the input by up
     to k - 1 frames.
 
+    With ``more_people`` (:class:`deid.track.people.MaskedRepeat`, for a single-person
+    pose model) the pose checks also look for further people with the ones found
+    blacked out, and once one is found every ``pose_more_every``-th frame too while they
+    keep being found (:meth:`_more_people_at`); their heads join the frame's pose heads.
+
     With ``worker_threads`` (the default) the pose and presence models run in a worker
     thread beside the face detector, and a composite detector's sparse members in
     another (see :meth:`_start`); with k = 1 a batch whose
