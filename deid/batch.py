@@ -89,9 +89,7 @@ def run_batch(
             try:
                 if "swap" in methods and not dry_run:
                     with _swap_session(p, cfg, out) as swap_anon:
-                        comp_v = Components(
-                            cfg, comp.detector, comp.pose, comp.presence, {**comp.anonymizers, "swap": swap_anon}, comp.identity
-                        )
+                        comp_v = comp.with_anonymizer("swap", swap_anon)
                         r = process_video(p, vout, list(methods), cfg, components=comp_v, overwrite=overwrite, progress=tick,
                                           name=item.name, protect=protected)
                 else:

@@ -147,6 +147,14 @@ class Components:
     identity: Any | None = None  # for the leak audit
     more_people: Any | None = None  # deid.track.people.MaskedRepeat (track.pose_more_people)
 
+    def with_anonymizer(self, method: str, anonymizer: Any) -> "Components":
+        """The same models with ``anonymizer`` for ``method`` added (e.g. a patient's swap):
+        every other field carried over (a field left out by a positional rebuild would
+        silently switch its feature off)."""
+        import dataclasses
+
+        return dataclasses.replace(self, anonymizers={**self.anonymizers, method: anonymizer})
+
     @classmethod
     def build(cls, cfg: Config, methods: Sequence[str], **prebuilt: Any) -> "Components":
         from .detect import build_detector
@@ -163,9 +171,10 @@ class Components:
             pose = POSE_ESTIMATORS.create(cfg.track.pose_backend, keep_outside=True)
         more_people = prebuilt.get("more_people")
         if (more_people is None and cfg.track.pose_fallback and cfg.track.pose_more_people > 0 and cfg.track.pose_check_every > 0
-                and cfg.track.pose_backend == "mediapipe_pose" and prebuilt.get("pose") is None):
-            # MediaPipe pose reports one person a frame: a still-image instance beside the
-            # tracking one looks for more with the ones found blacked out (deid.track.people)
+                and cfg.track.pose_backend in ("mediapipe_pose", "mediapipe_holistic") and prebuilt.get("pose") is None):
+            # MediaPipe's pose models report one person a frame: a still-image pose instance
+            # beside the tracking one looks for more with the ones found blacked out
+            # (deid.track.people)
             from .registry import POSE_ESTIMATORS
             from .track.people import MaskedRepeat
 

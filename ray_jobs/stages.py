@@ -91,8 +91,6 @@ class SegmentRenderer:
         self._swap: tuple[str, Any] | None = None  # (model folder, anonymizer): one patient at a time
 
     def _components(self, plan: Any) -> Any:
-        from deid.pipeline import Components
-
         if "swap" not in plan.todo:
             return self.comp
         if self._swap is None or self._swap[0] != plan.swap_model:
@@ -103,8 +101,7 @@ class SegmentRenderer:
                 raise ModelWeightsError(f"{plan.entry.video}: no swap model was trained for patient {plan.entry.patient}")
             self._swap = None  # drop the previous patient's model before loading the next
             self._swap = (plan.swap_model, SwapAnonymizer.from_dir(plan.swap_model, self.cfg, identity=self.comp.identity))
-        c = self.comp
-        return Components(self.cfg, c.detector, c.pose, c.presence, {**c.anonymizers, "swap": self._swap[1]}, c.identity)
+        return self.comp.with_anonymizer("swap", self._swap[1])
 
     def _attempt(self, plan: Any, index: int) -> int:
         """How many times this segment has been started (persisted: survives worker deaths)."""

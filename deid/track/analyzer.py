@@ -42,8 +42,10 @@ class FrameAnalyzer:
 
     With ``more_people`` (:class:`deid.track.people.MaskedRepeat`, for a single-person
     pose model) the pose checks also look for further people with the ones found
-    blacked out, and once one is found every ``pose_more_every``-th frame too while they
-    keep being found (:meth:`_more_people_at`); their heads join the frame's pose heads.
+    blacked out, and once one is found on every ``pose_more_every``-th frame with faces
+    or pose too while someone keeps being found (:meth:`_more_people_at`); their heads
+    join the frame's pose heads. Not where pose sees a body whose head it cannot place:
+    that frame stays without a region for that person (fail-closed).
 
     With ``worker_threads`` (the default) the pose and presence models run in a worker
     thread beside the face detector, and a composite detector's sparse members in
@@ -330,6 +332,10 @@ class FrameAnalyzer:
             out[i] = _MoreAsk(np.asarray(heads, np.float32).reshape(-1, 4), idx, always, None if i in posing else frames[i])
         return out
 
+    def _body_seen(self, person: np.ndarray) -> bool:
+        """A quarter of the person's COCO-17 points are confident: someone is there."""
+        return float(np.mean(np.asarray(person)[:17, 2] >= self.cfg.pose_min_score)) >= 0.25
+
     def _fallback_models(
         self, pose_frames: list[np.ndarray], need_pose: list[int], presence_frames: list[np.ndarray], need_presence: list[int],
         checks: frozenset[int] = frozenset(), more: dict[int, "_MoreAsk"] | None = None,
@@ -356,6 +362,12 @@ class FrameAnalyzer:
             last = self._more_found_at
             if not q.always and (last is None or abs(q.index - last) > self.cfg.hold_frames):
                 continue
+            if i in kp_at and any(self._body_seen(p) and head_box_from_keypoints(p, self.cfg.pose_min_score) is None
+                                  for p in kp_at[i].data):
+                # pose sees a body whose head it cannot place: the frame is fail-closed
+                # (no region for that person); a further person's head, or a false one,
+                # must not turn it into a frame with regions
+                continue
             people = kp_at[i].data if i in kp_at else np.zeros((0, 17, 3), np.float32)
             extra = self.more_people.more(frame_at[i] if i in frame_at else q.frame, people, q.covered)
             n_asked += 1
@@ -376,9 +388,7 @@ class FrameAnalyzer:
                     b = head_box_from_keypoints(person, self.cfg.pose_min_score)
                     if b is not None:
                         boxes.append(b)
-                body_seen = bool(len(people)) and any(
-                    float(np.mean(p[:17, 2] >= self.cfg.pose_min_score)) >= 0.25 for p in people
-                )
+                body_seen = any(self._body_seen(p) for p in people)
                 found[i] = body_seen or bool(boxes)
                 head[i] = np.asarray(boxes, np.float32).reshape(-1, 4)
         present: dict[int, bool] = {}

@@ -9,7 +9,8 @@ fills the found people's bodies and the found faces' heads with black and asks t
 again (in still-image mode, beside the tracking one), ``max_extra`` times or until it
 finds no one new. Measured on the demo pancake clip: with the cook blacked out, the
 person seated in the background was found on frames where the unmasked frame gave only
-the cook (docs/benchmarks.md has what it costs).
+the cook (tests/test_more_people.py; what it costs and what it misses: README,
+Limitations).
 """
 
 from __future__ import annotations
