@@ -788,7 +788,12 @@ def render_order(plans: Mapping[str, VideoPlan]) -> list[str]:
     leaving a long video for last while the other workers idle; with short segments the
     order matters less, and each video's segments stay together so it is finalized as
     soon as they are done."""
-    return sorted(plans, key=lambda v: (-render_cost(plans[v]), v))
+    return _most_work_first({v: render_cost(p) for v, p in plans.items()})
+
+
+def _most_work_first(work: Mapping[str, int]) -> list[str]:
+    """Ids by work, largest first, ties by id (longest-processing-time first)."""
+    return sorted(work, key=lambda v: (-work[v], v))
 
 
 def evaluation_order(jobs: Mapping[str, tuple[int, int]]) -> list[str]:
@@ -798,7 +803,7 @@ def evaluation_order(jobs: Mapping[str, tuple[int, int]]) -> list[str]:
     identity stage embeds the original's faces and every output's at the same places, so
     the work is ``frames x (1 + outputs)``. With one video in flight per actor, a long
     video handed out last would otherwise run alone while the other actors idle."""
-    return sorted(jobs, key=lambda v: (-max(0, int(jobs[v][0])) * (1 + max(0, int(jobs[v][1]))), v))
+    return _most_work_first({v: max(0, int(f)) * (1 + max(0, int(n))) for v, (f, n) in jobs.items()})
 
 
 def segment_file(work_dir: str | os.PathLike, index: int, method: str, container: str = SEGMENT_CONTAINER) -> Path:

@@ -18,7 +18,7 @@ from deid.types import Keypoints
 
 from conftest import REPO, media_path
 from test_keyframes import ScriptedDetector, face_at, frames_for
-from test_worker_threads import ScriptedPose, ScriptedPresence, number
+from test_worker_threads import ScriptedPose, ScriptedPresence, analyze_in_chunks, number
 
 
 def person_at(x: float, y: float = 100.0, s: float = 10.0) -> np.ndarray:
@@ -138,13 +138,8 @@ def test_analyzer_asks_for_more_people_on_the_check_cadence(threaded):
     more = ScriptedMore()
     cfg = dataclasses.replace(Config().track, worker_threads=threaded, pose_check_every=8, pose_more_every=0)
     an = FrameAnalyzer(det, cfg, pose, ScriptedPresence(set()), more)
-    an.reset()
     frames = frames_for(n)
-    obs = []
-    for s in range(0, n, 9):
-        obs += an.analyze(frames[s:s + 9], s)
-    obs += an.finish()
-    an.close()
+    obs = analyze_in_chunks(an, frames)
     asked = [c[0] for c in more.calls]
     # the checks on frames with faces (0, 8, 16) and the fallback frames on the cadence (24, 32)
     assert asked == [0, 8, 16, 24, 32]
@@ -177,13 +172,8 @@ def test_a_person_found_is_followed_on_every_kth_frame_while_found(threaded):
     more = ScriptedMore(on=set(range(16, 29)))
     cfg = dataclasses.replace(Config().track, worker_threads=threaded, pose_check_every=16, pose_more_every=4)
     an = FrameAnalyzer(det, cfg, ScriptedPose(set()), ScriptedPresence(set()), more)
-    an.reset()
     frames = frames_for(n)
-    obs = []
-    for s in range(0, n, 9):
-        obs += an.analyze(frames[s:s + 9], s)
-    obs += an.finish()
-    an.close()
+    obs = analyze_in_chunks(an, frames)
     # 4, 8, 12: nobody found yet, not asked; from 16 every 4th frame while the last find
     # (28) is within hold_frames (16): up to 44
     assert [c[0] for c in more.calls] == [0, 16, 20, 24, 28, 32, 36, 40, 44]

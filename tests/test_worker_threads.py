@@ -73,16 +73,22 @@ def run(threaded: bool, k: int = 1, n: int = 70, chunk: int = 9, pose=None):
     det, p, pres = scenario()
     cfg = dataclasses.replace(Config().track, worker_threads=threaded, keyframe_every=k)
     an = FrameAnalyzer(det, cfg, pose or p, pres)
+    obs = analyze_in_chunks(an, frames_for(n), chunk)
+    return an, obs, det, pose or p, pres
+
+
+def analyze_in_chunks(an: FrameAnalyzer, frames, chunk: int = 9):
+    """Reset ``an``, feed it ``frames`` ``chunk`` at a time as a video would come, finish
+    and close it: every observation, in the order returned."""
     an.reset()
-    frames = frames_for(n)
     obs = []
     try:
-        for s in range(0, n, chunk):
+        for s in range(0, len(frames), chunk):
             obs += an.analyze(frames[s : s + chunk], s)
         obs += an.finish()
     finally:
         an.close()
-    return an, obs, det, pose or p, pres
+    return obs
 
 
 def summary(obs):
@@ -239,13 +245,8 @@ def test_pose_checks_frames_with_faces_for_a_person_whose_face_was_missed(thread
     pose = ScriptedPose(set(range(n)))
     cfg = dataclasses.replace(Config().track, worker_threads=threaded, pose_check_every=8)
     an = FrameAnalyzer(det, cfg, pose, ScriptedPresence(set()))
-    an.reset()
     frames = frames_for(n)
-    obs = []
-    for s in range(0, n, 9):
-        obs += an.analyze(frames[s:s + 9], s)
-    obs += an.finish()
-    an.close()
+    obs = analyze_in_chunks(an, frames)
     assert pose.seen == [0, 8, 16, 24, 32] and an.counts["pose_checks"] == 5
     by = {o.index: o for o in obs}
     for i in pose.seen:

@@ -317,8 +317,6 @@ class FrameAnalyzer:
         every, dense = self.cfg.pose_check_every, self.cfg.pose_more_every
         if self.more_people is None or every <= 0:
             return {}
-        from .boxes import pad_face_box
-
         posing = set(need_pose)
         out: dict[int, _MoreAsk] = {}
         for i in group:
@@ -328,13 +326,16 @@ class FrameAnalyzer:
             if not always and not (dense > 0 and idx % dense == 0 and (i in posing or has_faces)):
                 continue
             faces = obs[i].faces.boxes if obs[i] is not None else np.zeros((0, 4), np.float32)
-            heads = [pad_face_box(f, self.cfg.pad_side, self.cfg.pad_top, self.cfg.pad_bottom) for f in np.asarray(faces, np.float32).reshape(-1, 4)]
-            out[i] = _MoreAsk(np.asarray(heads, np.float32).reshape(-1, 4), idx, always, None if i in posing else frames[i])
+            out[i] = _MoreAsk(_face_heads(faces, self.cfg), idx, always, None if i in posing else frames[i])
         return out
 
     def _body_seen(self, person: np.ndarray) -> bool:
         """A quarter of the person's COCO-17 points are confident: someone is there."""
         return float(np.mean(np.asarray(person)[:17, 2] >= self.cfg.pose_min_score)) >= 0.25
+
+    def _head_boxes(self, people: Any) -> list[np.ndarray]:
+        """The head boxes that can be placed for ``people`` (keypoints), in order."""
+        return [b for b in (head_box_from_keypoints(p, self.cfg.pose_min_score) for p in people) if b is not None]
 
     def _fallback_models(
         self, pose_frames: list[np.ndarray], need_pose: list[int], presence_frames: list[np.ndarray], need_presence: list[int],
@@ -355,6 +356,8 @@ class FrameAnalyzer:
         kps = self.pose.estimate(pose_frames) if need_pose else []
         kp_at = dict(zip(need_pose, kps))
         frame_at = dict(zip(need_pose, pose_frames))
+        # each pose person's head box (None where it cannot be placed)
+        own = {i: [head_box_from_keypoints(p, self.cfg.pose_min_score) for p in kp.data] for i, kp in kp_at.items()}
         extra_at: dict[int, np.ndarray] = {}
         n_asked = n_more = 0
         for i in sorted(more, key=lambda j: more[j].index):  # frame order: the follow-up rule depends on it
@@ -362,8 +365,7 @@ class FrameAnalyzer:
             last = self._more_found_at
             if not q.always and (last is None or abs(q.index - last) > self.cfg.hold_frames):
                 continue
-            if i in kp_at and any(self._body_seen(p) and head_box_from_keypoints(p, self.cfg.pose_min_score) is None
-                                  for p in kp_at[i].data):
+            if i in kp_at and any(self._body_seen(p) and h is None for p, h in zip(kp_at[i].data, own[i])):
                 # pose sees a body whose head it cannot place: the frame is fail-closed
                 # (no region for that person); a further person's head, or a false one,
                 # must not turn it into a frame with regions
@@ -377,20 +379,13 @@ class FrameAnalyzer:
                 self._more_found_at = q.index
         for i in extra_at:
             if i not in kp_at:  # a frame with faces, pose not run: only the further people's heads
-                boxes = [b for b in (head_box_from_keypoints(p, self.cfg.pose_min_score) for p in extra_at[i]) if b is not None]
-                head[i] = np.asarray(boxes, np.float32).reshape(-1, 4)
+                head[i] = np.asarray(self._head_boxes(extra_at[i]), np.float32).reshape(-1, 4)
                 found[i] = True
-        if need_pose:
-            for i, kp in zip(need_pose, kps):
-                people = list(kp.data) + list(extra_at.get(i, ()))
-                boxes = []
-                for person in people:
-                    b = head_box_from_keypoints(person, self.cfg.pose_min_score)
-                    if b is not None:
-                        boxes.append(b)
-                body_seen = any(self._body_seen(p) for p in people)
-                found[i] = body_seen or bool(boxes)
-                head[i] = np.asarray(boxes, np.float32).reshape(-1, 4)
+        for i, kp in kp_at.items():
+            extra = extra_at.get(i, ())
+            boxes = [b for b in own[i] if b is not None] + self._head_boxes(extra)
+            found[i] = any(self._body_seen(p) for p in (*kp.data, *extra)) or bool(boxes)
+            head[i] = np.asarray(boxes, np.float32).reshape(-1, 4)
         present: dict[int, bool] = {}
         if self.presence is not None:
             # (pose checks on frames with faces need no presence answer: someone is there)
@@ -405,17 +400,25 @@ class FrameAnalyzer:
 _GROUP = 4  # frames per detector call when the pose worker runs beside it
 
 
+def _face_heads(faces: np.ndarray, cfg: Any) -> np.ndarray:
+    """(N, 4) head regions of face boxes, padded as the tracker pads them."""
+    from .boxes import pad_face_box
+
+    faces = np.asarray(faces, np.float32).reshape(-1, 4)
+    return np.asarray([pad_face_box(f, cfg.pad_side, cfg.pad_top, cfg.pad_bottom) for f in faces], np.float32).reshape(-1, 4)
+
+
 def _heads_without_face(heads: np.ndarray, faces: np.ndarray, cfg: Any) -> np.ndarray:
     """The pose-placed head boxes that are not the head of a detected face (see
     :func:`deid.track.boxes.same_head`: a neighbour's head overlapping a found face a
     little is kept)."""
-    from .boxes import pad_face_box, same_head
+    from .boxes import same_head
 
     heads = np.asarray(heads, np.float32).reshape(-1, 4)
     faces = np.asarray(faces, np.float32).reshape(-1, 4)
     if not len(heads) or not len(faces):
         return heads
-    face_heads = [pad_face_box(f, cfg.pad_side, cfg.pad_top, cfg.pad_bottom) for f in faces]
+    face_heads = _face_heads(faces, cfg)
     keep = [not any(same_head(h, f, fh) for f, fh in zip(faces, face_heads)) for h in heads]
     return heads[np.asarray(keep, bool)]
 
