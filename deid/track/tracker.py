@@ -66,10 +66,11 @@ class _Point:
 class _Track:
     points: dict[int, _Point] = field(default_factory=dict)
     first: int = 0
+    last_frame: int = 0  # points are added in frame order: the newest is the last
 
-    @property
-    def last_frame(self) -> int:
-        return max(self.points)
+    def add(self, index: int, point: _Point) -> None:
+        self.points[index] = point
+        self.last_frame = index
 
     def last_box(self) -> np.ndarray:
         return self.points[self.last_frame].box
@@ -99,13 +100,15 @@ def _associate(observations: list[Observation], cfg: TrackConfig) -> list[_Track
             continue
         live = [t for t in tracks if obs.index - t.last_frame <= cfg.max_gap + 1]
         pairs = []
-        for ti, t in enumerate(live):
-            lb = t.last_box()
-            for ci, c in enumerate(cands):
-                iou = float(B.box_iou(lb[None], c.box[None])[0, 0])
-                dist = B.center_distance(lb, c.box)
-                if iou >= cfg.iou_threshold or dist <= 0.5:
-                    pairs.append((iou - 0.1 * dist, ti, ci))
+        if live:
+            last = [t.last_box() for t in live]
+            ious = B.box_iou(np.stack(last), np.stack([c.box for c in cands])).tolist()  # one call, same values
+            for ti, lb in enumerate(last):
+                for ci, c in enumerate(cands):
+                    iou = ious[ti][ci]
+                    dist = B.center_distance(lb, c.box)
+                    if iou >= cfg.iou_threshold or dist <= 0.5:
+                        pairs.append((iou - 0.1 * dist, ti, ci))
         pairs.sort(reverse=True)
         used_t, used_c = set(), set()
         for _, ti, ci in pairs:
@@ -113,10 +116,10 @@ def _associate(observations: list[Observation], cfg: TrackConfig) -> list[_Track
                 continue
             used_t.add(ti)
             used_c.add(ci)
-            live[ti].points[obs.index] = cands[ci]
+            live[ti].add(obs.index, cands[ci])
         for ci, c in enumerate(cands):
             if ci not in used_c:
-                tracks.append(_Track({obs.index: c}, obs.index))
+                tracks.append(_Track({obs.index: c}, obs.index, obs.index))
     return tracks
 
 
