@@ -43,5 +43,10 @@ bench: setup
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
+# pyflakes (installed into .venv on first use): unused imports and names, undefined names
+lint: setup
+	@$(PY) -c "import pyflakes" 2>/dev/null || $(PY) -m pip install -q --disable-pip-version-check pyflakes $(PIP_QUIET)
+	$(PY) -m pyflakes deid ray_jobs bench/*.py tests
+
 clean:
 	rm -rf demo_out .pytest_cache build *.egg-info

@@ -863,7 +863,7 @@ class Bench:
             rr = {"ok": False, "error": "skipped: bench/ray_overhead.py measured Ray"}
         elif have_ray:
             rr = run_child("ray_archive", {"manifest": str(man), "out": str(d / "ray"), "set": over}, timeout=900)
-            say(f"  Ray local archive: " + (f"{rr['seconds']:.1f} s, CPU (driver) {rr['cpu_seconds']:.1f} s" if rr.get("ok") else f"FAILED: {_fail(rr)}"))
+            say("  Ray local archive: " + (f"{rr['seconds']:.1f} s, CPU (driver) {rr['cpu_seconds']:.1f} s" if rr.get("ok") else f"FAILED: {_fail(rr)}"))
         if ip.get("ok") and rr.get("ok"):
             ratio = rr["seconds"] / ip["seconds"]
             st = run_child("ray_startup", {}, timeout=300)

@@ -27,15 +27,15 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import __version__
 from .anonymize import build_anonymizer, redact_frame
 from .config import Config, config_hash
-from .errors import DeidError, InvalidInputError, LeakDetectedError, VideoDecodeError
+from .errors import DeidError, InvalidInputError, LeakDetectedError
 from .io import VIDEO_EXTENSIONS, VideoReader, VideoWriter, atomic_output, check_output_path, probe, write_text_atomic
+from .io.prefetch import prefetch
 from .track import FrameAnalyzer, Planner
 from .types import BoxSource, FrameDecision, FramePlan, Timings, VideoInfo
 
@@ -253,43 +253,7 @@ class VideoResult:
 # ----------------------------------------------------------------------------- threads
 
 
-def _prefetch(it: Iterable[Any], maxsize: int = 2) -> Iterator[Any]:
-    """Run an iterator in a background thread, bounded queue; re-raise its errors here."""
-    q: queue.Queue = queue.Queue(maxsize=maxsize)
-    done = object()
-    stop = threading.Event()
-
-    def worker() -> None:
-        try:
-            for item in it:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(done)
-        except BaseException as e:  # noqa: BLE001 - forwarded to the consumer
-            q.put(e)
-
-    t = threading.Thread(target=worker, name="deid-reader", daemon=True)
-    t.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        with contextlib.suppress(queue.Empty):
-            while True:
-                q.get_nowait()
-        t.join(timeout=5)
+_prefetch = prefetch  # (bench/ imports this name)
 
 
 class _WriterThread:

@@ -19,7 +19,6 @@ import logging
 import os
 import pickle
 import signal
-from pathlib import Path
 from typing import Any, Callable
 
 log = logging.getLogger(__name__)

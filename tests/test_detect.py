@@ -35,7 +35,6 @@ def test_contract_extreme_frame_shapes(detector):
 
 def test_contract_shapes_and_bounds(detector):
     from deid.testing import draw_frame
-    from deid.io import read_frames
 
     img, _ = draw_frame(5, 10, 320, 240)
     out = detector.detect([img])[0]

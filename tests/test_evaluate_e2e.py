@@ -23,7 +23,7 @@ from deid.io import VideoWriter
 from deid.pipeline import process_video
 from deid.registry import POSE_ESTIMATORS
 from deid.testing import (FACE_RGB, SHIRT_RGB, ColorFaceDetector, PatchIdentityEncoder, draw_frame, face_color_mask,
-                          fake_components, make_synthetic_video)
+                          fake_components)
 from deid.types import Keypoints
 
 K = 133

@@ -12,7 +12,6 @@ from deid.config import Config
 from deid.io import has_sensitive_tags, probe, read_frames
 from deid.pipeline import audit_path, discover_inputs, frames_path, output_path, process_video
 from deid.testing import (
-    FACE_RGB,
     ColorFaceDetector,
     ColorPresence,
     NoopAnonymizer,
@@ -132,6 +131,7 @@ def test_fail_closed_redacts_frames_without_head(tmp_path):
     assert probe(output_path(clip.path, tmp_path / "f", "blur")).frame_count == 40
     res_drop = process_video(clip.path, tmp_path / "d", ["blur"], cfg.replace("track.fail_closed=drop"), components=comp)
     assert probe(output_path(clip.path, tmp_path / "d", "blur")).frame_count == 40 - len(closed)
+    assert res_drop.status == "done" and res_drop.counts["frames_fail_closed"] == len(closed)
 
 
 def test_pose_fallback_places_heads(tmp_path):

@@ -3,6 +3,7 @@
 only the processes this test started are stopped). Real models on the demo clips:
 outputs, audit records, frame tables, the status table, METRICS_DIR and the report."""
 
+import importlib
 import json
 import os
 import shutil
@@ -86,7 +87,7 @@ def test_job_submit_on_demo_media(head, tmp_path):
     assert (summ[summ.method == "original"].ap_overall > 0.99).all(), "the original scored against itself"
     assert (out / "metrics" / "run.json").is_file() and (out / "metrics" / "keypoints").is_dir()
     try:
-        import deid.report  # noqa: F401
+        importlib.import_module("deid.report")
     except ImportError:
         return
     assert (out / "report.html").is_file()

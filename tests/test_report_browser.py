@@ -7,6 +7,7 @@ Runs by default (CI installs chromium in .ci/run); skips only when the chromium 
 or the playwright package is truly absent, and says which.
 """
 
+import importlib
 import json
 import os
 import shutil
@@ -34,7 +35,7 @@ def chromium_path() -> str:
         pytest.skip(f"Debian chromium not installed ({want} absent): `apt-get install -y chromium` "
                     "(CI's .ci/run installs it; `make browser` too)")
     try:
-        import playwright.sync_api  # noqa: F401
+        importlib.import_module("playwright.sync_api")
     except ImportError:
         pytest.skip("python playwright is not installed: pip install -e '.[test]'")
     return path

@@ -237,7 +237,6 @@ def test_opencv_threads_setting_is_applied_and_checked():
 def test_pose_checks_frames_with_faces_for_a_person_whose_face_was_missed(threaded):
     # a face is found in every frame (x ~ 400, far from the pose person's head at x ~ 100 + 3i);
     # pose runs on every 8th frame anyway and places the second person's head
-    from deid.config import TrackConfig  # noqa: F401 - the config the analyzer takes
     from test_keyframes import ScriptedDetector
 
     n = 40

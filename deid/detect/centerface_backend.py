@@ -27,6 +27,7 @@ OpenCV's within 1e-5.
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 from typing import Any, Sequence
@@ -70,8 +71,8 @@ class CenterFaceDetector:
             raise ConfigError(f"CenterFace runtime must be auto, onnxruntime or opencv; got {runtime!r}")
         if runtime == "auto":
             try:
-                import onnxruntime  # noqa: F401
-                import onnx  # noqa: F401
+                for mod in ("onnxruntime", "onnx"):  # only whether they import
+                    importlib.import_module(mod)
             except ImportError:
                 runtime = "opencv"
             else:

@@ -28,14 +28,13 @@ against a real face says whether the recogniser can tell that face from nothing 
 
 from __future__ import annotations
 
-import queue
-import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..io.prefetch import prefetch
 
 #: a located (locator) box overlapping an attacker box this much is the same face
 SAME_FACE_IOU = 0.4
@@ -179,47 +178,6 @@ class VideoFaces:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _prefetch(it: Iterable[Any], maxsize: int = 2) -> Iterator[Any]:
-    """Decode in a background thread (FFmpeg releases the GIL) while models run here."""
-    q: queue.Queue = queue.Queue(maxsize=maxsize)
-    done = object()
-    stop = threading.Event()
-
-    def work() -> None:
-        try:
-            for item in it:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(done)
-        except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
-            q.put(e)
-
-    t = threading.Thread(target=work, name="deid-eval-reader", daemon=True)
-    t.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while True:
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                break
-        t.join(timeout=5)
-
-
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     from ..metrics.identity import box_iou as _iou
 
@@ -327,7 +285,7 @@ def extract(
         estimator.reset()
     expected = start
     reader = VideoReader(path, chunk_size=chunk_size, info=info, start=start, stop=stop, decoder=decoder, batch_mb=batch_mb)
-    for batch in _prefetch(reader):
+    for batch in prefetch(reader, name="deid-eval-reader"):
         if batch.start != expected:
             raise InvalidInputError(
                 f"{path}: decoder skipped from frame {expected} to {batch.start}; the evaluation needs every frame "

@@ -285,7 +285,6 @@ def build_references(
     :class:`~deid.evaluate.extract.VideoFaces`). A distractor is dropped as the patient
     when the median of its faces' nearest distances to the patient is under
     ``threshold - margin`` (clearly the same person, not noise at the threshold)."""
-    dim = int(getattr(encoder, "dim", 0))
     notes: list[str] = []
     patient, source = None, "none"
     if patient_photos:
