@@ -130,14 +130,15 @@ class Manifest:
 
 
 def parse_methods(text: Any, default: Sequence[str] = ()) -> tuple[str, ...]:
-    """``"blur, mask"`` / ``"blur|mask"`` / a list -> ``("blur", "mask")``; empty -> ``default``.
+    """``"blur, mask"`` / ``"blur|mask"`` / a list of such -> ``("blur", "mask")`` (each
+    once, in order); empty -> ``default``.
     Raises ConfigError for an unknown method."""
     from .anonymize import METHODS
 
     if text is None or (isinstance(text, float) and math.isnan(text)):
         items: list[str] = []
     elif isinstance(text, (list, tuple)):
-        items = [str(t) for t in text]
+        items = [x for t in text for x in re.split(r"[,;|\s]+", str(t))]
     else:
         items = re.split(r"[,;|\s]+", str(text))
     out: list[str] = []

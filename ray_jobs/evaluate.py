@@ -135,8 +135,7 @@ class IdentityStage:
         from deid.evaluate.extract import extract_faces
         from deid.evaluate.references import build_references, default_distractors, default_target
         from deid.evaluate.score import score_method
-        from deid.evaluate.store import (audit_path_for, clear_method_scores, read_audit, status_rows_from_audit, write_method_scores,
-                                         write_status, write_video_entry)
+        from deid.evaluate.store import clear_method_scores, write_method_scores, write_status_from_audits, write_video_entry
         from deid.identity import effective_threshold
         from deid.io import probe
 
@@ -169,14 +168,7 @@ class IdentityStage:
             except DeidError as e:
                 errors[m] = str(e)
                 clear_method_scores(root, vid, m)  # no earlier evaluation's numbers stand in for this one
-        audits, status = {}, []
-        for m, p in processed.items():
-            ap = audit_path_for(p)
-            rec = read_audit(ap)
-            audits[m] = str(ap) if rec is not None else None
-            if rec is not None:
-                status += status_rows_from_audit(vid, m, rec)
-        write_status(root, status)
+        audits = write_status_from_audits(root, vid, processed)
         write_video_entry(root, {
             "video": vid, "original": original, "processed": processed,
             "fps": info_o.fps, "width": info_o.width, "height": info_o.height, "frame_count": info_o.frame_count,

@@ -136,5 +136,8 @@ def test_parse_methods():
     assert parse_methods("blur, mask;blur", ()) == ("blur", "mask")
     assert parse_methods("", ("pixelate",)) == ("pixelate",)
     assert parse_methods(["SWAP", "mask"]) == ("swap", "mask")
+    # repeated CLI flags, each comma-separated (deid anonymize -m blur,mask -m pixelate)
+    assert parse_methods(["blur,mask", "pixelate", "mask"]) == ("blur", "mask", "pixelate")
+    assert parse_methods(["", " "], ("blur",)) == ("blur",)
     with pytest.raises(ConfigError, match="unknown method"):
         parse_methods("blurr")

@@ -44,19 +44,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def parse_methods(values: list[str]) -> list[str]:
+    """``--method`` values (repeated and/or comma-separated) -> methods, each once."""
     from ..anonymize import METHODS
+    from ..archive import parse_methods as _parse
     from ..errors import ConfigError
 
-    out: list[str] = []
-    for v in values:
-        for m in v.split(","):
-            m = m.strip().lower()
-            if not m:
-                continue
-            if m not in METHODS:
-                raise ConfigError(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
-            if m not in out:
-                out.append(m)
+    out = list(_parse(list(values)))
     if not out:
         raise ConfigError("no method given (--method is empty); choose from " + ", ".join(METHODS))
     return out

@@ -38,6 +38,7 @@ _LAZY = {
     "aggregate": ".store",
     "write_method_scores": ".store",
     "write_status": ".store",
+    "write_status_from_audits": ".store",
     "write_video_entry": ".store",
     "EvalModels": ".models",
     "format_table": ".table",

@@ -122,8 +122,7 @@ def evaluate_outputs(
     from .models import EvalModels
     from .references import build_references, default_distractors, default_target, split_label
     from .score import score_method
-    from .store import (aggregate, audit_path_for, clear_method_scores, read_audit, status_rows_from_audit,
-                        write_method_scores, write_status, write_video_entry)
+    from .store import aggregate, clear_method_scores, write_method_scores, write_status_from_audits, write_video_entry
     from .table import format_table
 
     cfg = cfg if cfg is not None else Config()
@@ -202,15 +201,7 @@ def evaluate_outputs(
         bar.close()
 
     # --- status (from the pipeline's audit records), the video's entry, aggregate
-    audits: dict[str, str | None] = {}
-    status: list[dict[str, Any]] = []
-    for m, p in processed.items():
-        ap = audit_path_for(p)
-        rec = read_audit(ap)
-        audits[m] = str(ap) if rec is not None else None
-        if rec is not None:
-            status += status_rows_from_audit(vid, m, rec)
-    write_status(out, status)
+    audits = write_status_from_audits(out, vid, processed)
     info = {"fps": info_o.fps, "width": info_o.width, "height": info_o.height, "frame_count": info_o.frame_count,
             "frames_evaluated": n}
     entry = {

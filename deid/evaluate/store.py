@@ -178,6 +178,22 @@ def status_rows_from_audit(video: str, method: str, audit: Mapping[str, Any]) ->
     return rows
 
 
+def write_status_from_audits(metrics_dir: str | os.PathLike, video: str, processed: Mapping[str, Any]) -> dict[str, str | None]:
+    """Write ``video``'s status rows from the audit record beside each processed output
+    (``processed``: method -> output path); returns method -> audit path (None where the
+    output has no readable record)."""
+    audits: dict[str, str | None] = {}
+    rows: list[dict[str, Any]] = []
+    for m, p in processed.items():
+        ap = audit_path_for(p)
+        rec = read_audit(ap)
+        audits[m] = str(ap) if rec is not None else None
+        if rec is not None:
+            rows += status_rows_from_audit(video, m, rec)
+    write_status(metrics_dir, rows)
+    return audits
+
+
 def read_audit(path: str | os.PathLike) -> dict[str, Any] | None:
     p = Path(path)
     if not p.is_file():
