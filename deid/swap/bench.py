@@ -15,6 +15,16 @@
   (``swap.gate_every``). Run ``--repeat`` times (the machine is shared: report each).
   Also the whole pipeline (decode, detect, track, swap, encode, leak audit) once.
 
+- ``sides``: where the swap's pose accuracy goes. With a model (``--model-dir``), the
+  patient clip is converted twice, gate off: through the donor's decoder (the swap) and
+  through the patient's own decoder (a reconstruction: the same alignment, generator
+  size, colour matching and blending, but no change of identity); both are scored with
+  ``deid evaluate`` against the original (pose OKS AP per region, identity). The gap
+  between the reconstruction and 1.0 is what the generator and the pasting cost; the
+  gap between the swap and the reconstruction is what the change of face costs. The
+  reconstruction shows the patient's face: it is written to a private (0700) temporary
+  folder and deleted with the evaluation's tables after printing.
+
 Nothing here is asserted: numbers go to stdout (and ``--json FILE``).
 """
 
@@ -229,9 +239,40 @@ def bench_convert(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def bench_sides(args: argparse.Namespace) -> dict[str, Any]:
+    from ..anonymize.swap import SwapAnonymizer
+    from ..config import Config
+    from ..evaluate.api import evaluate_outputs
+    from ..pipeline import Components, process_video
+    from .session import remove_private_dir
+
+    if not args.model_dir:
+        raise SystemExit("sides needs --model-dir (a model folder, e.g. from `bench train --keep DIR` or `deid swap train`)")
+    cfg = Config().replace("audit.leak_check=false", f"evaluate.identity_every={args.stride}", *args.set)
+    base = Components.build(cfg, [])
+    tmp = Path(tempfile.mkdtemp(prefix="deid-swap-sides-"))  # 0700: holds a reconstruction of the patient
+    try:
+        outs = {}
+        for side, label in (("donor", "swap"), ("patient", "reconstruction")):
+            anon = SwapAnonymizer.from_dir(args.model_dir, cfg)
+            anon.gate = None  # the reconstruction would fail it by design; the swap is compared like for like
+            anon.converter.side = side
+            res = process_video(args.patient, tmp / label, ["swap"], cfg, components=base.with_anonymizer("swap", anon))
+            if res.status != "done":
+                raise SystemExit(f"{label}: {res.status}: {res.error}")
+            outs[label] = res.outputs[0].path
+        ev = evaluate_outputs(args.patient, outs, tmp / "metrics", cfg, distractors=[], progress=False)
+        print(ev["table"], flush=True)
+        keep = ("ap_overall", "ap_body", "ap_head", "ap_face", "oks_mean", "mean_dist_patient", "frames_match_patient")
+        rows = {r["method"]: {k: r.get(k) for k in keep} for r in ev["summary"] if r["method"] in outs}
+        return {"patient": str(args.patient), "model_dir": str(args.model_dir), "sides": rows}
+    finally:
+        remove_private_dir(tmp)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m deid.swap.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", nargs="?", default="all", choices=("train", "convert", "all"))
+    p.add_argument("what", nargs="?", default="all", choices=("train", "convert", "sides", "all"))
     p.add_argument("--patient", type=Path, default=DEMO_PATIENT)
     p.add_argument("--donor", default="demo-carphone")
     p.add_argument("--preset", default="small")
@@ -243,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="ignore the donor's cached pre-training")
     p.add_argument("--pretrain-minutes", type=float, default=0.0, help="build the donor pre-training first when it is missing")
     p.add_argument("--keep", metavar="DIR", help="keep the trained model in DIR (private data: delete it afterwards)")
-    p.add_argument("--model-dir", metavar="DIR", help="model for `convert`")
+    p.add_argument("--model-dir", metavar="DIR", help="model for `convert` and `sides`")
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--pipeline", action="store_true", help="also time the whole pipeline once")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -266,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
             from .session import remove_private_dir
 
             remove_private_dir(args.keep)
+    if args.what == "sides":
+        result["sides"] = bench_sides(args)
     result["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result, indent=1))
     if args.json:
