@@ -10,7 +10,7 @@ import os
 import sys
 import threading
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: a silenced block may build models that silence their own start-up
 
 
 @contextlib.contextmanager

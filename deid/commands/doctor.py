@@ -1,5 +1,8 @@
-"""``deid doctor``: read-only checks of the installation — packages, bundled models,
-codecs, optional user-supplied model files. Changes nothing."""
+"""``deid doctor``: read-only checks of the installation — packages, the models the
+configuration uses (built the way a run builds them), codecs, a tiny end-to-end run in a
+temporary folder (deleted), optional user-supplied model files. Changes nothing outside
+that temporary folder. ``--config`` / ``--set``: check the models a site's configuration
+needs (e.g. ``detect.backend=scrfd`` with its model file) instead of the defaults."""
 
 from __future__ import annotations
 
@@ -13,6 +16,9 @@ import sys
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="check the installation (packages, bundled models, codecs); changes nothing")
     p.add_argument("--json", action="store_true", help="one JSON object for scripts")
+    from . import add_config_args
+
+    add_config_args(p)
     p.set_defaults(func=run)
 
 
@@ -38,15 +44,57 @@ def _versions():
     return f"numpy {numpy.__version__}, protobuf {google.protobuf.__version__}"
 
 
-def _mediapipe():
-    import mediapipe as mp
-    import numpy as np
+def _pipeline_models(cfg):
+    """Every model a de-identification run with ``cfg`` builds (detectors, pose fallback,
+    further-people search, presence, the leak audit's recogniser)."""
+    from ..pipeline import Components
 
-    fd = mp.solutions.face_detection.FaceDetection(model_selection=1)
-    fd.process(np.zeros((64, 64, 3), np.uint8))
-    ps = mp.solutions.pose.Pose(model_complexity=1)
-    ps.process(np.zeros((64, 64, 3), np.uint8))
-    return f"mediapipe {mp.__version__}: face detection (short/full), pose, holistic load"
+    comp = Components.build(cfg, ["blur", "pixelate", "mask"])
+    det = comp.detector
+    names = [getattr(m, "name", type(m).__name__) for m, *_ in getattr(det, "members", [])] or [getattr(det, "name", type(det).__name__)]
+    parts = [f"detectors {' + '.join(names)}"]
+    if comp.pose is not None:
+        parts.append(f"pose {getattr(comp.pose, 'name', type(comp.pose).__name__)}")
+    if comp.more_people is not None:
+        parts.append("further-people search")
+    if comp.presence is not None:
+        parts.append(f"presence {type(comp.presence).__name__}")
+    if comp.identity is not None:
+        parts.append(f"leak audit {getattr(comp.identity, 'name', type(comp.identity).__name__)}")
+    return comp, "; ".join(parts)
+
+
+def _end_to_end(cfg, comp):
+    """A 12-frame synthetic clip through the whole pipeline (decode, detect, track, blur,
+    encode, verify, leak audit) in a temporary folder; checks frames and metadata."""
+    import tempfile
+    from pathlib import Path
+
+    from ..io import has_sensitive_tags, probe
+    from ..pipeline import process_video
+    from ..testing import make_synthetic_video
+
+    with tempfile.TemporaryDirectory(prefix="deid-doctor-") as tmp:
+        clip = make_synthetic_video(Path(tmp) / "clip.mp4", n_frames=12)
+        res = process_video(clip.path, Path(tmp) / "out", ["blur"], cfg, components=comp)
+        if res.status != "done":
+            raise RuntimeError(f"run {res.status}: {res.error}")
+        out = res.outputs[0].path
+        n = probe(out).frame_count
+        if n != 12:
+            raise RuntimeError(f"output has {n} frames, expected 12")
+        tags = has_sensitive_tags(out)
+        if tags:
+            raise RuntimeError(f"output carries metadata tags {tags}")
+        return f"12 frames in, 12 out, no metadata tags, {res.timings.get('total', 0):.1f} s"
+
+
+def _evaluation_models(cfg):
+    """The evaluation's pose estimator, recogniser and face detectors (deid evaluate)."""
+    from ..evaluate.models import EvalModels
+
+    EvalModels.build(cfg)
+    return f"pose {cfg.evaluate.pose.backend}, identity {cfg.evaluate.identity.backend}, attacker's detector {cfg.evaluate.face_detector}"
 
 
 def _dlib():
@@ -113,7 +161,6 @@ def _browser():
 CHECKS = [
     ("python", lambda: sys.version.split()[0]),
     ("numpy/protobuf pins", _versions),
-    ("mediapipe models", _mediapipe),
     ("dlib models", _dlib),
     ("video codecs", _codecs),
     ("torch", _torch),
@@ -122,11 +169,33 @@ CHECKS = [
     ("optional model files", _optional_models),
     ("chromium (report test)", _browser),
 ]
+OPTIONAL = ("chromium (report test)",)
 
 
 def run(args: argparse.Namespace) -> int:
-    results = [_check(n, f) for n, f in CHECKS]
-    required_failed = [r for r in results if not r["ok"] and r["check"] not in ("chromium (report test)",)]
+    from . import load_cfg
+
+    results = [_check(n, f) for n, f in CHECKS[:2]]
+    cfg = None
+    try:
+        cfg = load_cfg(args)
+        given = [getattr(args, "config", None) or "built-in defaults", *(getattr(args, "overrides", None) or [])]
+        results.append({"check": "configuration", "ok": True, "detail": ", ".join(given)})
+    except Exception as e:  # noqa: BLE001 - reported like every other check
+        results.append({"check": "configuration", "ok": False, "detail": f"{type(e).__name__}: {e}"})
+    if cfg is not None:
+        built: dict = {}
+
+        def models():
+            built["comp"], detail = _pipeline_models(cfg)
+            return detail
+
+        results.append(_check("pipeline models", models))
+        if "comp" in built:
+            results.append(_check("end-to-end run", lambda: _end_to_end(cfg, built["comp"])))
+        results.append(_check("evaluation models", lambda: _evaluation_models(cfg)))
+    results += [_check(n, f) for n, f in CHECKS[2:]]
+    required_failed = [r for r in results if not r["ok"] and r["check"] not in OPTIONAL]
     if args.json:
         print(json.dumps({"ok": not required_failed, "checks": results}, indent=1))
     else:

@@ -1,0 +1,52 @@
+"""deid doctor: builds the models a run would build, runs a tiny clip end to end, and
+fails (exit 1) naming what is wrong."""
+
+import json
+import threading
+
+from deid._quiet import native_stderr_silenced
+from deid.cli import main
+
+
+def _doctor(capsys, *argv):
+    rc = main(["doctor", "--json", *argv])
+    return rc, {c["check"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+
+
+def test_doctor_builds_the_default_models_and_runs_a_clip_end_to_end(capsys):
+    rc, checks = _doctor(capsys)
+    assert rc == 0, {k: c["detail"] for k, c in checks.items() if not c["ok"]}
+    assert "mediapipe + centerface" in checks["pipeline models"]["detail"]
+    assert "leak audit dlib" in checks["pipeline models"]["detail"]
+    assert checks["end-to-end run"]["ok"] and "12 frames in, 12 out" in checks["end-to-end run"]["detail"]
+    assert checks["evaluation models"]["ok"]
+
+
+def test_doctor_checks_the_models_a_site_config_asks_for(capsys, monkeypatch):
+    monkeypatch.delenv("DEID_SCRFD_MODEL", raising=False)
+    rc, checks = _doctor(capsys, "--set", "detect.backend=scrfd")
+    assert rc == 1
+    assert not checks["pipeline models"]["ok"] and "SCRFD model file not found" in checks["pipeline models"]["detail"]
+    assert "end-to-end run" not in checks  # nothing to run it with
+    assert "detect.backend=scrfd" in checks["configuration"]["detail"]
+
+
+def test_doctor_reports_a_bad_configuration(capsys):
+    rc, checks = _doctor(capsys, "--set", "track.no_such_key=1")
+    assert rc == 1 and not checks["configuration"]["ok"]
+    assert "no_such_key" in checks["configuration"]["detail"]
+
+
+def test_native_stderr_silencing_nests():
+    # a silenced block that builds models which silence their own start-up (deid doctor)
+    done = threading.Event()
+
+    def nested():
+        with native_stderr_silenced(True):
+            with native_stderr_silenced(True):
+                pass
+        done.set()
+
+    t = threading.Thread(target=nested, daemon=True)
+    t.start()
+    assert done.wait(5), "nested native_stderr_silenced deadlocked"
