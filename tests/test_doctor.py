@@ -50,3 +50,19 @@ def test_native_stderr_silencing_nests():
     t = threading.Thread(target=nested, daemon=True)
     t.start()
     assert done.wait(5), "nested native_stderr_silenced deadlocked"
+
+
+def test_one_missing_demo_donor_is_a_note_both_missing_a_failure(monkeypatch):
+    import deid.swap.donors as donors
+    from deid.commands import doctor
+
+    def gone():
+        raise FileNotFoundError("not here")
+
+    names = sorted(donors.BUILTIN_DONORS)
+    monkeypatch.setitem(donors.BUILTIN_DONORS, names[0], (donors.BUILTIN_DONORS[names[0]][0], gone))
+    r = doctor._check("demo donors", doctor._donor)
+    assert r["ok"] and f"{names[0]} not available" in r["detail"] and names[1] in r["detail"]
+    monkeypatch.setitem(donors.BUILTIN_DONORS, names[1], (donors.BUILTIN_DONORS[names[1]][0], gone))
+    r = doctor._check("demo donors", doctor._donor)
+    assert not r["ok"] and "not here" in r["detail"]
