@@ -43,13 +43,13 @@ def task_bare(s: dict[str, Any]) -> dict[str, Any]:
 def task_decode(s: dict[str, Any]) -> dict[str, Any]:
     """Decode only (the pipeline's reader: PyAV, upright RGB, a reader thread)."""
     from deid.io import VideoReader, probe
-    from deid.pipeline import _prefetch
+    from deid.io.prefetch import prefetch
 
     cfg = _cfg(s.get("set"), s.get("config"))
     info = probe(s["src"])
     n = 0
     with Meter() as m:
-        for b in _prefetch(VideoReader(s["src"], info=info, chunk_size=cfg.io.chunk_size, decoder=cfg.io.decoder)):
+        for b in prefetch(VideoReader(s["src"], info=info, chunk_size=cfg.io.chunk_size, decoder=cfg.io.decoder)):
             n += len(b.frames)
     return {**m.as_dict(), "frames": n}
 

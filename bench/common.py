@@ -59,7 +59,8 @@ def bare_transcode(src: Path, dst: Path, cfg: Any = None) -> int:
     anonymization, no audit. Returns the number of frames written."""
     from deid.config import Config
     from deid.io import VideoReader, VideoWriter, probe
-    from deid.pipeline import _prefetch, _WriterThread
+    from deid.io.prefetch import prefetch
+    from deid.pipeline import _WriterThread
 
     cfg = cfg or Config()
     info = probe(src)
@@ -68,7 +69,7 @@ def bare_transcode(src: Path, dst: Path, cfg: Any = None) -> int:
         reader = VideoReader(src, info=info, chunk_size=cfg.io.chunk_size, decoder=cfg.io.decoder, batch_mb=cfg.io.batch_mb)
         wt = _WriterThread({"bare": w}, batch=reader.chunk_size)
         try:
-            for b in _prefetch(reader):
+            for b in prefetch(reader):
                 for f, pts in zip(b.frames, b.pts):
                     wt.put("bare", f, pts)
                     n += 1

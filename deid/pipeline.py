@@ -253,9 +253,6 @@ class VideoResult:
 # ----------------------------------------------------------------------------- threads
 
 
-_prefetch = prefetch  # (bench/ imports this name)
-
-
 class _WriterThread:
     """Encodes frames for several writers in one background thread."""
 
@@ -500,7 +497,7 @@ def render_segment(
 
         t_loop = time.perf_counter()
         try:
-            for batch in _prefetch(reader, maxsize=2):
+            for batch in prefetch(reader, maxsize=2):
                 t_a = time.perf_counter()
                 obs = analyzer.analyze(batch.frames, batch.start)
                 timings.add("analyze", time.perf_counter() - t_a)

