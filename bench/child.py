@@ -251,14 +251,16 @@ def task_identity(s: dict[str, Any]) -> dict[str, Any]:
     if len(boxes) == 0:
         return {"ok": False, "error": f"{s['src']}: no face in frame 0"}
     box = boxes[:1]
-    enc = IDENTITY_ENCODERS.create(cfg.evaluate.identity.backend)
+    rt = {"runtime": s["runtime"]} if s.get("runtime") else {}  # dlib: torch (default) | dlib
+    enc = IDENTITY_ENCODERS.create(cfg.evaluate.identity.backend, **rt)
     enc.embed(frames[:2], [box, box])
     n = 0
     with Meter() as m:
         for i in range(0, len(frames), 8):
             chunk = frames[i : i + 8]
             n += sum(len(e) for e in enc.embed(chunk, [box] * len(chunk)))
-    return {**m.as_dict(), "frames": len(frames), "faces": n, "backend": cfg.evaluate.identity.backend}
+    return {**m.as_dict(), "frames": len(frames), "faces": n, "backend": cfg.evaluate.identity.backend,
+            "runtime": getattr(enc, "runtime", "")}
 
 
 def task_evaluate(s: dict[str, Any]) -> dict[str, Any]:

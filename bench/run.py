@@ -697,11 +697,22 @@ class Bench:
         i = run_child("identity", {"src": str(PATIENT_CLIP), "frames": self.args.identity_frames})
         if i.get("ok"):
             fps = i["faces"] / i["seconds"]
-            say(f"  identity ({i['backend']}): {fps:.1f} faces/s")
-            rows.append({"path": f"identity embedding ({i['backend']} 128-d)", "input": PATIENT_CLIP.name, "frames": i["frames"],
+            rt = f", {i['runtime']} runtime" if i.get("runtime") else ""
+            say(f"  identity ({i['backend']}{rt}): {fps:.1f} faces/s")
+            rows.append({"path": f"identity embedding ({i['backend']} 128-d{rt})", "input": PATIENT_CLIP.name, "frames": i["frames"],
                          "fps": fps, "unit": "faces/s", "runs_s": [i["seconds"]], "x_bare": fps / pat_bare if math.isfinite(pat_bare) else None,
                          "cpu_per_frame": i["cpu_seconds"] / max(1, i["faces"]), "peak_rss_mb": i["peak_rss_mb"], "status": "ok",
                          "note": "landmarks + alignment + ResNet on one known face box per frame (detection not timed); CPU per face"})
+            if i.get("runtime") == "torch":  # the same network on dlib's own forward pass, for the ratio
+                j = run_child("identity", {"src": str(PATIENT_CLIP), "frames": self.args.identity_frames, "runtime": "dlib"})
+                if j.get("ok"):
+                    fj = j["faces"] / j["seconds"]
+                    say(f"  identity ({j['backend']}, dlib runtime): {fj:.1f} faces/s")
+                    rows.append({"path": f"identity embedding ({j['backend']} 128-d, dlib runtime: reference)", "input": PATIENT_CLIP.name,
+                                 "frames": j["frames"], "fps": fj, "unit": "faces/s", "runs_s": [j["seconds"]],
+                                 "x_bare": fj / pat_bare if math.isfinite(pat_bare) else None,
+                                 "cpu_per_frame": j["cpu_seconds"] / max(1, j["faces"]), "peak_rss_mb": j["peak_rss_mb"], "status": "ok",
+                                 "note": f"the same descriptor (tests/test_dlib_resnet.py) from dlib's own forward pass: the torch runtime is {fps / fj:.1f}x its speed here"})
             nog = self.res.get("convert_cpu_nogate")
             if nog is not None:
                 ge = int(self.res.get("convert_gate_every") or 5)

@@ -242,7 +242,7 @@ class EvaluateConfig:
 
     pose: PoseConfig = field(default_factory=PoseConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
-    identity_every: int = 5  # embed faces every k-th frame (dlib costs ~80 ms a face on a CPU; 1 = every frame)
+    identity_every: int = 5  # embed faces every k-th frame (dlib's ResNet on torch: ~5 ms a face on a CPU core; 1 = every frame)
     max_frames: int = 0  # 0 = all frames
     # the attacker's face detector on every evaluated video (Zhu et al.: dlib's HOG)
     face_detector: str = "dlib_hog"

@@ -107,7 +107,10 @@ def _dlib():
     if missing:
         raise RuntimeError(f"missing model files: {missing}")
     dlib.face_recognition_model_v1(files[0])
-    return f"dlib {dlib.__version__}: ResNet 128-d, 5/68-point predictors, MMOD CNN present"
+    from ..identity.dlib_resnet import DlibResNet
+
+    DlibResNet(files[0])  # the same weights on torch (the default runtime)
+    return f"dlib {dlib.__version__}: ResNet 128-d (readable by the torch runtime), 5/68-point predictors, MMOD CNN present"
 
 
 def _codecs():

@@ -60,7 +60,8 @@ def identity_info(name: str, encoder: Any, detector_name: str, upsample: int, lo
     path = getattr(encoder, "model_path", "") or ""
     model = os.path.basename(str(path)) if path else type(encoder).__name__
     if name == "dlib":
-        model = f"dlib 128-d ResNet ({model})"
+        rt = getattr(encoder, "runtime", "")
+        model = f"dlib 128-d ResNet ({model}{', run on torch' if rt == 'torch' else ''})"
     det = f"{detector_name} (upsample {upsample})" if detector_name.startswith("dlib") else detector_name
     return {
         "name": name,
