@@ -278,7 +278,7 @@ class SwapConfig:
     donor_pretrain_minutes: float = 0.0  # build that model first when the donor has none (one-off minutes; 0 = never)
     other_faces: str = "blur"  # policy for faces that are not the patient's: blur | mask | swap
     gate: bool = True  # identity gate: fall back to mask where the swap still matches the patient
-    gate_every: int = 5  # gate every k-th frame of a track (1 = every frame); a failed track is gated every frame
+    gate_every: int = 1  # gate every k-th frame of a track (1 = every frame, the default); a failed track is gated every frame
     keep_model: bool = False  # keep the patient's model after conversion (a warning is logged)
     model_dir: str = ""  # convert with a model from `deid swap train` instead of training one (never deleted)
     workdir: str = ""  # where the private (0700) session directory is made; default: the system temp dir

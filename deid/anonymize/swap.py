@@ -17,15 +17,14 @@ Per frame and face region (from the tracker):
 3. *swap*: one batched forward pass for the frame's faces (shared encoder -> donor
    decoder), colour match, blend (:mod:`deid.swap.convert`);
 4. *gate*: the output face is checked against the patient (:mod:`deid.swap.gate`) on
-   the first frame of a track and then every ``swap.gate_every``-th frame; a check that
-   passes by a wide margin (:data:`GATE_SAFE` above the limit) doubles that track's
-   interval, up to :data:`GATE_MAX_FACTOR` x ``gate_every``; a check near the limit
-   resets it. A face that fails is masked, and its track is then checked on *every*
-   frame until :data:`GATE_RECOVER` consecutive passes. Why sample: a check costs a dlib
-   embedding pair per face (0.1-0.4 s on the reference CPU depending on its load), so
-   gating every frame would cap conversion at 2-6 fps; frames of one track change
-   little between checks, and the pipeline's leak audit re-checks sampled frames of the
-   finished video independently before anything is published.
+   every frame by default (``swap.gate_every: 1``): a check is a dlib embedding pair per
+   face, ~10 ms since the ResNet runs on torch (:mod:`deid.identity.dlib_resnet`; on
+   dlib's own forward pass it was 0.1-0.4 s and the gate had to sample). A face that
+   fails is masked. ``gate_every`` k > 1 samples again: the first frame of a track,
+   then every k-th frame; a check that passes by a wide margin (:data:`GATE_SAFE`
+   above the limit) doubles that track's interval, up to :data:`GATE_MAX_FACTOR` x k; a
+   check near the limit resets it; a failed track is checked on *every* frame until
+   :data:`GATE_RECOVER` consecutive passes.
 """
 
 from __future__ import annotations

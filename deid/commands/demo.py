@@ -54,10 +54,12 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         print(f"deid demo: demo clips missing in {media}: {', '.join(missing)}", file=sys.stderr)
         return 1
-    # the demo's swap is trained for minutes on a CPU: gate every swapped frame against the
-    # patient (a frame too close is masked) instead of every 5th, so the leak audit's
-    # sampled frames do not catch an unchecked near-match and refuse the whole output
-    # (seen once in a fresh-clone demo: 1 of 32 audited frames within 0.6)
+    # the demo's swap is trained for minutes on a CPU: every swapped frame is gated against
+    # the patient (a frame too close is masked), so the leak audit's sampled frames cannot
+    # catch an unchecked near-match and refuse the whole output (seen once in a fresh-clone
+    # demo when the gate sampled every 5th frame: 1 of 32 audited frames within 0.6).
+    # Every frame is the default now; the demo says so explicitly in case a site config
+    # (configs/demo.yaml) samples.
     overrides = [f"swap.donor={DEMO_DONOR}", "swap.gate_every=1"]
     if args.swap_minutes is not None:
         overrides.append(f"swap.max_minutes={args.swap_minutes}")

@@ -295,18 +295,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo patient clip not found: {args.patient} (set DEID_SHARED_MEDIA)", file=sys.stderr)
         return 2
     result: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]}}
+    scratch = None  # a model `all` trains without --keep: deleted after conversion
     if args.what in ("train", "all"):
         if args.what == "all" and not args.keep:
-            args.keep = tempfile.mkdtemp(prefix="deid-swap-bench-")
+            args.keep = scratch = tempfile.mkdtemp(prefix="deid-swap-bench-")
         result["train"] = bench_train(args)
     if args.what in ("convert", "all"):
         if args.what == "all":
             args.model_dir = args.keep
         result["convert"] = bench_convert(args)
-        if args.what == "all":
+        if scratch:
             from .session import remove_private_dir
 
-            remove_private_dir(args.keep)
+            remove_private_dir(scratch)
     if args.what == "sides":
         result["sides"] = bench_sides(args)
     result["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
