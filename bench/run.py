@@ -650,8 +650,9 @@ class Bench:
                                          "x_bare_cpu": bare_cpu / (c["cpu_seconds"] / c["frames"]) if math.isfinite(bare_cpu) else None,
                                          "peak_rss_mb": c["peak_rss_mb"], "status": "ok",
                                          "note": "SwapAnonymizer.apply per frame (landmarks, align, model, colour, blend"
-                                                 + (f", identity gate every {c['gate_every']}th frame and every frame after a failure): "
-                                                    f"{st.get('gate_checks')} checks, {st.get('gate_failures')} failed -> masked" if gate else ")")
+                                                 + ((", identity gate on every frame): " if int(c["gate_every"]) == 1 else
+                                                     f", identity gate every {c['gate_every']}th frame and every frame after a failure): ")
+                                                    + f"{st.get('gate_checks')} checks, {st.get('gate_failures')} failed -> masked" if gate else ")")
                                                  + "; regions from the detector, not timed"})
                         else:
                             rows.append({"path": f"swap conversion, gate {'on' if gate else 'off'} ({label.upper()})", "input": inp,
