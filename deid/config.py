@@ -336,6 +336,7 @@ class RayConfig:
     num_gpus_train: float = 0.0  # GPUs per swap training worker
     train_workers: int = 1  # Ray Train workers per patient
     max_concurrent_trainings: int = 1  # patients trained at once (one Ray Train TorchTrainer each)
+    train_threads: int = 0  # CPU training: torch threads a worker may try (0 = up to 4 of the node's cores); it times 1 against this many and keeps the faster
     storage_path: str = ""  # Ray Train checkpoints and patients' swap models (shared storage on a cluster)
     max_retries: int = 3  # task retries / actor restarts after a worker dies; a segment that kills its worker more often fails
     progress_every_s: float = 10.0  # summary line interval (videos done / failed, frames/s); 0 = off
@@ -350,6 +351,7 @@ class RayConfig:
         for k in ("num_cpus_render", "num_gpus_detect", "num_cpus_finalize", "num_gpus_pose", "num_gpus_train"):
             _check(getattr(self, k) >= 0, f"ray.{k} must be >= 0")
         _check(self.max_retries >= 0, "ray.max_retries must be >= 0")
+        _check(self.train_threads >= 0, "ray.train_threads must be >= 0 (0 = up to 4 of the node's cores)")
         _check(self.progress_every_s >= 0, "ray.progress_every_s must be >= 0 (0 = off)")
 
 

@@ -38,6 +38,25 @@ log = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------- worker side
 
 
+def cpu_training_threads(configured: int) -> int:
+    """Torch threads a CPU training worker may use, set and returned.
+
+    Ray sets ``OMP_NUM_THREADS`` to a worker's CPU reservation (1), which would pin CPU
+    training to one thread for good. The trainer's :class:`deid.swap.train.ThreadTuner`
+    times one thread against the ceiling set here and keeps the faster, again every few
+    hundred steps and whenever steps slow down: while render actors keep the node's cores
+    busy one thread wins (an OpenMP barrier waiting on a descheduled thread is 4-5x
+    slower), once they are done the second core speeds training ~1.7x (the local demo:
+    rendering ends half way through the 8-minute budget)."""
+    import os
+
+    import torch
+
+    n = int(configured) or min(4, os.cpu_count() or 1)
+    torch.set_num_threads(max(1, n))
+    return torch.get_num_threads()
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train worker: train one patient's model into ``config["model_dir"]``."""
     import ray.train
@@ -77,10 +96,13 @@ def train_loop_per_worker(config: dict) -> None:
         from deid.registry import IDENTITY_ENCODERS
 
         identity = IDENTITY_ENCODERS.create(cfg.audit.identity_backend)
+    device = ray.train.torch.get_device()
+    if device.type == "cpu":
+        cpu_training_threads(cfg.ray.train_threads)
     try:
         from deid.swap.session import train_patient_model
 
-        info = train_patient_model(config["videos"], cfg, out, identity=identity, device=ray.train.torch.get_device(),
+        info = train_patient_model(config["videos"], cfg, out, identity=identity, device=device,
                                    report=report, resume=resume)
     except DeidError as e:  # deterministic (no consent, too few faces): report it, do not retry
         (out / "error.json").write_text(json.dumps({"error": str(e), "kind": e.kind}))

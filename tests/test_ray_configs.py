@@ -127,3 +127,23 @@ def test_render_pool_keeps_one_segment_in_flight_per_actor():
     assert (pool.min_size, pool.max_size) == (1, 2)
     small = render_pool(concurrency=4, n_rows=1)
     assert small.max_size == 1 and small.max_tasks_in_flight_per_actor == 1
+
+
+def test_cpu_training_worker_may_try_more_threads_than_its_reservation(monkeypatch):
+    """Ray pins a 1-CPU worker to OMP_NUM_THREADS=1; the worker raises torch's ceiling so
+    the trainer's thread tuner can use a free core (it falls back to one thread by timing)."""
+    import os
+
+    import torch
+
+    from ray_jobs.train import cpu_training_threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # as Ray leaves a 1-CPU worker
+        assert cpu_training_threads(3) == 3
+        assert cpu_training_threads(0) == min(4, os.cpu_count() or 1)
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(Exception, match="train_threads"):
+        load_config(None, ["ray.train_threads=-1"])
