@@ -159,3 +159,9 @@ def test_falls_back_to_dlib_when_torch_cannot_read_the_file(monkeypatch, caplog)
         enc = IDENTITY_ENCODERS.create("dlib")
     assert enc.runtime == "dlib"
     assert "running dlib's own forward pass" in caplog.text
+
+
+def test_missing_model_file_is_a_clear_error_without_fallback(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING), pytest.raises(ModelWeightsError, match="no such dlib face recognition model"):
+        IDENTITY_ENCODERS.create("dlib", model_path=str(tmp_path / "nope.dat"))
+    assert "forward pass instead" not in caplog.text

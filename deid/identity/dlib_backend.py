@@ -18,6 +18,7 @@ the fallback when a user-supplied model file is not the architecture torch can r
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Sequence
 
@@ -82,6 +83,11 @@ class DlibIdentityEncoder:
             try:
                 self._torch = DlibResNet(self.model_path)
             except ModelWeightsError as e:
+                if not os.path.isfile(self.model_path):
+                    raise ModelWeightsError(
+                        f"{self.model_path}: no such dlib face recognition model; "
+                        "reinstall face_recognition_models or fix evaluate.identity.model_path"
+                    ) from None
                 log.warning("%s; running dlib's own forward pass instead", e)
         if self._torch is None:
             try:
