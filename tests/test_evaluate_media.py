@@ -15,6 +15,8 @@ from deid.io import VideoWriter, iter_frames, probe
 pytestmark = pytest.mark.media
 
 N = 30
+#: AP difference within which two near-zero APs are not ranked (one keypoint, one frame)
+NOISE = 0.02
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +54,13 @@ def test_original_against_itself_is_ap_one(pancake_eval):
 def test_head_and_face_keypoints_do_not_survive_better_than_the_body(pancake_eval, method):
     # MediaPipe's person detector works from the face: with the face hidden, Holistic
     # loses the whole person or places it upside down, so body AP collapses too (to
-    # ~0 on this clip); the head and face can only be as bad or worse.
+    # ~0 on this clip); the head and face can only be as bad or worse. NOISE: near 0, one
+    # head keypoint landing in one of the 30 frames moves AP by ~0.005 (seen once in a
+    # fresh-clone CI run: head 0.005 vs body 0.0 for mask; not reproduced in 7 reruns).
     r = pancake_eval[0][method]
-    assert r["ap_head"] <= r["ap_body"] + 1e-9 and r["ap_head"] < 0.5
+    assert r["ap_head"] <= r["ap_body"] + NOISE and r["ap_head"] < 0.5
     if not math.isnan(r["ap_face"]):
-        assert r["ap_face"] <= r["ap_body"] + 1e-9
+        assert r["ap_face"] <= r["ap_body"] + NOISE
     assert r["ap_body"] < 1.0
 
 
