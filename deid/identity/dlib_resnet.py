@@ -71,15 +71,19 @@ class Layer:
     ints: tuple[int, ...] = ()
 
 
+def _unreadable(path: str, what: str) -> ModelWeightsError:
+    return ModelWeightsError(
+        f"{path}: not a dlib face-recognition ResNet this reader can run ({what}); "
+        "use the file face_recognition_models ships, or identity runtime 'dlib'"
+    )
+
+
 class _Reader:
     def __init__(self, data: bytes, path: str):
         self.b, self.path = data, path
 
     def fail(self, what: str) -> ModelWeightsError:
-        return ModelWeightsError(
-            f"{self.path}: not a dlib face-recognition ResNet this reader can run ({what}); "
-            "use the file face_recognition_models ships, or identity runtime 'dlib'"
-        )
+        return _unreadable(self.path, what)
 
     def int(self, o: int) -> tuple[int, int]:
         if o >= len(self.b):
@@ -165,7 +169,6 @@ def compile_ops(layers: Sequence[Layer], path: str = "dlib model") -> tuple[list
     final linear layer. Returns the operations and the descriptor size."""
     import torch
 
-    r = _Reader(b"", path)
     ops: list[_Op] = []
     ch = 3
     prev = None
@@ -177,12 +180,12 @@ def compile_ops(layers: Sequence[Layer], path: str = "dlib model") -> tuple[list
         if L.name == "con_4":
             nf, kh, kw, sy, sx, py, px = L.ints
             if nf <= 0 or kh <= 0 or kw <= 0 or L.params is None:
-                raise r.fail(f"convolution {i} has shape {L.ints}")
+                raise _unreadable(path, f"convolution {i} has shape {L.ints}")
             cin, rem = divmod(L.params.size - nf, nf * kh * kw)
             if rem or cin != ch:
-                raise r.fail(f"convolution {i} takes {cin} channels where {ch} arrive")
+                raise _unreadable(path, f"convolution {i} takes {cin} channels where {ch} arrive")
             if i + 1 >= len(layers) or layers[i + 1].name != "affine_" or layers[i + 1].params.size != 2 * nf:
-                raise r.fail(f"convolution {i} is not followed by its affine (batch-norm) layer")
+                raise _unreadable(path, f"convolution {i} is not followed by its affine (batch-norm) layer")
             w = L.params[: nf * cin * kh * kw].reshape(nf, cin, kh, kw)
             b = L.params[nf * cin * kh * kw :]
             g, beta = layers[i + 1].params[:nf], layers[i + 1].params[nf:]
@@ -191,14 +194,12 @@ def compile_ops(layers: Sequence[Layer], path: str = "dlib model") -> tuple[list
                 block_in_ch = ch
             ops.append(_Op("conv", torch.from_numpy(np.ascontiguousarray(w * g[:, None, None, None])),
                            torch.from_numpy(np.ascontiguousarray(b * g + beta)), (sy, sx), (py, px), block_start=start))
-            if start:
-                after_add = False
             ch = nf
             prev = "affine_"
             i += 2
             continue
         if L.name == "affine_":
-            raise r.fail(f"affine layer {i} without a convolution before it")
+            raise _unreadable(path, f"affine layer {i} without a convolution before it")
         if L.name == "relu_":
             ops.append(_Op("relu"))
             after_add = prev == "add_prev_"
@@ -211,22 +212,22 @@ def compile_ops(layers: Sequence[Layer], path: str = "dlib model") -> tuple[list
             elif prev == "affine_" and i + 1 < len(layers) and layers[i + 1].name == "add_prev_":
                 ops.append(_Op("shortcut_pool", stride=(sy, sx), padding=(py, px), size=(nr, nc)))
             else:
-                raise r.fail(f"average pool {i} outside the pattern this reader follows")
+                raise _unreadable(path, f"average pool {i} outside the pattern this reader follows")
         elif L.name == "add_prev_":
             if block_in_ch is None:
-                raise r.fail(f"residual addition {i} without a block input")
+                raise _unreadable(path, f"residual addition {i} without a block input")
             ops.append(_Op("add"))
             ch = max(ch, block_in_ch)
         elif L.name == "fc_2":
             nout, nin = L.ints
             if L.params is None or L.params.size != nin * nout or nin != ch:
-                raise r.fail(f"linear layer {i}: {nin} -> {nout} after {ch} channels")
+                raise _unreadable(path, f"linear layer {i}: {nin} -> {nout} after {ch} channels")
             ops.append(_Op("fc", torch.from_numpy(np.ascontiguousarray(L.params.reshape(nin, nout)))))
             ch = nout
         prev = L.name
         i += 1
     if not ops or ops[-1].kind != "fc" or not any(o.kind == "avgpool" for o in ops):
-        raise r.fail("no global pool and final linear layer")
+        raise _unreadable(path, "no global pool and final linear layer")
     return ops, ch
 
 
