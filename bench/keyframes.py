@@ -1,6 +1,7 @@
 """Keyframe scheduling (``track.keyframe_every``): speed against coverage, per clip.
 
     python -m bench.keyframes [--every 1,2,3,4] [--clips demo,talking,shared]
+    python -m bench.keyframes --every 1 --compare "detect.mediapipe_models=short" [--compare ...]
 
 For each clip and each k, the blur path runs with the leak audit off (models built once,
 before the clock starts) and its per-frame plans are kept. Coverage is measured against
@@ -9,6 +10,11 @@ hides with k = 1 (the ellipses inscribed in its regions, or the whole frame when
 fails closed) and the share of it that the k run also hides. A frame counts as
 *uncovered* when less than 90 % of the k = 1 area is hidden; the figure that matters for
 privacy is that count, next to the speed-up.
+
+``--compare OVERRIDES`` (repeatable; space-separated ``key=value`` settings) adds any
+other schedule as a variant, measured the same way against the same reference: e.g. one
+MediaPipe model instead of two, or pose on every other missed frame. Each variant builds
+its own models. Wall times are the best of ``--repeats`` runs.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -100,6 +107,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--every", default="1,2,3,4")
     ap.add_argument("--clips", default="demo,talking,shared")
     ap.add_argument("--set", action="append", default=[], help="extra config overrides (key=value)")
+    ap.add_argument("--compare", action="append", default=[], metavar="OVERRIDES",
+                    help="another schedule to measure against the k = 1 run: space-separated key=value settings (repeatable)")
+    ap.add_argument("--repeats", type=int, default=1, help="runs per variant and clip; the fastest is kept")
     ap.add_argument("--json", type=Path, default=OUT / "keyframes.json")
     args = ap.parse_args(argv)
     from deid.config import Config
@@ -109,20 +119,24 @@ def main(argv=None) -> dict:
     if ks[0] != 1:
         ks = [1] + ks
     base = Config().replace("audit.leak_check=false", *args.set)
+    variants: list[tuple[Any, Any, bool]] = [(k, base.replace(f"track.keyframe_every={k}"), False) for k in ks]
+    variants += [(c, base.replace(*c.split()), True) for c in args.compare]
     comp = Components.build(base, ["blur"])
     tmp = Path(tempfile.mkdtemp(prefix="deid-keyframes-"))
     results: dict = {}
     try:
+        built = {key: (Components.build(cfg, ["blur"]) if own else comp) for key, cfg, own in variants}
         for clip in clips(args.clips):
-            rows = {}
+            rows: dict = {}
             ref = None
-            for k in ks:
-                cfg = base.replace(f"track.keyframe_every={k}")
-                t = time.perf_counter()
-                r = process_video(clip, tmp, ["blur"], cfg, components=comp, overwrite=True, sha256=False, keep_plans=True)
-                wall = time.perf_counter() - t
-                if r.status != "done":
-                    raise RuntimeError(f"{clip.name} k={k}: {r.status} {r.error}")
+            for key, cfg, _ in variants:
+                wall = float("inf")
+                for _ in range(max(1, args.repeats)):
+                    t = time.perf_counter()
+                    r = process_video(clip, tmp, ["blur"], cfg, components=built[key], overwrite=True, sha256=False, keep_plans=True)
+                    wall = min(wall, time.perf_counter() - t)
+                    if r.status != "done":
+                        raise RuntimeError(f"{clip.name} {key}: {r.status} {r.error}")
                 w, h = r.info.size
                 row = {
                     "frames": r.frames_read,
@@ -138,14 +152,31 @@ def main(argv=None) -> dict:
                 else:
                     row.update(coverage(ref, r.plans, *ref_wh))
                     row["speedup"] = round(rows[1]["wall_s"] / wall, 2)
-                rows[k] = row
-                print(f"{clip.name} k={k}: {json.dumps(row)}", flush=True)
+                rows[key] = row
+                label = f"k={key}" if isinstance(key, int) else repr(key)
+                print(f"{clip.name} {label}: {json.dumps(row)}", flush=True)
             results[clip.name] = rows
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    _summary(results)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1))
     return results
+
+
+def _summary(results: dict) -> None:
+    """Per variant, over all clips: total wall time against the reference's, and frames
+    left below 90 % of the reference's hidden area."""
+    if not results:
+        return
+    keys = list(next(iter(results.values())))
+    ref_wall = sum(rows[keys[0]]["wall_s"] for rows in results.values())
+    print(f"\nall clips ({len(results)}): reference k=1 {ref_wall:.2f} s")
+    for key in keys[1:]:
+        wall = sum(rows[key]["wall_s"] for rows in results.values())
+        unc = sum(rows[key].get("uncovered_frames", 0) for rows in results.values())
+        label = f"k={key}" if isinstance(key, int) else repr(key)
+        print(f"  {label}: {wall:.2f} s ({ref_wall / wall:.2f}x), {unc} frames uncovered")
 
 
 if __name__ == "__main__":
