@@ -135,6 +135,18 @@ def test_unreadable_files_are_refused(tmp_path, resnet_file):
         DlibResNet(cut)
 
 
+def test_one_file_is_parsed_once_and_a_changed_file_again(tmp_path, resnet_file, torch_net):
+    assert DlibResNet(resnet_file).ops is torch_net.ops  # the audit's, the evaluation's, doctor's: one parse
+    copy = tmp_path / "copy.dat"
+    data = Path(resnet_file).read_bytes()
+    copy.write_bytes(data)
+    first = DlibResNet(copy)
+    assert first.ops is not torch_net.ops and DlibResNet(copy).ops is first.ops
+    copy.write_bytes(data[: len(data) // 2])  # replaced in place: read again, and refused
+    with pytest.raises(ModelWeightsError, match="copy.dat"):
+        DlibResNet(copy)
+
+
 def test_layer_sequences_it_cannot_follow_are_refused(resnet_file):
     layers = read_layers(resnet_file)
     with pytest.raises(ModelWeightsError, match="batch-norm"):

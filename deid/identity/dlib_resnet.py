@@ -44,6 +44,8 @@ architecture is never run as if it were this one.
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,7 +239,7 @@ class DlibResNet:
 
     def __init__(self, path: str | Path):
         self.path = str(path)
-        self.ops, self.dim = compile_ops(read_layers(self.path), self.path)
+        self.ops, self.dim = _compiled(self.path, *_stamp(self.path))
 
     def __call__(self, chips: Sequence[np.ndarray]) -> np.ndarray:
         import torch
@@ -279,3 +281,20 @@ class DlibResNet:
                 elif k == "fc":
                     t = t.flatten(1) @ op.weight
             return t.numpy().astype(np.float32, copy=False)
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    """(size, mtime in ns) of the file: a changed file is parsed again."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise ModelWeightsError(f"{path}: cannot read dlib model ({e.strerror or e})") from None
+    return st.st_size, st.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=2)
+def _compiled(path: str, size: int, mtime_ns: int) -> tuple[list[_Op], int]:
+    """The parsed, compiled network of one file version, shared by every
+    :class:`DlibResNet` on it (inference only reads the tensors): the leak audit's and
+    the evaluation's encoders, and ``deid doctor``'s checks, parse the file once."""
+    return compile_ops(read_layers(path), path)
