@@ -33,6 +33,37 @@ def test_contract_extreme_frame_shapes(detector):
         assert d.boxes.shape[1:] == (4,)
 
 
+def test_dlib_cnn_survives_frames_smaller_than_its_filters():
+    """dlib's MMOD network raised on images under ~12 px a side, and after a few such
+    errors the process died of a corrupted heap; tiny inputs are padded first. Run in a
+    child process so that a crash fails this test rather than the whole run."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from deid.detect import build_detector\n"
+        "d = build_detector(name='dlib_cnn')\n"
+        "for _ in range(6):\n"
+        "    for shape in [(1, 1), (8, 8), (400, 8), (4, 400), (3, 7)]:\n"
+        "        (r,) = d.detect([np.zeros(shape + (3,), np.uint8)])\n"
+        "        assert len(r) == 0\n"
+        "print('ok')\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr[-2000:]
+
+
+def test_tiny_images_are_padded_for_the_cnn():
+    from deid.detect.dlib_backend import _pad_to_min
+
+    img = np.full((5, 40, 3), 9, np.uint8)
+    out = _pad_to_min(img, 32)
+    assert out.shape == (32, 40, 3) and (out[:5] == 9).all() and (out[5:] == 0).all()
+    big = np.zeros((32, 32, 3), np.uint8)
+    assert _pad_to_min(big, 32) is big
+
+
 def test_contract_shapes_and_bounds(detector):
     from deid.testing import draw_frame
 

@@ -134,9 +134,25 @@ class DlibCnnDetector:
             for frame in frames:
                 h, w = frame.shape[:2]
                 img, s = resize_for_detection(frame, self.max_side)
-                dets = self._det(np.ascontiguousarray(img), self.upsample)
+                dets = self._det(_pad_to_min(np.ascontiguousarray(img)), self.upsample)
                 keep = [d for d in dets if d.confidence >= self.min_score]
                 b = clip_boxes(_rects_to_boxes([d.rect for d in keep], s), w, h)
                 sc = np.asarray([min(1.0, max(0.0, d.confidence)) for d in keep], np.float32)
                 out.append(Detections(b, sc, None))
         return out
+
+
+#: dlib's MMOD network needs its filter windows to fit the (pyramid-tiled) input: on an
+#: image under ~12 pixels on a side it raises from inside the convolution, and after a few
+#: such errors the process's heap was corrupted here (glibc abort). Smaller images are
+#: padded to this size with black on the right / bottom (boxes stay in image coordinates).
+_CNN_MIN_SIDE = 32
+
+
+def _pad_to_min(img: np.ndarray, side: int = _CNN_MIN_SIDE) -> np.ndarray:
+    h, w = img.shape[:2]
+    if h >= side and w >= side:
+        return img
+    out = np.zeros((max(h, side), max(w, side)) + img.shape[2:], img.dtype)
+    out[:h, :w] = img
+    return out
