@@ -53,6 +53,14 @@ def test_each_error_is_one_line(inputs, tmp_path, capsys):
     assert rc == 1 and len(err) == 1 and "bad.mp4" in err[0]
 
 
+def test_error_lines_name_their_video():
+    from deid.commands.anonymize import _naming_input
+
+    assert _naming_input("/a/b.mp4", "/a/b.mp4: not a video file") == "/a/b.mp4: not a video file"
+    assert _naming_input("/a/b.mp4", "the patient face set has 0 usable face(s)") == "/a/b.mp4: the patient face set has 0 usable face(s)"
+    assert _naming_input("/a/b.mp4", None) == "/a/b.mp4: failed"
+
+
 def test_dry_run_and_overwrite(inputs, tmp_path, capsys):
     out = tmp_path / "o"
     assert main(["anonymize", str(inputs / "good.mp4"), "--out", str(out), "-m", "pixelate", "--dry-run", *FAKES]) == 0

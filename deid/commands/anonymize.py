@@ -83,8 +83,15 @@ def run(args: argparse.Namespace) -> int:
         print(summary_table(results))
     failed = [r for r in results if not r.ok]
     for r in failed:
-        print(f"deid: error: {r.error}", file=sys.stderr)
+        print(f"deid: error: {_naming_input(r.input, r.error)}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _naming_input(path: str, error: str | None) -> str:
+    """One error line that names its video: most errors already start with the path; the
+    others (swap training, the leak audit, a model failing) get it in front."""
+    error = error or "failed"
+    return error if path in error or Path(path).name in error else f"{path}: {error}"
 
 
 def _jsonable(o):
