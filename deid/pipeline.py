@@ -372,6 +372,9 @@ def process_video(
         info = probe(src)
         res.info = info
         timings.add("probe", time.perf_counter() - t0)
+        if info.other_video_streams:
+            log.warning("%s: %d more video stream(s) beside the first (e.g. a second camera): only the first is "
+                        "de-identified and written; the others are left out of the output", src, info.other_video_streams)
         container = cfg.io.container
         outs = {m: output_path(src, out_dir, m, container, name) for m in methods}
         if len(set(outs.values())) != len(outs):

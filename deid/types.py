@@ -55,6 +55,7 @@ class VideoInfo:
     frame_count_exact: bool = True  # False when estimated from duration x fps
     time_base: str = ""  # the video stream's time base, e.g. "1/12800" (timestamps' unit)
     start_time: float = 0.0  # seconds: the first shown frame's timestamp (audio kept beside the video is shifted by it)
+    other_video_streams: int = 0  # moving-picture video streams besides the one de-identified (never written)
 
     def __post_init__(self) -> None:
         if self.width <= 0 or self.height <= 0:

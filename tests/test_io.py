@@ -513,3 +513,56 @@ def test_long_file_names_get_temporaries_that_fit(tmp_path):
         Path(t).write_bytes(b"x")
     assert final.read_bytes() == b"x"
     assert remove_stale_partials(tmp_path) == []
+
+
+def _two_video_streams(path: Path, first: tuple[int, int, int], second: tuple[int, int, int]) -> Path:
+    """A file with two video streams, ``(width, height, frames)`` each, muxed in that
+    order; the first stream's frames are dark, the second's bright (with noise, as a
+    camera's are)."""
+    rng = np.random.default_rng(0)
+    out = av.open(str(path), "w")
+    streams = []
+    for (w, h, _), codec in zip((first, second), ("mjpeg" if first[2] == 1 else "mpeg4", "mpeg4")):
+        s = out.add_stream(codec, rate=25)
+        s.width, s.height, s.pix_fmt = w, h, "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        streams.append(s)
+    for s, (w, h, n), level in zip(streams, (first, second), (20, 220)):
+        for _ in range(n):
+            img = np.clip(level + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    out.close()
+    return path
+
+
+@pytest.mark.parametrize("decoder", ["pyav", "decord"])
+@pytest.mark.parametrize("ext", ["mkv", "avi"])
+def test_a_cover_picture_listed_first_is_not_taken_for_the_video(tmp_path, ext, decoder):
+    """An MKV / AVI may carry a one-frame MJPEG image (cover, thumbnail) as its first
+    video stream; the video is the stream a player shows, not stream 0."""
+    p = _two_video_streams(tmp_path / f"cover.{ext}", (64, 48, 1), (128, 96, 10))
+    info = probe(p)
+    assert (info.width, info.height, info.frame_count) == (128, 96, 10)
+    assert info.other_video_streams == 0  # a still picture is not another video (and is not written either)
+    frames = [f for b in VideoReader(p, decoder=decoder) for f in b.frames]
+    assert len(frames) == 10 and all(f.shape == (96, 128, 3) and f.mean() > 150 for f in frames)
+
+
+def test_a_second_camera_is_counted_and_left_out(tmp_path, caplog):
+    from deid.config import Config
+    from deid.pipeline import process_video
+
+    p = _two_video_streams(tmp_path / "two_cameras.mkv", (96, 64, 12), (48, 32, 12))
+    info = probe(p)
+    assert (info.width, info.height) == (96, 64) and info.other_video_streams == 1
+    out = tmp_path / "out"
+    cfg = Config().replace("audit.leak_check=false", "track.pose_fallback=false", "detect.backend=color")
+    with caplog.at_level("WARNING", logger="deid.pipeline"):
+        r = process_video(p, out, ["mask"], cfg, sha256=False)
+    assert r.status == "done", r.error
+    assert "1 more video stream" in caplog.text
+    written = av.open(str(out / "two_cameras.mask.mp4"))
+    assert len(written.streams.video) == 1 and written.streams.video[0].width == 96
+    written.close()

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import VideoDecodeError
 from ..types import VideoInfo
-from .probe import open_container, probe, rotation_of, scan_stream
+from .probe import main_video_stream, open_container, probe, rotation_of, scan_stream
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class VideoReader:
     def _iter_pyav(self) -> Iterator[FrameBatch]:
         c = open_container(self.path)
         try:
-            s = c.streams.video[0]
+            s = main_video_stream(c)
             # no frame threading: FFmpeg frame threads can deadlock on a corrupt stream
             # (seen on video/bad/corrupted.mp4); decode is not the bottleneck anyway
             tb = Fraction(s.time_base) if s.time_base else Fraction(1, 1)
@@ -215,7 +215,7 @@ class VideoReader:
         # from the start: a fresh demuxer and decoder, as for a whole read
         fresh = open_container(self.path)
         c.close()
-        s = fresh.streams.video[0]
+        s = main_video_stream(fresh)
         return fresh, s, fresh.decode(s)
 
     def _corrupt(self, idx: int, what: str) -> None:
@@ -230,6 +230,13 @@ class VideoReader:
 
     # -------------------------------------------------------------------- decord
     def _iter_decord(self) -> Iterator[FrameBatch]:
+        c = open_container(self.path)
+        several = len(c.streams.video) > 1
+        c.close()
+        if several:  # decord reads FFmpeg's pick of stream, which can be a still picture
+            log.info("%s: several video streams; decoded with PyAV, which reads the chosen one", self.path)
+            yield from self._iter_pyav()
+            return
         try:
             import decord
         except ImportError as e:  # pragma: no cover - decord is in the pin set

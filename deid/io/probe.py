@@ -8,6 +8,7 @@ that segment reads need.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -72,6 +73,66 @@ def open_container(path: str | os.PathLike) -> "av.container.InputContainer":
     return c
 
 
+def _still(s: "av.video.stream.VideoStream") -> bool:
+    return bool(int(s.disposition) & int(av.stream.Disposition.attached_pic))
+
+
+#: packets demuxed to tell a moving video stream from a one-picture one (only for files
+#: with more than one video stream)
+_SCAN_PACKETS = 400
+
+
+@functools.lru_cache(maxsize=64)
+def _main_index(path: str, size: int, mtime_ns: int) -> tuple[int, int]:
+    """(index of the video stream to de-identify, how many other moving video streams)
+    for a file with several video streams: the first one with more than one frame among
+    its first packets (a cover picture or thumbnail, flagged or not, has one), else the
+    first one that is not flagged as an attached picture."""
+    c = av.open(path, mode="r", metadata_errors="ignore")
+    try:
+        cands = [s for s in c.streams.video if not _still(s)] or list(c.streams.video)
+        packets = dict.fromkeys((s.index for s in cands), 0)
+        try:
+            for n, pkt in enumerate(c.demux(cands)):
+                if pkt.size and pkt.stream.index in packets:
+                    packets[pkt.stream.index] += 1
+                if n >= _SCAN_PACKETS:
+                    break
+        except av.error.FFmpegError:
+            pass  # a damaged file: what was read decides; decoding reports the damage
+        moving = [i for i, k in packets.items() if k > 1]
+        main = moving[0] if moving else cands[0].index
+        return main, sum(1 for i in moving if i != main)
+    finally:
+        c.close()
+
+
+def _choose(c: "av.container.InputContainer") -> tuple["av.video.stream.VideoStream", int]:
+    video = list(c.streams.video)
+    if len(video) == 1:
+        return video[0], 0
+    try:
+        st = os.stat(c.name)
+        index, others = _main_index(str(c.name), st.st_size, st.st_mtime_ns)
+    except (OSError, av.error.FFmpegError):
+        return next((s for s in video if not _still(s)), video[0]), 0
+    return next(s for s in video if s.index == index), others
+
+
+def main_video_stream(c: "av.container.InputContainer") -> "av.video.stream.VideoStream":
+    """The video stream deid de-identifies: the first that moves. A still picture (cover
+    art, a thumbnail: an MKV or AVI may list one as a plain one-frame MJPEG stream, even
+    first) is not the video; nor is FFmpeg's own pick (``av_find_best_stream``) reliable
+    here: it ranks by the frames its probe happened to decode and chose such a picture."""
+    return _choose(c)[0]
+
+
+def other_video_streams(c: "av.container.InputContainer") -> int:
+    """How many moving video streams the file holds besides :func:`main_video_stream`
+    (a second camera, a picture-in-picture recording): they are not written."""
+    return _choose(c)[1]
+
+
 def rotation_of(frame: "av.VideoFrame") -> int:
     """Clockwise degrees to turn a decoded frame so that it is upright.
 
@@ -85,7 +146,7 @@ def scan_stream(path: str | os.PathLike) -> StreamScan:
     """Demux (no decode) the first video stream and collect packet timestamps."""
     c = open_container(path)
     try:
-        s = c.streams.video[0]
+        s = main_video_stream(c)
         pts, keys, dts_order = [], [], []
         # A capture that starts mid-GOP (an MPEG-TS recording cut anywhere) opens with
         # packets whose reference frames are not in the file: the decoder drops them, and
@@ -145,7 +206,8 @@ def probe(path: str | os.PathLike, *, scan: bool = True) -> VideoInfo:
     p = check_readable(path)
     c = open_container(p)
     try:
-        s = c.streams.video[0]
+        s = main_video_stream(c)
+        others = other_video_streams(c)
         cc = s.codec_context
         has_audio = bool(c.streams.audio)
         rate = s.average_rate or s.guessed_rate or s.base_rate
@@ -203,4 +265,5 @@ def probe(path: str | os.PathLike, *, scan: bool = True) -> VideoInfo:
         frame_count_exact=exact,
         time_base=time_base,
         start_time=start_time,
+        other_video_streams=others,
     )
