@@ -115,15 +115,23 @@ def test_builtin_demo_talking_head_is_the_repos_second_demo_clip(tmp_path, caplo
 
 def test_cli_donor_add_list_check(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("DEID_DONORS", str(tmp_path / "lib"))
-    frames = write_synthetic_donor(tmp_path / "frames", n=3)
+    few = write_synthetic_donor(tmp_path / "few", n=3)
+    # too few usable faces to train on: refused when registered, and nothing is left behind
+    rc = main(["donor", "add", "sam", "--frames", str(few), "--consent-by", "Sam Roe", "--expires", "2099-01-01"])
+    assert rc == 1 and "3 usable face(s)" in capsys.readouterr().err and not (tmp_path / "lib" / "sam").exists()
+    rc = main(["donor", "add", "unchecked", "--frames", str(few), "--consent-by", "Sam Roe", "--expires", "2099-01-01", "--no-face-check"])
+    assert rc == 0 and "usable" not in capsys.readouterr().out  # registered as given; its first swap would refuse it
+    frames = write_synthetic_donor(tmp_path / "frames", n=8)
     rc = main(["donor", "add", "sam", "--frames", str(frames), "--consent-by", "Sam Roe", "--expires", "2099-01-01", "--link"])
-    assert rc == 0 and "added donor sam" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert rc == 0 and "added donor sam" in out and "8 usable faces" in out
     assert (tmp_path / "lib" / "sam" / "media").is_dir()
+    assert list((tmp_path / "lib" / "sam" / "cache").glob("faceset_*px_*.npz"))  # extracted once, reused by training
     assert main(["donor", "check", "sam"]) == 0
     assert "sam: ok" in capsys.readouterr().out
     assert main(["donor", "list", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
-    assert rows["sam"]["status"] == "ok" and rows["sam"]["media"] == 3 and DEMO_DONOR in rows
+    assert rows["sam"]["status"] == "ok" and rows["sam"]["media"] == 8 and DEMO_DONOR in rows
     # an expired donor fails `check` with exit code 1 and says why
     rc = main(["donor", "add", "old", "--frames", str(frames), "--consent-by", "Old", "--given", "2020-01-01", "--expires", "2021-01-01"])
     assert rc == 1 and "expired" in capsys.readouterr().err

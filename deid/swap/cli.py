@@ -52,6 +52,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--link", action="store_true", help="symlink the media instead of copying it")
     a.add_argument("--overwrite", action="store_true", help="replace an existing donor of that name")
     a.add_argument("--pretrain-minutes", type=float, default=0.0, help="also pre-train the donor-only model for this long")
+    a.add_argument("--no-face-check", action="store_true",
+                   help="register without extracting the donor's faces now (a donor with too few usable faces then "
+                        "fails at the first swap instead)")
     a.add_argument("--library", metavar="DIR", help="donor library (default $DEID_DONORS or ~/.deid/donors)")
     add_config_args(a)
     a.set_defaults(func=run_donor_add)
@@ -152,6 +155,15 @@ def run_donor_add(args: argparse.Namespace) -> int:
     lib = DonorLibrary(args.library)
     consent = Consent.parse(text, f"consent for {args.name}")
     donor = lib.add(args.name, media, consent, link=args.link, overwrite=args.overwrite)
+    if not args.no_face_check:
+        from .donors import check_donor_faces
+
+        try:
+            n = check_donor_faces(donor, _cfg(args, []))
+        except Exception:
+            lib.remove(donor.name)  # nothing half-registered: a donor that cannot be used is not listed
+            raise
+        print(f"donor {donor.name}: {n} usable faces (extracted and cached for training)")
     print(f"added donor {donor.name}: {len(donor.media)} file(s), consent by {consent.who} until {consent.expires}")
     if args.pretrain_minutes > 0:
         from .pretrain import pretrain_donor

@@ -334,6 +334,14 @@ class DonorLibrary:
         os.replace(tmp, d / CONSENT_FILE)
         return self.get(name)
 
+    def remove(self, name: str) -> None:
+        """Delete a donor's folder (consent record, media copies, cache); not a built-in one."""
+        if name in BUILTIN_DONORS:
+            raise InvalidInputError(f"{name} is built in and cannot be removed")
+        d = self.path(name)
+        if d.exists():
+            shutil.rmtree(d)
+
     def status(self, name: str, today: dt.date | None = None) -> dict[str, Any]:
         """One row for ``deid donor list``: never raises."""
         row: dict[str, Any] = {"name": name, "status": "ok", "who": "", "kind": "", "expires": "", "media": 0, "cached": []}
@@ -369,3 +377,20 @@ def donor_faceset(donor: Donor, size: int, *, detector: Any, landmarker: Any, ma
     stamp.write_text(want)
     log.info("donor %s: %d faces extracted (%s)", donor.name, len(ext.faceset), ext.stats.to_dict())
     return ext.faceset
+
+
+def check_donor_faces(donor: Donor, cfg: Any, *, detector: Any = None, landmarker: Any = None) -> int:
+    """Extract (and cache) the donor's face set at the configured preset's size and refuse
+    a donor with fewer usable faces than training needs, so that a bad donor is found
+    when it is registered rather than at each patient's swap. Returns the count."""
+    from ..detect import build_detector
+    from .align import build_landmarker
+    from .train import MIN_FACES, resolve_spec
+
+    spec = resolve_spec(cfg.swap)
+    faces = donor_faceset(donor, spec.size, detector=detector or build_detector(cfg),
+                          landmarker=landmarker or build_landmarker(cfg.swap.landmarks), max_frames=cfg.swap.max_frames)
+    if len(faces) < MIN_FACES:
+        raise InvalidInputError(f"donor {donor.name!r}: {len(faces)} usable face(s) in its material, at least {MIN_FACES} are "
+                       "needed; give videos or photos where one face is large, sharp and mostly frontal")
+    return len(faces)
