@@ -4,6 +4,7 @@ progress bars per video and overall, a summary table at the end."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -53,7 +54,12 @@ def run_batch(
     progress: bool = True,
     evaluate: bool = False,
     components: Components | None = None,
+    skip_existing: bool = False,
 ) -> list[VideoResult]:
+    """De-identify ``inputs`` (files or folders) into ``out_dir``, one
+    :class:`VideoResult` per video; a failed video does not stop the others.
+    ``skip_existing``: leave out videos whose every output is already published from the
+    same input bytes with the same configuration (see :func:`already_done`)."""
     from tqdm import tqdm
 
     planned = plan_inputs(inputs, exclude=[out_dir])
@@ -80,6 +86,11 @@ def run_batch(
     try:
         for item in planned:
             p, vout = item.path, out / item.subdir
+            if skip_existing and not dry_run:
+                why = already_done(p, vout, methods, cfg, item.name)
+                if why:
+                    results.append(VideoResult(input=str(p), status="skipped", error=why))
+                    continue
             bar = tqdm(desc=p.name[:30], unit="frame", position=1, leave=False, disable=not show)
 
             def tick(n: int, _bar=bar) -> None:
@@ -117,6 +128,32 @@ def _evaluate(r: VideoResult, cfg: Config, out: Path, video_id: str) -> None:
     evaluate_outputs(r.input, {o.method: o.path for o in r.outputs}, out / "metrics", cfg, video_id=video_id)
 
 
+def already_done(video: Path, out_dir: Path, methods: Sequence[str], cfg: Config, name: str = "") -> str:
+    """Why ``video`` needs no new run into ``out_dir`` (empty when it does): every
+    method's output exists beside an audit record that says it was published (done or
+    partial) from an input with this file's sha256, under this configuration's hash."""
+    from .config import config_hash
+    from .pipeline import audit_path, output_path, sha256_file
+
+    chash = config_hash(cfg)
+    digest = None
+    for m in methods:
+        o = output_path(video, out_dir, m, cfg.io.container, name or None)
+        a = audit_path(o)
+        if not (o.is_file() and a.is_file()):
+            return ""
+        try:
+            rec = json.loads(a.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return ""
+        if rec.get("status") not in ("done", "partial") or rec.get("config_hash") != chash:
+            return ""
+        digest = digest or sha256_file(video)
+        if (rec.get("input") or {}).get("sha256") != digest:
+            return ""
+    return "already done with this input and configuration (--skip-existing)"
+
+
 def summary_table(results: Sequence[VideoResult]) -> str:
     """Plain-text table: one row per (video, method)."""
     rows = [("input", "method", "status", "frames", "fail-closed", "leaks", "seconds", "output / error")]
@@ -138,5 +175,7 @@ def summary_table(results: Sequence[VideoResult]) -> str:
         if k == 0:
             lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 14)
     n_ok = sum(r.ok for r in results)
-    lines.append(f"{n_ok} of {len(results)} video(s) succeeded" + ("" if n_ok == len(results) else f"; {len(results) - n_ok} failed"))
+    n_skip = sum(r.status == "skipped" for r in results)
+    lines.append(f"{n_ok} of {len(results)} video(s) succeeded" + (f" ({n_skip} skipped: already done)" if n_skip else "")
+                 + ("" if n_ok == len(results) else f"; {len(results) - n_ok} failed"))
     return "\n".join(lines)

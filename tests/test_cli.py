@@ -71,6 +71,33 @@ def test_dry_run_and_overwrite(inputs, tmp_path, capsys):
     assert main(["anonymize", str(inputs / "good.mp4"), "--out", str(out), "-m", "pixelate", "--overwrite", *FAKES]) == 0
 
 
+def test_skip_existing_leaves_out_only_identical_work(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    make_synthetic_video(src / "a.mp4", n_frames=12)
+    make_synthetic_video(src / "b.mp4", n_frames=13)
+    out = tmp_path / "out"
+    assert main(["anonymize", str(src), "--out", str(out), "-m", "mask", *FAKES]) == 0
+    first = {p.name: p.stat().st_mtime_ns for p in out.glob("*.mask.mp4")}
+    capsys.readouterr()
+    make_synthetic_video(src / "c.mp4", n_frames=11)  # a video added to the folder
+    assert main(["anonymize", str(src), "--out", str(out), "-m", "mask", "--skip-existing", *FAKES]) == 0
+    text = capsys.readouterr().out
+    assert text.count("skipped") == 3 and "3 of 3 video(s) succeeded (2 skipped: already done)" in text
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.mask.mp4") if p.name in first} == first
+    assert (out / "c.mask.mp4").is_file()
+    # other input bytes under the same name, or another configuration: not the same work
+    make_synthetic_video(src / "a.mp4", n_frames=14)
+    assert main(["anonymize", str(src / "a.mp4"), "--out", str(out), "-m", "mask", "--skip-existing", *FAKES]) == 1
+    assert "output exists" in capsys.readouterr().err
+    assert main(["anonymize", str(src / "b.mp4"), "--out", str(out), "-m", "mask", "--skip-existing", *FAKES,
+                 "--set", "anonymize.mask.shape=box"]) == 1
+    capsys.readouterr()
+    assert main(["anonymize", str(src), "--out", str(out), "-m", "mask", "--skip-existing", "--overwrite", *FAKES]) == 0
+    text = capsys.readouterr().out
+    assert "(2 skipped: already done)" in text and probe(out / "a.mask.mp4").frame_count == 14
+
+
 def test_json_summary(inputs, tmp_path, capsys):
     rc = main(["anonymize", str(inputs / "good.mp4"), "--out", str(tmp_path), "-m", "mask", "--json", *FAKES])
     data = json.loads(capsys.readouterr().out)

@@ -34,6 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--donor", help="consenting donor for --method swap (see `deid donor list`)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never inputs)")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="leave out videos already de-identified into --out from the same input bytes with the same "
+                        "configuration (their audit records say so); rerun a folder after adding videos")
     p.add_argument("--dry-run", action="store_true", help="list what would be written, write nothing")
     p.add_argument("--keep-audio", action="store_true", help="keep the audio track (stripped by default: voices identify)")
     p.add_argument("--evaluate", action="store_true", help="also run `deid evaluate` on each result (pose OKS AP, identity)")
@@ -73,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         methods,
         cfg,
         overwrite=args.overwrite,
+        skip_existing=args.skip_existing,
         dry_run=args.dry_run,
         progress=not (args.no_progress or args.json),
         evaluate=args.evaluate,
