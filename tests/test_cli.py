@@ -98,6 +98,29 @@ def test_skip_existing_leaves_out_only_identical_work(tmp_path, capsys):
     assert "(2 skipped: already done)" in text and probe(out / "a.mask.mp4").frame_count == 14
 
 
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_stopped_run_leaves_nothing_behind(tmp_path, sig):
+    """A scheduler stops jobs with SIGTERM (Slurm, Kubernetes), a person with Ctrl-C:
+    either way the run stops, its temporaries are removed and nothing is published."""
+    import os
+    import signal
+    import time
+
+    clip = make_synthetic_video(tmp_path / "long.mp4", n_frames=400)
+    out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "-m", "deid.cli", "anonymize", str(clip.path), "--out", str(out), "-m", "blur,mask", *FAKES],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None and not (out.is_dir() and any(n.startswith(".") for n in os.listdir(out))):
+        time.sleep(0.01)  # until its hidden temporaries exist: mid-render
+    assert p.poll() is None, "the run finished before it could be stopped"
+    p.send_signal(getattr(signal, sig))
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == (143 if sig == "SIGTERM" else 130), err[-2000:]
+    assert os.listdir(out) == []
+
+
 def test_json_summary(inputs, tmp_path, capsys):
     rc = main(["anonymize", str(inputs / "good.mp4"), "--out", str(tmp_path), "-m", "mask", "--json", *FAKES])
     data = json.loads(capsys.readouterr().out)
