@@ -11,6 +11,8 @@ The default strength is calibrated against dlib re-identification:
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -38,5 +40,18 @@ class BlurAnonymizer(RegionAnonymizer):
         # strongly as the same head inside the frame), in working-resolution pixels
         size = max(full) if full else max(h, w)
         sigma = max(0.5, self.strength * max(max(sw, sh), size * s))
-        small = cv2.GaussianBlur(small, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+        k = _kernel(round(sigma, 2))
+        small = cv2.sepFilter2D(small, -1, k, k, borderType=cv2.BORDER_REFLECT)
         return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+@functools.lru_cache(maxsize=256)
+def _kernel(sigma: float) -> np.ndarray:
+    """The 1-D Gaussian ``cv2.GaussianBlur`` uses for uint8 images (6 sigma + 1 taps),
+    in float32. Applied with ``sepFilter2D`` it gives GaussianBlur's result to within one
+    grey level, ~7x faster at these sigmas: GaussianBlur's bit-exact fixed-point path for
+    uint8 is slow for kernels wider than the working image (``tests/test_anonymize.py``)."""
+    n = int(round(sigma * 6 + 1)) | 1
+    k = cv2.getGaussianKernel(n, sigma, cv2.CV_32F)
+    k.setflags(write=False)
+    return k
