@@ -49,7 +49,7 @@ class BlurAnonymizer(RegionAnonymizer):
 def _kernel(sigma: float) -> np.ndarray:
     """The 1-D Gaussian ``cv2.GaussianBlur`` uses for uint8 images (6 sigma + 1 taps),
     in float32. Applied with ``sepFilter2D`` it gives GaussianBlur's result to within two
-    grey level, ~7x faster at these sigmas: GaussianBlur's bit-exact fixed-point path for
+    grey levels, ~7x faster at these sigmas: GaussianBlur's bit-exact fixed-point path for
     uint8 is slow for kernels wider than the working image (``tests/test_anonymize.py``)."""
     n = int(round(sigma * 6 + 1)) | 1
     k = cv2.getGaussianKernel(n, sigma, cv2.CV_32F)
