@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import signal
 import sys
-import threading
 
 from . import __version__
 from .errors import DeidError
@@ -60,42 +58,20 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    previous = _stop_on_sigterm()
+    from ._signals import sigterm_interrupts, terminated
+
     try:
-        return int(args.func(args) or 0)
+        with sigterm_interrupts():
+            return int(args.func(args) or 0)
     except DeidError as e:
         print(f"deid: error: {e}", file=sys.stderr)
         return 1
-    except _Terminated:
-        print("deid: terminated (SIGTERM); unfinished outputs removed", file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        if terminated(e):
+            print("deid: terminated (SIGTERM); unfinished outputs removed", file=sys.stderr)
+            return 143
         print("deid: interrupted", file=sys.stderr)
         return 130
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread like Ctrl-C, so that the same clean-up runs:
-    temporaries deleted, nothing published half-written. Batch schedulers (Slurm,
-    Kubernetes, ``ray job stop``) stop a job with SIGTERM; by default it kills the process
-    on the spot and leaves hidden partial files behind."""
-
-
-def _stop_on_sigterm():
-    """Install the SIGTERM handler (main thread only); returns the one it replaced."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handler(signum, frame):
-        raise _Terminated()
-
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except (ValueError, OSError):  # not allowed here (embedded interpreter)
-        return None
 
 
 if __name__ == "__main__":  # pragma: no cover

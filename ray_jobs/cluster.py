@@ -47,6 +47,8 @@ def connect(cfg: Any, *, local: bool = False, train: bool = True, runtime_env: d
     ``started`` is True when this call started Ray (the caller then shuts it down)."""
     import ray
 
+    from deid._signals import rearm  # SIGTERM: unwind like Ctrl-C, not Ray's native handler
+
     if ray.is_initialized():
         return "existing", False
     address = "" if local else os.environ.get("RAY_ADDRESS", "")
@@ -54,6 +56,7 @@ def connect(cfg: Any, *, local: bool = False, train: bool = True, runtime_env: d
     if address:
         try:
             ray.init(address=address, **common)
+            rearm()
         except (ValueError, ConnectionError, RuntimeError) as e:
             from deid.errors import ConfigError
 
@@ -71,6 +74,7 @@ def connect(cfg: Any, *, local: bool = False, train: bool = True, runtime_env: d
         _node_ip_address="127.0.0.1",
         **common,
     )
+    rearm()
     return "local", True
 
 

@@ -398,12 +398,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(getattr(args, "verbose", 0), 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    from deid._signals import sigterm_interrupts, terminated
+
     try:
-        return run_args(args)
+        with sigterm_interrupts():  # `ray job stop`, a scheduler's stop: unwind as for Ctrl-C
+            return run_args(args)
     except DeidError as e:
         print(f"archive: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        if terminated(e):
+            print("archive: terminated (SIGTERM); rerun the same command to resume", file=sys.stderr)
+            return 143
         print("archive: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
 
