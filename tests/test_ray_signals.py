@@ -3,7 +3,6 @@ Kubernetes) unwinds it like Ctrl-C (exit 143, its local Ray shut down), and the 
 command run again finishes the archive with every output once and nothing half-written.
 Synthetic clips and the fake backends, in child processes with their own local Ray."""
 
-import os
 import signal
 import subprocess
 import sys
