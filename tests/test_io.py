@@ -566,3 +566,37 @@ def test_a_second_camera_is_counted_and_left_out(tmp_path, caplog):
     written = av.open(str(out / "two_cameras.mask.mp4"))
     assert len(written.streams.video) == 1 and written.streams.video[0].width == 96
     written.close()
+
+
+def test_a_mid_stream_resolution_change_is_scaled_to_the_first_size(tmp_path, caplog):
+    """An MPEG-TS recording may switch resolution (adaptive bitrate): frames after the
+    switch are scaled to the video's size, counted, and the video still goes through."""
+    parts = []
+    for name, (w, h) in (("p1", (160, 120)), ("p2", (320, 240))):
+        out = av.open(str(tmp_path / f"{name}.ts"), "w")
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        for i in range(12):
+            for p in s.encode(av.VideoFrame.from_ndarray(np.full((h, w, 3), 40 + 10 * i, np.uint8), format="rgb24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+        out.close()
+        parts.append((tmp_path / f"{name}.ts").read_bytes())
+    clip = tmp_path / "switch.ts"
+    clip.write_bytes(b"".join(parts))  # TS concatenates byte-wise
+    info = probe(clip)
+    assert (info.width, info.height, info.frame_count) == (160, 120, 24)
+    reader = VideoReader(clip)
+    frames = [f for b in reader for f in b.frames]
+    assert len(frames) == 24 and all(f.shape == (120, 160, 3) for f in frames)
+    assert reader.stats.rescaled == 12 and "320x240" in reader.stats.notes[0]
+    assert abs(float(frames[-1].mean()) - (40 + 110)) < 4  # the scaled frames keep their content
+
+    from deid.config import Config
+    from deid.pipeline import process_video
+
+    cfg = Config().replace("audit.leak_check=false", "track.pose_fallback=false", "detect.backend=color")
+    r = process_video(clip, tmp_path / "out", ["mask"], cfg, sha256=False)
+    assert r.status == "done", r.error
+    assert r.counts["frames_rescaled"] == 12 and probe(tmp_path / "out" / "switch.mask.mp4").frame_count == 24

@@ -59,6 +59,9 @@ class ReadStats:
     error: str = ""
     expected: int = 0
     notes: list[str] = field(default_factory=list)
+    #: frames whose size differed from the first frame's (the stream changed resolution
+    #: mid-way, as adaptive-bitrate recordings do) and were scaled to it
+    rescaled: int = 0
 
 
 def batch_frames(chunk_size: int, width: int, height: int, batch_mb: float | None) -> int:
@@ -167,7 +170,7 @@ class VideoReader:
                         self._corrupt(idx, gap)
                         break
                 if self.select is None or idx in self.select:
-                    buf.append(upright(frame.to_ndarray(format="rgb24"), rotation_of(frame)))
+                    buf.append(self._to_size(upright(frame.to_ndarray(format="rgb24"), rotation_of(frame)), idx))
                 else:
                     buf.append(None)
                 pts.append(frame.pts)
@@ -189,6 +192,23 @@ class VideoReader:
                 )
         finally:
             c.close()
+
+    def _to_size(self, img: np.ndarray, idx: int) -> np.ndarray:
+        """A frame at the video's size (the first frame's, :attr:`info`): a stream that
+        changes resolution mid-way is scaled back to it, so that every frame can be
+        analysed and encoded alike; counted in :attr:`stats` ``.rescaled``."""
+        w, h = self.info.width, self.info.height
+        if img.shape[0] == h and img.shape[1] == w:
+            return img
+        import cv2
+
+        if not self.stats.rescaled:
+            note = f"frame {idx} is {img.shape[1]}x{img.shape[0]}, the video {w}x{h}: such frames are scaled to {w}x{h}"
+            self.stats.notes.append(note)
+            log.warning("%s: %s", self.path, note)
+        self.stats.rescaled += 1
+        shrink = img.shape[0] * img.shape[1] > w * h
+        return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
     def _decode_from(self, c, s, keyframes: np.ndarray, target: int):
         """Decode ``s`` from a keyframe at or before the timestamp ``target``.
