@@ -470,6 +470,7 @@ def render_segment(
                     audio_from=src if cfg.io.keep_audio and start == 0 and stop == info.frame_count else None,
                     audio_offset=info.start_time,
                     container_format="matroska" if Path(outs[m]).suffix == ".mkv" else "mp4",
+                    label=f"{src}: {m} output",
                     pts_origin=pts_origin,
                     index_origin=start,
                 )

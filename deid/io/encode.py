@@ -87,8 +87,12 @@ class VideoWriter:
         container_format: str | None = None,
         pts_origin: int | None = None,
         index_origin: int = 0,
+        label: str | None = None,
     ):
         self.path = str(path)
+        #: what errors call this output (default: its path; the pipeline writes to a hidden
+        #: temporary and names the input and method instead)
+        self.label = label or self.path
         self.size = (int(width), int(height))
         self.enc_w, self.enc_h = even_size(int(width), int(height))
         self.rate = _rate_fraction(float(fps))
@@ -104,7 +108,7 @@ class VideoWriter:
         try:
             self._out = av.open(self.path, mode="w", format=fmt, options=_mux_options(fmt, time_base if timing == "keep" else None, fps))
         except av.error.FFmpegError as e:
-            raise VideoEncodeError(f"{self.path}: cannot create output ({e})") from None
+            raise VideoEncodeError(f"{self.label}: cannot create output ({e})") from None
         self._out.metadata.clear()
         s = self._out.add_stream("libx264", rate=self.rate)
         s.width, s.height = self.enc_w, self.enc_h
@@ -139,7 +143,7 @@ class VideoWriter:
             self._a = self._out.add_stream_from_template(a_in)
         except Exception as e:
             ic.close()
-            raise VideoEncodeError(f"{src}: audio codec {a_in.codec_context.name} cannot be copied into {self.path} ({e})") from None
+            raise VideoEncodeError(f"{src}: audio codec {a_in.codec_context.name} cannot be copied into {self.label} ({e})") from None
         self._a.metadata.clear()
         self._audio_in = ic
         self._audio_packets = packets
@@ -178,10 +182,10 @@ class VideoWriter:
 
     def write(self, frame: np.ndarray, pts: int | None = None) -> None:
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-            raise VideoEncodeError(f"{self.path}: frame {self.frames_written} must be RGB uint8, got {frame.dtype} {frame.shape}")
+            raise VideoEncodeError(f"{self.label}: frame {self.frames_written} must be RGB uint8, got {frame.dtype} {frame.shape}")
         h, w = frame.shape[:2]
         if (w, h) != self.size:
-            raise VideoEncodeError(f"{self.path}: frame {self.frames_written} is {w}x{h}, expected {self.size[0]}x{self.size[1]}")
+            raise VideoEncodeError(f"{self.label}: frame {self.frames_written} is {w}x{h}, expected {self.size[0]}x{self.size[1]}")
         vf = av.VideoFrame.from_ndarray(pad_even(np.ascontiguousarray(frame)), format="rgb24")
         if self.timing == "keep" and pts is not None:
             if self._first_in_pts is None:
@@ -197,7 +201,7 @@ class VideoWriter:
         try:
             self._mux(self._v.encode(vf))
         except av.error.FFmpegError as e:
-            raise VideoEncodeError(f"{self.path}: encoder failed at frame {self.frames_written} ({e})") from None
+            raise VideoEncodeError(f"{self.label}: encoder failed at frame {self.frames_written} ({e})") from None
         self.frames_written += 1
 
     def close(self) -> None:
