@@ -526,7 +526,7 @@ def render_segment(
     seg.written = written
     seg.counts = dict(book.counts)
     seg.counts.update({k: int(v) for k, v in analyzer.counts.items()})
-    seg.counts["frames_rescaled"] = int(reader.stats.rescaled)  # a mid-stream resolution change (deid.io.decode)
+    seg.counts["frames_rescaled"] = reader.stats.rescaled_in(start, stop)  # a mid-stream resolution change (deid.io.decode)
     seg.partial = reader.stats.partial
     seg.error = reader.stats.error
     return seg

@@ -591,6 +591,7 @@ def test_a_mid_stream_resolution_change_is_scaled_to_the_first_size(tmp_path, ca
     frames = [f for b in reader for f in b.frames]
     assert len(frames) == 24 and all(f.shape == (120, 160, 3) for f in frames)
     assert reader.stats.rescaled == 12 and "320x240" in reader.stats.notes[0]
+    assert reader.stats.rescaled_runs == [[12, 24]] and reader.stats.rescaled_in(10, 15) == 3
     assert abs(float(frames[-1].mean()) - (40 + 110)) < 4  # the scaled frames keep their content
 
     from deid.config import Config

@@ -62,6 +62,12 @@ class ReadStats:
     #: frames whose size differed from the first frame's (the stream changed resolution
     #: mid-way, as adaptive-bitrate recordings do) and were scaled to it
     rescaled: int = 0
+    #: ...as runs of frame numbers ``[a, b)``, so a segment can count its own frames
+    rescaled_runs: list[list[int]] = field(default_factory=list)
+
+    def rescaled_in(self, start: int, stop: int) -> int:
+        """How many of the frames ``[start, stop)`` were scaled."""
+        return sum(max(0, min(b, stop) - max(a, start)) for a, b in self.rescaled_runs)
 
 
 def batch_frames(chunk_size: int, width: int, height: int, batch_mb: float | None) -> int:
@@ -207,6 +213,11 @@ class VideoReader:
             self.stats.notes.append(note)
             log.warning("%s: %s", self.path, note)
         self.stats.rescaled += 1
+        runs = self.stats.rescaled_runs
+        if runs and runs[-1][1] == idx:
+            runs[-1][1] = idx + 1
+        else:
+            runs.append([idx, idx + 1])
         shrink = img.shape[0] * img.shape[1] > w * h
         return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
