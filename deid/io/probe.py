@@ -143,7 +143,8 @@ def rotation_of(frame: "av.VideoFrame") -> int:
 
 
 def scan_stream(path: str | os.PathLike) -> StreamScan:
-    """Demux (no decode) the first video stream and collect packet timestamps."""
+    """Demux (no decode) the video stream deid reads (:func:`main_video_stream`) and
+    collect packet timestamps."""
     c = open_container(path)
     try:
         s = main_video_stream(c)
