@@ -92,6 +92,8 @@ def audio_source(src: str | os.PathLike, offset_s: float = 0.0):
         ic.close()
         return None
     a = ic.streams.audio[0]
+    if len(ic.streams.audio) > 1:
+        log.warning("%s: %d audio streams; io.keep_audio keeps the first only", src, len(ic.streams.audio))
     shift = int(round(offset_s / float(a.time_base))) if offset_s and a.time_base else 0
 
     def packets():
