@@ -284,11 +284,13 @@ class DlibResNet:
 
 
 def _stamp(path: str) -> tuple[int, int]:
-    """(size, mtime in ns) of the file: a changed file is parsed again."""
+    """(size, mtime in ns) of the file: a changed file is parsed again. An unreadable one
+    gets no stamp; :func:`read_layers` then raises the error that names it (an error is
+    never cached)."""
     try:
         st = os.stat(path)
-    except OSError as e:
-        raise ModelWeightsError(f"{path}: cannot read dlib model ({e.strerror or e})") from None
+    except OSError:
+        return -1, -1
     return st.st_size, st.st_mtime_ns
 
 

@@ -60,10 +60,14 @@ class ReadStats:
     expected: int = 0
     notes: list[str] = field(default_factory=list)
     #: frames whose size differed from the first frame's (the stream changed resolution
-    #: mid-way, as adaptive-bitrate recordings do) and were scaled to it
-    rescaled: int = 0
-    #: ...as runs of frame numbers ``[a, b)``, so a segment can count its own frames
+    #: mid-way, as adaptive-bitrate recordings do) and were scaled to it, as runs of
+    #: frame numbers ``[a, b)``, so a segment can count its own frames
     rescaled_runs: list[list[int]] = field(default_factory=list)
+
+    @property
+    def rescaled(self) -> int:
+        """How many frames were scaled."""
+        return sum(b - a for a, b in self.rescaled_runs)
 
     def rescaled_in(self, start: int, stop: int) -> int:
         """How many of the frames ``[start, stop)`` were scaled."""
@@ -202,18 +206,17 @@ class VideoReader:
     def _to_size(self, img: np.ndarray, idx: int) -> np.ndarray:
         """A frame at the video's size (the first frame's, :attr:`info`): a stream that
         changes resolution mid-way is scaled back to it, so that every frame can be
-        analysed and encoded alike; counted in :attr:`stats` ``.rescaled``."""
+        analysed and encoded alike; counted in :attr:`stats` ``.rescaled_runs``."""
         w, h = self.info.width, self.info.height
         if img.shape[0] == h and img.shape[1] == w:
             return img
         import cv2
 
-        if not self.stats.rescaled:
+        runs = self.stats.rescaled_runs
+        if not runs:
             note = f"frame {idx} is {img.shape[1]}x{img.shape[0]}, the video {w}x{h}: such frames are scaled to {w}x{h}"
             self.stats.notes.append(note)
             log.warning("%s: %s", self.path, note)
-        self.stats.rescaled += 1
-        runs = self.stats.rescaled_runs
         if runs and runs[-1][1] == idx:
             runs[-1][1] = idx + 1
         else:

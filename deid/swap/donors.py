@@ -392,5 +392,5 @@ def check_donor_faces(donor: Donor, cfg: Any, *, detector: Any = None, landmarke
                           landmarker=landmarker or build_landmarker(cfg.swap.landmarks), max_frames=cfg.swap.max_frames)
     if len(faces) < MIN_FACES:
         raise InvalidInputError(f"donor {donor.name!r}: {len(faces)} usable face(s) in its material, at least {MIN_FACES} are "
-                       "needed; give videos or photos where one face is large, sharp and mostly frontal")
+                                "needed; give videos or photos where one face is large, sharp and mostly frontal")
     return len(faces)
