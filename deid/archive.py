@@ -53,7 +53,7 @@ from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .config import Config
-from .errors import ConfigError, DeidError, InvalidInputError, OutputExistsError, VideoDecodeError
+from .errors import ConfigError, DeidError, InvalidInputError, OutputExistsError, VideoDecodeError, storage_error
 from .types import VideoInfo
 
 log = logging.getLogger(__name__)
@@ -939,8 +939,12 @@ def render_planned_segment(
     except DeidError as e:
         out.ok, out.error, out.error_kind = False, str(e), e.kind
     except Exception as e:  # noqa: BLE001 - one bad segment must never kill the run
-        log.exception("unexpected error rendering %s segment %d", plan.entry.video, index)
-        out.ok, out.error, out.error_kind = False, f"{plan.entry.video}: segment {index}: unexpected {type(e).__name__}: {e}", "internal"
+        full = storage_error(e, f"{plan.entry.video}: segment {index}: cannot write to the work folder {plan.work_dir}")
+        if full is not None:
+            out.ok, out.error, out.error_kind = False, str(full), full.kind
+        else:
+            log.exception("unexpected error rendering %s segment %d", plan.entry.video, index)
+            out.ok, out.error, out.error_kind = False, f"{plan.entry.video}: segment {index}: unexpected {type(e).__name__}: {e}", "internal"
     return out
 
 
@@ -1100,8 +1104,12 @@ def finalize_video(
     except DeidError as e:
         res.status, res.error, res.error_kind = "failed", str(e), e.kind
     except Exception as e:  # noqa: BLE001 - one bad video must never kill the run
-        log.exception("unexpected error finalizing %s", src)
-        res.status, res.error, res.error_kind = "failed", f"{src}: unexpected {type(e).__name__}: {e}", "internal"
+        full = storage_error(e, f"{src}: cannot write its outputs")
+        if full is not None:
+            res.status, res.error, res.error_kind = "failed", str(full), full.kind
+        else:
+            log.exception("unexpected error finalizing %s", src)
+            res.status, res.error, res.error_kind = "failed", f"{src}: unexpected {type(e).__name__}: {e}", "internal"
     if res.status == "failed":
         res.outputs = []
         if not keep_work:

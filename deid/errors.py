@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class DeidError(Exception):
     """Base class for every error deid raises on purpose."""
@@ -54,3 +57,22 @@ class ConsentError(DeidError):
     """A face-swap donor has no valid consent record."""
 
     kind = "consent"
+
+
+class OutputWriteError(DeidError):
+    """The output's storage refused the write: full, over quota, read-only, file too big."""
+
+    kind = "output_write"
+
+
+#: errors that only writing raises and that say the storage, not deid, is at fault
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+
+
+def storage_error(e: BaseException, what: str) -> OutputWriteError | None:
+    """``e`` as an :class:`OutputWriteError` saying ``what: <reason>`` (no temporary's
+    name, no traceback: the user's remedy is the storage) when it is a storage failure,
+    else None."""
+    if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
+        return OutputWriteError(f"{what}: {os.strerror(e.errno)}")
+    return None

@@ -33,7 +33,7 @@ import numpy as np
 
 from .anonymize import build_anonymizer, redact_frame
 from .config import Config, config_hash
-from .errors import DeidError, InvalidInputError, LeakDetectedError
+from .errors import DeidError, InvalidInputError, LeakDetectedError, storage_error
 from .io import VIDEO_EXTENSIONS, VideoReader, VideoWriter, atomic_output, check_output_path, probe, write_text_atomic
 from .io.prefetch import prefetch
 from .track import FrameAnalyzer, Planner
@@ -394,10 +394,14 @@ def process_video(
         res.error = str(e)
         res.error_kind = e.kind
     except Exception as e:  # unexpected: still per-video, never kills the batch
-        log.exception("unexpected error on %s", src)
         res.status = "failed"
-        res.error = f"{src}: unexpected {type(e).__name__}: {e}"
-        res.error_kind = "internal"
+        full = storage_error(e, f"{src}: cannot write to {out_dir}")
+        if full is not None:  # the disk, not deid: no traceback
+            res.error, res.error_kind = str(full), full.kind
+        else:
+            log.exception("unexpected error on %s", src)
+            res.error = f"{src}: unexpected {type(e).__name__}: {e}"
+            res.error_kind = "internal"
     timings.add("total", timings.elapsed())
     res.timings = {k: round(v, 4) for k, v in timings.seconds.items()}
     return res

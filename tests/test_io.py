@@ -601,3 +601,32 @@ def test_a_mid_stream_resolution_change_is_scaled_to_the_first_size(tmp_path, ca
     r = process_video(clip, tmp_path / "out", ["mask"], cfg, sha256=False)
     assert r.status == "done", r.error
     assert r.counts["frames_rescaled"] == 12 and probe(tmp_path / "out" / "switch.mask.mp4").frame_count == 24
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_writer_names_a_full_disk_and_the_output_not_the_temporary():
+    """FFmpeg's ENOSPC (here from /dev/full, which refuses every write) comes out as an
+    OutputWriteError naming the writer's label, not FFmpeg's file name."""
+    from deid.errors import OutputWriteError
+
+    w = VideoWriter("/dev/full", 64, 48, 25.0, label="clip.mp4: blur output")
+    with pytest.raises(OutputWriteError) as e:
+        for _ in range(60):
+            w.write(np.zeros((48, 64, 3), np.uint8))
+        w.close()
+    assert str(e.value) == "clip.mp4: blur output: write failed: No space left on device"
+    assert e.value.kind == "output_write"
+    w.abort()
+
+
+def test_storage_errors_are_told_apart():
+    import errno
+
+    from deid.errors import OutputWriteError, storage_error
+
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+        err = storage_error(OSError(code, os.strerror(code), "/out/.x.partial.mp4"), "x.mp4: cannot write to /out")
+        assert isinstance(err, OutputWriteError) and str(err) == f"x.mp4: cannot write to /out: {os.strerror(code)}"
+    assert storage_error(OSError(errno.EIO, "Input/output error"), "x") is None
+    assert storage_error(OSError(errno.ENOENT, "No such file"), "x") is None
+    assert storage_error(RuntimeError("boom"), "x") is None

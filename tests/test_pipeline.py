@@ -2,6 +2,7 @@
 backends from deid.testing: outputs, frame counts, privacy, audit records, atomicity."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -446,3 +447,37 @@ def test_leak_audit_pairs_frames_when_fail_closed_frames_are_dropped(tmp_path):
     # every kept frame with a face is an untouched face: the last frame (input 39) included
     assert 39 in leak["leak_frames"] and leak["input_faces"] >= 3
     assert not set(leak["leak_frames"]) & set(closed)
+
+
+def test_a_full_disk_is_named_as_such_and_leaves_nothing(clip, tmp_path, monkeypatch, caplog):
+    """ENOSPC (or a read-only / over-quota folder) is the storage's fault, not deid's:
+    a one-line error naming the video and the folder, no traceback, nothing left."""
+    import errno
+
+    import deid.audit
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / ".patient.blur.frames.parquet.tmp"))
+
+    monkeypatch.setattr(deid.audit, "write_frames_table", full)
+    comp = fake_components(CFG, ["blur"])
+    with caplog.at_level("ERROR"):
+        res = process_video(clip.path, tmp_path, ["blur"], CFG, components=comp)
+    assert res.status == "failed" and res.error_kind == "output_write"
+    assert res.error == f"{clip.path}: cannot write to {tmp_path}: No space left on device"
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]  # no 'unexpected error' traceback
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_other_os_errors_stay_unexpected(clip, tmp_path, monkeypatch):
+    import errno
+
+    import deid.audit
+
+    def broken(*a, **k):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(deid.audit, "write_frames_table", broken)
+    res = process_video(clip.path, tmp_path, ["blur"], CFG, components=fake_components(CFG, ["blur"]))
+    assert res.status == "failed" and res.error_kind == "internal" and "unexpected OSError" in res.error
+    assert list(tmp_path.iterdir()) == []

@@ -21,7 +21,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from ..errors import VideoEncodeError
+from ..errors import VideoEncodeError, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -201,22 +201,30 @@ class VideoWriter:
         try:
             self._mux(self._v.encode(vf))
         except av.error.FFmpegError as e:
-            raise VideoEncodeError(f"{self.label}: encoder failed at frame {self.frames_written} ({e})") from None
+            raise self._error(e, f"encoder failed at frame {self.frames_written}") from None
         self.frames_written += 1
+
+    def _error(self, e: Exception, what: str) -> Exception:
+        """A full, read-only or over-quota disk as such (naming the output, not the
+        hidden temporary FFmpeg was writing); anything else as an encoder error."""
+        return storage_error(e, f"{self.label}: write failed") or VideoEncodeError(f"{self.label}: {what} ({e})")
 
     def close(self) -> None:
         if self._out is None:
             return
         try:
-            self._mux(self._v.encode(None))
-            if self._bsf is not None:
-                for q in self._bsf.filter(None):
-                    q.stream = self._v
-                    self._out.mux(q)
-            self._copy_audio()
-        finally:
-            self._out.close()
-            self._out = None
+            try:
+                self._mux(self._v.encode(None))
+                if self._bsf is not None:
+                    for q in self._bsf.filter(None):
+                        q.stream = self._v
+                        self._out.mux(q)
+                self._copy_audio()
+            finally:
+                out, self._out = self._out, None
+                out.close()
+        except av.error.FFmpegError as e:
+            raise self._error(e, "cannot finish the output") from None
 
     def abort(self) -> None:
         """Close without caring about errors (the caller deletes the temporary)."""
