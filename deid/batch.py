@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .config import Config
-from .errors import DeidError
+from .errors import DeidError, OutputWriteError
 from .pipeline import Components, VideoResult, plan_inputs, process_video
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,10 @@ def run_batch(
     if out.exists() and not out.is_dir():
         raise DeidError(f"--out {out} is a file; give the folder the outputs go to")
     if not dry_run:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputWriteError(f"cannot create --out {out}: {e.strerror or e}") from None
         from .io import remove_stale_partials
 
         remove_stale_partials(out, recursive=True)  # outputs mirror folder inputs in sub-folders

@@ -66,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     except DeidError as e:
         print(f"deid: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # the file system said no (permissions, full, read-only): not deid's bug
+        logging.getLogger("deid").debug("OSError", exc_info=True)
+        where = f": {e.filename}" if e.filename else ""
+        print(f"deid: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as e:
         if terminated(e):
             print("deid: terminated (SIGTERM); unfinished outputs removed", file=sys.stderr)

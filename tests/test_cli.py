@@ -160,6 +160,20 @@ def test_outputs_never_replace_another_input_nor_feed_back_into_a_scan(inputs, t
     assert "is a file" in capsys.readouterr().err
     assert main(["anonymize", str(nest / "v.mp4"), "--out", str(tmp_path / "e"), "-m", ",", *FAKES]) == 1
     assert "no method given" in capsys.readouterr().err and not (tmp_path / "e").exists()
+    # an --out that cannot be created (under a file; read-only or full storage alike): one line
+    assert main(["anonymize", str(nest / "v.mp4"), "--out", str(nest / "v.mp4" / "sub"), "-m", "blur", *FAKES]) == 1
+    assert capsys.readouterr().err == f"deid: error: cannot create --out {nest / 'v.mp4' / 'sub'}: Not a directory\n"
+
+
+def test_file_system_errors_are_one_line_not_a_traceback(capsys, monkeypatch):
+    import deid.commands.probe as probe_cmd
+
+    def denied(args):
+        raise PermissionError(13, "Permission denied", "/archive/locked.mp4")
+
+    monkeypatch.setattr(probe_cmd, "run", denied)
+    assert main(["probe", "x.mp4"]) == 1
+    assert capsys.readouterr().err == "deid: error: Permission denied: /archive/locked.mp4\n"
 
 
 def test_probe_command(inputs, capsys):
