@@ -222,6 +222,11 @@ def test_missing_and_directory_inputs(tmp_path):
         probe(tmp_path / "missing.mp4")
     with pytest.raises(InvalidInputError, match="directory"):
         probe(tmp_path)
+    if hasattr(os, "mkfifo"):  # a pipe named like a video: refused at once, never read (it may never end)
+        fifo = tmp_path / "camera.mp4"
+        os.mkfifo(fifo)
+        with pytest.raises(InvalidInputError, match="not a regular file"):
+            probe(fifo)
 
 
 # ----------------------------------------------------------------------------- real media

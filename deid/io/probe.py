@@ -54,6 +54,8 @@ def check_readable(path: str | os.PathLike) -> Path:
         raise InvalidInputError(f"{p}: is a directory, not a video file")
     if not os.access(p, os.R_OK):
         raise InvalidInputError(f"{p}: not readable (check permissions)")
+    if not p.is_file():  # a device, FIFO or socket: no size, may never end, cannot be re-read
+        raise InvalidInputError(f"{p}: not a regular file (a device, pipe or socket); save the video to a file first")
     if p.stat().st_size == 0:
         raise InvalidInputError(f"{p}: file is empty (0 bytes)")
     return p
