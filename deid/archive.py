@@ -47,7 +47,8 @@ import re
 import shutil
 import stat
 import time
-from dataclasses import asdict, dataclass, field
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -86,16 +87,18 @@ class ArchiveEntry:
     patient: str  # patient id: one swap model per patient
     donor: str = ""  # swap donor (consenting target identity)
     methods: tuple[str, ...] = ("blur",)
+    name: str = ""  # output stem when not the video's own (another video in its folder shares that)
 
     def output_dir(self, out_dir: str | os.PathLike) -> Path:
         return Path(out_dir) / self.rel_dir if self.rel_dir else Path(out_dir)
 
     def output_paths(self, out_dir: str | os.PathLike, container: str = "mp4") -> dict[str, Path]:
-        """``<out>/<rel_dir>/<stem>.<method>.<container>`` per method (the in-process naming)."""
+        """``<out>/<rel_dir>/<stem>.<method>.<container>`` per method (the in-process naming;
+        ``<stem>-<hash>`` for videos of one folder that share a stem)."""
         from .pipeline import output_path
 
         d = self.output_dir(out_dir)
-        return {m: output_path(self.video, d, m, container) for m in self.methods}
+        return {m: output_path(self.video, d, m, container, self.name or None) for m in self.methods}
 
 
 @dataclass(frozen=True)
@@ -264,6 +267,7 @@ def load_manifest(
     seen_path: dict[Path, str] = {}  # -> "row N" (or the file, for folder scans)
     seen_id: dict[str, str] = {}
     seen_out: dict[tuple[str, str], str] = {}
+    labels: list[str] = []  # entries' "row N" (or file) labels, for messages
     where = src.name
     for n, raw in enumerate(rows, 1):
         n = 0 if folder_scan else n
@@ -316,20 +320,35 @@ def load_manifest(
         if p in seen_path:
             bad(f"the same video as {seen_path[p]}; list each video once (give several methods in one row)")
             continue
-        names = {m: f"{p.stem}.{m}.{container}" for m in ms}
-        clash = next((m for m in ms if (rel_dir, names[m]) in seen_out), None)
-        if clash is not None:
-            shown = f"{rel_dir}/{names[clash]}" if rel_dir else names[clash]
-            bad(f"would write the same output {shown} as {seen_out[(rel_dir, names[clash])]}; rename one video or move it to another folder")
-            continue
         if vid in seen_id:
             bad(f"video id {vid!r} is already used by {seen_id[vid]}; give the rows distinct video_id values")
             continue
         seen_path[p] = label
         seen_id[vid] = label
-        for m in ms:
-            seen_out[(rel_dir, names[m])] = label
         entries.append(ArchiveEntry(n, str(p), rel_dir, vid, r.get("patient", "") or vid, d, ms))
+        labels.append(label)
+    # videos of one folder that share a stem (clip.mp4, clip.mov) would write the same
+    # outputs: each of them gets a short hash of its path in its output names (as
+    # `deid anonymize` does), whatever the rows' order, so none has to be renamed
+    stems = Counter((e.rel_dir, Path(e.video).stem) for e in entries)
+    named: list[ArchiveEntry] = []
+    for e, label in zip(entries, labels):
+        stem = Path(e.video).stem
+        if stems[(e.rel_dir, stem)] > 1:
+            e = replace(e, name=f"{stem}-{hashlib.sha256(e.video.encode()).hexdigest()[:8]}")
+            log.warning("%s: another video in its folder is named %s too; its outputs are %s.<method>.%s", e.video, stem, e.name, container)
+        outs = {m: f"{e.name or stem}.{m}.{container}" for m in e.methods}
+        clash = next((m for m in e.methods if (e.rel_dir, outs[m]) in seen_out), None)
+        if clash is not None:  # only a file literally named like another's hashed output
+            shown = f"{e.rel_dir}/{outs[clash]}" if e.rel_dir else outs[clash]
+            where_ = f"manifest {where} row {e.row}" if not folder_scan else where
+            errors.append(RowError(e.row, e.video, e.video_id, f"{where_} ({e.video}): would write the same output {shown} as "
+                                   f"{seen_out[(e.rel_dir, outs[clash])]}; rename one video or move it to another folder"))
+            continue
+        for m in e.methods:
+            seen_out[(e.rel_dir, outs[m])] = label
+        named.append(e)
+    entries = named
     # a bad row's id must never name a good row's video (its failed status row would
     # replace the good one's rows): a duplicate gets ".row<N>" appended
     taken = {e.video_id for e in entries}

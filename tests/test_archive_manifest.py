@@ -1,6 +1,7 @@
 """Archive manifests (deid.archive.load_manifest): one clear error per bad row, the rest run."""
 
 import csv
+import hashlib
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -44,7 +45,7 @@ def test_bad_rows_get_one_error_each_and_good_rows_survive(archive, tmp_path):
             ["missing.mp4", "p3", "", "", ""],  # 3 no such file
             ["a.mp4", "p1", "", "", ""],  # 4 same video as row 1
             ["clip.mp4", "", "", "blur", ""],  # 5 ok
-            ["clip.mov", "", "", "blur", ""],  # 6 same output clip.blur.mp4 as row 5
+            ["clip.mov", "", "", "blur", ""],  # 6 ok: same stem as row 5, so both get hashed output names
             ["b.mp4", "", "", "smudge", ""],  # 7 unknown method
             ["b.mp4", "", "", "swap", ""],  # 8 swap without a donor
             ["sub/a.mp4", "", "", "", ""],  # 9 ok: same stem, other folder
@@ -54,22 +55,30 @@ def test_bad_rows_get_one_error_each_and_good_rows_survive(archive, tmp_path):
         ],
     )
     man = load_manifest(m, methods=["pixelate"])
-    assert [e.row for e in man.entries] == [1, 5, 9, 12]
+    assert [e.row for e in man.entries] == [1, 5, 6, 9, 12]
     errs = {e.row: e.error for e in man.errors}
-    assert sorted(errs) == [2, 3, 4, 6, 7, 8, 10, 11]
+    assert sorted(errs) == [2, 3, 4, 7, 8, 10, 11]
     assert "escapes the archive root" in errs[2]
     assert "no such file" in errs[3]
     assert "same video as row 1" in errs[4]
-    assert "same output clip.blur.mp4 as row 5" in errs[6]
     assert "unknown method 'smudge'" in errs[7]
     assert "needs a consenting donor" in errs[8]
     assert "empty" in errs[10]
     assert "not a file" in errs[11]
     for row, msg in errs.items():
         assert f"row {row} " in msg, "every message names its row"
-    a, clip, sub_a, c = man.entries
+    a, clip, clip_mov, sub_a, c = man.entries
     assert a.methods == ("blur", "mask") and a.patient == "p1"
-    assert clip.methods == ("pixelate",) or clip.methods == ("blur",)
+    assert clip.methods == ("blur",) and clip_mov.methods == ("blur",)
+    # clip.mp4 and clip.mov share a folder and a stem: each output name carries a hash of
+    # its video's path (whatever the rows' order), so neither has to be renamed
+    h = {e.video: hashlib.sha256(e.video.encode()).hexdigest()[:8] for e in (clip, clip_mov)}
+    assert clip.output_paths(tmp_path / "out")["blur"] == tmp_path / "out" / f"clip-{h[clip.video]}.blur.mp4"
+    assert clip_mov.output_paths(tmp_path / "out")["blur"] == tmp_path / "out" / f"clip-{h[clip_mov.video]}.blur.mp4"
+    assert clip.video_id != clip_mov.video_id and a.name == "" and a.output_paths(tmp_path)["mask"] == tmp_path / "a.mask.mp4"
+    swapped = load_manifest(_csv(archive / "m2.csv", ["video"], [["clip.mov"], ["clip.mp4"]]), methods=["blur"])
+    assert {e.video: e.output_paths(tmp_path)["blur"] for e in swapped.entries} == {
+        e.video: e.output_paths(tmp_path)["blur"] for e in (clip, clip_mov)}
     assert sub_a.methods == ("pixelate",), "rows without methods take the default"
     assert sub_a.rel_dir == "sub" and sub_a.video_id == "sub__a" and a.video_id == "a"
     assert c.methods == ("swap", "blur") and c.donor == "donor-x" and c.patient == "p9"
@@ -102,8 +111,17 @@ def test_folder_scan_skips_outputs_and_validates_ids(archive, tmp_path):
     _touch(out / "a.blur.mp4")
     man = load_manifest(archive, out_dir=out, methods=["mask"])
     names = sorted(e.video_id for e in man.entries)
-    assert names == ["a", "b", "clip", "sub__a", "sub__c"]
-    assert [e.row for e in man.errors] == [0] and "same output clip.mask.mp4" in man.errors[0].error
+    h_mp4 = hashlib.sha256(str(archive / "clip.mp4").encode()).hexdigest()[:8]
+    assert names == ["a", "b", "clip", f"clip-{h_mp4}", "sub__a", "sub__c"]
+    assert not man.errors  # clip.mp4 and clip.mov: hashed output names, both kept
+    assert sorted(e.output_paths(out)["mask"].name for e in man.entries if e.video_id.startswith("clip")) == sorted(
+        f"clip-{hashlib.sha256(str(archive / n).encode()).hexdigest()[:8]}.mask.mp4" for n in ("clip.mp4", "clip.mov"))
+    # a file named like another's hashed output: the later one is refused, with the fix
+    h = hashlib.sha256(str(archive / "clip.mov").encode()).hexdigest()[:8]
+    _touch(archive / f"clip-{h}.mp4")
+    man = load_manifest(archive, out_dir=out, methods=["mask"])
+    assert len(man.errors) == 1 and f"same output clip-{h}.mask.mp4" in man.errors[0].error
+    (archive / f"clip-{h}.mp4").unlink()
     # names that derive the same id get distinct ones; the work folder beside an output
     # folder inside the archive is never scanned; an output folder holding the archive is refused
     _touch(archive / "x y.mp4")
