@@ -4,8 +4,8 @@
 
 Prints each run, the medians, and the ratio (deid fps / bare fps). The streaming path is
 timed with the leak audit off and on: the audit re-identifies a fixed number of sampled
-frames per output (``audit.sample_frames``), a per-video cost that does not grow with
-video length, so it is reported separately.
+frames per output (``audit.sample_frames``; more past 12 minutes,
+``audit.sample_per_minute``), a per-video cost reported separately.
 """
 
 from __future__ import annotations

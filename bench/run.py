@@ -278,7 +278,7 @@ class Bench:
             row("deid blur, end to end with the leak audit (default)", "blur", n / med["blur"], [r["seconds"] for r in ok["blur"]],
                 f"leak audit: {self._audit_note(ok['blur'])}", frames_out=fo)
             acpu = median([float(r.get("audit_cpu_seconds") or 0.0) for r in ok["blur"]])
-            rows.append({"path": "leak audit alone (fixed per output, any length)", "input": inp, "frames": None, "fps": None,
+            rows.append({"path": "leak audit alone (fixed per output up to 12 minutes)", "input": inp, "frames": None, "fps": None,
                          "runs_s": la, "note": f"median {median(la):.1f} s and {acpu:.1f} CPU-s per output; {self._audit_note(ok['blur'])}",
                          "status": "ok"})
             self.res["audit_seconds"] = median(la)
@@ -980,8 +980,9 @@ class Bench:
             f"{clip.name} ({info.width}x{info.height}, {info.fps:g} fps, the demo's swap patient) looped by packet copy to each length; "
             "deid mask with the leak audit off, one run each, each in its own process. Why this clip and method: the 20-minute "
             "video must finish inside the bench's time budget; the talking head is the demo clip deid processes fastest per "
-            "frame (a face in every frame, so no pose fallback) and mask is the cheapest render. The audit's cost does not grow "
-            "with length (a fixed number of sampled frames): see the leak-audit row above.")}
+            "frame (a face in every frame, so no pose fallback) and mask is the cheapest render. The audit's cost is "
+            "fixed up to 12 minutes (24 + 8 sampled frames) and grows by 2 frames a minute past that "
+            "(audit.sample_per_minute): see the leak-audit row above.")}
         self.res["length"] = ln
         d = OUT / "long"
         d.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import json
 import typing
 from dataclasses import dataclass, field
@@ -208,6 +209,9 @@ class AuditConfig:
     # ...plus up to this many where the regions rest on the least evidence: every region
     # held, interpolated or pose-placed, no face detected in the frame (0 = none)
     risk_frames: int = 8
+    # ...and at least this many frames a minute of video: past 12 minutes (at 2) both
+    # counts grow with the length, so a long recording is not judged on 32 frames (0 = off)
+    sample_per_minute: float = 2.0
     threshold: float = 0.6  # identity distance under which a face counts as a leak
     # for faces the recogniser cannot tell from a blank (distance to a greyed-out region
     # under threshold), a leak also needs the output this much closer than the blank
@@ -218,6 +222,19 @@ class AuditConfig:
     def __post_init__(self) -> None:
         _check(self.sample_frames >= 0, "audit.sample_frames must be >= 0")
         _check(self.risk_frames >= 0, "audit.risk_frames must be >= 0")
+        _check(self.sample_per_minute >= 0, "audit.sample_per_minute must be >= 0")
+
+    def for_video(self, frames: int, fps: float) -> "AuditConfig":
+        """This audit for a video of ``frames`` frames at ``fps``: ``sample_frames`` raised
+        to ``sample_per_minute`` a minute where the video is long enough, and
+        ``risk_frames`` in proportion (unchanged for short videos, and with
+        ``sample_frames`` 0, which already checks every frame)."""
+        if self.sample_frames <= 0 or self.sample_per_minute <= 0 or not fps or fps <= 0 or frames <= 0:
+            return self
+        want = math.ceil(self.sample_per_minute * frames / (fps * 60.0))
+        if want <= self.sample_frames:
+            return self
+        return dataclasses.replace(self, sample_frames=want, risk_frames=math.ceil(self.risk_frames * want / self.sample_frames))
         _one_of(self.on_leak, ("fail", "flag"), "audit.on_leak")
 
 

@@ -458,7 +458,7 @@ def render_segment(
         src, info=info, chunk_size=cfg.io.chunk_size, on_corrupt=cfg.io.on_corrupt, decoder=cfg.io.decoder,
         start=read_lo, stop=read_hi, batch_mb=cfg.io.batch_mb,
     )
-    book = _Bookkeeper(info.frame_count, cfg.audit.sample_frames, keep_all=keep_plans)
+    book = _Bookkeeper(info.frame_count, cfg.audit.for_video(info.frame_count, info.fps).sample_frames, keep_all=keep_plans)
     pending: deque[tuple[int, np.ndarray, int | None]] = deque()
     redact_color = (128, 128, 128)
     seg = SegmentResult(start, stop, book=book)
@@ -573,8 +573,10 @@ def finalize_outputs(
         t_l = time.perf_counter()
         reference: dict = {}  # the input side, computed once for all the video's outputs
         n_in = res.info.frame_count if res.info is not None else None  # (probes scan the whole file)
+        # as many frames as render_segment kept the plans of (more for a long video)
+        audit_cfg = cfg.audit.for_video(res.info.frame_count, res.info.fps) if res.info is not None else cfg.audit
         for m in methods:
-            rep = leak_audit(src, tmp[m], cfg.audit, comp.identity, plans=book.sampled, reference=reference,
+            rep = leak_audit(src, tmp[m], audit_cfg, comp.identity, plans=book.sampled, reference=reference,
                              rows=getattr(book, "rows", None), dropped=cfg.track.fail_closed == "drop",
                              frame_counts=(n_in, out_info[m].frame_count))
             leak_reports[m] = rep

@@ -226,3 +226,16 @@ def test_a_forked_child_gets_its_own_hog_threads(cached):
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def test_long_videos_get_a_denser_audit():
+    a = Config().audit  # 24 evenly spaced + up to 8 risk frames, at least 2 a minute
+    assert a.for_video(200, 25.0) == a  # an 8-second clip: the fixed counts
+    assert a.for_video(12 * 60 * 25, 25.0) == a  # 12 minutes: 24 frames is 2 a minute already
+    hour = a.for_video(60 * 60 * 25, 25.0)
+    assert (hour.sample_frames, hour.risk_frames) == (120, 40)  # 2 a minute, risk frames in proportion
+    assert Config().replace("audit.sample_per_minute=0").audit.for_video(90000, 25.0).sample_frames == 24
+    assert Config().replace("audit.sample_frames=0").audit.for_video(90000, 25.0).sample_frames == 0  # 0 = every frame
+    assert a.for_video(90000, 0.0) == a  # no frame rate known: the fixed counts
+    with pytest.raises(Exception, match="sample_per_minute"):
+        Config().replace("audit.sample_per_minute=-1")

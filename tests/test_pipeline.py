@@ -481,3 +481,25 @@ def test_other_os_errors_stay_unexpected(clip, tmp_path, monkeypatch):
     res = process_video(clip.path, tmp_path, ["blur"], CFG, components=fake_components(CFG, ["blur"]))
     assert res.status == "failed" and res.error_kind == "internal" and "unexpected OSError" in res.error
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_audit_grows_with_the_video_and_has_the_plans_of_its_frames(clip, tmp_path, monkeypatch):
+    """audit.sample_per_minute raises the evenly spaced count on long videos (here made
+    'long' by asking 600 a minute of a 1.44 s clip: 15 frames); the pipeline keeps the
+    plans of exactly the frames the audit then samples."""
+    import deid.audit
+
+    cfg = CFG.replace("audit.sample_per_minute=600")
+    seen = {}
+    real = deid.audit.leak_audit
+
+    def spy(*a, **k):
+        seen["cfg"], seen["plans"] = a[2], set(k["plans"])
+        return real(*a, **k)
+
+    monkeypatch.setattr(deid.audit, "leak_audit", spy)
+    res = process_video(clip.path, tmp_path, ["blur"], cfg, components=fake_components(cfg, ["blur"]))
+    assert res.status == "done"
+    la = res.outputs[0].leak
+    assert seen["cfg"].sample_frames == 15 and la["checked_frames"] == 15 + la["risk_frames"]
+    assert seen["plans"] == set(deid.audit.sample_indices(36, 15))
