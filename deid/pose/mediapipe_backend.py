@@ -30,6 +30,7 @@ downloaded on first use by MediaPipe, which this project never allows).
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Sequence
 
 import cv2
@@ -119,6 +120,34 @@ def _check_complexity(model_complexity: int) -> None:
         )
 
 
+_met_a_person = False
+
+
+def _meet_a_person_once() -> None:
+    """Run a throwaway pose graph once per process on a picture of a person (matplotlib's
+    sample portrait), with the caller silencing fd 2: MediaPipe's landmark projection logs
+    a one-time warning ("Using NORM_RECT without IMAGE_DIMENSIONS ...") the first time a
+    person's landmarks are projected, which would otherwise land in the middle of a run's
+    progress output. The real graphs never see this picture. No picture: nothing done."""
+    global _met_a_person
+    if _met_a_person:
+        return
+    _met_a_person = True
+    try:
+        import matplotlib
+
+        path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+        img = cv2.imread(str(path))
+        if img is None:
+            return
+        import mediapipe as mp
+
+        with mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1) as g:
+            g.process(np.ascontiguousarray(_downscale(img[:, :, ::-1], 256)))
+    except Exception:  # noqa: BLE001 - cosmetic: a warning line, never a reason to fail
+        return
+
+
 class _MediapipeBase:
     """Graph lifecycle shared by both estimators: build lazily, rebuild on reset()."""
 
@@ -138,6 +167,7 @@ class _MediapipeBase:
         from .._quiet import native_stderr_silenced
 
         with native_stderr_silenced():
+            _meet_a_person_once()
             g = self._build()
             g.process(np.zeros((64, 64, 3), np.uint8))
         return g
