@@ -78,12 +78,18 @@ def connect(cfg: Any, *, local: bool = False, train: bool = True, runtime_env: d
     return "local", True
 
 
-def quiet_data() -> None:
+def configure_data() -> None:
     """Ray Data's own progress bars and plan banners off: the archive prints its own
-    summary (videos done / failed, frames/s)."""
+    summary (videos done / failed, frames/s). And its actor pools may grow back: they
+    keep one task in flight per actor (a segment or video renders for seconds to
+    minutes), so their utilisation tops out at 100 %, under Ray Data's default threshold
+    for adding actors (175 %, which assumes two tasks per actor): a pool that shrank
+    while idle (waiting for swap training) could never grow again, and Ray warned so at
+    every run."""
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
+    ctx.autoscaling_config.actor_pool_util_upscaling_threshold = 1.0
     ctx.enable_progress_bars = False
     ctx.enable_operator_progress_bars = False
     ctx.print_on_execution_start = False

@@ -145,9 +145,9 @@ def run_archive(
     :class:`deid.archive.ArchiveRun` (states, status table, summary)."""
     from deid.archive import ArchiveRun
 
-    from .cluster import quiet_data
+    from .cluster import configure_data
 
-    quiet_data()
+    configure_data()
     run = ArchiveRun(manifest, cfg, out_dir, work_root=cfg.ray.work_dir or None, overwrite=overwrite, echo=echo)
     run.begin()
     ticker = _Ticker(run, cfg.ray.progress_every_s, echo, enabled=progress)

@@ -205,9 +205,9 @@ def evaluate_archive(run: Any, cfg: Any, *, echo: Callable[[str], None] = print)
     from deid.archive import DONE_STATES, evaluation_order, private_mkdir
     from deid.evaluate import aggregate
 
-    from .cluster import quiet_data
+    from .cluster import configure_data
 
-    quiet_data()
+    configure_data()
     metrics = Path(cfg.ray.metrics_dir).expanduser().resolve() if cfg.ray.metrics_dir else run.out_dir / "metrics"
     metrics.mkdir(parents=True, exist_ok=True)
     work = private_mkdir(run.work_root / "eval")

@@ -147,3 +147,25 @@ def test_cpu_training_worker_may_try_more_threads_than_its_reservation(monkeypat
         torch.set_num_threads(before)
     with pytest.raises(Exception, match="train_threads"):
         load_config(None, ["ray.train_threads=-1"])
+
+
+def test_actor_pools_can_grow_back_to_their_size():
+    """The render and evaluation pools keep one task in flight per actor, so their
+    utilisation tops out at 100 %; Ray Data adds actors only above its up-scaling
+    threshold (175 % by default, when it also warns at every run). configure_data()
+    puts the threshold where a pool that shrank while idle can grow again."""
+    import ray.data
+
+    from ray_jobs.cluster import configure_data
+    from ray_jobs.deidentify import render_pool
+
+    pool = render_pool(concurrency=2, n_rows=5)
+    ctx = ray.data.DataContext.get_current()
+    saved = ctx.autoscaling_config.actor_pool_util_upscaling_threshold
+    try:
+        configure_data()
+        reachable = pool.max_tasks_in_flight_per_actor / 1  # one task at a time per actor
+        assert reachable >= ctx.autoscaling_config.actor_pool_util_upscaling_threshold > 0
+        assert pool.min_size == 1 and pool.max_size == 2
+    finally:
+        ctx.autoscaling_config.actor_pool_util_upscaling_threshold = saved
