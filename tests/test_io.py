@@ -635,3 +635,46 @@ def test_storage_errors_are_told_apart():
     assert storage_error(OSError(errno.EIO, "Input/output error"), "x") is None
     assert storage_error(OSError(errno.ENOENT, "No such file"), "x") is None
     assert storage_error(RuntimeError("boom"), "x") is None
+
+
+@pytest.mark.parametrize("codec", ["libx264", "mpeg2video"])
+def test_sparse_reads_seek_and_hold_the_same_frames(tmp_path, codec, monkeypatch):
+    """A few frames spread over a video with keyframes (the leak audit's samples) are
+    read by seeking to the keyframe before each run of them, not by decoding everything
+    up to the last one; the frames are those of a whole read, in the order asked, repeats
+    kept, numbers past the end left out."""
+    from deid.io import decode as D
+
+    path = _gop_ts(tmp_path / f"{codec}.ts", codec, n=120, gop=12)
+    whole = read_frames(path)
+    idx = [100, 5, 61, 62, 5, 119, 30, 500]
+    spans = D.sparse_spans(path, set(idx))
+    assert spans == [(5, 6), (30, 31), (61, 63), (100, 101), (119, 120)]
+    starts = []
+    real = D.VideoReader.__init__
+
+    def spy(self, *a, **k):
+        starts.append(k.get("start", 0))
+        real(self, *a, **k)
+
+    monkeypatch.setattr(D.VideoReader, "__init__", spy)
+    got = read_frames(path, idx)
+    assert starts == [a for a, _ in spans]  # one range read per span, no read from frame 0
+    assert len(got) == 7 and all(np.array_equal(f, whole[i]) for f, i in zip(got, [i for i in idx if i < 120]))
+    # dense samples, or a video with one keyframe: decoding from the start is cheaper
+    assert D.sparse_spans(path, set(range(0, 120, 3))) is None
+    assert D.sparse_spans(_gop_ts(tmp_path / "one.ts", "libx264", n=60, gop=100), {3, 50}) is None
+
+
+def test_a_failed_sparse_read_falls_back_to_reading_from_the_start(tmp_path, monkeypatch):
+    from deid.io import decode as D
+
+    path = _gop_ts(tmp_path / "x.ts", "libx264", n=120, gop=12)
+    whole = read_frames(path)
+
+    def broken(self, *a, **k):
+        raise VideoDecodeError(f"{self.path}: seek failed")
+
+    monkeypatch.setattr(D.VideoReader, "_decode_from", broken)
+    got = read_frames(path, [90, 10, 50])
+    assert all(np.array_equal(f, whole[i]) for f, i in zip(got, [90, 10, 50])) and len(got) == 3

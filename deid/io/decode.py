@@ -307,16 +307,73 @@ def iter_frames(path: str | os.PathLike, **kw) -> Iterator[tuple[int, np.ndarray
 
 
 def read_frames(path: str | os.PathLike, indices: list[int] | None = None, **kw) -> list[np.ndarray]:
-    """Read some frames (all when ``indices`` is None) into memory. For tests and small
-    samples only — pipelines stream with :class:`VideoReader`."""
+    """Read some frames (all when ``indices`` is None) into memory, in the order of
+    ``indices`` (repeats kept; numbers past the end left out). For tests and small samples
+    only — pipelines stream with :class:`VideoReader`.
+
+    A few frames spread over a long video (the leak audit's samples) are read by seeking:
+    each run of wanted frames is decoded from the keyframe before it (:func:`sparse_spans`)
+    instead of decoding the whole video up to the last one. The frames are the same
+    (range reads anchor on timestamps, as segmented runs do); should a range read fail,
+    the frames are read from the start as before."""
     if indices is not None and not len(indices):
         return []
-    want = None if indices is None else set(indices)
-    out = {}
-    stop = None if want is None else max(want) + 1
-    # the frames between are decoded, not converted (PyAV; decord converts what it reads)
-    for i, f in iter_frames(path, stop=stop, select=want, **kw):
-        if want is None or i in want:
-            out[i] = f
-    order = sorted(out) if indices is None else [i for i in indices if i in out]
+    want = None if indices is None else {int(i) for i in indices}
+    out: dict[int, np.ndarray] = {}
+    spans = sparse_spans(path, want) if want is not None and kw.get("decoder", "pyav") == "pyav" and "start" not in kw else None
+    if spans is not None:
+        info = kw.pop("info", None) or probe(path)  # once, not once a range
+        try:
+            for a, b in spans:
+                for i, f in iter_frames(path, start=a, stop=b, select=want, info=info, **kw):
+                    if i in want:
+                        out[i] = f
+        except VideoDecodeError as e:
+            log.debug("%s: sparse read failed (%s); reading from the start", path, e)
+            out, spans = {}, None
+            kw["info"] = info
+    if spans is None:
+        stop = None if want is None else max(want) + 1
+        # the frames between are decoded, not converted (PyAV; decord converts what it reads)
+        for i, f in iter_frames(path, stop=stop, select=want, **kw):
+            if want is None or i in want:
+                out[i] = f
+    order = sorted(out) if indices is None else [int(i) for i in indices if int(i) in out]
     return [out[i] for i in order]
+
+
+#: a sparse read seeks only when that decodes at most this share of the frames a read
+#: from the start would
+SPARSE_SHARE = 0.6
+
+
+def sparse_spans(path: str | os.PathLike, want: Container[int] | None) -> list[tuple[int, int]] | None:
+    """Frame ranges ``[a, b)`` that cover ``want`` when reading them by seeking pays: a
+    wanted frame starts a new range when the keyframe before it lies past the end of the
+    current range (decoding on to it would cost more than seeking), and the ranges'
+    decoding (from each one's keyframe) must come to at most :data:`SPARSE_SHARE` of
+    decoding from the start. None: read from the start (few keyframes, dense samples, a
+    file the scan cannot index)."""
+    if not want:
+        return None
+    try:
+        sc = scan_stream(path)
+    except (VideoDecodeError, av.error.FFmpegError, OSError):
+        return None
+    n = len(sc.pts)
+    idx = sorted(i for i in want if 0 <= i < n)
+    if len(idx) < 2 or len(sc.keyframes) < 2:
+        return None
+    # frame number of the keyframe at or before each wanted frame
+    k = np.searchsorted(sc.keyframes, sc.pts[idx], side="right") - 1
+    key_idx = np.where(k >= 0, np.searchsorted(sc.pts, sc.keyframes[np.maximum(k, 0)]), 0)
+    spans: list[list[int]] = []  # [first wanted, last wanted + 1, keyframe decoding starts at]
+    for i, key in zip(idx, key_idx.tolist()):
+        if spans and key <= spans[-1][1]:
+            spans[-1][1] = i + 1  # its keyframe is behind us: decode on
+        else:
+            spans.append([i, i + 1, key])
+    cost = sum(b - key for _, b, key in spans)
+    if len(spans) < 2 or cost > SPARSE_SHARE * (idx[-1] + 1):
+        return None
+    return [(a, b) for a, b, _ in spans]

@@ -146,7 +146,25 @@ def rotation_of(frame: "av.VideoFrame") -> int:
 
 def scan_stream(path: str | os.PathLike) -> StreamScan:
     """Demux (no decode) the video stream deid reads (:func:`main_video_stream`) and
-    collect packet timestamps."""
+    collect packet timestamps. Cached per file version (path, size, modification time):
+    a probe, and the range and sparse reads after it, share one scan. Treat the arrays
+    as read-only."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return _scan_stream(path)
+    return _scan_cached(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _scan_cached(path: str, size: int, mtime_ns: int) -> StreamScan:
+    sc = _scan_stream(path)
+    for a in (sc.pts, sc.keyframes):
+        a.flags.writeable = False
+    return sc
+
+
+def _scan_stream(path: str | os.PathLike) -> StreamScan:
     c = open_container(path)
     try:
         s = main_video_stream(c)
