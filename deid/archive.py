@@ -399,7 +399,14 @@ def plan_segments(frame_count: int, segment_frames: int, overlap: int = 0) -> tu
 
 
 def check_segmenting(cfg: Config) -> None:
-    """Raise ConfigError unless each segment's context covers the tracker's lookahead."""
+    """Raise ConfigError unless each segment's context covers the tracker's lookahead (and
+    for settings the archive does not take)."""
+    if cfg.io.output_names != "input":
+        raise ConfigError(
+            f"io.output_names={cfg.io.output_names} is for `deid anonymize`; the archive names outputs after the "
+            "manifest's videos and mirrors its folders: give the manifest pseudonymous file names, or run "
+            "`deid anonymize --set io.output_names=pseudonym` on the videos"
+        )
     r, t = cfg.ray, cfg.track
     if r.segment_frames and r.segment_overlap < t.lookahead:
         raise ConfigError(

@@ -309,16 +309,18 @@ def build_audit_record(
         method_params = cfg.swap.__dict__.copy()
     else:
         method_params = {}
+    hide = cfg.io.output_names == "pseudonym"  # the input's path may name the patient
+    error = res.error.replace(res.input, "<input>") if hide and res.error else res.error
     rec = {
         "schema_version": AUDIT_SCHEMA_VERSION,
         "deid_version": __version__,
         "created_unix": int(time.time()),
         "status": res.status,
-        "error": res.error,
+        "error": error,
         "input": {
-            "path": res.input,
+            "path": None if hide else res.input,
             "sha256": input_sha,
-            "video": res.info.to_dict() if res.info else None,
+            "video": ({k: v for k, v in res.info.to_dict().items() if k != "path" or not hide}) if res.info else None,
         },
         "output": {"path": mo.path, "sha256": mo.sha256, "frames_written": mo.frames_written, "audio": mo.audio, "metadata_stripped": True},
         "method": mo.method,

@@ -13,7 +13,7 @@ from typing import Any, Iterator, Sequence
 
 from .config import Config
 from .errors import DeidError, OutputWriteError
-from .pipeline import Components, VideoResult, plan_inputs, process_video
+from .pipeline import Components, PlannedInput, VideoResult, plan_inputs, process_video, pseudonym, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +86,27 @@ def run_batch(
     show = progress and sys.stderr.isatty()
     total = _probe_total(paths) if show else 0
     overall = tqdm(total=total * max(1, len(paths) and 1), unit="frame", desc="all videos", position=0, disable=not show, leave=True)
+    pseudo = cfg.io.output_names == "pseudonym"
+    named: dict[str, Path] = {}  # pseudonym -> the input it was given to
     try:
         for item in planned:
             p, vout = item.path, out / item.subdir
+            digest = None
+            if pseudo:  # named after the content, all in --out (folder names may identify too)
+                try:
+                    digest = sha256_file(p)
+                except OSError as e:
+                    results.append(VideoResult(input=str(p), status="failed", error=f"{p}: cannot read ({e.strerror or e})",
+                                               error_kind="invalid_input"))
+                    continue
+                item, vout = PlannedInput(p, Path("."), pseudonym(digest)), out
+                if item.name in named:
+                    results.append(VideoResult(input=str(p), status="skipped",
+                                               error=f"the same bytes as {named[item.name]}, whose outputs are {item.name}.*"))
+                    continue
+                named[item.name] = p
             if skip_existing and not dry_run:
-                why = already_done(p, vout, methods, cfg, item.name)
+                why = already_done(p, vout, methods, cfg, item.name, digest)
                 if why:
                     results.append(VideoResult(input=str(p), status="skipped", error=why))
                     continue
@@ -105,10 +121,10 @@ def run_batch(
                     with _swap_session(p, cfg, out) as swap_anon:
                         comp_v = comp.with_anonymizer("swap", swap_anon)
                         r = process_video(p, vout, list(methods), cfg, components=comp_v, overwrite=overwrite, progress=tick,
-                                          name=item.name, protect=protected)
+                                          name=item.name, protect=protected, input_sha256=digest)
                 else:
                     r = process_video(p, vout, list(methods), cfg, components=comp, overwrite=overwrite, dry_run=dry_run,
-                                      progress=tick, name=item.name, protect=protected)
+                                      progress=tick, name=item.name, protect=protected, input_sha256=digest)
             except DeidError as e:
                 r = VideoResult(input=str(p), status="failed", error=str(e), error_kind=e.kind)
             bar.close()
@@ -131,15 +147,14 @@ def _evaluate(r: VideoResult, cfg: Config, out: Path, video_id: str) -> None:
     evaluate_outputs(r.input, {o.method: o.path for o in r.outputs}, out / "metrics", cfg, video_id=video_id)
 
 
-def already_done(video: Path, out_dir: Path, methods: Sequence[str], cfg: Config, name: str = "") -> str:
+def already_done(video: Path, out_dir: Path, methods: Sequence[str], cfg: Config, name: str = "", digest: str | None = None) -> str:
     """Why ``video`` needs no new run into ``out_dir`` (empty when it does): every
     method's output exists beside an audit record that says it was published (done or
     partial) from an input with this file's sha256, under this configuration's hash."""
     from .config import config_hash
-    from .pipeline import audit_path, output_path, sha256_file
+    from .pipeline import audit_path, output_path
 
     chash = config_hash(cfg)
-    digest = None
     for m in methods:
         o = output_path(video, out_dir, m, cfg.io.container, name or None)
         a = audit_path(o)
@@ -178,7 +193,9 @@ def summary_table(results: Sequence[VideoResult]) -> str:
         if k == 0:
             lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 14)
     n_ok = sum(r.ok for r in results)
-    n_skip = sum(r.status == "skipped" for r in results)
-    lines.append(f"{n_ok} of {len(results)} video(s) succeeded" + (f" ({n_skip} skipped: already done)" if n_skip else "")
+    n_skip = sum(r.status == "skipped" and r.error.startswith("already done") for r in results)
+    n_same = sum(r.status == "skipped" for r in results) - n_skip
+    why = [f"{n_skip} skipped: already done"] * bool(n_skip) + [f"{n_same} skipped: the same bytes as another input"] * bool(n_same)
+    lines.append(f"{n_ok} of {len(results)} video(s) succeeded" + (f" ({'; '.join(why)})" if why else "")
                  + ("" if n_ok == len(results) else f"; {len(results) - n_ok} failed"))
     return "\n".join(lines)

@@ -51,6 +51,11 @@ class IOConfig:
     timing: str = "keep"
     on_corrupt: str = "fail"  # fail | keep_partial (keep decodable frames, marked partial)
     container: str = "mp4"
+    # "input": outputs are named after the input (clip.mp4 -> clip.blur.mp4, sub-folders
+    # mirrored); "pseudonym": after the first 16 hex digits of the input's sha256, all in
+    # the output folder, and the audit record leaves out the input's path, for inputs whose
+    # file or folder names identify the patient
+    output_names: str = "input"
 
     def __post_init__(self) -> None:
         _one_of(self.decoder, ("pyav", "decord"), "io.decoder")
@@ -65,6 +70,7 @@ class IOConfig:
         _one_of(self.timing, ("keep", "cfr"), "io.timing")
         _one_of(self.on_corrupt, ("fail", "keep_partial"), "io.on_corrupt")
         _one_of(self.container, ("mp4", "mkv"), "io.container")
+        _one_of(self.output_names, ("input", "pseudonym"), "io.output_names")
 
 
 @dataclass(frozen=True)

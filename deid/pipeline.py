@@ -53,6 +53,13 @@ def output_path(
     return Path(out_dir) / f"{name or Path(input_path).stem}.{method}.{container}"
 
 
+def pseudonym(input_sha256: str) -> str:
+    """The output name of an input under ``io.output_names: pseudonym``: the first 16 hex
+    digits of its sha256 (the audit record carries the whole hash, so whoever holds the
+    original file can find its outputs; nobody else learns its name)."""
+    return str(input_sha256)[:16]
+
+
 @dataclass(frozen=True)
 class PlannedInput:
     """An input video and where its outputs go: ``<out>/<subdir>/<name>.<method>.mp4``."""
@@ -359,11 +366,14 @@ def process_video(
     sha256: bool = True,
     name: str | None = None,
     protect: "set[str] | frozenset[str]" = frozenset(),
+    input_sha256: str | None = None,
 ) -> VideoResult:
     """De-identify one video with every method in ``methods``. Never raises for a bad
     video: the error travels in the result (status ``failed``) so batches go on.
     ``protect``: resolved paths no output may replace, ``--overwrite`` or not (the other
-    inputs of a batch)."""
+    inputs of a batch). ``input_sha256``: the input's hash when the caller has it. With
+    ``io.output_names: pseudonym`` the outputs are named after that hash (computed here
+    when not given) unless ``name`` is given."""
     src = str(input_path)
     res = VideoResult(input=src, status="failed")
     timings = Timings()
@@ -376,6 +386,9 @@ def process_video(
             log.warning("%s: %d more video stream(s) beside the first (e.g. a second camera): only the first is "
                         "de-identified and written; the others are left out of the output", src, info.other_video_streams)
         container = cfg.io.container
+        if cfg.io.output_names == "pseudonym" and not name:
+            input_sha256 = input_sha256 or sha256_file(src)
+            name = pseudonym(input_sha256)
         outs = {m: output_path(src, out_dir, m, container, name) for m in methods}
         if len(set(outs.values())) != len(outs):
             raise InvalidInputError(f"{src}: methods {list(methods)} would write the same output name")
@@ -388,7 +401,7 @@ def process_video(
             res.outputs = [MethodOutput(m, str(p)) for m, p in outs.items()]
             return res
         comp = components or Components.build(cfg, methods)
-        _run(src, info, outs, cfg, comp, res, timings, progress, keep_plans, sha256)
+        _run(src, info, outs, cfg, comp, res, timings, progress, keep_plans, sha256, input_sha256)
     except DeidError as e:
         res.status = "failed"
         res.error = str(e)
@@ -612,6 +625,7 @@ def _run(
     progress: Callable[[int], None] | None,
     keep_plans: bool,
     want_sha: bool,
+    input_sha256: str | None = None,
 ) -> None:
     with contextlib.ExitStack() as stack:
         tmp = {m: stack.enter_context(atomic_output(p)) for m, p in outs.items()}
@@ -633,6 +647,6 @@ def _run(
         res.outputs_written = dict(seg.written)
         # all checks pass inside finalize_outputs; then the `with` exit renames the
         # temporaries into place (atomic), so a published video always has its audit
-        finalize_outputs(src, tmp, outs, res, cfg, comp, seg.book, timings, want_sha)
+        finalize_outputs(src, tmp, outs, res, cfg, comp, seg.book, timings, want_sha, input_sha256=input_sha256)
     if keep_plans:
         res.plans = seg.book.plans
