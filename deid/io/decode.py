@@ -320,7 +320,8 @@ def read_frames(path: str | os.PathLike, indices: list[int] | None = None, **kw)
         return []
     want = None if indices is None else {int(i) for i in indices}
     out: dict[int, np.ndarray] = {}
-    spans = sparse_spans(path, want) if want is not None and kw.get("decoder", "pyav") == "pyav" and "start" not in kw else None
+    ranged = any(k in kw for k in ("start", "stop", "select"))
+    spans = sparse_spans(path, want) if want is not None and kw.get("decoder", "pyav") == "pyav" and not ranged else None
     if spans is not None:
         info = kw.pop("info", None) or probe(path)  # once, not once a range
         try:

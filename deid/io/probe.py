@@ -153,7 +153,7 @@ def scan_stream(path: str | os.PathLike) -> StreamScan:
         st = os.stat(path)
     except OSError:
         return _scan_stream(path)
-    return _scan_cached(str(path), st.st_size, st.st_mtime_ns)
+    return _scan_cached(os.path.abspath(path), st.st_size, st.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=16)
