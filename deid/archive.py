@@ -88,16 +88,26 @@ class ArchiveEntry:
     donor: str = ""  # swap donor (consenting target identity)
     methods: tuple[str, ...] = ("blur",)
     name: str = ""  # output stem when not the video's own (another video in its folder shares that)
+    #: io.output_names=pseudonym: outputs named after the input's sha256, all in the output
+    #: folder (the archive's folder and file names may name the patient)
+    pseudonymous: bool = False
 
     def output_dir(self, out_dir: str | os.PathLike) -> Path:
-        return Path(out_dir) / self.rel_dir if self.rel_dir else Path(out_dir)
+        if self.pseudonymous or not self.rel_dir:
+            return Path(out_dir)
+        return Path(out_dir) / self.rel_dir
 
-    def output_paths(self, out_dir: str | os.PathLike, container: str = "mp4") -> dict[str, Path]:
+    def output_paths(self, out_dir: str | os.PathLike, container: str = "mp4", input_sha256: str | None = None) -> dict[str, Path]:
         """``<out>/<rel_dir>/<stem>.<method>.<container>`` per method (the in-process naming;
-        ``<stem>-<hash>`` for videos of one folder that share a stem)."""
-        from .pipeline import output_path
+        ``<stem>-<hash>`` for videos of one folder that share a stem); pseudonymous:
+        ``<out>/<first 16 hex of input_sha256>.<method>.<container>``."""
+        from .pipeline import output_path, pseudonym
 
         d = self.output_dir(out_dir)
+        if self.pseudonymous:
+            if not input_sha256:
+                raise ValueError(f"{self.video_id}: pseudonymous output names need the input's sha256")
+            return {m: output_path(self.video, d, m, container, pseudonym(input_sha256)) for m in self.methods}
         return {m: output_path(self.video, d, m, container, self.name or None) for m in self.methods}
 
 
@@ -215,6 +225,7 @@ def load_manifest(
     out_dir: str | os.PathLike | None = None,
     exclude: Sequence[str | os.PathLike] = (),
     container: str = "mp4",
+    output_names: str = "input",
 ) -> Manifest:
     """Read and validate a manifest (see the module doc).
 
@@ -325,7 +336,8 @@ def load_manifest(
             continue
         seen_path[p] = label
         seen_id[vid] = label
-        entries.append(ArchiveEntry(n, str(p), rel_dir, vid, r.get("patient", "") or vid, d, ms))
+        entries.append(ArchiveEntry(n, str(p), rel_dir, vid, r.get("patient", "") or vid, d, ms,
+                                    pseudonymous=output_names == "pseudonym"))
         labels.append(label)
     # videos of one folder that share a stem (clip.mp4, clip.mov) would write the same
     # outputs: each of them gets a short hash of its path in its output names (as
@@ -333,6 +345,9 @@ def load_manifest(
     stems = Counter((e.rel_dir, Path(e.video).stem) for e in entries)
     named: list[ArchiveEntry] = []
     for e, label in zip(entries, labels):
+        if e.pseudonymous:  # named after their bytes when planned (the same bytes: see accept_plan)
+            named.append(e)
+            continue
         stem = Path(e.video).stem
         if stems[(e.rel_dir, stem)] > 1:
             e = replace(e, name=f"{stem}-{hashlib.sha256(e.video.encode()).hexdigest()[:8]}")
@@ -399,14 +414,7 @@ def plan_segments(frame_count: int, segment_frames: int, overlap: int = 0) -> tu
 
 
 def check_segmenting(cfg: Config) -> None:
-    """Raise ConfigError unless each segment's context covers the tracker's lookahead (and
-    for settings the archive does not take)."""
-    if cfg.io.output_names != "input":
-        raise ConfigError(
-            f"io.output_names={cfg.io.output_names} is for `deid anonymize`; the archive names outputs after the "
-            "manifest's videos and mirrors its folders: give the manifest pseudonymous file names, or run "
-            "`deid anonymize --set io.output_names=pseudonym` on the videos"
-        )
+    """Raise ConfigError unless each segment's context covers the tracker's lookahead."""
     r, t = cfg.ray, cfg.track
     if r.segment_frames and r.segment_overlap < t.lookahead:
         raise ConfigError(
@@ -754,7 +762,7 @@ def plan_video(
     t0 = time.perf_counter()
     sha = sha256_file(entry.video)
     t_hash = time.perf_counter() - t0
-    outs = {m: p for m, p in entry.output_paths(out_dir, cfg.io.container).items()}
+    outs = {m: p for m, p in entry.output_paths(out_dir, cfg.io.container, sha).items()}
     hashes = {m: method_config_hash(cfg, m, entry.donor) for m in entry.methods}
     todo: list[str] = []
     done: list[str] = []
@@ -1249,6 +1257,7 @@ class ArchiveRun:
         self.progress = ArchiveProgress(total=len(manifest))
         self.plans: dict[str, VideoPlan] = {}
         self.outcomes: dict[str, dict[int, SegmentOutcome]] = {}
+        self._pseudonyms: dict[str, str] = {}  # input sha256 -> the video first planned with it (io.output_names=pseudonym)
         self.states: dict[str, str] = {}  # video -> state reached in this run (done/partial/failed/skipped)
         self.status_every_s = status_every_s
         self.echo = echo
@@ -1414,6 +1423,14 @@ class ArchiveRun:
             self.status.replace_video(vid, failed_rows(vid, entry.video, msg, kind))
             self._finished(vid, "failed", msg)
             return []
+        if entry.pseudonymous:  # two rows with the same bytes would write the same outputs
+            twin = self._pseudonyms.setdefault(plan.input_sha256, entry.video)
+            if twin != entry.video:
+                note = f"the same bytes as {twin}, whose outputs it shares"
+                if self.echo:
+                    self.echo(f"archive: skipped {vid}: {note}")
+                self._finished(vid, "skipped", note)
+                return []
         if plan.recovered:
             self.status.replace_video(vid, plan.recovered, keep_methods=[m for m in plan.done])
             self._dirty = True

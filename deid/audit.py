@@ -294,6 +294,18 @@ def leak_audit(
     }
 
 
+def _without_paths(d: Any) -> Any:
+    """``d`` with every string that holds a path (a ``/`` or ``\\``) replaced: folders
+    (the manifest's, the output's) may name the patient too."""
+    if isinstance(d, dict):
+        return {k: _without_paths(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_without_paths(v) for v in d]
+    if isinstance(d, str) and ("/" in d or "\\" in d):
+        return "<path left out: io.output_names=pseudonym>"
+    return d
+
+
 def build_audit_record(
     res: "VideoResult",
     mo: "MethodOutput",
@@ -322,11 +334,11 @@ def build_audit_record(
             "sha256": input_sha,
             "video": ({k: v for k, v in res.info.to_dict().items() if k != "path" or not hide}) if res.info else None,
         },
-        "output": {"path": mo.path, "sha256": mo.sha256, "frames_written": mo.frames_written, "audio": mo.audio, "metadata_stripped": True},
+        "output": {"path": Path(mo.path).name if hide else mo.path, "sha256": mo.sha256, "frames_written": mo.frames_written, "audio": mo.audio, "metadata_stripped": True},
         "method": mo.method,
         "method_params": json.loads(json.dumps(method_params, default=list)),
         "config_hash": chash,
-        "config": cfg.to_dict(),
+        "config": _without_paths(cfg.to_dict()) if hide else cfg.to_dict(),
         "frames_read": res.frames_read,
         "counts": res.counts,
         "fail_closed_policy": cfg.track.fail_closed,

@@ -331,6 +331,7 @@ def run_args(args: argparse.Namespace) -> int:
         out_dir=out_dir,
         exclude=[cfg.ray.work_dir] if cfg.ray.work_dir else [],
         container=cfg.io.container,
+        output_names=cfg.io.output_names,
     )
     show = not (getattr(args, "no_progress", False) or getattr(args, "json", False))
     echo = _echo

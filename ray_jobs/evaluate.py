@@ -218,8 +218,10 @@ def evaluate_archive(run: Any, cfg: Any, *, echo: Callable[[str], None] = print)
         frames = 0
         for m in e.methods:
             r = run.status.get(e.video_id, m)
-            p = e.output_paths(run.out_dir, cfg.io.container)[m]
-            if r and r.get("state") in DONE_STATES and p.is_file():
+            if not r or not r.get("output_path"):
+                continue
+            p = Path(r["output_path"])  # as published (pseudonymous names come from the input's bytes)
+            if r.get("state") in DONE_STATES and p.is_file():
                 outs[m] = str(p)
                 frames = max(frames, int(r.get("frames_written") or 0))
         if outs and _needs_evaluation(metrics, e.video_id, outs):

@@ -219,3 +219,31 @@ def test_keep_partial_through_segments_matches_a_whole_video_run(tmp_path):
     assert probe(a).frame_count == probe(b).frame_count == 28
     assert list(scan_stream(a).pts) == list(scan_stream(b).pts)
     assert json.loads(audit_path(a).read_text())["status"] == "partial"
+
+
+def test_pseudonymous_names_in_an_archive(archive, tmp_path):
+    """io.output_names=pseudonym: every output in the output folder itself, named after its
+    input's sha256 (planned from the bytes); the audit records name neither the input
+    nor the archive's folders; a second row with the same bytes is skipped, not rendered
+    into the same files; a rerun does nothing."""
+    import shutil
+
+    cfg = CFG.replace("io.output_names=pseudonym")
+    (archive / "Doe_John").mkdir()
+    shutil.copy(archive / "ward" / "two.mp4", archive / "Doe_John" / "two again.mp4")
+    out = tmp_path / "out"
+    man = load_manifest(archive, out_dir=out, methods=["mask"], output_names="pseudonym")
+    run = run_archive_in_process(man, cfg, out)
+    assert run.states["one"] == "done" and run.states["broken"] == "failed"
+    assert sorted(run.states[v] for v in ("ward__two", "Doe_John__two_again")) == ["done", "skipped"]
+    name = {v: sha256_file(archive / v)[:16] for v in ("one.mp4", "ward/two.mp4")}
+    assert _files(out) == sorted([f"{n}.mask.{x}" for n in name.values() for x in ("mp4", "audit.json", "frames.parquet")]
+                                 + [STATUS_FILE])
+    for n in name.values():
+        rec = json.loads((out / f"{n}.mask.audit.json").read_text())
+        assert rec["input"]["path"] is None and rec["output"]["path"] == f"{n}.mask.mp4"
+        text = json.dumps(rec)
+        assert str(archive) not in text and "ward" not in text and str(out) not in text
+    before = _mtimes(out)
+    again = run_archive_in_process(load_manifest(archive, out_dir=out, methods=["mask"], output_names="pseudonym"), cfg, out)
+    assert sorted(set(again.states.values())) == ["failed", "skipped"] and _mtimes(out) == before

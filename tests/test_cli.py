@@ -262,10 +262,3 @@ def test_pseudonymous_output_names_leave_out_the_inputs_names(tmp_path, capsys):
     assert "(1 skipped: the same bytes as another input)" in text
     assert main([*args, "--skip-existing"]) == 0
     assert "(1 skipped: already done; 1 skipped: the same bytes as another input)" in capsys.readouterr().out
-    # the archive names outputs after its manifest: the setting is refused there, with the way out
-    from deid.archive import check_segmenting
-    from deid.config import Config
-    from deid.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="io.output_names=pseudonym is for `deid anonymize`"):
-        check_segmenting(Config().replace("io.output_names=pseudonym"))
