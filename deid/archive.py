@@ -1257,7 +1257,7 @@ class ArchiveRun:
         self.progress = ArchiveProgress(total=len(manifest))
         self.plans: dict[str, VideoPlan] = {}
         self.outcomes: dict[str, dict[int, SegmentOutcome]] = {}
-        self._pseudonyms: dict[str, str] = {}  # input sha256 -> the video first planned with it (io.output_names=pseudonym)
+        self._pseudonyms: dict[str, str] = {}  # output path -> the video first planned to write it (io.output_names=pseudonym)
         self.states: dict[str, str] = {}  # video -> state reached in this run (done/partial/failed/skipped)
         self.status_every_s = status_every_s
         self.echo = echo
@@ -1423,14 +1423,17 @@ class ArchiveRun:
             self.status.replace_video(vid, failed_rows(vid, entry.video, msg, kind))
             self._finished(vid, "failed", msg)
             return []
-        if entry.pseudonymous:  # two rows with the same bytes would write the same outputs
-            twin = self._pseudonyms.setdefault(plan.input_sha256, entry.video)
-            if twin != entry.video:
-                note = f"the same bytes as {twin}, whose outputs it shares"
+        if entry.pseudonymous:  # rows with the same bytes would write the same outputs: the first one does
+            owner = {m: self._pseudonyms.setdefault(str(p), entry.video) for m, p in plan.outputs.items()}
+            shared = [m for m, v in owner.items() if v != entry.video]
+            if shared:
+                note = f"the same bytes as {owner[shared[0]]}, whose {'/'.join(shared)} output(s) it shares"
                 if self.echo:
-                    self.echo(f"archive: skipped {vid}: {note}")
-                self._finished(vid, "skipped", note)
-                return []
+                    self.echo(f"archive: {vid}: {note}")
+                plan = replace(plan, todo=tuple(m for m in plan.todo if m not in shared))
+                if not plan.todo:
+                    self._finished(vid, "skipped", note)
+                    return []
         if plan.recovered:
             self.status.replace_video(vid, plan.recovered, keep_methods=[m for m in plan.done])
             self._dirty = True
@@ -1557,6 +1560,7 @@ def _run_in_process(run: ArchiveRun, manifest: Manifest, cfg: Config, components
         todo = run.accept_plan(e, plan)
         if not todo:
             continue
+        plan = run.plans[e.video_id]  # as accepted (methods another row's same bytes cover are dropped)
         if comp is None:
             comp = Components.build(cfg, sorted({m for x in manifest.entries for m in x.methods}))
         ready = None

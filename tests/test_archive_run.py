@@ -247,3 +247,10 @@ def test_pseudonymous_names_in_an_archive(archive, tmp_path):
     before = _mtimes(out)
     again = run_archive_in_process(load_manifest(archive, out_dir=out, methods=["mask"], output_names="pseudonym"), cfg, out)
     assert sorted(set(again.states.values())) == ["failed", "skipped"] and _mtimes(out) == before
+    # the copy asks for a method the first row did not: it renders that one only
+    with open(archive / "m.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([["video", "methods"], ["ward/two.mp4", "mask"], ["Doe_John/two again.mp4", "mask,blur"]])
+    third = run_archive_in_process(load_manifest(archive / "m.csv", out_dir=out, output_names="pseudonym"), cfg, out)
+    assert third.states == {"ward__two": "skipped", "Doe_John__two_again": "done"}
+    n = name["ward/two.mp4"]
+    assert (out / f"{n}.blur.mp4").is_file() and _mtimes(out)[out / f"{n}.mask.mp4"] == before[out / f"{n}.mask.mp4"]
