@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,6 +229,7 @@ class AuditConfig:
         _check(self.sample_frames >= 0, "audit.sample_frames must be >= 0")
         _check(self.risk_frames >= 0, "audit.risk_frames must be >= 0")
         _check(self.sample_per_minute >= 0, "audit.sample_per_minute must be >= 0")
+        _one_of(self.on_leak, ("fail", "flag"), "audit.on_leak")
 
     def for_video(self, frames: int, fps: float) -> "AuditConfig":
         """This audit for a video of ``frames`` frames at ``fps``: ``sample_frames`` raised
@@ -241,7 +242,6 @@ class AuditConfig:
         if want <= self.sample_frames:
             return self
         return dataclasses.replace(self, sample_frames=want, risk_frames=math.ceil(self.risk_frames * want / self.sample_frames))
-        _one_of(self.on_leak, ("fail", "flag"), "audit.on_leak")
 
 
 @dataclass(frozen=True)
