@@ -729,15 +729,11 @@ class VideoPlan:
         return _digest(sorted((m, self.config_hashes[m]) for m in self.todo)) if self.todo else ""
 
     def with_swap_model(self, path: str) -> "VideoPlan":
-        from dataclasses import replace
-
         return replace(self, swap_model=str(path))
 
     def without_method(self, method: str, error: str, kind: str = "error") -> "VideoPlan":
         """The plan with ``method`` dropped (e.g. the patient's swap model could not be
         trained): the other methods still run, ``method`` gets a failed status row."""
-        from dataclasses import replace
-
         return replace(self, todo=tuple(m for m in self.todo if m != method), failed=self.failed + ((method, error, kind),))
 
 
