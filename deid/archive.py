@@ -626,6 +626,8 @@ def swap_model_prefix(patient: str) -> str:
     return "swap-" + (re.sub(r"[^A-Za-z0-9._-]+", "_", patient)[:64] or "patient") + "-"
 
 
+#: how an archive's error names its records folder (deid.records)
+_RECORDS_WHAT = "the records folder (--records / ray.records_dir)"
 LOCK_FILE = ".lock"
 #: the marker file of a work folder deid made (or took over: one it named itself)
 WORK_MARK = ".deid-work"
@@ -1248,7 +1250,12 @@ class ArchiveRun:
         if self.work_root == default_work_root(self.out_dir):
             self.work_parent = None
         self.overwrite = overwrite
-        self.status_path = self.out_dir / STATUS_FILE
+        from .records import records_folder
+
+        #: status.parquet, the evaluation and the report (beside the outputs, not among
+        #: them, under io.output_names=pseudonym): deid.records
+        self.records_dir = records_folder(self.out_dir, cfg.io.output_names, cfg.ray.records_dir, _RECORDS_WHAT)
+        self.status_path = self.records_dir / STATUS_FILE
         self.status = StatusTable()
         self.progress = ArchiveProgress(total=len(manifest))
         self.plans: dict[str, VideoPlan] = {}
@@ -1269,7 +1276,19 @@ class ArchiveRun:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._claim_work_root()
         self._acquire_lock()
+        from .records import make_records_folder
+
+        make_records_folder(self.records_dir, self.cfg.io.output_names)
         self.status = StatusTable.load(self.status_path)
+        legacy = self.out_dir / STATUS_FILE
+        if legacy != self.status_path and legacy.is_file():
+            # left by a run from before the records moved out of the output folder under
+            # io.output_names=pseudonym (its outputs are recognised from their audit records)
+            msg = (f"{legacy} (an earlier run's status table) names the inputs and lies in the output folder; this run keeps "
+                   f"its status in {self.status_path}: delete or move the old one before sharing {self.out_dir}")
+            log.warning(msg)
+            if self.echo is not None:
+                self.echo(f"archive: warning: {msg}")
         from .io import remove_stale_partials
 
         dirs = {self.out_dir} | {e.output_dir(self.out_dir) for e in self.manifest.entries}
@@ -1503,6 +1522,7 @@ class ArchiveRun:
             "frames_rendered": self.progress.frames,
             "seconds": round(time.monotonic() - self.progress.t0, 2),
             "status_table": str(self.status_path),
+            "records_dir": str(self.records_dir),
             "out_dir": str(self.out_dir),
             "failed": {v: self._error_of(v) for v, s in sorted(self.states.items()) if s == "failed"},
         }

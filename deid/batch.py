@@ -55,12 +55,20 @@ def run_batch(
     evaluate: bool = False,
     components: Components | None = None,
     skip_existing: bool = False,
+    records_dir: str | os.PathLike | None = None,
 ) -> list[VideoResult]:
     """De-identify ``inputs`` (files or folders) into ``out_dir``, one
     :class:`VideoResult` per video; a failed video does not stop the others.
     ``skip_existing``: leave out videos whose every output is already published from the
-    same input bytes with the same configuration (see :func:`already_done`)."""
+    same input bytes with the same configuration (see :func:`already_done`).
+    ``evaluate``: evaluation tables in ``<records>/metrics``, the records folder being
+    ``records_dir`` or :func:`deid.records.records_folder`'s default (the output folder;
+    beside it under ``io.output_names: pseudonym``)."""
     from tqdm import tqdm
+
+    from .records import make_records_folder, records_folder
+
+    records = records_folder(out_dir, cfg.io.output_names, records_dir)  # a bad one is refused before any work
 
     planned = plan_inputs(inputs, exclude=[out_dir])
     paths = [p.path for p in planned]
@@ -132,19 +140,20 @@ def run_batch(
             if evaluate and r.status in ("done", "partial"):
                 # the output name (sub-folder and collision-free name) tells videos apart in
                 # the tables; two inputs called clip.mp4 must not share rows
-                _evaluate(r, cfg, out, (item.subdir / (item.name or p.stem)).as_posix())
+                _evaluate(r, cfg, make_records_folder(records, cfg.io.output_names) / "metrics",
+                          (item.subdir / (item.name or p.stem)).as_posix())
     finally:
         overall.close()
     return results
 
 
-def _evaluate(r: VideoResult, cfg: Config, out: Path, video_id: str) -> None:
+def _evaluate(r: VideoResult, cfg: Config, metrics: Path, video_id: str) -> None:
     try:
         from .evaluate import evaluate_outputs
     except ImportError as e:
         log.warning("evaluation not available: %s", e)
         return
-    evaluate_outputs(r.input, {o.method: o.path for o in r.outputs}, out / "metrics", cfg, video_id=video_id)
+    evaluate_outputs(r.input, {o.method: o.path for o in r.outputs}, metrics, cfg, video_id=video_id)
 
 
 def already_done(video: Path, out_dir: Path, methods: Sequence[str], cfg: Config, name: str = "", digest: str | None = None) -> str:

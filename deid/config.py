@@ -338,11 +338,14 @@ class RayConfig:
     # what to run (command-line flags override these)
     manifest: str = ""  # CSV / Parquet manifest (video, patient_id, donor, methods), or a folder to scan
     archive_root: str = ""  # relative manifest paths resolve here (default: the manifest's folder); set it to confine every row
-    out_dir: str = ""  # outputs mirror the archive's sub-folders here; status.parquet is written here too
+    out_dir: str = ""  # outputs mirror the archive's sub-folders here
+    # status.parquet, the evaluation (metrics_dir's default) and report.html: default out_dir,
+    # or with io.output_names=pseudonym <out_dir>.records beside it (deid.records)
+    records_dir: str = ""
     methods: str = "blur"  # comma-separated default for rows without a methods column: blur,pixelate,mask,swap
     work_dir: str = ""  # private segment files (default: .<out name>.deid-work beside the output folder)
     evaluate: bool = False  # evaluate every output into metrics_dir (pose and identity actor pools)
-    metrics_dir: str = ""  # default: <out_dir>/metrics
+    metrics_dir: str = ""  # default: <records_dir>/metrics
     retry_failed: bool = True  # a rerun retries videos that failed before (done ones are always skipped)
     # segments: contiguous frame ranges rendered in parallel, then stitched without re-encoding
     segment_frames: int = 300  # frames per segment (0 = whole videos)

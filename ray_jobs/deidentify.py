@@ -20,7 +20,8 @@ The run, as the driver sees it (the work itself is in :mod:`deid.archive`):
 6. optionally evaluate into METRICS_DIR (:mod:`ray_jobs.evaluate`) and write the report.
 
 Exit code: 0 all videos done (or skipped as already done), 1 some failed, 2 the job
-could not start (configuration, manifest).
+could not start (configuration, manifest) or the file system stopped it (a folder it
+cannot create or write: one line, and the same command resumes once that is fixed).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def resolve_config(args: argparse.Namespace):
 
     cfg = load_cfg(args)
     r = {}
-    for flag, key in (("manifest", "manifest"), ("root", "archive_root"), ("out", "out_dir"), ("methods", "methods"), ("metrics", "metrics_dir")):
+    for flag, key in (("manifest", "manifest"), ("root", "archive_root"), ("out", "out_dir"), ("methods", "methods"), ("metrics", "metrics_dir"),
+                      ("records", "records_dir")):
         v = getattr(args, flag, None)
         if v:
             r[key] = str(v)
@@ -72,8 +74,15 @@ def resolve_config(args: argparse.Namespace):
         raise ConfigError("ray.train_workers must be 1: the swap training loop is single-process; "
                           "scale out over patients with ray.max_concurrent_trainings")
     from deid.archive import check_segmenting
+    from deid.records import check_outside_outputs, records_folder
 
     check_segmenting(cfg)  # before any cluster is started
+    # under io.output_names=pseudonym nothing that names the inputs may land among the outputs
+    records_folder(cfg.ray.out_dir, cfg.io.output_names, cfg.ray.records_dir, "the records folder (--records / ray.records_dir)")
+    if cfg.ray.metrics_dir:
+        check_outside_outputs(cfg.ray.metrics_dir, cfg.ray.out_dir, cfg.io.output_names, "the metrics folder (--metrics / ray.metrics_dir)")
+    if getattr(args, "report", None):
+        check_outside_outputs(args.report, cfg.ray.out_dir, cfg.io.output_names, "the report (--report)")
     return cfg
 
 
@@ -361,7 +370,7 @@ def run_args(args: argparse.Namespace) -> int:
         summary["evaluation_error"] = eval_error
     if metrics is not None:
         summary["metrics_dir"] = str(metrics)
-        html = _report(args, metrics, out_dir, echo)
+        html = _report(args, metrics, run.records_dir, echo)
         if html:
             summary["report"] = str(html)
     if getattr(args, "json", False):
@@ -374,7 +383,7 @@ def run_args(args: argparse.Namespace) -> int:
     return 0 if run.ok and not eval_error else 1
 
 
-def _report(args: argparse.Namespace, metrics: Path, out_dir: Path, echo: Callable[[str], None]) -> Path | None:
+def _report(args: argparse.Namespace, metrics: Path, records: Path, echo: Callable[[str], None]) -> Path | None:
     if getattr(args, "no_report", False):
         return None
     try:
@@ -382,7 +391,7 @@ def _report(args: argparse.Namespace, metrics: Path, out_dir: Path, echo: Callab
     except ImportError:
         echo("archive: deid.report is not available; no HTML report")
         return None
-    target = Path(args.report) if getattr(args, "report", None) else out_dir / "report.html"
+    target = Path(args.report) if getattr(args, "report", None) else records / "report.html"
     try:
         return Path(build_report(metrics, target))
     except Exception as e:  # noqa: BLE001 - the metrics are written; the report can be rebuilt with `deid report`
@@ -406,6 +415,11 @@ def main(argv: list[str] | None = None) -> int:
             return run_args(args)
     except DeidError as e:
         print(f"archive: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system said no (permissions, full, read-only): one line, rerun resumes
+        log.debug("OSError", exc_info=True)
+        where = f": {e.filename}" if e.filename else ""
+        print(f"archive: error: {e.strerror or e}{where}; rerun the same command to resume once it is fixed", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         if terminated(e):

@@ -208,7 +208,7 @@ def evaluate_archive(run: Any, cfg: Any, *, echo: Callable[[str], None] = print)
     from .cluster import configure_data
 
     configure_data()
-    metrics = Path(cfg.ray.metrics_dir).expanduser().resolve() if cfg.ray.metrics_dir else run.out_dir / "metrics"
+    metrics = Path(cfg.ray.metrics_dir).expanduser().resolve() if cfg.ray.metrics_dir else run.records_dir / "metrics"
     metrics.mkdir(parents=True, exist_ok=True)
     work = private_mkdir(run.work_root / "eval")
     jobs: dict[str, dict] = {}

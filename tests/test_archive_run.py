@@ -224,8 +224,11 @@ def test_keep_partial_through_segments_matches_a_whole_video_run(tmp_path):
 def test_pseudonymous_names_in_an_archive(archive, tmp_path):
     """io.output_names=pseudonym: every output in the output folder itself, named after its
     input's sha256 (planned from the bytes); the audit records name neither the input
-    nor the archive's folders; a second row with the same bytes is skipped, not rendered
-    into the same files; a rerun does nothing."""
+    nor the archive's folders, and the status table (which does) is kept beside the
+    output folder, in <out>.records (private); a second row with the same bytes is
+    skipped, not rendered into the same files; a rerun does nothing."""
+    import stat
+
     import shutil
 
     cfg = CFG.replace("io.output_names=pseudonym")
@@ -237,8 +240,12 @@ def test_pseudonymous_names_in_an_archive(archive, tmp_path):
     assert run.states["one"] == "done" and run.states["broken"] == "failed"
     assert sorted(run.states[v] for v in ("ward__two", "Doe_John__two_again")) == ["done", "skipped"]
     name = {v: sha256_file(archive / v)[:16] for v in ("one.mp4", "ward/two.mp4")}
-    assert _files(out) == sorted([f"{n}.mask.{x}" for n in name.values() for x in ("mp4", "audit.json", "frames.parquet")]
-                                 + [STATUS_FILE])
+    assert _files(out) == sorted([f"{n}.mask.{x}" for n in name.values() for x in ("mp4", "audit.json", "frames.parquet")])
+    records = tmp_path / "out.records"
+    assert run.records_dir == records and stat.S_IMODE(records.stat().st_mode) == 0o700
+    assert len(StatusTable.load(records / STATUS_FILE)) == 3  # one, ward__two, broken (the copy, skipped, has no row)
+    for p in out.rglob("*"):
+        assert b"Doe" not in p.read_bytes() and b"ward" not in p.read_bytes(), p.name
     for n in name.values():
         rec = json.loads((out / f"{n}.mask.audit.json").read_text())
         assert rec["input"]["path"] is None and rec["output"]["path"] == f"{n}.mask.mp4"

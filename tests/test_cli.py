@@ -262,3 +262,40 @@ def test_pseudonymous_output_names_leave_out_the_inputs_names(tmp_path, capsys):
     assert "(1 skipped: the same bytes as another input)" in text
     assert main([*args, "--skip-existing"]) == 0
     assert "(1 skipped: already done; 1 skipped: the same bytes as another input)" in capsys.readouterr().out
+
+
+def test_pseudonymous_evaluation_tables_stay_out_of_the_output_folder(tmp_path, capsys, monkeypatch):
+    """--evaluate's tables name the original (its path beside each output): under
+    io.output_names=pseudonym they go to <out>.records beside --out (made private), or to
+    --records; one inside --out is refused before any video is touched. Without
+    pseudonyms they stay in <out>/metrics."""
+    import stat
+
+    import deid.evaluate
+
+    def fake_evaluate(original, processed, out_dir, cfg, video_id=None):  # writes what the real one writes: the path
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / f"{video_id}.json").write_text(json.dumps({"original": str(original), "processed": processed}))
+
+    monkeypatch.setattr(deid.evaluate, "evaluate_outputs", fake_evaluate)
+    src = tmp_path / "Doe_John" / "walking.mp4"
+    src.parent.mkdir()
+    make_synthetic_video(src, n_frames=8)
+    out = tmp_path / "out"
+    base = ["anonymize", str(src), "--out", str(out), "-m", "mask", "--evaluate", *FAKES]
+    assert main([*base, "--set", "io.output_names=pseudonym", "--records", str(out / "keys")]) == 1
+    assert "lies inside the output folder" in capsys.readouterr().err and not out.exists()
+
+    assert main([*base, "--set", "io.output_names=pseudonym"]) == 0
+    records = tmp_path / "out.records"
+    assert f"evaluation tables: {records / 'metrics'}" in capsys.readouterr().err
+    assert len(list((records / "metrics").iterdir())) == 1 and "Doe_John" in next((records / "metrics").iterdir()).read_text()
+    assert stat.S_IMODE(records.stat().st_mode) == 0o700
+    assert all(p.is_file() and b"Doe" not in p.read_bytes() and b"walking" not in p.read_bytes() for p in out.rglob("*"))
+
+    assert main([*base, "--set", "io.output_names=pseudonym", "--records", str(tmp_path / "elsewhere"), "--overwrite"]) == 0
+    assert len(list((tmp_path / "elsewhere" / "metrics").iterdir())) == 1
+
+    plain = tmp_path / "plain"
+    assert main(["anonymize", str(src), "--out", str(plain), "-m", "mask", "--evaluate", *FAKES]) == 0
+    assert (plain / "metrics" / "walking.json").is_file() and not (tmp_path / "plain.records").exists()

@@ -169,3 +169,30 @@ def test_actor_pools_can_grow_back_to_their_size():
         assert pool.min_size == 1 and pool.max_size == 2
     finally:
         ctx.autoscaling_config.actor_pool_util_upscaling_threshold = saved
+
+
+def test_pseudonym_records_inside_the_output_folder_are_refused_before_ray_starts(tmp_path, capsys):
+    """io.output_names=pseudonym: the status table, metrics and report name the inputs, so
+    none of them may be placed inside the output folder (exit 2, nothing created)."""
+    from ray_jobs.deidentify import main
+
+    o = tmp_path / "o"
+    base = ["--manifest", str(tmp_path), "--out", str(o), "--set", "io.output_names=pseudonym"]
+    for extra, what in ((["--records", str(o / "r")], "the records folder"), (["--metrics", str(o / "m")], "the metrics folder"),
+                        (["--evaluate", "--report", str(o / "sub" / "r.html")], "the report")):
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"archive: error: {what}") and "lies inside the output folder" in err, err
+    assert not o.exists()
+
+
+def test_a_file_system_error_is_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
+    import ray_jobs.deidentify as job
+
+    def fail(args):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "out"))
+
+    monkeypatch.setattr(job, "run_args", fail)
+    assert job.main(["--manifest", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"archive: error: Permission denied: {tmp_path / 'out'}; rerun the same command to resume once it is fixed\n"

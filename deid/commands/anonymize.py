@@ -40,6 +40,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="list what would be written, write nothing")
     p.add_argument("--keep-audio", action="store_true", help="keep the audio track (stripped by default: voices identify)")
     p.add_argument("--evaluate", action="store_true", help="also run `deid evaluate` on each result (pose OKS AP, identity)")
+    p.add_argument("--records", metavar="DIR",
+                   help="where --evaluate writes its tables (DIR/metrics), which name the inputs: default --out, or with "
+                        "io.output_names=pseudonym <out>.records beside it (never inside --out then)")
     p.add_argument("--json", action="store_true", help="print one JSON summary for scripts instead of the table")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_config_args(p)
@@ -80,11 +83,17 @@ def run(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         progress=not (args.no_progress or args.json),
         evaluate=args.evaluate,
+        records_dir=args.records,
     )
     if args.json:
         print(json.dumps([r for r in (res.__dict__ for res in results)], default=_jsonable, indent=1))
     else:
         print(summary_table(results))
+    if args.evaluate and not args.dry_run and any(r.status in ("done", "partial") for r in results):
+        from ..records import records_folder
+
+        metrics = records_folder(args.out, cfg.io.output_names, args.records) / "metrics"
+        print(f"evaluation tables: {metrics} (HTML report: deid report {metrics} --out report.html)", file=sys.stderr)
     failed = [r for r in results if not r.ok]
     for r in failed:
         print(f"deid: error: {_naming_input(r.input, r.error)}", file=sys.stderr)

@@ -8,8 +8,11 @@ The manifest is a CSV / Parquet file with columns ``video`` (path, relative to t
 manifest's folder or ``--root``), optionally ``patient_id``, ``donor``, ``methods`` and
 ``video_id`` — or a folder, scanned for videos. Bad rows are reported one by one and the
 rest still run. Outputs mirror the archive's folders under ``--out``; ``status.parquet``
-there has one row per (video, method). Rerunning skips what is already done with the
-same configuration; a killed run resumes. Exit code 1 when any video failed.
+there has one row per (video, method). With ``--set io.output_names=pseudonym`` outputs
+are named after the inputs' hashes and ``status.parquet``, the evaluation and the report
+(which name the inputs) go to ``<out>.records`` beside ``--out`` (or ``--records DIR``),
+so ``--out`` can be shared as it is. Rerunning skips what is already done with the same
+configuration; a killed run resumes. Exit code 1 when any video failed.
 
 Private files (segments, swap models) go to ``.<out name>.deid-work`` beside ``--out``, or
 to a sub-folder deid makes in ``ray.work_dir`` (which may be shared: nothing else in it is
@@ -33,9 +36,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ev = p.add_mutually_exclusive_group()
     ev.add_argument("--evaluate", dest="evaluate", action="store_true", default=None, help="evaluate every output (ray.evaluate)")
     ev.add_argument("--no-evaluate", dest="evaluate", action="store_false", help="do not evaluate")
-    p.add_argument("--metrics", metavar="DIR", help="evaluation folder (METRICS_DIR; default <out>/metrics)")
+    p.add_argument("--records", metavar="DIR",
+                   help="status.parquet, the evaluation and the report, which name the inputs (ray.records_dir; default "
+                        "--out, or with io.output_names=pseudonym <out>.records beside it, never inside --out then)")
+    p.add_argument("--metrics", metavar="DIR", help="evaluation folder (METRICS_DIR; default <records>/metrics)")
     rp = p.add_mutually_exclusive_group()
-    rp.add_argument("--report", metavar="HTML", help="write the HTML report here after evaluating (default <out>/report.html)")
+    rp.add_argument("--report", metavar="HTML", help="write the HTML report here after evaluating (default <records>/report.html)")
     rp.add_argument("--no-report", action="store_true", help="no HTML report")
     p.add_argument("--overwrite", action="store_true", help="replace outputs this job did not write (never inputs)")
     p.add_argument("--local", action="store_true", help="start a local one-node Ray even when RAY_ADDRESS is set")

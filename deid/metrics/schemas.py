@@ -483,9 +483,10 @@ def status_rows(
 
     counts = dict(getattr(result, "counts", {}) or {})
     timings = {str(k): float(v) for k, v in (getattr(result, "timings", {}) or {}).items()}
+    inp = getattr(result, "input", None)  # None: an audit record that leaves the path out (io.output_names=pseudonym)
     base = {
-        "video": video or Path(str(result.input)).stem,
-        "input_path": str(result.input),
+        "video": video or Path(str(inp or "")).stem,
+        "input_path": None if inp is None else str(inp),
         "input_sha256": input_sha256,
         "config_hash": config_hash,
         "state": str(result.status),
