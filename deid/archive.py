@@ -441,12 +441,15 @@ def method_config_hash(cfg: Config, method: str, donor: str = "") -> str:
     d = cfg.to_dict()
     parts: dict[str, Any] = {k: d[k] for k in ("io", "detect", "track", "audit")}
     parts["method"] = method
+    anon = {k: v for k, v in d["anonymize"].items() if not k.startswith("fixed_")}
     if method == "swap":
         parts["swap"] = d["swap"]
-        parts["anonymize"] = d["anonymize"]
+        parts["anonymize"] = anon
         parts["donor"] = donor or cfg.swap.donor
     else:
-        parts["anonymize"] = d["anonymize"].get(method, {})
+        parts["anonymize"] = anon.get(method, {})
+    if cfg.anonymize.fixed_regions:  # only when set: outputs made without them keep their hash
+        parts["fixed"] = [list(cfg.anonymize.fixed_regions), list(cfg.anonymize.fixed_color)]
     return _digest(parts)
 
 

@@ -203,6 +203,28 @@ class AnonymizeConfig:
     blur: BlurConfig = field(default_factory=BlurConfig)
     pixelate: PixelateConfig = field(default_factory=PixelateConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
+    # fixed boxes filled on every frame of every output, whatever the method: text burnt
+    # into the picture (a name, date or ID that a camera or an endoscopy tower writes at a
+    # known place); each [x0, y0, x1, y1] in fractions of the upright frame's width and height
+    fixed_regions: tuple[tuple[float, float, float, float], ...] = ()
+    fixed_color: tuple[int, int, int] = (0, 0, 0)
+
+    def __post_init__(self) -> None:
+        regions = []
+        for r in self.fixed_regions:
+            try:
+                x0, y0, x1, y1 = (float(v) for v in r)
+                ok = 0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0
+            except (TypeError, ValueError):
+                ok = False
+            _check(ok, f"anonymize.fixed_regions: each region is [x0, y0, x1, y1] in fractions of the frame's width and "
+                       f"height, 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 (e.g. [0, 0, 0.4, 0.08] for a banner at the "
+                       f"top left); got {r!r}")
+            regions.append((x0, y0, x1, y1))
+        object.__setattr__(self, "fixed_regions", tuple(regions))
+        _check(len(self.fixed_color) == 3 and all(0 <= int(c) <= 255 for c in self.fixed_color),
+               "anonymize.fixed_color must be 3 ints 0..255")
+        object.__setattr__(self, "fixed_color", tuple(int(c) for c in self.fixed_color))
 
 
 @dataclass(frozen=True)

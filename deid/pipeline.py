@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from .anonymize import build_anonymizer, redact_frame
+from .anonymize.base import fill_fixed
 from .config import Config, config_hash
 from .errors import DeidError, InvalidInputError, LeakDetectedError, storage_error
 from .io import VIDEO_EXTENSIONS, VideoReader, VideoWriter, atomic_output, check_output_path, probe, write_text_atomic
@@ -474,6 +475,7 @@ def render_segment(
     book = _Bookkeeper(info.frame_count, cfg.audit.for_video(info.frame_count, info.fps).sample_frames, keep_all=keep_plans)
     pending: deque[tuple[int, np.ndarray, int | None]] = deque()
     redact_color = (128, 128, 128)
+    fixed = cfg.anonymize.fixed_regions
     seg = SegmentResult(start, stop, book=book)
 
     with contextlib.ExitStack() as stack:
@@ -511,7 +513,10 @@ def render_segment(
                             wt.put(m, redact_frame(frame, redact_color), pts)
                             written[m] += 1
                             continue
-                    wt.put(m, comp.anonymizers[m].apply(frame, plan.faces), pts)
+                    out = comp.anonymizers[m].apply(frame, plan.faces)
+                    if fixed:  # burnt-in text at known places: every frame, every method
+                        out = fill_fixed(out, fixed, cfg.anonymize.fixed_color)
+                    wt.put(m, out, pts)
                     written[m] += 1
                 book.add(plan)
             timings.add("render", time.perf_counter() - t_r)

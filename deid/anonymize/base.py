@@ -150,4 +150,30 @@ def redact_frame(frame: np.ndarray, color: tuple[int, int, int] = (128, 128, 128
     return out
 
 
+def fixed_rects(regions: Sequence[Sequence[float]], width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """``anonymize.fixed_regions`` (fractions of the frame) as pixel rectangles
+    ``(x0, y0, x1, y1)`` of a ``width`` x ``height`` frame, rounded outwards (a region
+    never covers less than asked) and clipped."""
+    out = []
+    for x0, y0, x1, y1 in regions:
+        r = roi(np.array([x0 * width, y0 * height, x1 * width, y1 * height], np.float64), width, height)
+        if r is not None:
+            out.append(r)
+    return out
+
+
+def fill_fixed(frame: np.ndarray, regions: Sequence[Sequence[float]], color: tuple[int, int, int]) -> np.ndarray:
+    """``frame`` with the fixed regions (fractions, :func:`fixed_rects`) filled with
+    ``color``, as a new array: an anonymizer may hand back the decoded frame itself when
+    it has no faces, and that one is shared by every method's output."""
+    if not len(regions):
+        return frame
+    h, w = frame.shape[:2]
+    out = np.array(frame, copy=True)
+    c = np.asarray(color, np.uint8)
+    for x0, y0, x1, y1 in fixed_rects(regions, w, h):
+        out[y0:y1, x0:x1] = c
+    return out
+
+
 Renderer = Callable[[np.ndarray], np.ndarray]
