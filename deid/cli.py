@@ -20,6 +20,7 @@ from .errors import DeidError
 COMMANDS: list[str] = [
     "deid.commands.anonymize",  # anonymize
     "deid.commands.probe",  # probe
+    "deid.commands.overlays",  # overlays (burnt-in text, for anonymize.fixed_regions)
     "deid.evaluate",  # evaluate
     "deid.swap.cli",  # swap train, donor add/list/check
     "deid.report.cli",  # report
