@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import platform
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
@@ -294,15 +295,23 @@ def leak_audit(
     }
 
 
-def _without_paths(d: Any) -> Any:
-    """``d`` with every string that holds a path (a ``/`` or ``\\``) replaced: folders
-    (the manifest's, the output's) may name the patient too."""
+#: config keys that hold a file or folder name (``ray.manifest``, ``ray.out_dir``,
+#: ``swap.workdir``, ``detect.model_path``, ...): left out of pseudonymous audit records
+#: even when relative and one word (``--manifest Doe_John``)
+_PATH_KEY = re.compile(r"(_path|_dir|_root|^manifest|^workdir|^donor_library)$")
+_LEFT_OUT = "<path left out: io.output_names=pseudonym>"
+
+
+def _without_paths(d: Any, key: str = "") -> Any:
+    """``d`` with every path left out: the values of the path-valued keys
+    (:data:`_PATH_KEY`) and any other string holding a ``/`` or ``\\``; folders (the
+    manifest's, the output's) may name the patient too."""
     if isinstance(d, dict):
-        return {k: _without_paths(v) for k, v in d.items()}
+        return {k: _without_paths(v, str(k)) for k, v in d.items()}
     if isinstance(d, list):
         return [_without_paths(v) for v in d]
-    if isinstance(d, str) and ("/" in d or "\\" in d):
-        return "<path left out: io.output_names=pseudonym>"
+    if isinstance(d, str) and d and (_PATH_KEY.search(key) or "/" in d or "\\" in d):
+        return _LEFT_OUT
     return d
 
 
@@ -322,7 +331,9 @@ def build_audit_record(
     else:
         method_params = {}
     hide = cfg.io.output_names == "pseudonym"  # the input's path may name the patient
-    error = res.error.replace(res.input, "<input>") if hide and res.error else res.error
+    error = res.error
+    if hide and error:  # the input named by its path or by its file name alone
+        error = error.replace(res.input, "<input>").replace(Path(res.input).name, "<input>")
     rec = {
         "schema_version": AUDIT_SCHEMA_VERSION,
         "deid_version": __version__,

@@ -231,7 +231,8 @@ def test_pseudonymous_names_in_an_archive(archive, tmp_path):
 
     import shutil
 
-    cfg = CFG.replace("io.output_names=pseudonym")
+    # path-valued settings name the patient too, even relative and one word (`--manifest Doe_John`)
+    cfg = CFG.replace("io.output_names=pseudonym", "ray.manifest=Doe_John", "ray.out_dir=Doe_John_out", "swap.workdir=Doe_John_swap")
     (archive / "Doe_John").mkdir()
     shutil.copy(archive / "ward" / "two.mp4", archive / "Doe_John" / "two again.mp4")
     out = tmp_path / "out"
