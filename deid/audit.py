@@ -331,6 +331,10 @@ def build_audit_record(
     else:
         method_params = {}
     hide = cfg.io.output_names == "pseudonym"  # the input's path may name the patient
+
+    def _hidden(d: Any) -> Any:  # the swap's session folder, a model path: may name the patient
+        return _without_paths(d) if hide else d
+
     error = res.error
     if hide and error:  # the input named by its path or by its file name alone
         error = error.replace(res.input, "<input>").replace(Path(res.input).name, "<input>")
@@ -347,14 +351,14 @@ def build_audit_record(
         },
         "output": {"path": Path(mo.path).name if hide else mo.path, "sha256": mo.sha256, "frames_written": mo.frames_written, "audio": mo.audio, "metadata_stripped": True},
         "method": mo.method,
-        "method_params": json.loads(json.dumps(method_params, default=list)),
+        "method_params": _hidden(json.loads(json.dumps(method_params, default=list))),
         "config_hash": chash,
-        "config": _without_paths(cfg.to_dict()) if hide else cfg.to_dict(),
+        "config": _hidden(cfg.to_dict()),
         "frames_read": res.frames_read,
         "counts": res.counts,
         "fail_closed_policy": cfg.track.fail_closed,
-        "anonymizer_stats": mo.anonymizer_stats,
-        "leak_audit": mo.leak or {"skipped": True},
+        "anonymizer_stats": _hidden(mo.anonymizer_stats),
+        "leak_audit": _hidden(mo.leak or {"skipped": True}),
         # "total": the video's seconds up to this record (the result adds its final total)
         "timings_s": {k: round(v, 4) for k, v in {**timings.seconds, "total": timings.seconds.get("total", timings.elapsed())}.items()},
         "platform": {"python": platform.python_version(), "machine": platform.machine()},

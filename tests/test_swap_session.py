@@ -112,7 +112,7 @@ def test_pipeline_swaps_and_never_writes_the_model_into_the_output(material, tmp
     assert res.status == "done", res.error
     stats = res.outputs[0].anonymizer_stats
     assert stats["faces"] > 0 and stats["faces"] == stats["faces_swapped"] + stats["faces_masked_gate"] + stats["faces_masked_swap_failed"] + stats["faces_other"]
-    assert stats["donor"] == "donor-ok" and stats["session_dir"].startswith("deleted")
+    assert stats["donor"] == "donor-ok" and stats["patient_model"].startswith("deleted")
     audit = json.loads(Path(res.outputs[0].audit_path).read_text())
     assert json.dumps(audit).count("faces_swapped") >= 1  # the counts reach the audit record
     names = [p.name for p in out.rglob("*")]

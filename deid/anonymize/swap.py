@@ -213,7 +213,7 @@ class SwapAnonymizer:
             "tracks": s.tracks,
             "swap_failed_reasons": dict(s.failed_why),
         }
-        for k in ("donor", "donor_consent_sha256", "donor_kind", "preset", "train_steps", "train_seconds", "session_dir"):
+        for k in ("donor", "donor_consent_sha256", "donor_kind", "preset", "train_steps", "train_seconds", "patient_model"):
             if k in self.info:
                 out[k] = self.info[k]
         return out

@@ -211,7 +211,7 @@ def swap_session(
             videos, cfg, work, identity=identity, detector=detector, landmarker=landmarker, library=library, device=device, progress=progress, report=report
         )
         anon = SwapAnonymizer.from_dir(work, cfg, identity=identity, landmarker=landmarker, device=device)
-        anon.info["session_dir"] = "kept (swap.keep_model)" if sc.keep_model else "deleted after the session"
+        anon.info["patient_model"] = "kept (swap.keep_model)" if sc.keep_model else "deleted after the session"
         yield anon
     finally:
         if sc.keep_model:
