@@ -66,6 +66,7 @@ def connect(cfg: Any, *, local: bool = False, train: bool = True, runtime_env: d
             ) from None
         return address, True
     loopback_only()
+    _quiet_token_notice()
     ray.init(
         address="local",
         num_cpus=int(cfg.ray.num_cpus) or None,
@@ -76,6 +77,22 @@ def connect(cfg: Any, *, local: bool = False, train: bool = True, runtime_env: d
     )
     rearm()
     return "local", True
+
+
+class _DropTokenNotice(logging.Filter):
+    """Drops Ray's "Token authentication is enabled for this Ray cluster" notice, printed
+    at every start of a local cluster: token authentication on is the safe default and
+    deid's local Ray listens on 127.0.0.1 only. Every other message of that logger (its
+    warning that authentication is *disabled*, above all) still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Token authentication is enabled")
+
+
+def _quiet_token_notice() -> None:
+    lg = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _DropTokenNotice) for f in lg.filters):
+        lg.addFilter(_DropTokenNotice())
 
 
 def configure_data() -> None:
