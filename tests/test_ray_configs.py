@@ -196,3 +196,20 @@ def test_a_file_system_error_is_one_line_not_a_traceback(tmp_path, capsys, monke
     assert job.main(["--manifest", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err == f"archive: error: Permission denied: {tmp_path / 'out'}; rerun the same command to resume once it is fixed\n"
+
+
+def test_only_rays_token_enabled_notice_is_filtered():
+    import logging
+
+    from ray_jobs.cluster import _DropTokenNotice, _quiet_token_notice
+
+    def rec(msg):
+        return logging.LogRecord("ray._private.authentication.authentication_token_setup", logging.WARNING, __file__, 1, msg, None, None)
+
+    f = _DropTokenNotice()
+    assert not f.filter(rec("Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt out."))
+    assert f.filter(rec("Token authentication is disabled for this Ray cluster. Anyone with network access ..."))
+    _quiet_token_notice()
+    _quiet_token_notice()  # once only
+    lg = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    assert sum(isinstance(x, _DropTokenNotice) for x in lg.filters) == 1
