@@ -21,6 +21,7 @@ COMMANDS: list[str] = [
     "deid.commands.anonymize",  # anonymize
     "deid.commands.probe",  # probe
     "deid.commands.overlays",  # overlays (burnt-in text, for anonymize.fixed_regions)
+    "deid.commands.verify",  # verify (an output folder before sharing it)
     "deid.evaluate",  # evaluate
     "deid.swap.cli",  # swap train, donor add/list/check
     "deid.report.cli",  # report

@@ -1,0 +1,161 @@
+"""Is an output folder ready to share? ``deid verify DIR``.
+
+The last step before de-identified videos leave the hospital: every video in the folder
+must be one deid wrote (its audit record beside it says so), unchanged since (the
+record's sha256 of the output), finished (no temporary of an interrupted run), passed
+by the leak audit, and free of container metadata; and nothing in the folder may name
+the inputs or show their frames (an archive's ``status.parquet``, the evaluation's
+tables, the HTML report: records, which belong with the originals).
+
+Findings are errors (the folder should not be shared as it is) or warnings (a person
+should look: audio kept on purpose, no leak audit, a file deid did not write). Nothing
+is changed or deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = ["Finding", "Report", "verify_folder"]
+
+ERROR, WARNING = "error", "warning"
+
+#: files deid writes that name the inputs or show their frames (records, not outputs)
+_RECORDS = {
+    "status.parquet": "an archive's status table: it names every input",
+    "summary.parquet": "an evaluation table: it names the inputs",
+    "run.json": "the evaluation's run description: it names the inputs",
+    "report.html": "the evaluation report: it shows frames of the original videos",
+    "report_summary.json": "the evaluation report's summary: it names the inputs",
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # error | warning
+    path: str  # relative to the folder
+    what: str
+
+
+@dataclass
+class Report:
+    folder: str
+    outputs: int = 0  # videos with a valid audit record
+    names: dict[str, int] = field(default_factory=dict)  # io.output_names -> outputs
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == ERROR]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == WARNING]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"folder": self.folder, "ok": self.ok, "outputs": self.outputs, "names": self.names,
+                "findings": [asdict(f) for f in self.findings]}
+
+
+def verify_folder(folder: str | os.PathLike, *, hashes: bool = True,
+                  progress: Callable[[str], None] | None = None) -> Report:
+    """Check every file under ``folder`` (see the module doc). ``hashes``: compare each
+    output's sha256 with its audit record's (reads every byte; off for a quick look)."""
+    from .io import VIDEO_EXTENSIONS, has_sensitive_tags, probe
+    from .io.atomic import PARTIAL_MARK
+    from .pipeline import audit_path, frames_path, sha256_file
+
+    root = Path(folder)
+    if not root.is_dir():
+        from .errors import InvalidInputError
+
+        raise InvalidInputError(f"{root}: not a folder")
+    rep = Report(str(root))
+
+    def add(level: str, p: Path, what: str) -> None:
+        rep.findings.append(Finding(level, str(p.relative_to(root)), what))
+
+    files = sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink())
+    videos = [p for p in files if p.suffix.lower() in VIDEO_EXTENSIONS and PARTIAL_MARK not in p.name]
+    audits = {p for p in files if p.name.endswith(".audit.json")}
+    tables = {p for p in files if p.name.endswith(".frames.parquet")}
+    known: set[Path] = set()
+    for v in videos:
+        if progress:
+            progress(str(v.relative_to(root)))
+        a, t = audit_path(v), frames_path(v)
+        known |= {v, a, t}
+        if v.is_symlink():
+            add(ERROR, v, "a symbolic link: what it points to is not checked here (copy the file in)")
+            continue
+        if a not in audits:
+            add(ERROR, v, "no audit record beside it: nothing says deid de-identified it (not written by deid, or its "
+                          "record was removed)")
+            continue
+        try:
+            rec = json.loads(a.read_text())
+            status, out = rec.get("status"), rec.get("output") or {}
+        except (OSError, ValueError, AttributeError) as e:
+            add(ERROR, a, f"unreadable audit record ({e})")
+            continue
+        if status not in ("done", "partial"):
+            add(ERROR, v, f"its audit record says {status!r}, not done")
+            continue
+        rep.outputs += 1
+        names = ((rec.get("config") or {}).get("io") or {}).get("output_names", "input")
+        rep.names[names] = rep.names.get(names, 0) + 1
+        if status == "partial":
+            add(WARNING, v, "partial: the input was corrupt and only its decodable part was de-identified "
+                            f"({rec.get('error') or 'see the audit record'})")
+        if hashes:
+            want = out.get("sha256") or ""
+            if not want:
+                add(ERROR, v, "its audit record has no sha256 of the output: cannot tell whether it changed since")
+            elif sha256_file(v) != want:
+                add(ERROR, v, "changed since deid wrote it (sha256 differs from its audit record)")
+        leak = rec.get("leak_audit") or {}
+        if leak.get("skipped"):
+            add(WARNING, v, "not leak-audited (audit.leak_check was off when it was made)")
+        elif int(leak.get("leaks") or 0) > 0:
+            add(ERROR, v, f"the leak audit found {leak['leaks']} face(s) still matching the input (published with "
+                          f"audit.on_leak=flag, for inspection, not for sharing)")
+        try:
+            tags = has_sensitive_tags(v)
+            audio = probe(v).has_audio
+        except Exception as e:  # noqa: BLE001 - a file that cannot be read is a finding, not a crash
+            add(ERROR, v, f"cannot be read as a video ({e})")
+            continue
+        if tags:
+            add(ERROR, v, f"identifying container metadata: {', '.join(tags)}")
+        if audio:
+            add(WARNING, v, "has an audio track (io.keep_audio): voices identify people")
+        if t not in tables:
+            add(WARNING, v, "no frames table beside it (<name>.frames.parquet: every frame's decision)")
+    for p in files:
+        if p in known:
+            continue
+        name = p.name
+        if PARTIAL_MARK in name:
+            add(ERROR, p, "an unfinished temporary of an interrupted run (deid deletes it at its next run in this folder)")
+        elif name in _RECORDS:
+            add(ERROR, p, _RECORDS[name] + "; keep it with the originals, not in the folder you share")
+        elif "metrics" in p.relative_to(root).parts[:-1] or (p.suffix == ".parquet" and not name.endswith(".frames.parquet")):
+            add(ERROR, p, "an evaluation table or part (metrics/): it names the inputs; keep it with the originals")
+        elif p in audits:
+            add(WARNING, p, "an audit record without its video")
+        elif p in tables:
+            add(WARNING, p, "a frames table without its video")
+        else:
+            add(WARNING, p, "not written by deid: check it before sharing")
+    if rep.names.get("input"):
+        rep.findings.append(Finding(WARNING, ".", f"{rep.names['input']} output(s) named after their inputs "
+                                                  "(io.output_names=input): check that no file or folder name identifies a patient"))
+    return rep

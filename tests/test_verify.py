@@ -1,0 +1,89 @@
+"""deid.verify / `deid verify`: is an output folder ready to share?"""
+
+import json
+import shutil
+
+import pytest
+
+from deid.cli import main
+from deid.verify import verify_folder
+from deid.testing import make_synthetic_video
+from test_cli import FAKES
+
+
+@pytest.fixture()
+def released(tmp_path):
+    """A folder as `deid anonymize --set io.output_names=pseudonym` leaves it: clean."""
+    src = tmp_path / "in" / "Doe_John.mp4"
+    src.parent.mkdir()
+    make_synthetic_video(src, n_frames=12)
+    out = tmp_path / "out"
+    assert main(["anonymize", str(src), "--out", str(out), "-m", "blur,mask", "--set", "io.output_names=pseudonym", *FAKES]) == 0
+    return out, src
+
+
+def test_a_clean_pseudonymous_folder_passes(released):
+    out, _ = released
+    rep = verify_folder(out)
+    assert rep.ok and rep.outputs == 2 and rep.names == {"pseudonym": 2} and rep.findings == []
+
+
+def test_each_problem_is_found(released, tmp_path):
+    out, src = released
+    blur = next(out.glob("*.blur.mp4"))
+    mask = next(out.glob("*.mask.mp4"))
+    with open(blur, "ab") as fh:  # changed after deid wrote it
+        fh.write(b"\0")
+    shutil.copy(src, out / "extra.mp4")  # a video deid did not write: the original itself
+    (out / "status.parquet").write_bytes(b"PAR1")  # records that name the inputs
+    (out / "metrics").mkdir()
+    (out / "metrics" / "part-0.parquet").write_bytes(b"PAR1")
+    (out / "report.html").write_text("<html>")
+    (out / ".x.mp4.partial-123-abcd.mp4").write_bytes(b"")  # an interrupted run's temporary
+    (out / "notes.txt").write_text("hello")
+    rec = json.loads((out / (mask.name[:-4] + ".audit.json")).read_text())
+    rec["leak_audit"] = {"leaks": 2, "leak_frames": [3, 4]}  # published with audit.on_leak=flag
+    (out / (mask.name[:-4] + ".audit.json")).write_text(json.dumps(rec))
+    rep = verify_folder(out)
+    assert not rep.ok and rep.outputs == 2
+    errors = {(f.path, f.what.split(" (")[0]) for f in rep.errors}
+    assert (blur.name, "changed since deid wrote it") in errors
+    assert ("extra.mp4", "no audit record beside it: nothing says deid de-identified it") in errors
+    assert any(p == "status.parquet" for p, _ in errors) and any(p == "report.html" for p, _ in errors)
+    assert any(p == "metrics/part-0.parquet" for p, _ in errors)
+    assert any(p.startswith(".x.mp4.partial-") for p, _ in errors)
+    assert any(p == mask.name and w.startswith("the leak audit found 2 face(s)") for p, w in errors)
+    assert [f.path for f in rep.warnings] == ["notes.txt"]
+    assert len(rep.errors) == 7
+    # the hash check is what finds the changed file
+    assert blur.name not in {f.path for f in verify_folder(out, hashes=False).errors}
+
+
+def test_audio_metadata_and_names_after_inputs_are_reported(tmp_path):
+    src = tmp_path / "clip.mp4"
+    make_synthetic_video(src, n_frames=10, with_audio=True)
+    out = tmp_path / "out"
+    assert main(["anonymize", str(src), "--out", str(out), "-m", "blur", "--keep-audio", *FAKES]) == 0
+    rep = verify_folder(out)
+    assert rep.ok and rep.names == {"input": 1}
+    whats = [f.what for f in rep.warnings]
+    assert any("audio track" in w for w in whats) and any("named after their inputs" in w for w in whats)
+    # an output with identifying metadata (here: the input itself given a record's name) is an error
+    shutil.copy(tmp_path / "out" / "clip.blur.audit.json", tmp_path / "out" / "tagged.blur.audit.json")
+    make_synthetic_video(tmp_path / "out" / "tagged.blur.mp4", n_frames=10, metadata={"location": "+40.0-074.0/"})
+    errs = [f.what for f in verify_folder(out, hashes=False).errors if f.path == "tagged.blur.mp4"]
+    assert errs and errs[0].startswith("identifying container metadata")
+
+
+def test_cli_exit_codes(released, capsys):
+    out, _ = released
+    assert main(["verify", str(out)]) == 0
+    assert "2 de-identified video(s) verified; 0 error(s), 0 warning(s): ready to share" in capsys.readouterr().out
+    (out / "notes.txt").write_text("hello")
+    assert main(["verify", str(out)]) == 0 and main(["verify", "--strict", str(out)]) == 1
+    capsys.readouterr()
+    assert main(["verify", "--json", str(out)]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["ok"] and d["findings"][0]["path"] == "notes.txt"
+    assert main(["verify", str(out / "notes.txt")]) == 1
+    assert "not a folder" in capsys.readouterr().err
