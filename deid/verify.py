@@ -3,7 +3,8 @@
 The last step before de-identified videos leave the hospital: every video in the folder
 must be one deid wrote (its audit record beside it says so), unchanged since (the
 record's sha256 of the output), finished (no temporary of an interrupted run), passed
-by the leak audit, and free of container metadata; and nothing in the folder may name
+by the leak audit, without frames the fail-closed rule only flagged, and free of
+container metadata; and nothing in the folder may name
 the inputs or show their frames (an archive's ``status.parquet``, the evaluation's
 tables, the HTML report: records, which belong with the originals).
 
@@ -121,6 +122,10 @@ def verify_folder(folder: str | os.PathLike, *, hashes: bool = True,
                 add(ERROR, v, "its audit record has no sha256 of the output: cannot tell whether it changed since")
             elif sha256_file(v) != want:
                 add(ERROR, v, "changed since deid wrote it (sha256 differs from its audit record)")
+        fc = int((rec.get("counts") or {}).get("frames_fail_closed") or 0)
+        if fc and rec.get("fail_closed_policy") == "flag":
+            add(ERROR, v, f"{fc} frame(s) with a person and no head region were left as they were "
+                          "(track.fail_closed=flag: for review, not for sharing; the frames table lists them)")
         leak = rec.get("leak_audit") or {}
         if leak.get("skipped"):
             add(WARNING, v, "not leak-audited (audit.leak_check was off when it was made)")

@@ -43,6 +43,7 @@ def test_each_problem_is_found(released, tmp_path):
     (out / "notes.txt").write_text("hello")
     rec = json.loads((out / (mask.name[:-4] + ".audit.json")).read_text())
     rec["leak_audit"] = {"leaks": 2, "leak_frames": [3, 4]}  # published with audit.on_leak=flag
+    rec["fail_closed_policy"], rec["counts"]["frames_fail_closed"] = "flag", 3  # frames left as they were
     (out / (mask.name[:-4] + ".audit.json")).write_text(json.dumps(rec))
     rep = verify_folder(out)
     assert not rep.ok and rep.outputs == 2
@@ -53,8 +54,9 @@ def test_each_problem_is_found(released, tmp_path):
     assert any(p == "metrics/part-0.parquet" for p, _ in errors)
     assert any(p.startswith(".x.mp4.partial-") for p, _ in errors)
     assert any(p == mask.name and w.startswith("the leak audit found 2 face(s)") for p, w in errors)
+    assert any(p == mask.name and w.startswith("3 frame(s) with a person and no head region") for p, w in errors)
     assert [f.path for f in rep.warnings] == ["notes.txt"]
-    assert len(rep.errors) == 7
+    assert len(rep.errors) == 8
     # the hash check is what finds the changed file
     assert blur.name not in {f.path for f in verify_folder(out, hashes=False).errors}
 
