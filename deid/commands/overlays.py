@@ -29,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError, DeidError
+    from ..io import probe
     from ..overlays import draw_overlays, find_overlays, merge_fractions
 
     if args.samples < 1 or not 0 < args.share <= 1:
@@ -49,8 +50,10 @@ def run(args: argparse.Namespace) -> int:
                                                              "frames_with_text": o.frames} for o in found],
                               "sheet": str(sheet) if sheet else None}))
             continue
-        print(f"{v}: " + (f"{len(found)} text region(s)" if found else f"no text found in {args.samples} sampled frames")
-              + (f"; picture: {sheet}" if sheet else ""))
+        n = min(args.samples, probe(v).frame_count)
+        few = f" (only {n} frame(s): text in a still scene counts as an overlay too)" if n < 8 else ""
+        print(f"{v}: " + (f"{len(found)} text region(s)" if found else f"no text found in {n} sampled frame(s)")
+              + few + (f"; picture: {sheet}" if sheet else ""))
         for i, o in enumerate(found, 1):
             x0, y0, x1, y1 = o.box
             print(f"  {i}  x {x0}-{x1}, y {y0}-{y1} px  ->  {list(o.fraction)}")
