@@ -64,10 +64,17 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         with sigterm_interrupts():
-            return int(args.func(args) or 0)
+            rc = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader that has gone shows here, not as a traceback at exit
+        return rc
     except DeidError as e:
         print(f"deid: error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `deid probe *.mp4 | head`: the reader has gone, nothing to report
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 141  # 128 + SIGPIPE, as a shell reports it
     except OSError as e:  # the file system said no (permissions, full, read-only): not deid's bug
         logging.getLogger("deid").debug("OSError", exc_info=True)
         where = f": {e.filename}" if e.filename else ""

@@ -299,3 +299,14 @@ def test_pseudonymous_evaluation_tables_stay_out_of_the_output_folder(tmp_path, 
     plain = tmp_path / "plain"
     assert main(["anonymize", str(src), "--out", str(plain), "-m", "mask", "--evaluate", *FAKES]) == 0
     assert (plain / "metrics" / "walking.json").is_file() and not (tmp_path / "plain.records").exists()
+
+
+def test_a_closed_pipe_is_not_an_error(tmp_path):
+    """`deid probe *.mp4 | head -1`: the reader leaves early; no error, no traceback."""
+    clip = make_synthetic_video(tmp_path / "c.mp4", n_frames=4).path
+    p = subprocess.Popen([sys.executable, "-m", "deid.cli", "probe", *[str(clip)] * 200],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.readline()
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141 and err == "", err
