@@ -69,6 +69,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "patient": ("patient_id", "patient"),
     "donor": ("donor", "donor_id"),
     "methods": ("methods", "method"),
+    "fixed_regions": ("fixed_regions", "regions"),
 }
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -91,6 +92,9 @@ class ArchiveEntry:
     #: io.output_names=pseudonym: outputs named after the input's sha256, all in the output
     #: folder (the archive's folder and file names may name the patient)
     pseudonymous: bool = False
+    #: the row's own burnt-in-text boxes (manifest column ``fixed_regions``), filled on top
+    #: of ``anonymize.fixed_regions``: one archive can mix devices (:func:`entry_config`)
+    fixed_regions: tuple[tuple[float, float, float, float], ...] = ()
 
     def output_dir(self, out_dir: str | os.PathLike) -> Path:
         if self.pseudonymous or not self.rel_dir:
@@ -206,6 +210,35 @@ def _header_map(names: Iterable[str], src: Path) -> dict[str, str]:
     return out
 
 
+def _row_regions(cell: Any) -> tuple[tuple[float, float, float, float], ...]:
+    """A manifest's ``fixed_regions`` cell: a YAML / JSON list of ``[x0, y0, x1, y1]``
+    (fractions of the upright frame, as ``anonymize.fixed_regions``), or empty."""
+    if cell is None or (isinstance(cell, str) and not cell.strip()):
+        return ()
+    if isinstance(cell, str):
+        import yaml
+
+        try:
+            cell = yaml.safe_load(cell)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"fixed_regions {cell!r} is not a list of [x0, y0, x1, y1] ({e.__class__.__name__})") from None
+    from .config import AnonymizeConfig
+
+    if not isinstance(cell, (list, tuple)):
+        raise ConfigError(f"fixed_regions {cell!r} is not a list of [x0, y0, x1, y1], e.g. [[0, 0, 0.4, 0.08]]")
+    return AnonymizeConfig(fixed_regions=tuple(cell)).fixed_regions  # validated as the config's
+
+
+def entry_config(cfg: Config, entry: "ArchiveEntry") -> Config:
+    """``cfg`` for one manifest row: its ``fixed_regions`` added to the configuration's
+    (the same boxes once). The hash, the render and the audit record of that row's
+    outputs all use this configuration."""
+    if not entry.fixed_regions:
+        return cfg
+    regions = tuple(dict.fromkeys(tuple(cfg.anonymize.fixed_regions) + tuple(entry.fixed_regions)))
+    return replace(cfg, anonymize=replace(cfg.anonymize, fixed_regions=regions))
+
+
 def _derive_id(rel_dir: str, stem: str) -> str:
     raw = f"{rel_dir}/{stem}" if rel_dir else stem
     s = re.sub(r"[^A-Za-z0-9._-]+", "_", raw.replace("/", "__")).strip("._") or "video"
@@ -313,6 +346,11 @@ def load_manifest(
         except ConfigError as e:
             bad(str(e), ConfigError.kind)
             continue
+        try:
+            regions = _row_regions(r.get("fixed_regions", ""))
+        except ConfigError as e:
+            bad(str(e), ConfigError.kind)
+            continue
         d = r.get("donor", "") or donor
         if "swap" in ms and not d:
             bad("method swap needs a consenting donor: fill the donor column or set swap.donor", ConfigError.kind)
@@ -337,7 +375,7 @@ def load_manifest(
         seen_path[p] = label
         seen_id[vid] = label
         entries.append(ArchiveEntry(n, str(p), rel_dir, vid, r.get("patient", "") or vid, d, ms,
-                                    pseudonymous=output_names == "pseudonym"))
+                                    pseudonymous=output_names == "pseudonym", fixed_regions=regions))
         labels.append(label)
     # videos of one folder that share a stem (clip.mp4, clip.mov) would write the same
     # outputs: each of them gets a short hash of its path in its output names (as
@@ -757,6 +795,7 @@ def plan_video(
     from .io import check_output_path, probe
     from .pipeline import audit_path, sha256_file
 
+    cfg = entry_config(cfg, entry)
     t0 = time.perf_counter()
     info = probe(entry.video)
     t_probe = time.perf_counter() - t0
@@ -932,6 +971,7 @@ def render_planned_segment(
     from .pipeline import expected_frames, render_segment
     from .types import Timings
 
+    cfg = entry_config(cfg, plan.entry)  # the row's own fixed regions
     seg = plan.segments[index]
     container = SEGMENT_CONTAINER  # the stitch writes io.container
     out = SegmentOutcome(plan.entry.video_id, seg.index, seg.start, seg.stop)
@@ -1069,6 +1109,7 @@ def finalize_video(
     from .pipeline import Components, VideoResult, finalize_outputs
     from .types import Timings
 
+    cfg = entry_config(cfg, plan.entry)  # the audit record shows the row's own fixed regions
     src = plan.entry.video
     res = VideoResult(input=src, status="failed", info=plan.info)
     work_s = sum(plan.timings.values()) + sum(o.timings.get("segment", 0.0) for o in outcomes)
@@ -1597,6 +1638,7 @@ __all__ = [
     "Manifest",
     "RowError",
     "STATUS_FILE",
+    "entry_config",
     "Segment",
     "SegmentOutcome",
     "StatusTable",

@@ -262,3 +262,46 @@ def test_pseudonymous_names_in_an_archive(archive, tmp_path):
     assert third.states == {"ward__two": "skipped", "Doe_John__two_again": "done"}
     n = name["ward/two.mp4"]
     assert (out / f"{n}.blur.mp4").is_file() and _mtimes(out)[out / f"{n}.mask.mp4"] == before[out / f"{n}.mask.mp4"]
+
+
+def test_a_rows_own_fixed_regions(tmp_path):
+    """Manifest column fixed_regions: that row's outputs get its boxes filled (on top of
+    anonymize.fixed_regions), the others do not; a bad cell fails its row only; changing
+    a row's boxes redoes that row alone."""
+    import numpy as np
+
+    from deid.io import read_frames
+
+    root = tmp_path / "archive"
+    root.mkdir()
+    for n in ("scope", "phone"):
+        make_synthetic_video(root / f"{n}.mp4", n_frames=24)
+    (root / "bad.mp4").write_bytes((root / "phone.mp4").read_bytes())
+
+    def manifest(scope_regions):
+        with open(root / "m.csv", "w", newline="") as fh:
+            csv.writer(fh).writerows([["video", "methods", "fixed_regions"], ["scope.mp4", "mask", scope_regions],
+                                      ["phone.mp4", "mask", ""], ["bad.mp4", "mask", "[[0, 0, 2, 1]]"]])
+        return load_manifest(root / "m.csv", out_dir=out)
+
+    out = tmp_path / "out"
+    cfg = CFG.replace("anonymize.fixed_color=[255, 0, 255]", "anonymize.fixed_regions=[[0.9, 0.9, 1, 1]]")
+    run = run_archive_in_process(manifest("[[0, 0, 0.5, 0.25]]"), cfg, out)
+    assert run.states == {"scope": "done", "phone": "done", "bad": "failed"}
+    assert "fixed_regions" in run.status.get("bad", "")["error"]
+    scope, phone = (read_frames(out / f"{n}.mask.mp4", range(24)) for n in ("scope", "phone"))
+    for f, g in zip(scope, phone):
+        assert np.abs(f[2:28, 2:78].reshape(-1, 3).mean(0) - (255, 0, 255)).max() < 12  # the row's box
+        assert np.abs(g[2:28, 2:78].reshape(-1, 3).mean(0) - (255, 0, 255)).max() > 60  # not the other row's
+        for h in (f, g):  # the configuration's box, on both
+            assert np.abs(h[110:, 146:].reshape(-1, 3).mean(0) - (255, 0, 255)).max() < 20
+    rec = json.loads((out / "scope.mask.audit.json").read_text())
+    assert rec["config"]["anonymize"]["fixed_regions"] == [[0.9, 0.9, 1.0, 1.0], [0.0, 0.0, 0.5, 0.25]]
+    before = _mtimes(out)
+    again = run_archive_in_process(manifest("[[0, 0, 0.5, 0.25]]"), cfg, out)
+    assert again.states["scope"] == again.states["phone"] == "skipped"
+    third = run_archive_in_process(manifest("[[0, 0, 0.6, 0.25]]"), cfg, out)
+    assert third.states["scope"] == "done" and third.states["phone"] == "skipped"
+    after = _mtimes(out)
+    assert after[out / "phone.mask.mp4"] == before[out / "phone.mask.mp4"]
+    assert after[out / "scope.mask.mp4"] != before[out / "scope.mask.mp4"]
