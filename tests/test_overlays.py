@@ -116,3 +116,21 @@ def test_the_printed_setting_fills_the_text_in_every_output_frame(tmp_path, caps
         assert f[20 - th:22, 6:6 + tw].max() < 40  # black where the name was (white letters before)
         assert f[214:232, 220:300].max() < 40
         assert np.abs(f[keep].astype(int) - g[keep].astype(int)).mean() < 3  # the rest as without them
+
+
+def test_a_folder_gives_a_manifest_for_the_archive(tmp_path, capsys):
+    """`deid overlays FOLDER --manifest m.csv`: one row per video with its own boxes
+    (empty without text), which `deid archive` reads as each row's fixed_regions."""
+    from deid.archive import load_manifest
+
+    root = tmp_path / "archive"
+    (root / "ward").mkdir(parents=True)
+    _video(root / "ward" / "scope.mp4")
+    _video(root / "plain.mp4", text=False)
+    assert main(["overlays", str(root), "--manifest", str(root / "m.csv"), "--samples", "12"]) == 0
+    assert "manifest: " in capsys.readouterr().out
+    man = load_manifest(root / "m.csv")
+    assert not man.errors
+    got = {e.video_id: e.fixed_regions for e in man.entries}
+    assert got["plain"] == () and len(got["ward__scope"]) == 2
+    assert (root / "m.csv").read_text().splitlines()[0] == "video,fixed_regions"
