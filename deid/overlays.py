@@ -49,11 +49,21 @@ class Overlay:
     frames: int
 
 
+def swt_available() -> bool:
+    """Does this OpenCV have the stroke-width-transform text detector (contrib ``text``)?"""
+    return hasattr(getattr(cv2, "text", None), "detectTextSWT")
+
+
 def text_votes(frames: Sequence[np.ndarray], min_px: int = 4, channels: Sequence[int] = (0, 2)) -> np.ndarray:
     """(H, W) int: in how many of ``frames`` each pixel lies in a letter box found by
     OpenCV's stroke-width-transform text detector (``cv2.text.detectTextSWT``, from
     opencv-contrib, no model file; light-on-dark and dark-on-light) on the grey picture
     and on each of the BGR ``channels`` alone, letters under ``min_px`` tall left out."""
+    if not swt_available():
+        from .errors import ConfigError
+
+        raise ConfigError("this OpenCV has no cv2.text.detectTextSWT (its contrib modules are missing): install "
+                          "opencv-contrib-python, which mediapipe brings, instead of opencv-python")
     h, w = frames[0].shape[:2]
     up = int(min(3, max(1, np.ceil(480 / max(h, 1)))))  # small frames: small letters, which SWT misses
     votes = np.zeros((h, w), np.int32)

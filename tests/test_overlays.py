@@ -134,3 +134,14 @@ def test_a_folder_gives_a_manifest_for_the_archive(tmp_path, capsys):
     got = {e.video_id: e.fixed_regions for e in man.entries}
     assert got["plain"] == () and len(got["ward__scope"]) == 2
     assert (root / "m.csv").read_text().splitlines()[0] == "video,fixed_regions"
+
+
+def test_an_opencv_without_contrib_gets_a_clear_error(monkeypatch):
+    from deid.errors import ConfigError
+    from deid.overlays import swt_available, text_votes
+
+    assert swt_available()  # mediapipe brings opencv-contrib-python
+    monkeypatch.delattr(cv2, "text")
+    assert not swt_available()
+    with pytest.raises(ConfigError, match="opencv-contrib-python"):
+        text_votes([np.zeros((8, 8, 3), np.uint8)])

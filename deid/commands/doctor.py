@@ -123,6 +123,17 @@ def _codecs():
     return f"PyAV {av.__version__}: libx264, filter_units"
 
 
+def _text_detector():
+    from ..overlays import swt_available
+
+    if not swt_available():
+        raise RuntimeError("cv2.text.detectTextSWT is missing (OpenCV without its contrib modules): `deid overlays` "
+                           "cannot propose burnt-in text boxes; install opencv-contrib-python (mediapipe brings it)")
+    import cv2
+
+    return f"OpenCV {cv2.__version__}: stroke-width-transform text detector (deid overlays)"
+
+
 def _torch():
     import torch
 
@@ -170,6 +181,7 @@ CHECKS = [
     ("numpy/protobuf pins", _versions),
     ("dlib models", _dlib),
     ("video codecs", _codecs),
+    ("text detector", _text_detector),
     ("torch", _torch),
     ("ray", _ray),
     ("demo donors", _donor),
