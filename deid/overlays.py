@@ -9,7 +9,8 @@ a person to review (``deid overlays VIDEO...``):
 1. sample frames evenly over the video (sparse reads);
 2. find letters in each with OpenCV's stroke-width transform (``cv2.text.detectTextSWT``
    from opencv-contrib: a classical detector, no model file; both polarities; frames
-   under 480 lines are enlarged first, as small letters are missed);
+   under 480 lines are enlarged first, as small letters are missed, and frames over
+   1080 lines reduced, as its time grows with the pixels);
 3. keep the pixels inside a letter in at least half of the frames: a banner or a clock
    stays at the same place while the picture changes (a clock's changing digits still
    fill the same cells); letters found by chance in a moving scene do not stay put;
@@ -65,12 +66,15 @@ def text_votes(frames: Sequence[np.ndarray], min_px: int = 4, channels: Sequence
         raise ConfigError("this OpenCV has no cv2.text.detectTextSWT (its contrib modules are missing): install "
                           "opencv-contrib-python, which mediapipe brings, instead of opencv-python")
     h, w = frames[0].shape[:2]
-    up = int(min(3, max(1, np.ceil(480 / max(h, 1)))))  # small frames: small letters, which SWT misses
+    # small frames have small letters, which SWT misses: enlarge them (up to 3x) to 480
+    # lines; large ones hold large letters, and SWT's time grows with the pixels: 1080
+    scale = min(3.0, 480.0 / h) if h < 480 else (1080.0 / h if h > 1080 else 1.0)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
     votes = np.zeros((h, w), np.int32)
     for f in frames:
         bgr = cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2BGR)
-        if up > 1:
-            bgr = cv2.resize(bgr, (w * up, h * up), interpolation=cv2.INTER_CUBIC)
+        if scale != 1.0:
+            bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA)
         hit = np.zeros((h, w), bool)
         # the grey picture, and the red and blue channels on their own: coloured letters
         # (a yellow clock over green) can have almost the brightness of what is under them
@@ -78,19 +82,18 @@ def text_votes(frames: Sequence[np.ndarray], min_px: int = 4, channels: Sequence
         for view in views:
             for dark in (False, True):
                 rects = cv2.text.detectTextSWT(view, dark)[0]
-                for x, y, bw, bh in np.asarray(rects, np.int64).reshape(-1, 4):
-                    if bh >= min_px * up:
-                        x0, y0 = max(0, x // up), max(0, y // up)
-                        hit[y0:-(-(y + bh) // up), x0:-(-(x + bw) // up)] = True
+                for x, y, bw, bh in np.asarray(rects, np.float64).reshape(-1, 4):
+                    if bh >= min_px * scale:  # back to the frame's pixels, rounded outwards
+                        x0, y0 = max(0, int(np.floor(x / scale))), max(0, int(np.floor(y / scale)))
+                        hit[y0:int(np.ceil((y + bh) / scale)), x0:int(np.ceil((x + bw) / scale))] = True
         votes += hit
     return votes
 
 
 def _lines(mask: np.ndarray, max_height: float) -> list[tuple[int, int, int, int]]:
     """Letters into lines: close ``mask`` horizontally by about 1.5 letters' height (the
-    gap of a double space), keep
-    boxes 4 px tall or more, no taller than ``max_height`` of the frame and at least
-    twice as wide as tall."""
+    gap of a double space); keep the boxes 4 px tall or more, no taller than
+    ``max_height`` of the frame and at least twice as wide as tall."""
     h, w = mask.shape
     m = mask.astype(np.uint8)
     n, _, st, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
