@@ -250,7 +250,8 @@ def test_pseudonymous_output_names_leave_out_the_inputs_names(tmp_path, capsys):
     args = ["anonymize", str(tmp_path / "Doe_John"), str(tmp_path / "copy_of_it.mp4"), "--out", str(out), "-m", "blur,mask",
             "--set", "io.output_names=pseudonym", *FAKES]
     assert main(args) == 0
-    text = capsys.readouterr().out
+    text, err = capsys.readouterr()
+    assert f"before sharing {out}: deid verify {out}" in err
     name = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{name}.{m}.{x}" for m in ("blur", "mask")
                                                             for x in ("mp4", "audit.json", "frames.parquet"))

@@ -94,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
 
         metrics = records_folder(args.out, cfg.io.output_names, args.records) / "metrics"
         print(f"evaluation tables: {metrics} (HTML report: deid report {metrics} --out report.html)", file=sys.stderr)
+    if cfg.io.output_names == "pseudonym" and not args.json and not args.dry_run and any(r.status in ("done", "partial") for r in results):
+        print(f"before sharing {args.out}: deid verify {args.out}", file=sys.stderr)
     failed = [r for r in results if not r.ok]
     for r in failed:
         print(f"deid: error: {_naming_input(r.input, r.error)}", file=sys.stderr)
