@@ -380,6 +380,8 @@ def run_args(args: argparse.Namespace) -> int:
         print(f"archive: {summary['videos']} video(s): " + ", ".join(f"{n} {s}" for s, n in sorted(st.items())) + f"; status table {summary['status_table']}")
         for vid, err in summary["failed"].items():
             print(f"  FAILED {vid}: {err}", file=sys.stderr)
+        if cfg.io.output_names == "pseudonym":
+            print(f"archive: before sharing {summary['out_dir']}: deid verify {summary['out_dir']}")
     return 0 if run.ok and not eval_error else 1
 
 
