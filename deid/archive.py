@@ -478,6 +478,7 @@ def method_config_hash(cfg: Config, method: str, donor: str = "") -> str:
     ``mask`` to a job does not redo its ``blur`` outputs."""
     d = cfg.to_dict()
     parts: dict[str, Any] = {k: d[k] for k in ("io", "detect", "track", "audit")}
+    parts["audit"] = {k: v for k, v in parts["audit"].items() if k != "text_check"}  # warns, publishes the same
     parts["method"] = method
     anon = {k: v for k, v in d["anonymize"].items() if not k.startswith("fixed_")}
     if method == "swap":

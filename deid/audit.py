@@ -276,6 +276,7 @@ def leak_audit(
             leak |= d < thr
         if leak:
             leak_frames.append(int(i))
+    text = _text_check(fout) if cfg.text_check else None
     return {
         "checked_frames": len(idx),
         "risk_frames": n_risk,
@@ -291,8 +292,28 @@ def leak_audit(
         "threshold": thr,
         "null_margin": margin,
         "attacker": f"dlib HOG detector + {getattr(identity, 'name', type(identity).__name__)} identity encoder",
+        # lines of text at the same place in most of the output's sampled frames (a
+        # device's name banner or clock that anonymize.fixed_regions does not cover)
+        "text_regions": text,
         "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+#: frames of the output the text check reads (from the audit's sample, evenly spaced)
+TEXT_CHECK_FRAMES = 8
+
+
+def _text_check(frames: list[np.ndarray]) -> list[list[float]] | None:
+    """Burnt-in text left in an output: :func:`deid.overlays.text_regions` (the grey
+    picture only, for speed) on up to :data:`TEXT_CHECK_FRAMES` of the audit's frames;
+    the boxes as fractions of the frame. None where it cannot run (too few frames, an
+    OpenCV without its text module)."""
+    from .overlays import swt_available, text_regions
+
+    if len(frames) < 4 or not swt_available():
+        return None
+    pick = sorted({int(round(v)) for v in np.linspace(0, len(frames) - 1, min(TEXT_CHECK_FRAMES, len(frames)))})
+    return [list(o.fraction) for o in text_regions([frames[i] for i in pick], channels=())]
 
 
 #: config keys that hold a file or folder name (``ray.manifest``, ``ray.out_dir``,

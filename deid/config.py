@@ -246,6 +246,9 @@ class AuditConfig:
     null_margin: float = 0.1
     min_face_px: int = 40  # faces smaller than this (longer side) are too small for dlib to re-identify
     on_leak: str = "fail"  # fail (delete output, error) | flag (keep, mark in audit)
+    # also look for text at the same place in most of the output's sampled frames (a
+    # device's name banner, a clock) and warn: deid.overlays, ~0.3-2 s an output
+    text_check: bool = True
 
     def __post_init__(self) -> None:
         _check(self.sample_frames >= 0, "audit.sample_frames must be >= 0")

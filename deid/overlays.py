@@ -35,7 +35,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-__all__ = ["Overlay", "find_overlays", "merge_fractions", "draw_overlays"]
+__all__ = ["Overlay", "find_overlays", "text_regions", "merge_fractions", "draw_overlays"]
 
 
 @dataclass(frozen=True)
@@ -137,15 +137,24 @@ def find_overlays(
     frames = read_frames(path, idx)
     if not frames:
         return [], np.zeros((max(info.height, 1), max(info.width, 1), 3), np.uint8)
+    return text_regions(frames, share, max_height, margin), frames[len(frames) // 2]
+
+
+def text_regions(frames: Sequence[np.ndarray], share: float = 0.5, max_height: float = 0.15, margin: float = 0.4,
+                 channels: Sequence[int] = (0, 2)) -> list[Overlay]:
+    """The lines of text that stay at the same place in at least ``share`` of ``frames``
+    (see :func:`find_overlays`; ``channels``: as :func:`text_votes`)."""
+    if not len(frames):
+        return []
     h, w = frames[0].shape[:2]
-    votes = text_votes(frames)
+    votes = text_votes(frames, channels=channels)
     found = []
     for x0, y0, x1, y1 in _lines(votes >= max(1.0, share * len(frames)), max_height):
         pad = int(np.ceil(margin * (y1 - y0)))
         box = (max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad))
         found.append(Overlay(box, _fraction(box, w, h), int(votes[y0:y1, x0:x1].max())))
     found.sort(key=lambda o: (o.box[1], o.box[0]))
-    return found, frames[len(frames) // 2]
+    return found
 
 
 def merge_fractions(regions: Sequence[Sequence[float]]) -> list[tuple[float, float, float, float]]:

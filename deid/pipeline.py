@@ -598,6 +598,10 @@ def finalize_outputs(
                              rows=getattr(book, "rows", None), dropped=cfg.track.fail_closed == "drop",
                              frame_counts=(n_in, out_info[m].frame_count))
             leak_reports[m] = rep
+            if rep.get("text_regions"):
+                log.warning("%s (%s): text stays at the same place in the output, at %s (fractions of the frame): if it "
+                            "names the patient (a device's name banner, a date), fill it with anonymize.fixed_regions "
+                            "(`deid overlays` proposes the boxes)", src, m, rep["text_regions"])
             if rep["leaks"] > 0 and cfg.audit.on_leak == "fail":
                 raise LeakDetectedError(
                     f"{src}: leak audit found {rep['leaks']} face(s) in the {m} output still matching the input "

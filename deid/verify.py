@@ -132,6 +132,9 @@ def verify_folder(folder: str | os.PathLike, *, hashes: bool = True,
         elif int(leak.get("leaks") or 0) > 0:
             add(ERROR, v, f"the leak audit found {leak['leaks']} face(s) still matching the input (published with "
                           f"audit.on_leak=flag, for inspection, not for sharing)")
+        if leak.get("text_regions"):
+            add(WARNING, v, f"text stays at the same place in it, at {leak['text_regions']} (fractions of the frame): "
+                            "check that it names no one (anonymize.fixed_regions fills such boxes)")
         try:
             tags = has_sensitive_tags(v)
             audio = probe(v).has_audio

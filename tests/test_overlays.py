@@ -145,3 +145,31 @@ def test_an_opencv_without_contrib_gets_a_clear_error(monkeypatch):
     assert not swt_available()
     with pytest.raises(ConfigError, match="opencv-contrib-python"):
         text_votes([np.zeros((8, 8, 3), np.uint8)])
+
+
+def test_the_leak_audit_warns_about_text_left_in_an_output(tmp_path, caplog):
+    """audit.text_check: the audit's frames of each output are searched for text that
+    stays put; found -> in the audit record, a warning and a `deid verify` warning; the
+    same video with fixed_regions over the text -> nothing; off -> not looked for. It
+    never changes an output's hash (it publishes the same)."""
+    from deid.archive import method_config_hash
+    from deid.pipeline import process_video
+    from deid.testing import fake_components
+    from deid.verify import verify_folder
+
+    src = _video(tmp_path / "scope.mp4")
+    base = Config().replace("detect.backend=color", "track.pose_backend=color_pose", "audit.identity_backend=patch")
+
+    def audit(cfg, out):
+        res = process_video(src, tmp_path / out, ["mask"], cfg, components=fake_components(cfg, ["mask"]))
+        assert res.status == "done", res.error
+        return json.loads((tmp_path / out / "scope.mask.audit.json").read_text())["leak_audit"]
+
+    rep = audit(base, "a")
+    assert rep["text_regions"] and all(r[1] < 0.15 or r[3] > 0.85 for r in rep["text_regions"]), rep  # banner / clock rows
+    assert any("text stays at the same place" in r.getMessage() for r in caplog.records)
+    assert any("text stays at the same place" in f.what for f in verify_folder(tmp_path / "a").warnings)
+    boxes = [list(o.fraction) for o in find_overlays(src)[0]]  # what `deid overlays` proposes
+    assert audit(base.replace("anonymize.fixed_regions=" + json.dumps(boxes)), "b")["text_regions"] == []
+    assert audit(base.replace("audit.text_check=false"), "c")["text_regions"] is None
+    assert method_config_hash(base.replace("audit.text_check=false"), "mask") == method_config_hash(base, "mask")
