@@ -2,7 +2,6 @@
 
 import json
 import re
-from fractions import Fraction
 
 import cv2
 import numpy as np
@@ -10,7 +9,7 @@ import pytest
 
 from deid.cli import main
 from deid.config import Config
-from deid.io import read_frames
+from deid.io import VideoWriter, read_frames
 from deid.overlays import find_overlays, merge_fractions
 
 W, H, N = 320, 240, 40
@@ -28,23 +27,13 @@ def _scene(i):
 
 
 def _video(path, text=True):
-    import av
-
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("libx264", rate=Fraction(25))
-        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
-        s.options = {"crf": "18", "preset": "ultrafast"}
+    with VideoWriter(path, W, H, 25.0, crf=18, preset="ultrafast") as w:
         for i in range(N):
             img = _scene(i)
             if text:  # a device's banner (top left) and a running clock (bottom right)
                 cv2.putText(img, NAME, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
                 cv2.putText(img, f"10:31:{i // 5:02d}", (220, 228), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 0), 1, cv2.LINE_AA)
-            vf = av.VideoFrame.from_ndarray(img, format="rgb24")
-            vf.pts = i
-            for p in s.encode(vf):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
+            w.write(img)
     return path
 
 
