@@ -515,7 +515,8 @@ def render_segment(
                             continue
                     out = comp.anonymizers[m].apply(frame, plan.faces)
                     if fixed:  # burnt-in text at known places: every frame, every method
-                        out = fill_fixed(out, fixed, cfg.anonymize.fixed_color)
+                        # (never into the decoded frame itself, which every method shares)
+                        out = fill_fixed(out.copy() if out is frame else out, fixed, cfg.anonymize.fixed_color)
                     wt.put(m, out, pts)
                     written[m] += 1
                 book.add(plan)

@@ -164,12 +164,13 @@ def fixed_rects(regions: Sequence[Sequence[float]], width: int, height: int) -> 
 
 def fill_fixed(frame: np.ndarray, regions: Sequence[Sequence[float]], color: tuple[int, int, int]) -> np.ndarray:
     """``frame`` with the fixed regions (fractions, :func:`fixed_rects`) filled with
-    ``color``, as a new array: an anonymizer may hand back the decoded frame itself when
-    it has no faces, and that one is shared by every method's output."""
+    ``color``: in place where ``frame`` is writeable (an anonymizer's output, a new array
+    by the anonymizers' contract, module doc: no second copy of every frame), in a copy where
+    it is read-only."""
     if not len(regions):
         return frame
     h, w = frame.shape[:2]
-    out = np.array(frame, copy=True)
+    out = frame if frame.flags.writeable else frame.copy()
     c = np.asarray(color, np.uint8)
     for x0, y0, x1, y1 in fixed_rects(regions, w, h):
         out[y0:y1, x0:x1] = c
