@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .archive import _inside, private_mkdir
 from .errors import ConfigError
 
 __all__ = ["RECORDS_SUFFIX", "records_folder", "check_outside_outputs", "make_records_folder"]
@@ -28,10 +29,6 @@ RECORDS_SUFFIX = ".records"
 
 def _resolved(p: str | os.PathLike) -> Path:
     return Path(p).expanduser().resolve()
-
-
-def _inside(p: Path, root: Path) -> bool:
-    return p == root or root in p.parents
 
 
 def records_folder(out_dir: str | os.PathLike, output_names: str, records: str | os.PathLike | None = None,
@@ -71,8 +68,6 @@ def make_records_folder(path: str | os.PathLike, output_names: str) -> Path:
     ``mkdir -p`` otherwise (it is the output folder or lies in it)."""
     p = Path(path)
     if output_names == "pseudonym":
-        from .archive import private_mkdir
-
         return private_mkdir(p)
     p.mkdir(parents=True, exist_ok=True)
     return p
