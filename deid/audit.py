@@ -312,7 +312,7 @@ def _text_check(frames: list[np.ndarray]) -> list[list[float]] | None:
 
     if len(frames) < 4 or not swt_available():
         return None
-    pick = sorted({int(round(v)) for v in np.linspace(0, len(frames) - 1, min(TEXT_CHECK_FRAMES, len(frames)))})
+    pick = sample_indices(len(frames), TEXT_CHECK_FRAMES)
     return [list(o.fraction) for o in text_regions([frames[i] for i in pick], channels=())]
 
 

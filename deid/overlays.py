@@ -129,11 +129,12 @@ def find_overlays(
     least ``share`` of them (:func:`text_votes`), joined into lines no taller than
     ``max_height`` of the frame; each box grown by ``margin`` of its height on every side
     (anti-aliasing, outlines, a longer name on another day)."""
+    from .audit import sample_indices
     from .io import probe, read_frames
 
     info = probe(path)
     n = max(1, int(info.frame_count))
-    idx = sorted({int(round(v)) for v in np.linspace(0, n - 1, min(samples, n))})
+    idx = sample_indices(n, samples)
     frames = read_frames(path, idx)
     if not frames:
         return [], np.zeros((max(info.height, 1), max(info.width, 1), 3), np.uint8)

@@ -89,12 +89,13 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps([r for r in (res.__dict__ for res in results)], default=_jsonable, indent=1))
     else:
         print(summary_table(results))
-    if args.evaluate and not args.dry_run and any(r.status in ("done", "partial") for r in results):
+    published = not args.dry_run and any(r.status in ("done", "partial") for r in results)
+    if args.evaluate and published:
         from ..records import records_folder
 
         metrics = records_folder(args.out, cfg.io.output_names, args.records) / "metrics"
         print(f"evaluation tables: {metrics} (HTML report: deid report {metrics} --out report.html)", file=sys.stderr)
-    if cfg.io.output_names == "pseudonym" and not args.json and not args.dry_run and any(r.status in ("done", "partial") for r in results):
+    if cfg.io.output_names == "pseudonym" and not args.json and published:
         print(f"before sharing {args.out}: deid verify {args.out}", file=sys.stderr)
     failed = [r for r in results if not r.ok]
     for r in failed:
