@@ -336,6 +336,20 @@ def test_edit_list_trimmed_mp4_is_read_as_shown(tmp_path):
     assert len(part) == 8 and all(np.array_equal(a, b) for a, b in zip(part, frames[12:20]))
 
 
+def test_duration_is_the_video_s_own_length_not_the_container_s(tmp_path):
+    """A Matroska recording whose first frame is at 40 s: the container's duration
+    counts from 0 (42.4 s); the video is 2.4 s long."""
+    src = make_synthetic_video(tmp_path / "src.mp4", n_frames=60, width=64, height=48)
+    late = tmp_path / "late.mkv"
+    _remux_shifted(src.path, late, 40.0)
+    with av.open(str(late)) as c:
+        assert c.duration / av.time_base > 40  # the premise: the container counts from 0
+    info = probe(late)
+    assert info.start_time == pytest.approx(40.0, abs=0.01)
+    assert info.frame_count == 60
+    assert info.duration == pytest.approx(2.4, abs=0.01)
+
+
 def _audio_span(path) -> tuple[float, float]:
     with av.open(str(path)) as c:
         a = c.streams.audio[0]

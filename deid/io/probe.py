@@ -254,6 +254,7 @@ def probe(path: str | os.PathLike, *, scan: bool = True) -> VideoInfo:
 
     is_vfr = False
     exact = frames > 0
+    stream_duration = 0.0
     if scan:
         sc = scan_stream(p)
         if len(sc.pts):
@@ -261,14 +262,22 @@ def probe(path: str | os.PathLike, *, scan: bool = True) -> VideoInfo:
             exact = True
             is_vfr = _is_vfr(sc.pts, sc.time_base)
             start_time = float(sc.pts[0] * sc.time_base)
+            span = float((sc.pts[-1] - sc.pts[0]) * sc.time_base)
             if not rate and len(sc.pts) > 1:
-                span = float((sc.pts[-1] - sc.pts[0]) * sc.time_base)
                 rate = Fraction(len(sc.pts) - 1) / Fraction(span) if span > 0 else None
+            # The video's own length: first to last frame plus the last frame's share.
+            # A container's duration can count from time zero (a Matroska recording
+            # that starts at 40 s says 42.4 s for 2.4 s of video) or include a longer
+            # audio track.
+            step = float(np.median(np.diff(sc.pts))) * float(sc.time_base) if len(sc.pts) > 1 else 0.0
+            if step <= 0:
+                step = 1.0 / float(rate) if rate else 0.0
+            stream_duration = span + step
     fps = float(rate) if rate else 25.0
     if frames <= 0:
         frames = max(1, int(round(container_duration * fps)))
         exact = False
-    duration = container_duration or frames / fps
+    duration = stream_duration or container_duration or frames / fps
     if rot in (90, 270):
         w, h = h, w
     return VideoInfo(
