@@ -603,11 +603,19 @@ def result_rows(plan: "VideoPlan", res: Any) -> list[dict[str, Any]]:
     return _with_output_column(rows, plan.outputs)
 
 
-def recover_from_audit(entry: ArchiveEntry, method: str, output: Path, input_sha256: str, config_hash: str) -> dict[str, Any] | None:
+def recover_from_audit(entry: ArchiveEntry, method: str, output: Path, input_sha256: str, config_hash: str,
+                       cfg: Config | None = None) -> dict[str, Any] | None:
     """A status row rebuilt from the audit record beside ``output`` when it proves the
     output is current (same input hash and method config hash, state done/partial);
     None otherwise. This is how a run killed between publishing an output and writing
-    the status table is recognised as done."""
+    the status table is recognised as done.
+
+    A pseudonymous record (``io.output_names=pseudonym``) holds its configuration with
+    the paths left out (:func:`deid.audit._without_paths`); with ``cfg`` (the row's
+    configuration) the comparison leaves the same paths out of it, so a job whose donor
+    or swap folder is a path is still recognised (else its swap would be trained again).
+    Only a path setting alone may then differ, never a number or a name."""
+    from .audit import _without_paths
     from .config import from_dict
     from .pipeline import audit_path
 
@@ -618,7 +626,13 @@ def recover_from_audit(entry: ArchiveEntry, method: str, output: Path, input_sha
         rec = json.loads(a.read_text())
         if rec.get("status") not in DONE_STATES or rec.get("input", {}).get("sha256") != input_sha256:
             return None
-        if method_config_hash(from_dict(rec.get("config") or {}), method, entry.donor) != config_hash:
+        want = config_hash
+        if cfg is not None and cfg.io.output_names == "pseudonym":
+            want = method_config_hash(from_dict(_without_paths(cfg.to_dict())), method, _without_paths(entry.donor, "donor"))
+            have = method_config_hash(from_dict(rec.get("config") or {}), method, _without_paths(entry.donor, "donor"))
+        else:
+            have = method_config_hash(from_dict(rec.get("config") or {}), method, entry.donor)
+        if have != want:
             return None
         # the record must describe *this* file: a run killed between publishing the new
         # audit record and renaming the new video leaves the old video beside it
@@ -813,7 +827,7 @@ def plan_video(
         if status.is_done(entry.video_id, m, sha, hashes[m], outs[m]):
             done.append(m)
             continue
-        row = recover_from_audit(entry, m, outs[m], sha, hashes[m])
+        row = recover_from_audit(entry, m, outs[m], sha, hashes[m], cfg)
         if row is not None:
             done.append(m)
             recovered.append(row)
