@@ -60,7 +60,8 @@ def run_batch(
     """De-identify ``inputs`` (files or folders) into ``out_dir``, one
     :class:`VideoResult` per video; a failed video does not stop the others.
     ``skip_existing``: leave out videos whose every output is already published from the
-    same input bytes with the same configuration (see :func:`already_done`).
+    same input bytes with the same configuration, and of the others every method so done
+    (see :func:`done_methods`).
     ``evaluate``: evaluation tables in ``<records>/metrics``, the records folder being
     ``records_dir`` or :func:`deid.records.records_folder`'s default (the output folder;
     beside it under ``io.output_names: pseudonym``)."""
@@ -74,8 +75,10 @@ def run_batch(
     paths = [p.path for p in planned]
     protected = frozenset(str(p.resolve()) for p in paths)  # no output may replace any input
     if not paths:
-        raise DeidError(f"no video files found in {', '.join(map(str, inputs))}")
+        raise DeidError(f"no video files found in {', '.join(map(str, inputs))}{_left_out_note(inputs, out_dir)}")
     out = Path(out_dir)
+    if cfg.io.output_names != "pseudonym":
+        planned = _reclaim_plain_names(planned, out, methods, cfg)
     if out.exists() and not out.is_dir():
         raise DeidError(f"--out {out} is a file; give the folder the outputs go to")
     if not dry_run:
@@ -113,11 +116,13 @@ def run_batch(
                                                error=f"the same bytes as {named[item.name]}, whose outputs are {item.name}.*"))
                     continue
                 named[item.name] = p
+            todo = list(methods)
             if skip_existing and not dry_run:
-                why = already_done(p, vout, methods, cfg, item.name, digest)
-                if why:
-                    results.append(VideoResult(input=str(p), status="skipped", error=why))
+                done = done_methods(p, vout, methods, cfg, item.name, digest)
+                if len(done) == len(methods):
+                    results.append(VideoResult(input=str(p), status="skipped", error=SKIPPED_DONE))
                     continue
+                todo = [m for m in methods if m not in done]  # a method added since: only it is rendered
             bar = tqdm(desc=p.name[:30], unit="frame", position=1, leave=False, disable=not show)
 
             def tick(n: int, _bar=bar) -> None:
@@ -125,17 +130,19 @@ def run_batch(
                 overall.update(n)
 
             try:
-                if "swap" in methods and not dry_run:
+                if "swap" in todo and not dry_run:
                     with _swap_session(p, cfg, out) as swap_anon:
                         comp_v = comp.with_anonymizer("swap", swap_anon)
-                        r = process_video(p, vout, list(methods), cfg, components=comp_v, overwrite=overwrite, progress=tick,
+                        r = process_video(p, vout, todo, cfg, components=comp_v, overwrite=overwrite, progress=tick,
                                           name=item.name, protect=protected, input_sha256=digest)
                 else:
-                    r = process_video(p, vout, list(methods), cfg, components=comp, overwrite=overwrite, dry_run=dry_run,
+                    r = process_video(p, vout, todo, cfg, components=comp, overwrite=overwrite, dry_run=dry_run,
                                       progress=tick, name=item.name, protect=protected, input_sha256=digest)
             except DeidError as e:
                 r = VideoResult(input=str(p), status="failed", error=str(e), error_kind=e.kind)
             bar.close()
+            if todo != list(methods):
+                r.skipped_methods = [m for m in methods if m not in todo]
             results.append(r)
             if evaluate and r.status in ("done", "partial"):
                 # the output name (sub-folder and collision-free name) tells videos apart in
@@ -147,6 +154,16 @@ def run_batch(
     return results
 
 
+def _left_out_note(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> str:
+    """Why a folder that holds videos gave none: they are inside the output folder, which
+    is never read as input (outputs would be de-identified again)."""
+    found = [p for p in plan_inputs(inputs) if p.path.exists()]
+    if not found:
+        return ""
+    return (f" ({len(found)} video file(s) there are inside the output folder {out_dir}, which is never read as input; "
+            "give an --out outside the input folder)")
+
+
 def _evaluate(r: VideoResult, cfg: Config, metrics: Path, video_id: str) -> None:
     try:
         from .evaluate import evaluate_outputs
@@ -156,29 +173,70 @@ def _evaluate(r: VideoResult, cfg: Config, metrics: Path, video_id: str) -> None
     evaluate_outputs(r.input, {o.method: o.path for o in r.outputs}, metrics, cfg, video_id=video_id)
 
 
-def already_done(video: Path, out_dir: Path, methods: Sequence[str], cfg: Config, name: str = "", digest: str | None = None) -> str:
-    """Why ``video`` needs no new run into ``out_dir`` (empty when it does): every
-    method's output exists beside an audit record that says it was published (done or
+SKIPPED_DONE = "already done with this input and configuration (--skip-existing)"
+
+
+def done_methods(video: Path, out_dir: Path, methods: Sequence[str], cfg: Config, name: str = "", digest: str | None = None) -> list[str]:
+    """The methods of ``methods`` whose run of ``video`` into ``out_dir`` is already done:
+    the output exists beside an audit record that says it was published (done or
     partial) from an input with this file's sha256, under this configuration's hash."""
     from .config import config_hash
     from .pipeline import audit_path, output_path
 
     chash = config_hash(cfg)
+    done = []
     for m in methods:
         o = output_path(video, out_dir, m, cfg.io.container, name or None)
         a = audit_path(o)
         if not (o.is_file() and a.is_file()):
-            return ""
+            continue
         try:
             rec = json.loads(a.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            return ""
+            continue
         if rec.get("status") not in ("done", "partial") or rec.get("config_hash") != chash:
-            return ""
+            continue
         digest = digest or sha256_file(video)
-        if (rec.get("input") or {}).get("sha256") != digest:
-            return ""
-    return "already done with this input and configuration (--skip-existing)"
+        if (rec.get("input") or {}).get("sha256") == digest:
+            done.append(m)
+    return done
+
+
+def _reclaim_plain_names(planned: Sequence[PlannedInput], out: Path, methods: Sequence[str], cfg: Config) -> list[PlannedInput]:
+    """Inputs that share a name (``visit.mov`` and ``visit.mp4``) are told apart by a hash
+    of their path (:func:`deid.pipeline.plan_inputs`); one of them whose outputs already
+    carry the plain name (from a run before the other was added: its audit record names
+    this file, or these bytes) keeps it, so a rerun finds them (``--skip-existing``)
+    rather than writing the same video again under a second name."""
+    from .pipeline import audit_path, output_path
+
+    taken: set[tuple[str, str]] = set()
+    result = []
+    for item in planned:
+        plain = item.path.stem
+        key = (str(item.subdir), plain)
+        if item.name != plain and key not in taken:
+            for m in methods:
+                a = audit_path(output_path(item.path, out / item.subdir, m, cfg.io.container, plain))
+                try:
+                    rec = json.loads(a.read_text(encoding="utf-8")) if a.is_file() else None
+                except (OSError, ValueError):
+                    rec = None
+                if not rec:
+                    continue
+                inp = rec.get("input") or {}
+                same = bool(inp.get("path")) and Path(str(inp["path"])).resolve() == item.path.resolve()
+                if not same and inp.get("sha256"):
+                    try:
+                        same = os.path.getsize(item.path) > 0 and sha256_file(item.path) == inp["sha256"]
+                    except OSError:
+                        same = False
+                if same:
+                    taken.add(key)
+                    item = PlannedInput(item.path, item.subdir, plain)
+                    break
+        result.append(item)
+    return result
 
 
 def summary_table(results: Sequence[VideoResult]) -> str:
@@ -195,6 +253,8 @@ def summary_table(results: Sequence[VideoResult]) -> str:
             # a video that failed after rendering (e.g. while publishing) has no output to show
             rows.append((Path(r.input).name, o.method, r.status, str(o.frames_written or r.frames_read), fc, leaks, secs,
                          o.path if r.ok else r.error))
+        for m in r.skipped_methods:
+            rows.append((Path(r.input).name, m, "skipped", "-", "-", "-", "-", SKIPPED_DONE))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = []
     for k, row in enumerate(rows):

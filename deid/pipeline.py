@@ -252,6 +252,7 @@ class VideoResult:
     timings: dict[str, float] = field(default_factory=dict)
     plans: list[FramePlan] | None = None  # only when keep_plans=True
     outputs_written: dict[str, int] = field(default_factory=dict)
+    skipped_methods: list[str] = field(default_factory=list)  # already done (--skip-existing): not rendered again
 
     @property
     def ok(self) -> bool:

@@ -30,7 +30,7 @@ _RECORDS = {
     "status.parquet": "an archive's status table: it names every input",
     "summary.parquet": "an evaluation table: it names the inputs",
     "run.json": "the evaluation's run description: it names the inputs",
-    "report.html": "the evaluation report: it shows frames of the original videos",
+    "report.html": "the evaluation report: it names the inputs and shows frames of them (processed) with the original's pose",
     "report_summary.json": "the evaluation report's summary: it names the inputs",
 }
 
@@ -147,22 +147,32 @@ def verify_folder(folder: str | os.PathLike, *, hashes: bool = True,
             add(WARNING, v, "has an audio track (io.keep_audio): voices identify people")
         if t not in tables:
             add(WARNING, v, "no frames table beside it (<name>.frames.parquet: every frame's decision)")
+    tables_in: dict[Path, int] = {}  # an evaluation's metrics/ folder -> its files (one finding for all)
     for p in files:
         if p in known:
             continue
         name = p.name
+        parts = p.relative_to(root).parts
         if PARTIAL_MARK in name:
             add(ERROR, p, "an unfinished temporary of an interrupted run (deid deletes it at its next run in this folder)")
+        elif "metrics" in parts[:-1]:
+            top = root.joinpath(*parts[:parts.index("metrics") + 1])
+            tables_in[top] = tables_in.get(top, 0) + 1
         elif name in _RECORDS:
             add(ERROR, p, _RECORDS[name] + "; keep it with the originals, not in the folder you share")
-        elif "metrics" in p.relative_to(root).parts[:-1] or (p.suffix == ".parquet" and not name.endswith(".frames.parquet")):
-            add(ERROR, p, "an evaluation table or part (metrics/): it names the inputs; keep it with the originals")
+        elif p.suffix == ".parquet" and not name.endswith(".frames.parquet"):
+            add(ERROR, p, "an evaluation table or part: it names the inputs; keep it with the originals")
         elif p in audits:
             add(WARNING, p, "an audit record without its video")
         elif p in tables:
             add(WARNING, p, "a frames table without its video")
         else:
             add(WARNING, p, "not written by deid: check it before sharing")
+    for top, n in tables_in.items():
+        add(ERROR, top, f"the evaluation's tables ({n} file(s)): they name the inputs; keep them with the originals "
+                        "(deid anonymize --evaluate --records DIR, or io.output_names=pseudonym, writes them outside the outputs)")
+    if not rep.outputs and not rep.errors:
+        rep.findings.append(Finding(ERROR, ".", "no de-identified video here: an empty or mistyped folder is not ready to share"))
     if rep.names.get("input"):
         rep.findings.append(Finding(WARNING, ".", f"{rep.names['input']} output(s) named after their inputs "
                                                   "(io.output_names=input): check that no file or folder name identifies a patient"))

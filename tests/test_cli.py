@@ -2,6 +2,7 @@
 backends selected through --set, real everything else)."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -96,6 +97,48 @@ def test_skip_existing_leaves_out_only_identical_work(tmp_path, capsys):
     assert main(["anonymize", str(src), "--out", str(out), "-m", "mask", "--skip-existing", "--overwrite", *FAKES]) == 0
     text = capsys.readouterr().out
     assert "(2 skipped: already done)" in text and probe(out / "a.mask.mp4").frame_count == 14
+
+
+def test_skip_existing_renders_only_a_method_added_since(tmp_path, capsys):
+    make_synthetic_video(tmp_path / "v.mp4", n_frames=12)
+    out = tmp_path / "out"
+    assert main(["anonymize", str(tmp_path / "v.mp4"), "--out", str(out), "-m", "blur", *FAKES]) == 0
+    blur = (out / "v.blur.mp4").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["anonymize", str(tmp_path / "v.mp4"), "--out", str(out), "-m", "blur,mask", "--skip-existing", *FAKES]) == 0
+    text = capsys.readouterr().out
+    assert (out / "v.mask.mp4").is_file() and (out / "v.blur.mp4").stat().st_mtime_ns == blur
+    assert re.search(r"v\.mp4\s+blur\s+skipped", text) and re.search(r"v\.mp4\s+mask\s+done", text)
+    assert json.loads((out / "v.mask.audit.json").read_text())["method"] == "mask"
+
+
+def test_a_video_added_beside_one_of_the_same_name_keeps_the_first_s_outputs(tmp_path, capsys):
+    """visit.mov was de-identified as visit.blur.mp4; visit.mp4 is added to the folder:
+    the two now share a name, the new one gets the path-hash suffix and visit.mov keeps
+    its outputs (a rerun skips it rather than writing it again under a second name)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    make_synthetic_video(src / "visit.mov", n_frames=12)
+    out = tmp_path / "out"
+    assert main(["anonymize", str(src), "--out", str(out), "-m", "mask", *FAKES]) == 0
+    make_synthetic_video(src / "visit.mp4", n_frames=14)
+    capsys.readouterr()
+    assert main(["anonymize", str(src), "--out", str(out), "-m", "mask", "--skip-existing", *FAKES]) == 0
+    assert "(1 skipped: already done)" in capsys.readouterr().out
+    names = sorted(p.name for p in out.glob("*.mask.mp4"))
+    assert len(names) == 2 and "visit.mask.mp4" in names
+    (other,) = [n for n in names if n != "visit.mask.mp4"]
+    assert re.fullmatch(r"visit-[0-9a-f]{8}\.mask\.mp4", other) and probe(out / other).frame_count == 14
+    assert probe(out / "visit.mask.mp4").frame_count == 12
+
+
+def test_inputs_inside_the_output_folder_are_named_in_the_error(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    make_synthetic_video(src / "a.mp4", n_frames=6)
+    assert main(["anonymize", str(src), "--out", str(src), "-m", "mask", *FAKES]) == 1
+    err = capsys.readouterr().err
+    assert "no video files found" in err and "1 video file(s) there are inside the output folder" in err
 
 
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])

@@ -36,8 +36,10 @@ def test_each_problem_is_found(released, tmp_path):
         fh.write(b"\0")
     shutil.copy(src, out / "extra.mp4")  # a video deid did not write: the original itself
     (out / "status.parquet").write_bytes(b"PAR1")  # records that name the inputs
-    (out / "metrics").mkdir()
-    (out / "metrics" / "part-0.parquet").write_bytes(b"PAR1")
+    (out / "metrics" / "perframe").mkdir(parents=True)
+    for k in range(3):  # the evaluation's tables: one finding for the folder, not one a part
+        (out / "metrics" / "perframe" / f"part-{k}.parquet").write_bytes(b"PAR1")
+    (out / "metrics" / "run.json").write_text("{}")
     (out / "report.html").write_text("<html>")
     (out / ".x.mp4.partial-123-abcd.mp4").write_bytes(b"")  # an interrupted run's temporary
     (out / "notes.txt").write_text("hello")
@@ -51,7 +53,9 @@ def test_each_problem_is_found(released, tmp_path):
     assert (blur.name, "changed since deid wrote it") in errors
     assert ("extra.mp4", "no audit record beside it: nothing says deid de-identified it") in errors
     assert any(p == "status.parquet" for p, _ in errors) and any(p == "report.html" for p, _ in errors)
-    assert any(p == "metrics/part-0.parquet" for p, _ in errors)
+    assert [f.what for f in rep.errors if f.path.startswith("metrics")] == [
+        "the evaluation's tables (4 file(s)): they name the inputs; keep them with the originals (deid anonymize --evaluate "
+        "--records DIR, or io.output_names=pseudonym, writes them outside the outputs)"]
     assert any(p.startswith(".x.mp4.partial-") for p, _ in errors)
     assert any(p == mask.name and w.startswith("the leak audit found 2 face(s)") for p, w in errors)
     assert any(p == mask.name and w.startswith("3 frame(s) with a person and no head region") for p, w in errors)
@@ -89,3 +93,14 @@ def test_cli_exit_codes(released, capsys):
     assert d["ok"] and d["findings"][0]["path"] == "notes.txt"
     assert main(["verify", str(out / "notes.txt")]) == 1
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_a_folder_without_de_identified_videos_is_not_ready(tmp_path, capsys):
+    """An empty or mistyped folder (or one holding only files deid did not write) must
+    not pass as "ready to share"."""
+    (tmp_path / "empty").mkdir()
+    assert main(["verify", str(tmp_path / "empty")]) == 1
+    assert "0 de-identified video(s) verified; 1 error(s)" in capsys.readouterr().out
+    (tmp_path / "empty" / "notes.txt").write_text("hello")
+    rep = verify_folder(tmp_path / "empty")
+    assert not rep.ok and [f.what.split(":")[0] for f in rep.errors] == ["no de-identified video here"]

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
 from . import add_config_args, load_cfg
+
+log = logging.getLogger("deid")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -73,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     if overrides:
         cfg = cfg.replace(*overrides)
     methods = parse_methods(args.method)
+    if args.records and not args.evaluate:
+        log.warning("--records %s: nothing to keep there without --evaluate (the outputs' audit records stay beside them)", args.records)
     results = run_batch(
         args.inputs,
         args.out,
@@ -93,8 +98,9 @@ def run(args: argparse.Namespace) -> int:
     if args.evaluate and published:
         from ..records import records_folder
 
-        metrics = records_folder(args.out, cfg.io.output_names, args.records) / "metrics"
-        print(f"evaluation tables: {metrics} (HTML report: deid report {metrics} --out report.html)", file=sys.stderr)
+        records = records_folder(args.out, cfg.io.output_names, args.records)
+        print(f"evaluation tables: {records / 'metrics'} (HTML report: deid report {records / 'metrics'} --out {records / 'report.html'})",
+              file=sys.stderr)
     if cfg.io.output_names == "pseudonym" and not args.json and published:
         print(f"before sharing {args.out}: deid verify {args.out}", file=sys.stderr)
     failed = [r for r in results if not r.ok]
