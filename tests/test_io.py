@@ -386,6 +386,20 @@ class _IO:
     crf, preset, timing = 23, "ultrafast", "keep"
 
 
+def test_a_millisecond_clock_is_not_a_variable_frame_rate():
+    """30 fps on Matroska's millisecond clock steps 33, 33, 34 ms (as the shared pancake
+    clip does), and so does its copy on a 1/16000 time base: constant. One dropped frame
+    or a rate change is variable."""
+    from deid.io.probe import _is_vfr
+
+    ms = np.round(np.arange(310) * 1000 / 30).astype(np.int64)
+    assert not _is_vfr(ms, Fraction(1, 1000)) and not _is_vfr(ms * 16, Fraction(1, 16000))
+    dropped = np.delete(ms, 150) * 16
+    assert _is_vfr(dropped, Fraction(1, 16000))
+    changed = np.concatenate([ms[:100], ms[99] + np.round(np.arange(1, 101) * 1000 / 24).astype(np.int64)])
+    assert _is_vfr(changed, Fraction(1, 1000))
+
+
 def test_decord_decoder_keeps_the_stream_timestamps(tmp_path):
     """With io.decoder=decord the frames carry the stream's own timestamps (what the
     writer keeps), not milliseconds read as stream ticks; a VFR clip keeps its gaps."""
