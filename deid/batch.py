@@ -251,7 +251,10 @@ def summary_table(results: Sequence[VideoResult]) -> str:
             leaks = str(o.leak.get("leaks", "-")) if o.leak else "-"
             fc = str(r.counts.get("frames_fail_closed", "-")) if r.counts else "-"
             # a video that failed after rendering (e.g. while publishing) has no output to show
-            rows.append((Path(r.input).name, o.method, r.status, str(o.frames_written or r.frames_read), fc, leaks, secs,
+            frames = o.frames_written or r.frames_read
+            if r.status == "planned":  # nothing read yet: the frames the input holds
+                frames = r.info.frame_count if r.info else 0
+            rows.append((Path(r.input).name, o.method, r.status, str(frames), fc, leaks, secs,
                          o.path if r.ok else r.error))
         for m in r.skipped_methods:
             rows.append((Path(r.input).name, m, "skipped", "-", "-", "-", "-", SKIPPED_DONE))
@@ -261,6 +264,12 @@ def summary_table(results: Sequence[VideoResult]) -> str:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
         if k == 0:
             lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 14)
+    n_plan = sum(r.status == "planned" for r in results)
+    if n_plan:
+        lines.append(f"dry run: {n_plan} video(s) would be de-identified (beside each output its <name>.audit.json and "
+                     f"<name>.frames.parquet); nothing was written" + (f"; {len(results) - n_plan} would fail or be skipped"
+                                                                        if n_plan < len(results) else ""))
+        return "\n".join(lines)
     n_ok = sum(r.ok for r in results)
     n_skip = sum(r.status == "skipped" and r.error.startswith("already done") for r in results)
     n_same = sum(r.status == "skipped" for r in results) - n_skip

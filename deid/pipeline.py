@@ -568,6 +568,15 @@ def expected_frames(frames_read: int, counts: dict[str, int], cfg: Config) -> in
     return frames_read - (counts.get("frames_fail_closed", 0) if cfg.track.fail_closed == "drop" else 0)
 
 
+#: what to change when the leak audit refuses a method's output
+_STRONGER = {
+    "blur": "Raise anonymize.blur.strength (sigma as a fraction of the head region)",
+    "pixelate": "Lower anonymize.pixelate.blocks (fewer blocks across the head)",
+    "mask": "Check the frames named (a mask hides what its region covers: a face outside every region was missed)",
+    "swap": "Train longer (swap.max_minutes) or choose another donor",
+}
+
+
 def finalize_outputs(
     src: str,
     tmp: dict[str, Path],
@@ -607,7 +616,7 @@ def finalize_outputs(
             if rep["leaks"] > 0 and cfg.audit.on_leak == "fail":
                 raise LeakDetectedError(
                     f"{src}: leak audit found {rep['leaks']} face(s) in the {m} output still matching the input "
-                    f"(frames {rep['leak_frames'][:10]}); nothing was written. Raise anonymize.{m} strength or "
+                    f"(frames {rep['leak_frames'][:10]}); nothing was written. {_STRONGER.get(m, 'Use a stronger method')} or "
                     "set audit.on_leak=flag to keep the output for inspection"
                 )
         timings.add("leak_audit", time.perf_counter() - t_l)

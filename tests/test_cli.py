@@ -66,6 +66,8 @@ def test_dry_run_and_overwrite(inputs, tmp_path, capsys):
     out = tmp_path / "o"
     assert main(["anonymize", str(inputs / "good.mp4"), "--out", str(out), "-m", "pixelate", "--dry-run", *FAKES]) == 0
     assert not out.exists()
+    text = capsys.readouterr().out
+    assert "dry run: 1 video(s) would be de-identified" in text and "nothing was written" in text and "succeeded" not in text
     assert main(["anonymize", str(inputs / "good.mp4"), "--out", str(out), "-m", "pixelate", *FAKES]) == 0
     assert main(["anonymize", str(inputs / "good.mp4"), "--out", str(out), "-m", "pixelate", *FAKES]) == 1
     assert "--overwrite" in capsys.readouterr().err

@@ -107,7 +107,7 @@ def test_leak_audit_blocks_publication(clip, tmp_path):
     CFG_SMALL = CFG.replace("audit.min_face_px=16")
     res = process_video(clip.path, tmp_path, ["blur"], CFG_SMALL, components=comp)
     assert res.status == "failed" and res.error_kind == "leak"
-    assert "leak audit" in res.error
+    assert "leak audit" in res.error and "Raise anonymize.blur.strength" in res.error  # the key to change, spelt as --set takes it
     assert list(tmp_path.iterdir()) == [], "nothing may be published when the audit finds a leak"
     # with on_leak=flag the output is kept and marked
     cfg = CFG_SMALL.replace("audit.on_leak=flag")
