@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -131,10 +132,15 @@ def run_batch(
 
             try:
                 if "swap" in todo and not dry_run:
+                    t_train = time.perf_counter()
                     with _swap_session(p, cfg, out) as swap_anon:
+                        t_train = time.perf_counter() - t_train
                         comp_v = comp.with_anonymizer("swap", swap_anon)
                         r = process_video(p, vout, todo, cfg, components=comp_v, overwrite=overwrite, progress=tick,
                                           name=item.name, protect=protected, input_sha256=digest)
+                    # the patient's model is part of this video's cost (the summary's seconds)
+                    r.timings["swap_training"] = round(t_train, 4)
+                    r.timings["total"] = r.timings.get("total", 0.0) + t_train
                 else:
                     r = process_video(p, vout, todo, cfg, components=comp, overwrite=overwrite, dry_run=dry_run,
                                       progress=tick, name=item.name, protect=protected, input_sha256=digest)

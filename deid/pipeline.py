@@ -568,6 +568,17 @@ def expected_frames(frames_read: int, counts: dict[str, int], cfg: Config) -> in
     return frames_read - (counts.get("frames_fail_closed", 0) if cfg.track.fail_closed == "drop" else 0)
 
 
+def _warn_mostly_masked(src: str, stats: dict[str, Any]) -> None:
+    """A swap output whose faces are mostly masked (the gate found the swapped face still
+    too close to the patient, or the swap failed) is safe but not what was asked for."""
+    faces = int(stats.get("faces") or 0)
+    masked = int(stats.get("faces_masked_gate") or 0) + int(stats.get("faces_masked_swap_failed") or 0)
+    if faces and masked > faces / 2:
+        log.warning("%s: the swap replaced %d of %d face(s); %d were masked instead (the gate found the swapped face still "
+                    "near the patient's, or the swap failed: an undertrained model, e.g. a short swap.max_minutes; see the "
+                    "audit record's anonymizer_stats)", src, int(stats.get("faces_swapped") or 0), faces, masked)
+
+
 #: what to change when the leak audit refuses a method's output
 _STRONGER = {
     "blur": "Raise anonymize.blur.strength (sigma as a fraction of the head region)",
@@ -624,6 +635,8 @@ def finalize_outputs(
     chash = config_hash(cfg)
     for m in methods:
         stats = comp.anonymizers[m].stats() if hasattr(comp.anonymizers[m], "stats") else {}
+        if m == "swap":
+            _warn_mostly_masked(src, stats)
         res.outputs.append(MethodOutput(m, str(outs[m]), str(audit_path(outs[m])), res.outputs_written[m], leak_reports.get(m, {}), stats,
                                         sha256_file(tmp[m]), out_info[m].has_audio))
     res.status = "partial" if res.status == "partial" else "done"

@@ -503,3 +503,15 @@ def test_the_audit_grows_with_the_video_and_has_the_plans_of_its_frames(clip, tm
     la = res.outputs[0].leak
     assert seen["cfg"].sample_frames == 15 and la["checked_frames"] == 15 + la["risk_frames"]
     assert seen["plans"] == set(deid.audit.sample_indices(36, 15))
+
+
+def test_a_swap_output_mostly_masked_is_warned_about(caplog):
+    """A short swap training leaves the gate masking most faces: safe, but not what was
+    asked for, so the run says so (an archive's finalize shares this code)."""
+    from deid.pipeline import _warn_mostly_masked
+
+    with caplog.at_level("WARNING", logger="deid.pipeline"):
+        _warn_mostly_masked("p.mp4", {"faces": 200, "faces_swapped": 12, "faces_masked_gate": 188})
+        _warn_mostly_masked("q.mp4", {"faces": 200, "faces_swapped": 150, "faces_masked_gate": 40, "faces_masked_swap_failed": 10})
+    (msg,) = [r.getMessage() for r in caplog.records]
+    assert msg.startswith("p.mp4: the swap replaced 12 of 200 face(s); 188 were masked instead")
