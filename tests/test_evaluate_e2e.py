@@ -251,6 +251,9 @@ def test_inputs_that_cannot_be_compared_are_refused(clips, tmp_path):
         evaluate_outputs(clips["original"], {"big": tmp_path / "patient.big.mp4"}, tmp_path / "m", CFG, progress=False)
     with pytest.raises(InvalidInputError, match="not allowed"):
         evaluate_outputs(clips["original"], {"original": clips["copy"]}, tmp_path / "m", CFG, progress=False)
+    with pytest.raises(InvalidInputError, match="no such file"):
+        evaluate_outputs(tmp_path / "missing.mp4", {"copy": clips["copy"]}, tmp_path / "m", CFG, progress=False)
+    assert not (tmp_path / "m").exists(), "a refused evaluation leaves no (empty) metrics folder"
     # max_frames evaluates the first frames only
     res = evaluate_outputs(clips["original"], {"copy": clips["copy"]}, tmp_path / "m2",
                            CFG.replace("evaluate.max_frames=10"), distractors=[], progress=False)

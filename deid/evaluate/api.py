@@ -132,7 +132,6 @@ def evaluate_outputs(
     original = str(original)
     vid = video_id or Path(original).stem
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
 
     info_o = probe(original)
     infos = {m: probe(p) for m, p in processed.items()}
@@ -143,6 +142,7 @@ def evaluate_outputs(
                 "keypoints are compared in pixels, so outputs must keep the original's frame size"
             )
     n = _frames_to_evaluate(original, info_o, infos, ev.max_frames)
+    out.mkdir(parents=True, exist_ok=True)  # after the inputs are checked: a refused call leaves no empty folder
     mdl = models or EvalModels.cached(cfg)
     from ..identity import effective_threshold
 
