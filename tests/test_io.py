@@ -647,7 +647,7 @@ def test_writer_names_a_full_disk_and_the_output_not_the_temporary():
         for _ in range(60):
             w.write(np.zeros((48, 64, 3), np.uint8))
         w.close()
-    assert str(e.value) == "clip.mp4: blur output: write failed: No space left on device"
+    assert str(e.value) == "clip.mp4: blur output: cannot write to /dev: No space left on device"
     assert e.value.kind == "output_write"
     w.abort()
 

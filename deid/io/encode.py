@@ -207,7 +207,8 @@ class VideoWriter:
     def _error(self, e: Exception, what: str) -> Exception:
         """A full, read-only or over-quota disk as such (naming the output, not the
         hidden temporary FFmpeg was writing); anything else as an encoder error."""
-        return storage_error(e, f"{self.label}: write failed") or VideoEncodeError(f"{self.label}: {what} ({e})")
+        where = os.path.dirname(self.path) or "."  # the folder (its disk), not the hidden temporary's name
+        return storage_error(e, f"{self.label}: cannot write to {where}") or VideoEncodeError(f"{self.label}: {what} ({e})")
 
     def close(self) -> None:
         if self._out is None:
