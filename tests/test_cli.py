@@ -356,3 +356,12 @@ def test_a_closed_pipe_is_not_an_error(tmp_path):
     p.stdout.close()
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 141 and err == "", err
+
+
+@pytest.mark.parametrize("cmd", ["anonymize", "archive", "verify", "overlays", "evaluate", "report", "swap", "donor", "demo"])
+def test_help_shows_no_rest_markup(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([cmd, "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert f"deid {cmd}" in text and "``" not in text

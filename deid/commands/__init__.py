@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -36,3 +37,7 @@ def run_ray_job(argv: list[str]) -> int:
     except KeyboardInterrupt:  # the job got the same SIGINT; it says how to resume
         return 130
 
+
+def help_text(doc: str | None) -> str:
+    """A module docstring as ``--help`` shows it: without the reST double backquotes."""
+    return re.sub(r"``([^`]+)``", r"\1", doc or "")

@@ -14,7 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import add_config_args, load_cfg
+from . import add_config_args, help_text, load_cfg
 
 log = logging.getLogger("deid")
 
@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "anonymize",
         help="de-identify videos (blur, pixelate, mask, swap)",
-        description=__doc__,
+        description=help_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files or folders (searched recursively)")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_config_args
+from . import add_config_args, help_text
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,7 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "archive",
         help="de-identify a whole archive on Ray (manifest, segments, status table, resume)",
-        description=__doc__,
+        description=help_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(p)

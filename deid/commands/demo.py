@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from . import help_text
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MEDIA = REPO / "demo_media"
 
@@ -29,7 +31,7 @@ DEMO_DONOR = "demo-talking-head"  # a sharp frontal face: keeps more head pose t
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the full pipeline on the shipped demo clips (make demo)", description=__doc__,
+    p = sub.add_parser("demo", help="run the full pipeline on the shipped demo clips (make demo)", description=help_text(__doc__),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
     p.add_argument("--media", default=str(DEFAULT_MEDIA), help="folder with the demo clips (default: the repo's demo_media/)")

@@ -16,10 +16,12 @@ import json
 import sys
 from pathlib import Path
 
+from . import help_text
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("overlays", help="find burnt-in text (name / date banners) to fill with anonymize.fixed_regions",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=help_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files or folders (searched recursively)")
     p.add_argument("--samples", type=int, default=24, help="frames sampled per video (default 24)")
     p.add_argument("--share", type=float, default=0.5, help="a letter must be found in this share of them (default 0.5)")

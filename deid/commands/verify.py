@@ -13,10 +13,12 @@ import argparse
 import json
 import sys
 
+from . import help_text
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("verify", help="check an output folder before sharing it (audit records, hashes, leaks, stray records)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=help_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folders", nargs="+", metavar="DIR")
     p.add_argument("--no-hash", action="store_true", help="do not re-hash the outputs (quicker; a changed file goes unnoticed)")
     p.add_argument("--strict", action="store_true", help="fail on warnings too")

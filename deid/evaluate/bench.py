@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..commands import help_text
+
 REPO = Path(__file__).resolve().parents[2]
 PANCAKE = REPO / "demo_media" / "flipping_a_pancake.mp4"
 TALKING = REPO / "demo_media" / "talking_head_1.mp4"
@@ -57,7 +59,7 @@ def _clock(fn, n_items: int, label: str, unit: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=help_text(__doc__).splitlines()[0])
     ap.add_argument("--frames", type=int, default=96, help="frames for the pose and detector timings")
     ap.add_argument("--faces", type=int, default=32, help="faces for the embedding timing")
     ap.add_argument("--chunk", type=int, default=32, help="frames per model call (io.chunk_size)")

@@ -14,6 +14,8 @@ import argparse
 import json
 import sys
 
+from ..commands import help_text
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..commands import add_config_args
@@ -21,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
         help="measure pose preservation (OKS AP) and re-identification of de-identified videos",
-        description=__doc__,
+        description=help_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--original", required=True, metavar="VIDEO", help="the original video (its poses are the ground truth)")

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..commands import help_text
+
 DEFAULT_VIDEO = Path(os.environ.get("DEID_SHARED_MEDIA", Path(__file__).resolve().parents[2].parent / "shared" / "media")) / "video/talking/talking_head_1.mp4"
 if not DEFAULT_VIDEO.is_file():  # the repo's own copy (re-encoded 256 x 256)
     DEFAULT_VIDEO = Path(__file__).resolve().parents[2] / "demo_media" / "talking_head_1.mp4"
@@ -40,7 +42,7 @@ def letterbox(frame: np.ndarray, width: int = 640, height: int = 360) -> np.ndar
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=help_text(__doc__).splitlines()[0])
     ap.add_argument("--video", default=str(DEFAULT_VIDEO))
     ap.add_argument("--frames", type=int, default=64)
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32])

@@ -19,6 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..commands import help_text
+
 DEFAULT_VIDEO = Path(__file__).resolve().parents[2].parent / "shared" / "media" / "video" / "flipping_a_pancake.mkv"
 
 
@@ -58,7 +60,7 @@ def bench(name: str, make, frames: list[np.ndarray], warmup: int = 5, batch: int
 def main(argv: list[str] | None = None) -> list[dict]:
     from .mediapipe_backend import MediapipeHolisticEstimator, MediapipePoseEstimator
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=help_text(__doc__).splitlines()[0])
     ap.add_argument("--video", default=str(DEFAULT_VIDEO))
     ap.add_argument("--frames", type=int, default=150)
     ap.add_argument("--size", default="640x360")

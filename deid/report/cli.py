@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 
+from ..commands import help_text
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report",
         help="write the HTML report (+ JSON summary) of an evaluation",
-        description=__doc__,
+        description=help_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("metrics_dir", metavar="METRICS_DIR", help="directory written by `deid evaluate --out`")

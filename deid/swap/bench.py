@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from ..commands import help_text
+
 MEDIA = Path(os.environ.get("DEID_SHARED_MEDIA", Path(__file__).resolve().parents[3] / "shared" / "media"))
 DEMO_PATIENT = MEDIA / "video" / "talking" / "talking_head_1.mp4"
 
@@ -271,7 +273,7 @@ def bench_sides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m deid.swap.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m deid.swap.bench", description=help_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", nargs="?", default="all", choices=("train", "convert", "sides", "all"))
     p.add_argument("--patient", type=Path, default=DEMO_PATIENT)
     p.add_argument("--donor", default="demo-carphone")

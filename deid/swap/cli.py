@@ -16,12 +16,37 @@ from __future__ import annotations
 
 import argparse
 
+from ..commands import help_text
+
+
+_SWAP_HELP = help_text("""``deid swap train``: train and keep a patient's face-swap model.
+
+    deid swap train --patient visit1.mp4 --donor jane --out /secure/models/p017
+    deid anonymize visit1.mp4 --out out/ --method swap --set swap.model_dir=/secure/models/p017
+
+``deid anonymize --method swap --donor NAME`` trains a model per video and deletes it
+afterwards; ``deid swap train`` is for keeping a model on purpose (it is written with
+mode 0700 and a warning: it can re-create the patient's face).
+""")
+
+_DONOR_HELP = help_text("""``deid donor add|list|check|pretrain``: the consenting people whose face the swap puts on patients.
+
+    deid donor add jane --video jane.mp4 --consent-by "Jane Doe" --expires 2027-01-31
+    deid donor list
+    deid donor check jane
+    deid donor pretrain demo-carphone --minutes 10
+
+Each donor has a consent record (who consented, scope, expiry); a swap with a donor whose
+record is missing, revoked, expired or out of scope is refused before any patient data
+is touched.
+""")
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..commands import add_config_args
 
     # --------------------------------------------------------------- swap
-    sp = sub.add_parser("swap", help="train a per-patient face-swap model", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp = sub.add_parser("swap", help="train a per-patient face-swap model", description=_SWAP_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     ssub = sp.add_subparsers(dest="swap_command", metavar="ACTION")
     t = ssub.add_parser("train", help="train the swap model for one patient against a donor")
     t.add_argument("--patient", nargs="+", required=True, metavar="VIDEO", help="the patient's video(s)")
@@ -37,7 +62,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.set_defaults(func=_help(sp))
 
     # --------------------------------------------------------------- donor
-    dp = sub.add_parser("donor", help="manage consenting face-swap donors", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    dp = sub.add_parser("donor", help="manage consenting face-swap donors", description=_DONOR_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     dsub = dp.add_subparsers(dest="donor_command", metavar="ACTION")
     a = dsub.add_parser("add", help="register a donor with a consent record")
     a.add_argument("name", help="donor name: lower-case letters, digits, '.', '_' or '-'")
@@ -191,7 +216,7 @@ def run_donor_list(args: argparse.Namespace) -> int:
         return 0
     print(f"donor library: {lib.root}")
     for r in rows:
-        print(f"  {r['name']:<20} {r['status']:<10} expires {r['expires'] or '-':<10} media {r['media']:<3} {r['kind']:<21} {r['who'][:60]}")
+        print(f"  {r['name']:<20} {r['status']:<10} expires {r['expires'] or '-':<10} media {r['media']:<3} {r['kind']:<21} {r['who']}")
     return 0
 
 
