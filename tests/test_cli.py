@@ -227,6 +227,10 @@ def test_probe_command(inputs, capsys):
     assert main(["probe", "--json", str(inputs / "good.mp4"), str(inputs / "bad.mp4")]) == 1
     line = capsys.readouterr().out.splitlines()[0]
     assert json.loads(line)["frame_count"] == 24
+    # a folder: every video in it, as deid anonymize finds them
+    assert main(["probe", "--json", str(inputs)]) == 1  # bad.mp4 is in it
+    out = capsys.readouterr()
+    assert [Path(json.loads(x)["path"]).name for x in out.out.splitlines()] == ["good.mp4"] and "bad.mp4" in out.err
 
 
 def test_library_never_imports_ray():

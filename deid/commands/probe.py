@@ -1,4 +1,5 @@
-"""``deid probe VIDEO...``: what a video is (size, rate, frames, rotation, audio, VFR)."""
+"""``deid probe VIDEO|FOLDER...``: what a video is (size, rate, frames, rotation, audio, VFR);
+folders are searched recursively, as by ``deid anonymize``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("probe", help="describe videos (size, fps, frames, rotation, audio, VFR)")
-    p.add_argument("videos", nargs="+", metavar="VIDEO")
+    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files, or folders (searched recursively by extension)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=run)
 
@@ -18,8 +19,14 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import DeidError
     from ..io import probe
 
+    from ..pipeline import discover_inputs
+
     rc = 0
-    for v in args.videos:
+    videos = discover_inputs(args.videos)
+    if not videos:
+        print(f"deid: error: no video files found in {', '.join(args.videos)}", file=sys.stderr)
+        return 1
+    for v in videos:
         try:
             info = probe(v)
         except DeidError as e:
