@@ -251,7 +251,7 @@ def summary_table(results: Sequence[VideoResult]) -> str:
     for r in results:
         secs = f"{r.timings.get('total', 0):.1f}"
         if not r.outputs:
-            rows.append((Path(r.input).name, "-", r.status, str(r.frames_read), "-", "-", secs, r.error))
+            rows.append((Path(r.input).name, "-", r.status, str(r.frames_read or "-"), "-", "-", secs, r.error))
             continue
         for o in r.outputs:
             leaks = str(o.leak.get("leaks", "-")) if o.leak else "-"
