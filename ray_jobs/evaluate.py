@@ -248,5 +248,10 @@ def evaluate_archive(run: Any, cfg: Any, *, echo: Callable[[str], None] = print)
             d.rmdir()  # only when empty
         except OSError:
             pass
+    # the manifest's failed videos and outputs, which have no audit record to report them
+    from deid.evaluate.store import write_failures
+
+    for vid in [e.video_id for e in run.manifest.entries] + [err.video_id for err in run.manifest.errors]:
+        write_failures(metrics, vid, [r for (v, _m), r in run.status.rows.items() if v == vid])
     aggregate(metrics)
     return metrics

@@ -341,3 +341,25 @@ def test_the_ray_identity_stage_also_clears_a_failed_re_evaluation(clips, tmp_pa
     aggregate(m)
     assert list(m.rglob("method=mask")) == []
     assert clear_method_scores(m, vid) >= 3 and list(m.rglob("method=original")) == []  # every method of the video
+
+
+def test_an_archive_s_failures_reach_the_report_s_status_table_and_leave_it_when_fixed(tmp_path):
+    from types import SimpleNamespace
+
+    import pyarrow.parquet as pq
+
+    from deid.evaluate import aggregate
+    from deid.evaluate.store import write_failures
+    from deid.metrics.schemas import status_rows
+
+    res = SimpleNamespace(input="a.mp4", status="failed", error="a.mp4: no such file", error_kind="invalid_input",
+                          frames_read=0, counts={}, timings={}, outputs=[])
+    failed = [dict(r, output_path=None) for r in status_rows(res, video="ward__a", input_sha256="", config_hash="", deid_version="x")]
+    m = tmp_path / "m"
+    write_failures(m, "ward__a", failed)
+    aggregate(m)
+    st = pq.read_table(m / "status.parquet").to_pandas()
+    assert list(zip(st.video, st.method, st.state)) == [("ward__a", "", "failed")]
+    write_failures(m, "ward__a", [])  # fixed since (its outputs' rows come from their audit records)
+    aggregate(m)
+    assert pq.read_table(m / "status.parquet").num_rows == 0

@@ -101,6 +101,9 @@ def test_archive_two_done_one_failed_then_rerun_does_nothing(ray_cluster, archiv
                                                    ("ward__beta", "original"), ("ward__beta", "pixelate")]
     for kind in ("keypoints", "identity", "perframe"):
         assert (out / "metrics" / kind / "video=alpha" / "method=mask").is_dir()
+    # the failed video, which has no audit record, is in the report's status table too
+    mst = pq.read_table(out / "metrics" / "status.parquet").to_pandas()
+    assert ("gamma", "", "failed") in set(zip(mst.video, mst.method, mst.state))
     cfg = Config().replace(*[s for s in FAKE if not s.startswith("ray.")])
     ref = evaluate_outputs(archive / "alpha.mp4", {m: out / f"alpha.{m}.mp4" for m in ("blur", "mask")},
                            out.parent / "ref_metrics", cfg, progress=False)

@@ -31,7 +31,7 @@ import logging
 import os
 import urllib.parse
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import InvalidInputError
 
@@ -192,6 +192,24 @@ def write_status_from_audits(metrics_dir: str | os.PathLike, video: str, process
             rows += status_rows_from_audit(video, m, rec)
     write_status(metrics_dir, rows)
     return audits
+
+
+def write_failures(metrics_dir: str | os.PathLike, video: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    """An archive's failed rows of ``video`` (its status table's, state ``failed``) in
+    the status table the report reads, so a video that never produced an output is in
+    the report's status section and verdict, not left out. The video's earlier
+    whole-video failure row (method ``""``) is removed first, so one fixed since does
+    not stay failed there."""
+    import shutil
+
+    from ..metrics.schemas import schema
+
+    d = _partition_dir(Path(metrics_dir) / PARTS, "status", video, "")
+    if d.is_dir():
+        shutil.rmtree(d, ignore_errors=True)
+    names = set(schema("status").names)
+    keep = [{k: v for k, v in r.items() if k in names} for r in rows if r.get("state") == "failed"]
+    write_status(metrics_dir, keep)
 
 
 def read_audit(path: str | os.PathLike) -> dict[str, Any] | None:
