@@ -178,18 +178,30 @@ class IdentityStage:
         })
 
 
-def _needs_evaluation(metrics_dir: Path, vid: str, outputs: dict[str, str]) -> bool:
-    """No run.json entry for the video yet, or an output newer than its entry."""
+def _scoring_settings(cfg_dict: dict) -> dict:
+    """The settings an evaluation's numbers depend on: the evaluate section, and the
+    leak rule's margin and smallest face (deid.evaluate.api's scoring)."""
+    audit = cfg_dict.get("audit") or {}
+    return {"evaluate": cfg_dict.get("evaluate"), "null_margin": audit.get("null_margin"), "min_face_px": audit.get("min_face_px")}
+
+
+def _needs_evaluation(metrics_dir: Path, vid: str, outputs: dict[str, str], cfg: Any = None) -> bool:
+    """No run.json entry for the video yet, an output newer than its entry, or (with
+    ``cfg``) evaluation settings other than the entry's."""
     from deid.evaluate.store import video_entry_path
 
     entry = video_entry_path(metrics_dir, vid)
     if not entry.is_file():
         return True
     try:
-        old = json.loads(entry.read_text()).get("processed") or {}
-    except (OSError, ValueError):
+        data = json.loads(entry.read_text())
+        old = data.get("processed") or {}
+        old_cfg = (data.get("run") or {}).get("config") or {}
+    except (OSError, ValueError, AttributeError):
         return True
     if old != outputs:
+        return True
+    if cfg is not None and _scoring_settings(old_cfg) != _scoring_settings(json.loads(json.dumps(cfg.to_dict()))):
         return True
     t = entry.stat().st_mtime
     return any(Path(p).stat().st_mtime > t for p in outputs.values())
@@ -224,7 +236,7 @@ def evaluate_archive(run: Any, cfg: Any, *, echo: Callable[[str], None] = print)
             if r.get("state") in DONE_STATES and p.is_file():
                 outs[m] = str(p)
                 frames = max(frames, int(r.get("frames_written") or 0))
-        if outs and _needs_evaluation(metrics, e.video_id, outs):
+        if outs and _needs_evaluation(metrics, e.video_id, outs, cfg):
             jobs[e.video_id] = {"video": e.video_id, "job": json.dumps({"original": e.video, "processed": outs, "work": str(work)})}
             cap = cfg.evaluate.max_frames
             work_of[e.video_id] = (min(frames, cap) if cap > 0 else frames, len(outs))

@@ -121,6 +121,13 @@ def test_archive_two_done_one_failed_then_rerun_does_nothing(ray_cluster, archiv
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes, "a rerun rewrites no output"
     assert _metrics(out) == metrics
     _check_status(out)
+    # other evaluation settings: the outputs stand, their evaluation is redone
+    assert _main(archive / "manifest.csv", out, "ray.evaluate=true", "evaluate.max_frames=20") == 1
+    captured = capsys.readouterr()
+    assert "evaluating 2 video(s)" in captured.out + captured.err
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    summ = pq.read_table(out / "metrics" / "summary.parquet").to_pandas()
+    assert set(summ.frames) == {20}
 
 
 @pytest.mark.parametrize("stage", ["render", "finalize"])
