@@ -674,12 +674,15 @@ def swap_storage(cfg: Config, work_root: str | os.PathLike) -> Path:
 
 
 def swap_model_name(patient: str, key: str) -> str:
-    """The folder name of a patient's swap model (and its Ray Train run): ``swap-<patient>-<key>``."""
+    """The folder name of a patient's swap model (and its Ray Train run):
+    ``swap-<hash of the patient id>-<key>``. Not the id itself: patient ids are often
+    record numbers, and Ray Train names a folder of its own after the run (under the
+    Ray session's ``artifacts/``, readable by every user of the node)."""
     return f"{swap_model_prefix(patient)}{key}"
 
 
 def swap_model_prefix(patient: str) -> str:
-    return "swap-" + (re.sub(r"[^A-Za-z0-9._-]+", "_", patient)[:64] or "patient") + "-"
+    return "swap-" + hashlib.sha256(f"deid-patient:{patient}".encode()).hexdigest()[:12] + "-"
 
 
 #: how an archive's error names its records folder (deid.records)

@@ -18,6 +18,7 @@ from deid.archive import (
     plan_video,
     render_planned_segment,
     run_archive_in_process,
+    swap_model_name,
 )
 from deid.config import Config
 from deid.io import probe, scan_stream
@@ -180,7 +181,7 @@ def test_one_job_per_output_folder_and_a_complete_run_sweeps_killed_runs_leftove
     stale_seg = work / "one-0123456789ab-oldkey" / "seg-00000.blur.mp4"
     stale_seg.parent.mkdir(parents=True)
     stale_seg.write_bytes(b"old segment")
-    crops = work / "swap" / "models" / "swap-p1-0123456789ab" / "faces" / "patient.npz"
+    crops = work / "swap" / "models" / swap_model_name("p1", "0123456789ab") / "faces" / "patient.npz"
     crops.parent.mkdir(parents=True)
     crops.write_bytes(b"biometric")
     # interrupted (not every video reached an end state): the leftovers stay for the rerun
@@ -193,8 +194,9 @@ def test_one_job_per_output_folder_and_a_complete_run_sweeps_killed_runs_leftove
     assert not work.exists(), "a complete run deletes every private leftover, the lock included"
     # an explicit swap storage elsewhere: models of this manifest's patients are swept
     store = tmp_path / "store"
-    other = store / "models" / "swap-someone-else-0123456789ab"
-    mine = store / "ray_train" / "swap-p1-0123456789ab"
+    other = store / "models" / swap_model_name("someone-else", "0123456789ab")
+    mine = store / "ray_train" / swap_model_name("p1", "0123456789ab")
+    assert "p1" not in mine.name  # patient ids are often record numbers: not in folder names
     for d in (other, mine):
         d.mkdir(parents=True)
     run_archive_in_process(man, CFG.replace(f"ray.storage_path={store}"), out)
