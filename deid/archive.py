@@ -284,13 +284,12 @@ def load_manifest(
             "from inputs: choose an output folder outside the archive (or a sub-folder of it)"
         )
     if folder_scan:
-        from .pipeline import discover_inputs
+        from .pipeline import discover_inputs, scanned_inputs
 
         base = Path(root).expanduser().resolve() if root else src.resolve()
         rows = [
             {"video": str(p.resolve())}
-            for p in discover_inputs([src])
-            if not any(_inside(p.resolve(), n) for n in never)
+            for p in scanned_inputs([p for p in discover_inputs([src]) if not any(_inside(p.resolve(), n) for n in never)], src)
         ]
         header = {"video": "video"}
         explicit_root = True

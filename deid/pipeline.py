@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import queue
@@ -86,7 +87,7 @@ def plan_inputs(
         if arg.is_dir():
             files = sorted(q for q in arg.rglob("*") if q.is_file() and q.suffix.lower() in extensions
                            and not any(n in q.resolve().parents for n in never))
-            items = [(q, q.parent.relative_to(arg)) for q in files]
+            items = [(q, q.parent.relative_to(arg)) for q in scanned_inputs(files, arg)]
         else:
             items = [(arg, Path("."))]
         for q, sub in items:
@@ -105,6 +106,30 @@ def plan_inputs(
             p = PlannedInput(p.path, p.subdir, f"{p.name}-{h}")
         out.append(p)
     return out
+
+
+def is_deid_output(video: str | os.PathLike) -> bool:
+    """Whether ``video`` is an output of deid: its audit record lies beside it. Folder
+    scans leave such files out, so an earlier run's outputs kept under the input folder
+    are not taken for new inputs (and de-identified again)."""
+    a = audit_path(video)
+    if not a.is_file():
+        return False
+    try:
+        rec = json.loads(a.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(rec, dict) and "deid_version" in rec and isinstance(rec.get("output"), dict)
+
+
+def scanned_inputs(files: Sequence[Path], folder: str | os.PathLike) -> list[Path]:
+    """A folder scan's video files less deid's own outputs (:func:`is_deid_output`),
+    with a warning saying how many were left out."""
+    kept = [q for q in files if not is_deid_output(q)]
+    if len(kept) < len(files):
+        log.warning("%s: left out %d video(s) with a deid audit record beside them (outputs of an earlier run, not "
+                    "inputs); give such a file by name to process it anyway", folder, len(files) - len(kept))
+    return kept
 
 
 def audit_path(video_out: str | os.PathLike) -> Path:

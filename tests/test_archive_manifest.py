@@ -2,6 +2,7 @@
 
 import csv
 import hashlib
+import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -134,6 +135,13 @@ def test_folder_scan_skips_outputs_and_validates_ids(archive, tmp_path):
     for bad_out in (archive, tmp_path):
         with pytest.raises(ConfigError, match="contains it"):
             load_manifest(archive, out_dir=bad_out)
+    # an earlier run's outputs (their audit records beside them) in another folder under the archive
+    _touch(archive / "deid_old" / "a.blur.mp4")
+    (archive / "deid_old" / "a.blur.audit.json").write_text(json.dumps({"deid_version": "0.1.0", "output": {"sha256": "x"}}))
+    _touch(archive / "deid_old" / "notes.mp4")  # no record: an input
+    man = load_manifest(archive, out_dir=out, methods=["mask"])
+    assert "deid_old__notes" in {e.video_id for e in man.entries}
+    assert not any("a.blur" in e.video for e in man.entries)
     m = _csv(tmp_path / "ids.csv", ["video", "video_id"], [[str(archive / "a.mp4"), "../evil"], [str(archive / "b.mp4"), "ok-1"]])
     man = load_manifest(m)
     assert [e.video_id for e in man.entries] == ["ok-1"] and "video_id '../evil'" in man.errors[0].error

@@ -372,3 +372,19 @@ def test_help_shows_no_rest_markup(cmd, capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     assert f"deid {cmd}" in text and "``" not in text
+
+
+def test_a_folder_scan_leaves_out_earlier_outputs_kept_under_it(tmp_path, capsys, caplog):
+    """Outputs of an earlier run moved under the input folder (their audit records beside
+    them) are not taken for new inputs; given by name, such a file is processed."""
+    src = tmp_path / "in"
+    src.mkdir()
+    make_synthetic_video(src / "a.mp4", n_frames=8)
+    assert main(["anonymize", str(src), "--out", str(src / "deid"), "-m", "mask", *FAKES]) == 0  # --out inside the input folder
+    capsys.readouterr()
+    with caplog.at_level("WARNING"):
+        assert main(["anonymize", str(src), "--out", str(tmp_path / "out2"), "-m", "mask", *FAKES]) == 0
+    assert sorted(p.name for p in (tmp_path / "out2").rglob("*.mp4")) == ["a.mask.mp4"]
+    assert any("left out 1 video(s) with a deid audit record beside them" in r.getMessage() for r in caplog.records)
+    assert main(["anonymize", str(src / "deid" / "a.mask.mp4"), "--out", str(tmp_path / "out3"), "-m", "mask", *FAKES]) == 0
+    assert (tmp_path / "out3" / "a.mask.mask.mp4").is_file()
