@@ -672,6 +672,22 @@ def swap_storage(cfg: Config, work_root: str | os.PathLike) -> Path:
     return Path(cfg.ray.storage_path).expanduser().resolve() if cfg.ray.storage_path else Path(work_root) / "swap"
 
 
+def _check_writable(folder: Path) -> None:
+    """Raise :class:`OutputWriteError` when nothing can be written in ``folder`` (a
+    read-only mount, a full disk, no permission): said at the start, not after the
+    first video has rendered."""
+    import tempfile
+
+    from .errors import OutputWriteError
+
+    try:
+        fd, name = tempfile.mkstemp(prefix=".deid-write-check-", dir=str(folder))
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise OutputWriteError(f"cannot write to {folder}: {e.strerror or e}") from None
+
+
 def swap_model_name(patient: str, key: str) -> str:
     """The folder name of a patient's swap model (and its Ray Train run):
     ``swap-<hash of the patient id>-<key>``. Not the id itself: patient ids are often
@@ -1337,9 +1353,19 @@ class ArchiveRun:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._claim_work_root()
         self._acquire_lock()
+        try:
+            self._begin_locked()
+        except BaseException:  # nothing started: the next run must not find the folder locked
+            self._release_lock()
+            self._drop_work_root()
+            raise
+
+    def _begin_locked(self) -> None:
         from .records import make_records_folder
 
         make_records_folder(self.records_dir, self.cfg.io.output_names)
+        for d in dict.fromkeys((self.out_dir, self.records_dir)):
+            _check_writable(d)  # before any video is rendered, not when the first one is published
         self.status = StatusTable.load(self.status_path)
         legacy = self.out_dir / STATUS_FILE
         if legacy != self.status_path and legacy.is_file():
@@ -1347,9 +1373,10 @@ class ArchiveRun:
             # io.output_names=pseudonym (its outputs are recognised from their audit records)
             msg = (f"{legacy} (an earlier run's status table) names the inputs and lies in the output folder; this run keeps "
                    f"its status in {self.status_path}: delete or move the old one before sharing {self.out_dir}")
-            log.warning(msg)
             if self.echo is not None:
                 self.echo(f"archive: warning: {msg}")
+            else:
+                log.warning(msg)
         from .io import remove_stale_partials
 
         dirs = {self.out_dir} | {e.output_dir(self.out_dir) for e in self.manifest.entries}

@@ -4,6 +4,7 @@ Ray job shares — status rows, skip / resume decisions, no half-written outputs
 import csv
 import json
 import os
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -322,3 +323,31 @@ def test_a_rows_own_fixed_regions(tmp_path):
     after = _mtimes(out)
     assert after[out / "phone.mask.mp4"] == before[out / "phone.mask.mp4"]
     assert after[out / "scope.mask.mp4"] != before[out / "scope.mask.mp4"]
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(archive, tmp_path, monkeypatch):
+    """A read-only mount (root ignores permission bits, so the refusal is simulated):
+    said at the start, not after the first video has rendered."""
+    import errno
+    import tempfile
+
+    from deid.errors import OutputWriteError
+
+    out = tmp_path / "out"
+    out.mkdir()
+    real = tempfile.mkstemp
+
+    def read_only(*a, dir=None, **k):
+        if dir is not None and Path(dir) == out:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real(*a, dir=dir, **k)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    run = ArchiveRun(load_manifest(archive / "manifest.csv", out_dir=out), CFG, out)
+    with pytest.raises(OutputWriteError, match=f"cannot write to {out}: Read-only file system"):
+        run.begin()
+    assert list(out.iterdir()) == [] and not default_work_root(out).exists()
+    monkeypatch.undo()  # writable again: the refused run left no lock behind
+    again = ArchiveRun(load_manifest(archive / "manifest.csv", out_dir=out), CFG, out)
+    again.begin()
+    again.finish()
