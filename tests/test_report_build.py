@@ -236,3 +236,45 @@ def test_report_size_stays_small(full_run):
     # 2 videos x 6 frames x 5 methods thumbnails + 6 plots: well under a megabyte
     assert s["frame_strips"]["thumbnails"] == 60
     assert size < 1_000_000, size
+
+
+def test_max_frames_is_stated_in_the_page_and_the_summary(full_run, tmp_path):
+    md, _ = full_run
+    import shutil
+
+    m = shutil.copytree(md, tmp_path / "metrics")
+    run = json.loads((m / "run.json").read_text())
+    run["config"]["evaluate"]["max_frames"] = 20
+    (m / "run.json").write_text(json.dumps(run))
+    out = build_report(m, tmp_path / "r.html", options=ReportOptions(strips=False))
+    doc = parse(out)
+    note = "evaluate.max_frames = 20: only the first 20 frames of each video were evaluated"
+    assert note in doc.body and "Not in this report" in doc.body
+    s = json.loads(summary_path(out).read_text())
+    assert s["run"]["max_frames"] == 20 and any(note in x for x in s["missing"])
+    base = json.loads(summary_path(full_run[1]).read_text())
+    assert base["run"]["max_frames"] == 0 and not any("max_frames" in x for x in base["missing"])
+
+
+def test_archive_without_measurable_ap_says_why_it_has_no_strips(tmp_path):
+    """No AP, no leak, no fail-closed frame: no video is 'worst', so the archive layout
+    draws no strip; the report must say that (the videos are readable), and the JSON
+    summary still has every worst_videos list."""
+    import pandas as pd
+
+    from deid.report.testing import write_rows
+
+    md = make_metrics_dir(tmp_path, videos=("a", "b"), methods=("blur",), n_frames=12, drop=("perframe", "per_keypoint"))
+    s = schemas.read_table(md / "summary.parquet", "summary").to_pandas()
+    for c in [c for c in s.columns if c.startswith(("ap_", "ap50", "ap75"))]:
+        s[c] = np.nan
+    for c in ("frames_match_patient", "frames_match_original", "frames_match_same_place"):
+        s[c] = 0
+    write_rows(s.astype(object).where(pd.notna(s), None).to_dict("records"), md / "summary.parquet", "summary")
+    out = build_report(md, tmp_path / "r.html", options=ReportOptions(per_video_limit=1), detector=ColorFaceDetector())
+    js = json.loads(summary_path(out).read_text())
+    assert js["layout"] == "archive" and js["frame_strips"]["videos"] == 0
+    joined = " ".join(js["missing"])
+    assert "no video has a measurable AP, a leak or a fail-closed frame" in joined
+    assert "could be read" not in joined
+    assert set(js["worst_videos"]) == {"leaks", "fail_closed", "lowest_ap"} and js["worst_videos"]["lowest_ap"] == []

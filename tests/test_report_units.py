@@ -305,3 +305,61 @@ def test_html_helpers_escape_and_format():
     t = H.table([{"m": "<b>", "v": 0.5}], [("m", "M", "s", ""), ("v", "V", "f2", "tip")])
     assert "&lt;b&gt;" in t and "0.50" in t and "<b>" not in t
     assert H.data_uri(b"\x89PNG", "image/png").startswith("data:image/png;base64,")
+
+
+# ----------------------------------------------------------------------------- verdict, notes
+
+
+def _id_rows(orig_faces, match=0):
+    return _summary([
+        {"video": "a", "method": "original", "frames": 10, "identity_frames": 10, "faces": orig_faces,
+         "frames_match_patient": 0},
+        {"video": "a", "method": "blur", "frames": 10, "identity_frames": 10, "faces": 0, "frames_match_patient": match},
+    ])
+
+
+def test_verdict_warns_when_the_original_videos_showed_no_face():
+    from deid.report.build import _verdict
+
+    st = pd.DataFrame([{"video": "a", "method": "blur", "leaks": 0, "error": ""}])
+    v = _verdict(identity_table(_id_rows(0)), st)
+    assert v["level"] == "warn" and v["original_faces"] == 0
+    assert v["text"].startswith("Identity was not measured: no face was found in the original video(s)")
+    assert _verdict(identity_table(_id_rows(12)), st)["level"] == "ok"
+    assert _verdict(identity_table(_id_rows(0, match=2)), st)["level"] == "bad"  # a match still wins
+    err = pd.DataFrame([{"video": "a", "method": "blur", "leaks": 0, "error": "boom"}])
+    v = _verdict(identity_table(_id_rows(0)), err)
+    assert v["level"] == "warn" and v["text"].endswith("1 output(s) reported an error (see the status section).")
+    # no faces column (an older summary): unknown, not "none found"
+    no_col = identity_table(_id_rows(0).drop(columns="faces"))
+    assert _verdict(no_col, st)["level"] == "ok" and _verdict(no_col, st)["original_faces"] is None
+
+
+def test_config_section_says_only_the_first_max_frames_were_evaluated():
+    from types import SimpleNamespace
+
+    from deid.report.build import _config_section, _max_frames
+
+    video = {"video": "v", "width": 64, "height": 48, "fps": 25.0, "frame_count": 120, "processed": {"blur": "x.mp4"}}
+    run = {"config": {"evaluate": {"max_frames": 20}}, "videos": [video]}
+    html = _config_section(SimpleNamespace(run=run, videos={"v": video}), "fixed")
+    assert "only the first 20 frames of each video were evaluated" in html and "120" in html
+    assert _max_frames(run) == 20 and _max_frames({}) == 0 and _max_frames({"config": {"evaluate": {"max_frames": 0}}}) == 0
+    html0 = _config_section(SimpleNamespace(run={"videos": [video]}, videos={"v": video}), "fixed")
+    assert "were evaluated" not in html0
+
+
+def test_strip_notes_only_methods_the_video_lists_or_is_expected_to_have(tmp_path):
+    from deid.report.strips import build_strip
+
+    def notes(entry, expected=()):
+        s = build_strip("ward3__p17", entry, ["swap", "mask", "blur"], lambda p: tmp_path / p, None, None,
+                        _NothingDetector(), expected=expected)
+        return s.notes
+
+    entry = {"processed": {"blur": "gone.blur.mp4"}}
+    n = notes(entry)
+    assert not [x for x in n if x.startswith(("mask:", "swap:"))]  # never asked for: nothing to say
+    assert any(x.startswith("blur: processed video") for x in n)
+    assert "mask: run.json lists no processed video for ward3__p17" in notes(entry, expected=["mask"])
+    assert "swap: run.json lists no processed video for ward3__p17" in notes({"processed": {"blur": "b.mp4", "swap": None}})

@@ -38,6 +38,8 @@ from .strips import ORIGINAL_COLOR, PROCESSED_COLOR, Strip, StripOptions, build_
 log = logging.getLogger(__name__)
 
 SUMMARY_SCHEMA = "deid.report.summary/1"
+#: lists under the JSON summary's ``worst_videos`` (always written; empty when no video qualifies)
+WORST_KEYS = ("leaks", "fail_closed", "lowest_ap")
 
 
 def _write_utf8(path: Path, text: str) -> None:
@@ -137,6 +139,22 @@ def _featured_videos(md: MetricsDir, summary: pd.DataFrame, worst: Mapping[str, 
                 if v not in out and len(out) < n:
                     out.append(str(v))
     return out
+
+
+def _max_frames(run: Mapping[str, Any]) -> int:
+    """``evaluate.max_frames`` of the run's configuration (0 = every frame was evaluated, or unknown)."""
+    cfg = run.get("config")
+    ev = cfg.get("evaluate") if isinstance(cfg, Mapping) else None
+    if not isinstance(ev, Mapping):
+        return 0
+    try:
+        return max(0, int(ev.get("max_frames") or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _max_frames_note(n: int) -> str:
+    return f"evaluate.max_frames = {n}: only the first {n} frames of each video were evaluated"
 
 
 # ----------------------------------------------------------------------------- sections
@@ -313,7 +331,14 @@ def _clinical_section(clin: pd.DataFrame, missing) -> str:
     return H.section("clinical", "Clinical features", body)
 
 
-def _strips_section(strips: Sequence[Strip], enabled: bool, missing, opts_face: bool = False) -> str:
+#: why there are no frame strips when nothing more specific is known
+NO_STRIP_READ = "Frame strips: no processed video could be read (paths in run.json)."
+
+
+def _strips_section(strips: Sequence[Strip], enabled: bool, missing, opts_face: bool = False,
+                    no_strip: str = NO_STRIP_READ) -> str:
+    """The Frames section. ``no_strip``: the "Not in this report" line that says why, when
+    ``strips`` is empty (its text after "Frame strips: " is also the section's note)."""
     o, p = ORIGINAL_COLOR, PROCESSED_COLOR
     legend = (f'<p class="legend note">Processed frames only (the original frames are never shown).'
               f'<span style="background:rgb{o}"></span>pose found on the original frame'
@@ -326,8 +351,9 @@ def _strips_section(strips: Sequence[Strip], enabled: bool, missing, opts_face: 
         missing.append("Frame strips: turned off for this report.")
         return H.section("frames", "Frames", H.note("Frame strips were turned off."))
     if not strips:
-        missing.append("Frame strips: no processed video could be read (paths in run.json).")
-        return H.section("frames", "Frames", legend + H.note("No processed video could be read."))
+        missing.append(no_strip)
+        why = no_strip.removeprefix("Frame strips: ")
+        return H.section("frames", "Frames", legend + H.note(why[:1].upper() + why[1:]))
     parts = [legend]
     n_red = sum(s.faces_redacted for s in strips)
     n_drop = sum(s.dropped for s in strips)
@@ -462,6 +488,9 @@ def _config_section(md: MetricsDir, face_check: str) -> str:
          + (f" · threshold {ib.get('threshold')}" if ib.get("threshold") is not None else "")},
         {"what": "report face check", "value": face_check},
     ]
+    max_frames = _max_frames(run)
+    if max_frames:
+        rows.append({"what": "frames evaluated", "value": f"the first {max_frames} of each video (evaluate.max_frames)"})
     body = H.table(rows, [("what", "", "s", ""), ("value", "", "s", "")])
     vids = list(md.videos.values())
     if vids and len(vids) <= 50:
@@ -471,6 +500,8 @@ def _config_section(md: MetricsDir, face_check: str) -> str:
         body += "<h3>Videos</h3>" + H.table(vrows, [("video", "Video", "s", ""), ("size", "size", "s", ""),
                                                      ("fps", "fps", "f2", ""), ("frames", "frames", "int", ""),
                                                      ("methods", "methods", "s", "")])
+        if max_frames:
+            body += H.note(f"Frame counts are those of the whole videos; {_max_frames_note(max_frames)}.")
     cfg = run.get("config")
     if cfg:
         body += ("<details><summary>Effective configuration (YAML)</summary><pre>"
@@ -507,7 +538,8 @@ def _summary_json(md, pose_tab, id_tab, clin, st, worst, strips, archive, missin
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "deid_version": __version__,
         "metrics_dir": str(md.root),
-        "run": {k: md.run.get(k) for k in ("created_utc", "deid_version", "schema_version", "pose_backend", "identity_backend")},
+        "run": {**{k: md.run.get(k) for k in ("created_utc", "deid_version", "schema_version", "pose_backend",
+                                              "identity_backend")}, "max_frames": _max_frames(md.run)},
         "layout": "archive" if archive else "study",
         "videos": len(md.video_ids),
         "methods": md.methods,
@@ -520,7 +552,8 @@ def _summary_json(md, pose_tab, id_tab, clin, st, worst, strips, archive, missin
         "status": {m: dict(r) for m, r in ov.to_dict("index").items()} if not ov.empty else {},
         "errors": int((st["error"].fillna("") != "").sum()) if not st.empty else 0,
         "fail_closed_frames": float(pd.to_numeric(st.get("fail_closed_frames"), errors="coerce").sum()) if not st.empty else None,
-        "worst_videos": {k: df.reset_index().to_dict("records") for k, df in worst.items()},
+        "worst_videos": {k: worst[k].reset_index().to_dict("records") if k in worst else []
+                         for k in (*WORST_KEYS, *(k for k in worst if k not in WORST_KEYS))},
         "frame_strips": {"videos": len(strips), "thumbnails": sum(s.shown for s in strips),
                          "faces_redacted": sum(s.faces_redacted for s in strips),
                          "thumbnails_dropped": sum(s.dropped for s in strips)},
@@ -533,7 +566,11 @@ def _summary_json(md, pose_tab, id_tab, clin, st, worst, strips, archive, missin
 
 
 def _verdict(id_tab: pd.DataFrame, st: pd.DataFrame) -> dict[str, Any]:
-    """One line for the top of the report and for CI: did anything still match?"""
+    """One line for the top of the report and for CI: did anything still match?
+
+    Level "bad" when anything matched or the leak audit flagged a face; "warn" when
+    nothing was compared (no processed frame checked, or no face found in any original
+    video: the "original" row's ``faces`` is 0) or an output reported an error; else "ok"."""
     non = id_tab[id_tab.index != "original"] if not id_tab.empty else id_tab
 
     def total(df: pd.DataFrame, col: str) -> float:
@@ -543,6 +580,10 @@ def _verdict(id_tab: pd.DataFrame, st: pd.DataFrame) -> dict[str, Any]:
 
     mp, ms, mo = total(non, "frames_match_patient"), total(non, "frames_match_same_place"), total(non, "frames_match_original")
     checked = total(non, "frames_checked")
+    orig_faces = None  # faces found in the original videos (None: unknown)
+    if "original" in id_tab.index and "faces" in id_tab:
+        f = pd.to_numeric(pd.Series([id_tab.loc["original", "faces"]]), errors="coerce").iloc[0]
+        orig_faces = float(f) if np.isfinite(f) else None
     audit = total(st, "leaks")
     errors = int((st["error"].fillna("") != "").sum()) if not st.empty else 0
     if mp + ms + mo + audit > 0:
@@ -555,6 +596,10 @@ def _verdict(id_tab: pd.DataFrame, st: pd.DataFrame) -> dict[str, Any]:
     elif checked <= 0:
         level = "warn"
         text = "Identity was not measured: no processed frame was checked for faces."
+    elif orig_faces == 0:
+        level = "warn"
+        text = (f"Identity was not measured: no face was found in the original video(s), so nothing was compared "
+                f"({int(checked):,} processed frames checked across {len(non)} method(s)).")
     else:
         level = "ok"
         text = (f"No processed frame matched the patient or the original face ({int(checked):,} frames checked across "
@@ -563,7 +608,8 @@ def _verdict(id_tab: pd.DataFrame, st: pd.DataFrame) -> dict[str, Any]:
         level = "bad" if level == "bad" else "warn"
         text += f" {errors} output(s) reported an error (see the status section)."
     return {"level": level, "text": text, "frames_checked": checked, "frames_match_patient": mp,
-            "frames_match_same_place": ms, "frames_match_original": mo, "audit_leaks": audit, "errors": errors}
+            "frames_match_same_place": ms, "frames_match_original": mo, "audit_leaks": audit, "errors": errors,
+            "original_faces": orig_faces}
 
 
 def build_report(metrics_dir: str | os.PathLike, out_html: str | os.PathLike, *,
@@ -599,6 +645,10 @@ def build_report(metrics_dir: str | os.PathLike, out_html: str | os.PathLike, *,
     threshold = md.threshold
 
     methods = [m for m in md.methods if m != "original"]
+    max_frames = _max_frames(md.run)
+    if max_frames:
+        missing.append(f"Frames: {_max_frames_note(max_frames)}; the rest of each video is in no figure of this "
+                       "report (the Videos table's frame counts are the whole videos').")
     if md.run.get("mixed_backends"):
         missing.append("Comparability: videos of this run were evaluated with different pose or identity models; "
                        "their numbers are not comparable (see each video's summary rows).")
@@ -622,28 +672,45 @@ def build_report(metrics_dir: str | os.PathLike, out_html: str | os.PathLike, *,
     # frame strips (processed frames only, face-checked)
     strips: list[Strip] = []
     face_check = "MediaPipe face detection (BlazeFace short + full range on every thumbnail), score ≥ 0.3"
-    if opts.strips and featured:
+    no_strip = NO_STRIP_READ
+    if opts.strips and opts.max_strip_videos <= 0:
+        no_strip = "Frame strips: none were asked for (--strip-videos 0)."
+    elif opts.strips and not featured:
+        no_strip = ("Frame strips: none drawn. The archive layout draws them only for the worst videos (lowest AP, "
+                    "most leaks, most fail-closed frames), and no video has a measurable AP, a leak or a fail-closed "
+                    "frame." if archive else "Frame strips: the run has no video.")
+    if opts.strips and featured and opts.max_strip_videos > 0:
         det = detector
         if det is None:
             try:
                 det = default_detector()
             except Exception as e:  # fail closed: no face check, no thumbnails
                 det = None
-                missing.append(f"Frame strips: the face check could not start ({type(e).__name__}: {e}); no thumbnail is "
-                               "shown without it.")
+                no_strip = (f"Frame strips: the face check could not start ({type(e).__name__}: {e}); no thumbnail is "
+                            "shown without it.")
+                missing.append(no_strip)
         else:
             face_check = f"{getattr(det, 'name', type(det).__name__)} face detector (injected)"
         if det is not None:
             policy = str(((md.run.get("config") or {}).get("track") or {}).get("fail_closed", "redact"))
+            # outputs each video is expected to have: those it was evaluated with (summary rows)
+            evaluated = (summary[summary["method"] != "original"].groupby("video")["method"].agg(set).to_dict()
+                         if not summary.empty else {})
+            listed_none = 0
             for v in featured[: opts.max_strip_videos]:
                 entry = md.videos.get(v)
                 if not entry:
                     missing.append(f"Frame strips: {v} is not in run.json, so its processed videos are unknown.")
                     continue
                 pf = md.perframe(v) if md.has("perframe") else None
-                s = build_strip(v, entry, methods, md.resolve, md.keypoints, pf, det, opts.strip, policy)
+                s = build_strip(v, entry, methods, md.resolve, md.keypoints, pf, det, opts.strip, policy,
+                                expected=sorted(evaluated.get(v, ())))
                 if s is not None:
                     strips.append(s)
+                else:
+                    listed_none += 1
+            if not strips and listed_none:
+                no_strip = "Frame strips: run.json lists no processed video for the video(s) chosen."
         if len(featured) > opts.max_strip_videos:
             missing.append(f"Frame strips: shown for {min(len(featured), opts.max_strip_videos)} of {len(md.video_ids)} "
                            "videos (the lowest AP first) to keep the report small.")
@@ -655,7 +722,7 @@ def build_report(metrics_dir: str | os.PathLike, out_html: str | os.PathLike, *,
     drawn = [m for m, h in hists.items() if any(np.sum(v) > 0 for v in h.values())]
     sec_id = _identity_section(md, id_tab, hist_png, threshold, id_source, missing, drawn)
     sec_clin = _clinical_section(clin, missing)
-    sec_frames = _strips_section(strips, opts.strips, missing, opts.strip.draw_face_landmarks)
+    sec_frames = _strips_section(strips, opts.strips, missing, opts.strip.draw_face_landmarks, no_strip)
     sec_status = _status_section(st, worst, archive, missing)
     sec_cfg = _config_section(md, face_check)
     all_missing = list(dict.fromkeys(md.notes + missing))

@@ -395,10 +395,16 @@ def build_strip(
     detector: Any,
     opts: StripOptions = StripOptions(),
     fail_closed_policy: str = "redact",
+    expected: Sequence[str] = (),
 ) -> Strip | None:
     """The strip of one video. ``entry`` is its run.json record; ``resolve`` maps a
     run.json path to a Path; ``keypoints(video, methods, frames)`` returns
-    ``{(method, frame): (P, K, 3)}``; ``perframe`` is the video's per-frame table or None."""
+    ``{(method, frame): (P, K, 3)}``; ``perframe`` is the video's per-frame table or None.
+
+    ``methods`` are the run's methods (report order); a video shows those its entry
+    lists. A missing path is noted only for a method the entry names without a path or
+    that the video is ``expected`` to have (e.g. it was evaluated with it), not for
+    methods this video was never processed with."""
     import pandas as pd
 
     from ..io import probe
@@ -408,7 +414,7 @@ def build_strip(
     listed = entry.get("processed") or {}
     processed = {m: resolve(listed[m]) for m in methods if listed.get(m)}  # report order, not run.json order
     for m in methods:
-        if m not in processed:
+        if m not in processed and (m in listed or m in expected):
             notes.append(f"{m}: run.json lists no processed video for {video}")
     present = {}
     for m, p in processed.items():
