@@ -254,6 +254,11 @@ def test_inputs_that_cannot_be_compared_are_refused(clips, tmp_path):
     with pytest.raises(InvalidInputError, match="no such file"):
         evaluate_outputs(tmp_path / "missing.mp4", {"copy": clips["copy"]}, tmp_path / "m", CFG, progress=False)
     assert not (tmp_path / "m").exists(), "a refused evaluation leaves no (empty) metrics folder"
+    # one output that cannot be compared does not stop the others
+    res = evaluate_outputs(clips["original"], {"copy": clips["copy"], "big": tmp_path / "patient.big.mp4", "short": short},
+                           tmp_path / "m3", CFG, distractors=[], progress=False)
+    assert set(rows_by_method(res)) == {"original", "copy"}
+    assert "frame size" in res["errors"]["big"] and "keep every frame" in res["errors"]["short"]
     # max_frames evaluates the first frames only
     res = evaluate_outputs(clips["original"], {"copy": clips["copy"]}, tmp_path / "m2",
                            CFG.replace("evaluate.max_frames=10"), distractors=[], progress=False)

@@ -63,7 +63,7 @@ def _check_methods(processed: Mapping[str, Any]) -> None:
             )
 
 
-def _frames_to_evaluate(original: str, info_o: Any, infos: Mapping[str, Any], max_frames: int) -> int:
+def _frames_to_evaluate(original: str, info_o: Any, infos: Mapping[str, Any], max_frames: int, warn: bool = True) -> int:
     n = info_o.frame_count
     for m, inf in infos.items():
         if inf.frame_count == n:
@@ -74,8 +74,9 @@ def _frames_to_evaluate(original: str, info_o: Any, infos: Mapping[str, Any], ma
                 "compares frame by frame, so outputs must keep every frame (re-run `deid anonymize` with "
                 "track.fail_closed=redact, not drop)"
             )
-        log.warning("%s: frame count %d (estimated) differs from the original's %d; evaluating the common frames",
-                    inf.path, inf.frame_count, n)
+        if warn:
+            log.warning("%s: frame count %d (estimated) differs from the original's %d; evaluating the common frames",
+                        inf.path, inf.frame_count, n)
         n = min(n, inf.frame_count)
     return min(n, max_frames) if max_frames > 0 else n
 
@@ -134,15 +135,30 @@ def evaluate_outputs(
     out = Path(out_dir)
 
     info_o = probe(original)
-    infos = {m: probe(p) for m, p in processed.items()}
-    for m, inf in infos.items():
-        if (inf.width, inf.height) != (info_o.width, info_o.height):
-            raise InvalidInputError(
-                f"{inf.path} ({m}) is {inf.width}x{inf.height} but the original is {info_o.width}x{info_o.height}; "
-                "keypoints are compared in pixels, so outputs must keep the original's frame size"
-            )
+    # an output that cannot be compared with the original is refused on its own: the
+    # others are still evaluated (the call fails only when none can be)
+    infos: dict[str, Any] = {}
+    refused: dict[str, str] = {}
+    for m, p in processed.items():
+        try:
+            inf = probe(p)
+            if (inf.width, inf.height) != (info_o.width, info_o.height):
+                raise InvalidInputError(
+                    f"{inf.path} ({m}) is {inf.width}x{inf.height} but the original is {info_o.width}x{info_o.height}; "
+                    "keypoints are compared in pixels, so outputs must keep the original's frame size"
+                )
+            _frames_to_evaluate(original, info_o, {m: inf}, 0, warn=False)  # refuses a dropped frame
+            infos[m] = inf
+        except InvalidInputError as e:
+            refused[m] = str(e)
+    if not infos:
+        raise InvalidInputError(next(iter(refused.values())))
+    processed = {m: p for m, p in processed.items() if m in infos}
     n = _frames_to_evaluate(original, info_o, infos, ev.max_frames)
     out.mkdir(parents=True, exist_ok=True)  # after the inputs are checked: a refused call leaves no empty folder
+    for m, e in refused.items():
+        log.error("%s: %s output not evaluated: %s", vid, m, e)
+        clear_method_scores(out, vid, m)  # no earlier evaluation's numbers stand in for this one
     mdl = models or EvalModels.cached(cfg)
     from ..identity import effective_threshold
 
@@ -181,7 +197,7 @@ def evaluate_outputs(
                         vis_threshold=ev.pose.min_score, pose_backend=mdl.pose["name"],
                         identity_backend=mdl.identity["name"], deid_version=__version__)
         rows: list[dict[str, Any]] = []
-        errors: dict[str, str] = {}
+        errors: dict[str, str] = dict(refused)
         s0 = score_method(vid, "original", okp, okp, ofaces, ofaces.as_processed(), refs, **score_kw)
         write_method_scores(out, s0)
         rows.append(s0.summary)
