@@ -83,6 +83,11 @@ def resolve_config(args: argparse.Namespace):
         check_outside_outputs(cfg.ray.metrics_dir, cfg.ray.out_dir, cfg.io.output_names, "the metrics folder (--metrics / ray.metrics_dir)")
     if getattr(args, "report", None):
         check_outside_outputs(args.report, cfg.ray.out_dir, cfg.io.output_names, "the report (--report)")
+    if not cfg.ray.evaluate:
+        given = [f for f, v in (("--metrics", getattr(args, "metrics", None)), ("--report", getattr(args, "report", None))) if v]
+        if given:
+            log.warning("%s given without --evaluate (ray.evaluate): no evaluation runs, so nothing is written there",
+                        " and ".join(given))
     return cfg
 
 

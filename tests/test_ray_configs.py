@@ -213,3 +213,18 @@ def test_only_rays_token_enabled_notice_is_filtered():
     _quiet_token_notice()  # once only
     lg = logging.getLogger("ray._private.authentication.authentication_token_setup")
     assert sum(isinstance(x, _DropTokenNotice) for x in lg.filters) == 1
+
+
+def test_report_and_metrics_without_evaluate_are_warned_about(tmp_path, caplog):
+    from ray_jobs.deidentify import build_parser, resolve_config
+
+    args = build_parser().parse_args(["--manifest", str(tmp_path), "--out", str(tmp_path / "o"), "--report", str(tmp_path / "r.html")])
+    with caplog.at_level("WARNING", logger="ray_jobs.deidentify"):
+        resolve_config(args)
+    assert [r.getMessage() for r in caplog.records] == [
+        "--report given without --evaluate (ray.evaluate): no evaluation runs, so nothing is written there"]
+    caplog.clear()
+    args = build_parser().parse_args(["--manifest", str(tmp_path), "--out", str(tmp_path / "o"), "--evaluate", "--report", str(tmp_path / "r.html")])
+    with caplog.at_level("WARNING", logger="ray_jobs.deidentify"):
+        resolve_config(args)
+    assert not caplog.records
