@@ -239,6 +239,18 @@ def entry_config(cfg: Config, entry: "ArchiveEntry") -> Config:
     return replace(cfg, anonymize=replace(cfg.anonymize, fixed_regions=regions))
 
 
+def _row_id(video: str, base: Path, n: int) -> str:
+    """The id a bad row's status is kept under: the one the row gets once it is fixed
+    (its folder below the archive root and its stem, as :func:`_derive_id`), so a fixed
+    row replaces its failure instead of leaving it beside the new rows."""
+    if not video:
+        return f"row{n}"
+    given = Path(video).expanduser()
+    p = Path(os.path.normpath(given if given.is_absolute() else base / given))
+    rel = p.parent.relative_to(base).as_posix() if _inside(p.parent, base) else ""
+    return _derive_id("" if rel == "." else rel, p.stem)
+
+
 def _derive_id(rel_dir: str, stem: str) -> str:
     raw = f"{rel_dir}/{stem}" if rel_dir else stem
     s = re.sub(r"[^A-Za-z0-9._-]+", "_", raw.replace("/", "__")).strip("._") or "video"
@@ -320,7 +332,7 @@ def load_manifest(
 
         def bad(msg: str, kind: str = InvalidInputError.kind) -> None:
             label = f"manifest {where} row {n}" if not folder_scan else f"{where}"
-            errors.append(RowError(n, v, vid or _derive_id("", Path(v).stem if v else f"row{n}"), f"{label} ({v or 'no video'}): {msg}", kind))
+            errors.append(RowError(n, v, vid or _row_id(v, base, n), f"{label} ({v or 'no video'}): {msg}", kind))
 
         if not v:
             bad("the video column is empty; give the path of a video file or remove the row")

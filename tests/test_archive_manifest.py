@@ -90,6 +90,10 @@ def test_bad_rows_get_one_error_each_and_good_rows_survive(archive, tmp_path):
     # a bad row's id never names a good row's video (its failed row would replace the good rows)
     ids = [e.video_id for e in man.entries] + [e.video_id for e in man.errors]
     assert len(ids) == len(set(ids))
+    # a bad row is kept under the id it gets once fixed, so the fix replaces its failure
+    bad = load_manifest(_csv(archive / "m3.csv", ["video", "methods"], [["sub/c.mp4", "smudge"], ["sub/gone.mp4", ""]]))
+    fixed = load_manifest(_csv(archive / "m4.csv", ["video", "methods"], [["sub/c.mp4", "blur"]]))
+    assert [e.video_id for e in bad.errors] == ["sub__c", "sub__gone"] and fixed.entries[0].video_id == "sub__c"
 
 
 def test_parquet_manifest_with_aliases_and_explicit_root(archive, tmp_path):
