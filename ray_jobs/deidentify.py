@@ -369,6 +369,13 @@ def run_args(args: argparse.Namespace) -> int:
             import ray
 
             ray.shutdown()
+            # this machine's workers are gone: the temporaries of the videos they were
+            # writing when the job was stopped go too (a temporary whose writer still
+            # runs is kept; on a cluster the next run, or `ray job stop`, removes them)
+            from deid.io import remove_stale_partials
+
+            for d in {out_dir} | {e.output_dir(out_dir) for e in manifest.entries}:
+                remove_stale_partials(d)
     summary = run.summary()
     summary["ray"] = where
     if eval_error:
