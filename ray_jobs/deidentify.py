@@ -154,9 +154,12 @@ def run_archive(
     overwrite: bool = False,
     echo: Callable[[str], None] = _echo,
     progress: bool = True,
+    begun: list | None = None,
 ) -> Any:
     """Run an archive on the connected Ray cluster; returns the
-    :class:`deid.archive.ArchiveRun` (states, status table, summary)."""
+    :class:`deid.archive.ArchiveRun` (states, status table, summary). ``begun``: the
+    run is appended to it once it holds the output folder (its lock), so a caller can
+    tell a run that started from one refused at the start."""
     from deid.archive import ArchiveRun
 
     from .cluster import configure_data
@@ -164,6 +167,8 @@ def run_archive(
     configure_data()
     run = ArchiveRun(manifest, cfg, out_dir, work_root=cfg.ray.work_dir or None, overwrite=overwrite, echo=echo)
     run.begin()
+    if begun is not None:
+        begun.append(run)
     ticker = _Ticker(run, cfg.ray.progress_every_s, echo, enabled=progress)
     models = None
     try:
@@ -351,8 +356,10 @@ def run_args(args: argparse.Namespace) -> int:
     echo = _echo
     train = any("swap" in e.methods for e in manifest.entries)
     where, started = connect(cfg, local=getattr(args, "local", False), train=train)
+    begun: list = []
     try:
-        run = run_archive(cfg, manifest, out_dir, overwrite=getattr(args, "overwrite", False), echo=echo, progress=show)
+        run = run_archive(cfg, manifest, out_dir, overwrite=getattr(args, "overwrite", False), echo=echo, progress=show,
+                          begun=begun)
         metrics = None
         eval_error = ""
         if cfg.ray.evaluate:
@@ -369,13 +376,15 @@ def run_args(args: argparse.Namespace) -> int:
             import ray
 
             ray.shutdown()
-            # this machine's workers are gone: the temporaries of the videos they were
-            # writing when the job was stopped go too (a temporary whose writer still
-            # runs is kept; on a cluster the next run, or `ray job stop`, removes them)
-            from deid.io import remove_stale_partials
+            if begun:
+                # this machine's workers are gone: the temporaries of the videos they were
+                # writing when the job was stopped go too (only this host's, and only those
+                # whose writer no longer runs: a job refused at the start, because another
+                # holds the folder, touches nothing; on a cluster the next run removes them)
+                from deid.io import remove_stale_partials
 
-            for d in {out_dir} | {e.output_dir(out_dir) for e in manifest.entries}:
-                remove_stale_partials(d)
+                for d in {out_dir} | {e.output_dir(out_dir) for e in manifest.entries}:
+                    remove_stale_partials(d, this_host_only=True)
     summary = run.summary()
     summary["ray"] = where
     if eval_error:

@@ -198,7 +198,14 @@ def test_stale_partials_are_removed(tmp_path):
     dead.parent.mkdir()
     dead.write_bytes(b"killed")
     assert remove_stale_partials(tmp_path) == [] and dead.exists()
-    assert remove_stale_partials(tmp_path, recursive=True) == [dead] and live.exists()
+    # another host's (a folder shared over the network): its writer may be running there
+    from deid.io.atomic import PARTIAL_MARK, _owner_tag
+
+    host = "000000" if not _owner_tag().startswith("000000") else "111111"
+    other_host = tmp_path / "sub" / f".c.mp4{PARTIAL_MARK}{host}p{os.getpid()}-abcd1234.mp4"
+    other_host.write_bytes(b"elsewhere")
+    assert remove_stale_partials(tmp_path, recursive=True, this_host_only=True) == [dead] and other_host.exists()
+    assert remove_stale_partials(tmp_path, recursive=True) == [other_host] and live.exists()
 
 
 def test_output_safety(tmp_path):

@@ -114,16 +114,26 @@ def write_text_atomic(final: str | os.PathLike, text: str) -> Path:
     return Path(final)
 
 
-def remove_stale_partials(directory: str | os.PathLike, *, recursive: bool = False, keep_live: bool = True) -> list[Path]:
+def _this_host(p: Path) -> bool:
+    """Was temporary ``p`` written by a process of this host (its name's tag)?"""
+    tag = p.name.split(PARTIAL_MARK, 1)[-1].split("-", 1)[0]
+    return tag.partition("p")[0] == _owner_tag().partition("p")[0]
+
+
+def remove_stale_partials(directory: str | os.PathLike, *, recursive: bool = False, keep_live: bool = True,
+                          this_host_only: bool = False) -> list[Path]:
     """Delete temporaries left by a killed process (they never carry a final name), in
     ``directory`` (and its sub-folders when ``recursive``). With ``keep_live`` a
     temporary whose writer still runs on this host — another run into the same folder —
-    is left alone."""
+    is left alone; with ``this_host_only`` so is every temporary written on another
+    host (whose writer may be running: a folder shared over the network)."""
     d = Path(directory)
     removed = []
     if d.is_dir():
         for p in (d.rglob if recursive else d.glob)(f".*{PARTIAL_MARK}*"):
             if keep_live and _owner_alive(p):
+                continue
+            if this_host_only and not _this_host(p):
                 continue
             with contextlib.suppress(OSError):
                 p.unlink()
