@@ -4,6 +4,7 @@ progress bars per video and overall, a summary table at the end."""
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import logging
 import os
@@ -79,7 +80,7 @@ def run_batch(
         raise DeidError(f"no video files found in {', '.join(map(str, inputs))}{_left_out_note(inputs, out_dir)}")
     out = Path(out_dir)
     if cfg.io.output_names != "pseudonym":
-        planned = _reclaim_plain_names(planned, out, methods, cfg)
+        planned = _reclaim_plain_names(planned, out)
     if out.exists() and not out.is_dir():
         raise DeidError(f"--out {out} is a file; give the folder the outputs go to")
     if not dry_run:
@@ -152,8 +153,14 @@ def run_batch(
             results.append(r)
             if evaluate and r.status in ("done", "partial"):
                 # the output name (sub-folder and collision-free name) tells videos apart in
-                # the tables; two inputs called clip.mp4 must not share rows
-                _evaluate(r, cfg, make_records_folder(records, cfg.io.output_names) / "metrics",
+                # the tables; two inputs called clip.mp4 must not share rows. Every method
+                # asked for is evaluated, those done before (--skip-existing) too: the
+                # video's evaluation lists its outputs, and one left out would drop its rows
+                from .pipeline import output_path
+
+                outputs = {o.method: o.path for o in r.outputs}
+                outputs.update({m: str(output_path(p, vout, m, cfg.io.container, item.name or None)) for m in r.skipped_methods})
+                _evaluate(r, outputs, cfg, make_records_folder(records, cfg.io.output_names) / "metrics",
                           (item.subdir / (item.name or p.stem)).as_posix())
     finally:
         overall.close()
@@ -170,13 +177,13 @@ def _left_out_note(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
             "give an --out outside the input folder)")
 
 
-def _evaluate(r: VideoResult, cfg: Config, metrics: Path, video_id: str) -> None:
+def _evaluate(r: VideoResult, outputs: dict[str, str], cfg: Config, metrics: Path, video_id: str) -> None:
     try:
         from .evaluate import evaluate_outputs
     except ImportError as e:
         log.warning("evaluation not available: %s", e)
         return
-    evaluate_outputs(r.input, {o.method: o.path for o in r.outputs}, metrics, cfg, video_id=video_id)
+    evaluate_outputs(r.input, outputs, metrics, cfg, video_id=video_id)
 
 
 SKIPPED_DONE = "already done with this input and configuration (--skip-existing)"
@@ -203,40 +210,38 @@ def done_methods(video: Path, out_dir: Path, methods: Sequence[str], cfg: Config
         if rec.get("status") not in ("done", "partial") or rec.get("config_hash") != chash:
             continue
         digest = digest or sha256_file(video)
-        if (rec.get("input") or {}).get("sha256") == digest:
+        if (rec.get("input") or {}).get("sha256") != digest:
+            continue
+        # the record must describe this file: a run killed between writing a new record
+        # and renaming its video into place leaves the old video beside it
+        want = (rec.get("output") or {}).get("sha256") or ""
+        if want and sha256_file(o) == want:
             done.append(m)
     return done
 
 
-def _reclaim_plain_names(planned: Sequence[PlannedInput], out: Path, methods: Sequence[str], cfg: Config) -> list[PlannedInput]:
+def _reclaim_plain_names(planned: Sequence[PlannedInput], out: Path) -> list[PlannedInput]:
     """Inputs that share a name (``visit.mov`` and ``visit.mp4``) are told apart by a hash
     of their path (:func:`deid.pipeline.plan_inputs`); one of them whose outputs already
-    carry the plain name (from a run before the other was added: its audit record names
-    this file, or these bytes) keeps it, so a rerun finds them (``--skip-existing``)
-    rather than writing the same video again under a second name."""
-    from .pipeline import audit_path, output_path
-
+    carry the plain name (from a run before the other was added: an audit record of that
+    name says it was made from these bytes) keeps it, so a rerun finds them
+    (``--skip-existing``) rather than writing the same video again under a second name."""
     taken: set[tuple[str, str]] = set()
     result = []
     for item in planned:
         plain = item.path.stem
         key = (str(item.subdir), plain)
-        if item.name != plain and key not in taken:
-            for m in methods:
-                a = audit_path(output_path(item.path, out / item.subdir, m, cfg.io.container, plain))
-                try:
-                    rec = json.loads(a.read_text(encoding="utf-8")) if a.is_file() else None
-                except (OSError, ValueError):
-                    rec = None
-                if not rec:
+        folder = out / item.subdir
+        if item.name != plain and key not in taken and folder.is_dir():
+            # any method's record of the plain name (blur done before, mask asked now)
+            for a in sorted(folder.glob(f"{glob.escape(plain)}.*.audit.json")):
+                if a.name.count(".") != plain.count(".") + 3:  # <plain>.<method>.audit.json, not a longer stem's
                     continue
-                inp = rec.get("input") or {}
-                same = bool(inp.get("path")) and Path(str(inp["path"])).resolve() == item.path.resolve()
-                if not same and inp.get("sha256"):
-                    try:
-                        same = os.path.getsize(item.path) > 0 and sha256_file(item.path) == inp["sha256"]
-                    except OSError:
-                        same = False
+                try:
+                    want = (json.loads(a.read_text(encoding="utf-8")).get("input") or {}).get("sha256")
+                    same = bool(want) and sha256_file(item.path) == want  # the bytes, not a path that may be relative
+                except (OSError, ValueError, AttributeError):
+                    same = False
                 if same:
                     taken.add(key)
                     item = PlannedInput(item.path, item.subdir, plain)

@@ -101,17 +101,29 @@ def test_skip_existing_leaves_out_only_identical_work(tmp_path, capsys):
     assert "(2 skipped: already done)" in text and probe(out / "a.mask.mp4").frame_count == 14
 
 
-def test_skip_existing_renders_only_a_method_added_since(tmp_path, capsys):
+def test_skip_existing_renders_only_a_method_added_since(tmp_path, capsys, monkeypatch):
+    import deid.evaluate
+
+    evaluated = []
+    monkeypatch.setattr(deid.evaluate, "evaluate_outputs", lambda original, processed, *a, **k: evaluated.append(dict(processed)))
     make_synthetic_video(tmp_path / "v.mp4", n_frames=12)
     out = tmp_path / "out"
     assert main(["anonymize", str(tmp_path / "v.mp4"), "--out", str(out), "-m", "blur", *FAKES]) == 0
     blur = (out / "v.blur.mp4").stat().st_mtime_ns
     capsys.readouterr()
-    assert main(["anonymize", str(tmp_path / "v.mp4"), "--out", str(out), "-m", "blur,mask", "--skip-existing", *FAKES]) == 0
+    assert main(["anonymize", str(tmp_path / "v.mp4"), "--out", str(out), "-m", "blur,mask", "--skip-existing", "--evaluate", *FAKES]) == 0
     text = capsys.readouterr().out
     assert (out / "v.mask.mp4").is_file() and (out / "v.blur.mp4").stat().st_mtime_ns == blur
     assert re.search(r"v\.mp4\s+blur\s+skipped", text) and re.search(r"v\.mp4\s+mask\s+done", text)
     assert json.loads((out / "v.mask.audit.json").read_text())["method"] == "mask"
+    # the evaluation sees both outputs (one left out would lose its rows in the tables)
+    assert evaluated == [{"blur": str(out / "v.blur.mp4"), "mask": str(out / "v.mask.mp4")}]
+    # an output that no longer matches its audit record (a run killed between writing a new
+    # record and renaming its video) is not "done"
+    with open(out / "v.blur.mp4", "ab") as fh:
+        fh.write(b"\0")
+    assert main(["anonymize", str(tmp_path / "v.mp4"), "--out", str(out), "-m", "blur,mask", "--skip-existing", *FAKES]) == 1
+    assert "output exists" in capsys.readouterr().err
 
 
 def test_a_video_added_beside_one_of_the_same_name_keeps_the_first_s_outputs(tmp_path, capsys):
@@ -132,6 +144,9 @@ def test_a_video_added_beside_one_of_the_same_name_keeps_the_first_s_outputs(tmp
     (other,) = [n for n in names if n != "visit.mask.mp4"]
     assert re.fullmatch(r"visit-[0-9a-f]{8}\.mask\.mp4", other) and probe(out / other).frame_count == 14
     assert probe(out / "visit.mask.mp4").frame_count == 12
+    # with a method added: blur, like mask, goes under the name the video's outputs have
+    assert main(["anonymize", str(src), "--out", str(out), "-m", "mask,blur", "--skip-existing", *FAKES]) == 0
+    assert probe(out / "visit.blur.mp4").frame_count == 12 and probe(out / other.replace(".mask.", ".blur.")).frame_count == 14
 
 
 def test_inputs_inside_the_output_folder_are_named_in_the_error(tmp_path, capsys):
