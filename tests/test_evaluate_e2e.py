@@ -368,3 +368,15 @@ def test_an_archive_s_failures_reach_the_report_s_status_table_and_leave_it_when
     write_failures(m, "ward__a", [])  # fixed since (its outputs' rows come from their audit records)
     aggregate(m)
     assert pq.read_table(m / "status.parquet").num_rows == 0
+    # one method failed (a swap whose training failed) beside one evaluated: the failure
+    # stays, though the video's evaluation lists only the method that has an output
+    from deid.evaluate.store import write_video_entry
+
+    write_video_entry(m, {"video": "ward__a", "processed": {"blur": "x.blur.mp4"}})
+    write_failures(m, "ward__a", [dict(failed[0], method="swap")])
+    aggregate(m)
+    st = pq.read_table(m / "status.parquet").to_pandas()
+    assert list(zip(st.video, st.method, st.state)) == [("ward__a", "swap", "failed")]
+    write_failures(m, "ward__a", [])  # swap no longer asked for, or done since
+    aggregate(m)
+    assert pq.read_table(m / "status.parquet").num_rows == 0

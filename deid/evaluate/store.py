@@ -197,18 +197,30 @@ def write_status_from_audits(metrics_dir: str | os.PathLike, video: str, process
 def write_failures(metrics_dir: str | os.PathLike, video: str, rows: Sequence[Mapping[str, Any]]) -> None:
     """An archive's failed rows of ``video`` (its status table's, state ``failed``) in
     the status table the report reads, so a video that never produced an output is in
-    the report's status section and verdict, not left out. The video's earlier
-    whole-video failure row (method ``""``) is removed first, so one fixed since does
-    not stay failed there."""
+    the report's status section and verdict, not left out. The video's earlier failures
+    that are not failures now (fixed since, or no longer asked for) are removed, so they
+    do not stay failed there."""
     import shutil
+
+    import pyarrow.parquet as pq
 
     from ..metrics.schemas import schema
 
-    d = _partition_dir(Path(metrics_dir) / PARTS, "status", video, "")
-    if d.is_dir():
-        shutil.rmtree(d, ignore_errors=True)
     names = set(schema("status").names)
     keep = [{k: v for k, v in r.items() if k in names} for r in rows if r.get("state") == "failed"]
+    # the video's failures from before that are not failures now (fixed, or no longer asked for)
+    now = {str(r.get("method") or "") for r in keep}
+    vdir = _partition_dir(Path(metrics_dir) / PARTS, "status", video)
+    for d in sorted(vdir.glob("method=*")) if vdir.is_dir() else []:
+        method = urllib.parse.unquote(d.name[len("method="):])
+        if method in now:
+            continue
+        try:
+            states = set(pq.read_table(d, columns=["state"]).column("state").to_pylist())
+        except Exception:  # noqa: BLE001 - an unreadable part is rewritten by the next evaluation anyway
+            continue
+        if states == {"failed"}:
+            shutil.rmtree(d, ignore_errors=True)
     write_status(metrics_dir, keep)
 
 
@@ -238,17 +250,20 @@ def _read_parts(root: Path, kind: str):
 
 def _keep(table, entries: Mapping[str, Mapping[str, Any]]):
     """Drop partitions of methods a video's latest evaluation no longer has (a video
-    re-evaluated with fewer outputs), keeping videos that have no entry."""
+    re-evaluated with fewer outputs), keeping videos that have no entry, and an
+    archive's failed rows (:func:`write_failures`: a method that failed has no output to
+    evaluate, so it is never in the entry)."""
     import pyarrow as pa
 
     if table.num_rows == 0 or not entries:
         return table
     vids = table.column("video").to_pylist()
     meths = table.column("method").to_pylist()
+    states = table.column("state").to_pylist() if "state" in table.column_names else [None] * table.num_rows
     mask = []
-    for v, m in zip(vids, meths):
+    for v, m, st in zip(vids, meths, states):
         e = entries.get(v)
-        mask.append(e is None or m in ("original", "") or m in (e.get("processed") or {}))
+        mask.append(e is None or m in ("original", "") or m in (e.get("processed") or {}) or st == "failed")
     return table.filter(pa.array(mask))
 
 
