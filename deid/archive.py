@@ -700,16 +700,46 @@ def _check_writable(folder: Path) -> None:
         raise OutputWriteError(f"cannot write to {folder}: {e.strerror or e}") from None
 
 
-def swap_model_name(patient: str, key: str) -> str:
+_NAME_KEY = ".name-key"
+
+
+def swap_name_key(storage: str | os.PathLike, *, create: bool = True) -> bytes | None:
+    """The secret that names the patients' swap models in ``storage`` (a random key kept
+    there, mode 0600, made on first use; None when there is none and ``create`` is off)."""
+    p = Path(storage) / _NAME_KEY
+    if not p.is_file():
+        if not create:
+            return None
+        private_mkdir(Path(storage))
+        try:
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another job made it meanwhile
+            pass
+        else:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(os.urandom(32))
+    return p.read_bytes()
+
+
+def swap_model_name(patient: str, key: str, secret: bytes) -> str:
     """The folder name of a patient's swap model (and its Ray Train run):
-    ``swap-<hash of the patient id>-<key>``. Not the id itself: patient ids are often
-    record numbers, and Ray Train names a folder of its own after the run (under the
-    Ray session's ``artifacts/``, readable by every user of the node)."""
-    return f"{swap_model_prefix(patient)}{key}"
+    ``swap-<keyed hash of the patient id>-<key>``. Not the id, nor a plain hash of it:
+    patient ids are often record numbers (a plain hash of every 8-digit number takes
+    minutes), and Ray Train names a folder of its own after the run (under the Ray
+    session's ``artifacts/``, readable by every user of the node)."""
+    return f"{swap_model_prefix(patient, secret)}{key}"
 
 
-def swap_model_prefix(patient: str) -> str:
-    return "swap-" + hashlib.sha256(f"deid-patient:{patient}".encode()).hexdigest()[:12] + "-"
+def swap_model_prefix(patient: str, secret: bytes) -> str:
+    import hmac
+
+    return "swap-" + hmac.new(secret, patient.encode(), hashlib.sha256).hexdigest()[:12] + "-"
+
+
+def _legacy_swap_model_prefix(patient: str) -> str:
+    """How deid 0.1 before 2026-12-07 named a patient's model (the id itself): such
+    leftovers are still swept."""
+    return "swap-" + (re.sub(r"[^A-Za-z0-9._-]+", "_", patient)[:64] or "patient") + "-"
 
 
 #: how an archive's error names its records folder (deid.records)
@@ -1473,7 +1503,10 @@ class ArchiveRun:
                 shutil.rmtree(p, ignore_errors=True)
         if self.cfg.swap.keep_model or not storage.is_dir():
             return
-        prefixes = tuple(swap_model_prefix(e.patient) for e in self.manifest.entries)
+        secret = swap_name_key(storage, create=False)
+        prefixes = tuple(_legacy_swap_model_prefix(e.patient) for e in self.manifest.entries)
+        if secret:
+            prefixes += tuple(swap_model_prefix(e.patient, secret) for e in self.manifest.entries)
         for sub in ("models", "ray_train"):
             d = storage / sub
             if not prefixes or not d.is_dir():

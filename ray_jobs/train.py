@@ -183,9 +183,10 @@ class SwapModels:
         if cfg.ray.train_workers != 1:
             raise ConfigError("ray.train_workers must be 1: the swap training loop is single-process; scale out over patients with ray.max_concurrent_trainings")
         self.run, self.cfg, self.echo = run, cfg, echo
-        from deid.archive import swap_model_name, swap_storage
+        from deid.archive import swap_model_name, swap_name_key, swap_storage
 
         self.storage = private_mkdir(swap_storage(cfg, run.work_root))
+        secret = swap_name_key(self.storage)
         self.jobs: dict[str, dict] = {}  # patient -> job
         self.remaining: dict[str, set[str]] = {}  # patient -> videos not finished yet
         self.errors: dict[str, tuple[str, str]] = {}
@@ -199,7 +200,7 @@ class SwapModels:
                 self.errors[patient] = (f"patient {patient} has rows with different donors ({', '.join(sorted(donors))}); one model per patient needs one donor", "config")
                 continue
             key = hashlib.sha256(json.dumps([sorted(x.input_sha256 for x in plans), plans[0].config_hashes["swap"]]).encode()).hexdigest()[:12]
-            name = swap_model_name(patient, key)
+            name = swap_model_name(patient, key, secret)
             self.jobs[patient] = {"videos": [p.entry.video for p in plans], "model_dir": str(self.storage / "models" / name), "name": name,
                                   "donor": donors.pop()}
 
@@ -333,6 +334,10 @@ class SwapModels:
                     (self.storage / sub).rmdir()
                 except OSError:
                     pass
+            if not self.cfg.ray.storage_path and not any((self.storage / sub).exists() for sub in ("models", "ray_train")):
+                # the run's own storage, empty: its naming key goes with it (a storage the
+                # user named may be shared by other jobs, which keep using the key)
+                (self.storage / ".name-key").unlink(missing_ok=True)
             try:
                 self.storage.rmdir()
             except OSError:

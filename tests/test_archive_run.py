@@ -4,6 +4,7 @@ Ray job shares — status rows, skip / resume decisions, no half-written outputs
 import csv
 import json
 import os
+import stat
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -20,6 +21,7 @@ from deid.archive import (
     render_planned_segment,
     run_archive_in_process,
     swap_model_name,
+    swap_name_key,
 )
 from deid.config import Config
 from deid.io import probe, scan_stream
@@ -182,22 +184,27 @@ def test_one_job_per_output_folder_and_a_complete_run_sweeps_killed_runs_leftove
     stale_seg = work / "one-0123456789ab-oldkey" / "seg-00000.blur.mp4"
     stale_seg.parent.mkdir(parents=True)
     stale_seg.write_bytes(b"old segment")
-    crops = work / "swap" / "models" / swap_model_name("p1", "0123456789ab") / "faces" / "patient.npz"
+    crops = work / "swap" / "models" / swap_model_name("p1", "0123456789ab", swap_name_key(work / "swap")) / "faces" / "patient.npz"
+    legacy = work / "swap" / "models" / "swap-p1-0123456789ab"  # named by an older deid after the id itself
+    legacy.mkdir(parents=True)
     crops.parent.mkdir(parents=True)
     crops.write_bytes(b"biometric")
     # interrupted (not every video reached an end state): the leftovers stay for the rerun
     half = ArchiveRun(man, CFG, out)
     half.begin()
     half.finish()
-    assert stale_seg.exists() and crops.exists()
+    assert stale_seg.exists() and crops.exists() and legacy.exists()
     run = run_archive_in_process(man, CFG, out)
     assert run.complete and run.states["one"] == "done"
     assert not work.exists(), "a complete run deletes every private leftover, the lock included"
     # an explicit swap storage elsewhere: models of this manifest's patients are swept
     store = tmp_path / "store"
-    other = store / "models" / swap_model_name("someone-else", "0123456789ab")
-    mine = store / "ray_train" / swap_model_name("p1", "0123456789ab")
+    secret = swap_name_key(store)
+    other = store / "models" / swap_model_name("someone-else", "0123456789ab", secret)
+    mine = store / "ray_train" / swap_model_name("p1", "0123456789ab", secret)
     assert "p1" not in mine.name  # patient ids are often record numbers: not in folder names
+    assert stat.S_IMODE((store / ".name-key").stat().st_mode) == 0o600 and len(secret) == 32
+    assert swap_model_name("p1", "k", secret) != swap_model_name("p1", "k", b"another key")  # keyed: no dictionary attack
     for d in (other, mine):
         d.mkdir(parents=True)
     run_archive_in_process(man, CFG.replace(f"ray.storage_path={store}"), out)
