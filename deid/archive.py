@@ -621,11 +621,12 @@ def recover_from_audit(entry: ArchiveEntry, method: str, output: Path, input_sha
     None otherwise. This is how a run killed between publishing an output and writing
     the status table is recognised as done.
 
-    A pseudonymous record (``io.output_names=pseudonym``) holds its configuration with
-    the paths left out (:func:`deid.audit._without_paths`); with ``cfg`` (the row's
-    configuration) the comparison leaves the same paths out of it, so a job whose donor
-    or swap folder is a path is still recognised (else its swap would be trained again).
-    Only a path setting alone may then differ, never a number or a name."""
+    The record carries the hash it was made under (``method_config_hash``). An older
+    pseudonymous record (``io.output_names=pseudonym``) without it holds its
+    configuration with the paths left out (:func:`deid.audit._without_paths`); with
+    ``cfg`` (the row's configuration) the comparison leaves the same paths out of it, so
+    a job whose donor or swap folder is a path is still recognised (else its swap would
+    be trained again): only a path setting may then differ unseen."""
     from .audit import _without_paths
     from .config import from_dict
     from .pipeline import audit_path
@@ -638,7 +639,9 @@ def recover_from_audit(entry: ArchiveEntry, method: str, output: Path, input_sha
         if rec.get("status") not in DONE_STATES or rec.get("input", {}).get("sha256") != input_sha256:
             return None
         want = config_hash
-        if cfg is not None and cfg.io.output_names == "pseudonym":
+        if rec.get("method_config_hash"):  # recorded when it was made: exact, paths included
+            have = rec["method_config_hash"]
+        elif cfg is not None and cfg.io.output_names == "pseudonym":  # an older record, its paths left out
             want = method_config_hash(from_dict(_without_paths(cfg.to_dict())), method, _without_paths(entry.donor, "donor"))
             have = method_config_hash(from_dict(rec.get("config") or {}), method, _without_paths(entry.donor, "donor"))
         else:
@@ -1245,7 +1248,8 @@ def finalize_video(
             timings.add("stitch", time.perf_counter() - t0)
             if on_step:
                 on_step("stitched")
-            finalize_outputs(src, tmp, outs, res, cfg, comp, book, timings, True, input_sha256=plan.input_sha256 or None)
+            finalize_outputs(src, tmp, outs, res, cfg, comp, book, timings, True, input_sha256=plan.input_sha256 or None,
+                             method_hashes=plan.config_hashes)
         if on_step:
             on_step("published")
         if not keep_work:

@@ -343,6 +343,7 @@ def build_audit_record(
     input_sha: str,
     chash: str,
     timings: Any,
+    method_hash: str = "",
 ) -> str:
     method_params: dict[str, Any]
     if mo.method in ("blur", "pixelate", "mask"):
@@ -374,6 +375,9 @@ def build_audit_record(
         "method": mo.method,
         "method_params": _hidden(json.loads(json.dumps(method_params, default=list))),
         "config_hash": chash,
+        # an archive's deid.archive.method_config_hash of this output (paths included):
+        # how a rerun that lost its status table knows the output is current
+        **({"method_config_hash": method_hash} if method_hash else {}),
         "config": _hidden(cfg.to_dict()),
         "frames_read": res.frames_read,
         "counts": res.counts,

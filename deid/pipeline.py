@@ -624,6 +624,7 @@ def finalize_outputs(
     timings: Timings,
     want_sha: bool = True,
     input_sha256: str | None = None,
+    method_hashes: dict[str, str] | None = None,
 ) -> None:
     """Verify, leak-audit and write audit records for finished temporaries (``tmp``);
     raises (and the caller's atomic contexts delete everything) on any problem. The
@@ -669,7 +670,8 @@ def finalize_outputs(
 
     for mo in res.outputs:
         write_frames_table(frames_path(mo.path), book.rows, mo.method)
-        write_text_atomic(mo.audit_path, build_audit_record(res, mo, cfg, input_sha, chash, timings))
+        write_text_atomic(mo.audit_path, build_audit_record(res, mo, cfg, input_sha, chash, timings,
+                                                            method_hash=(method_hashes or {}).get(mo.method, "")))
 
 
 def _run(

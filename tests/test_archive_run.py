@@ -272,9 +272,22 @@ def test_pseudonymous_names_in_an_archive(archive, tmp_path):
     again = run_archive_in_process(load_manifest(archive, out_dir=out, methods=["mask"], output_names="pseudonym"), cfg, out)
     assert sorted(set(again.states.values())) == ["failed", "skipped"] and _mtimes(out) == before
     assert again.progress.frames == 0
-    # ...but not once a setting other than a path changed
+    # ...as do older records, without the hash they were made under (their paths left out of both sides)
+    (records / STATUS_FILE).unlink()
+    for a in out.glob("*.audit.json"):
+        rec = json.loads(a.read_text())
+        assert rec.pop("method_config_hash")
+        a.write_text(json.dumps(rec))
+    before = _mtimes(out)
+    again = run_archive_in_process(load_manifest(archive, out_dir=out, methods=["mask"], output_names="pseudonym"), cfg, out)
+    assert again.progress.frames == 0 and _mtimes(out) == before
+    # ...but not once a setting changed, a path too (another detector model) for a record with its hash
     (records / STATUS_FILE).unlink()
     other = cfg.replace("anonymize.mask.shape=box")
+    redo = run_archive_in_process(load_manifest(archive, out_dir=out, methods=["mask"], output_names="pseudonym"), other, out)
+    assert redo.states["one"] == "done" and redo.progress.frames > 0
+    (records / STATUS_FILE).unlink()
+    other = other.replace("detect.model_path=Doe_John_models/another.onnx")
     redo = run_archive_in_process(load_manifest(archive, out_dir=out, methods=["mask"], output_names="pseudonym"), other, out)
     assert redo.states["one"] == "done" and redo.progress.frames > 0
     (records / STATUS_FILE).unlink()
