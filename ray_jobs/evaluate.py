@@ -41,24 +41,33 @@ class _NoPose:
         pass
 
 
-def _frames(original: str, processed: dict[str, str], max_frames: int) -> int:
-    """Frames to evaluate: all of them; outputs must keep the original's frame count
-    (as in :func:`deid.evaluate.evaluate_outputs`)."""
-    from deid.errors import InvalidInputError
+def _frames(original: str, processed: dict[str, str], max_frames: int) -> tuple[int, dict[str, str]]:
+    """Frames to evaluate, and the outputs refused ({method: why}): one that cannot be
+    compared with the original (another frame size, a frame dropped) is refused on its
+    own and the others are evaluated, as by :func:`deid.evaluate.evaluate_outputs`; the
+    video fails only when none can be."""
+    from deid.errors import DeidError, InvalidInputError
     from deid.io import probe
 
     o = probe(original)
     n = o.frame_count
+    refused: dict[str, str] = {}
     for m, p in processed.items():
-        inf = probe(p)
-        if (inf.width, inf.height) != (o.width, o.height):
-            raise InvalidInputError(f"{p} ({m}) is {inf.width}x{inf.height} but the original is {o.width}x{o.height}; "
-                                    "keypoints are compared in pixels")
-        if inf.frame_count != n and inf.frame_count_exact and o.frame_count_exact:
-            raise InvalidInputError(f"{p} ({m}) has {inf.frame_count} frames but the original has {n}; the evaluation "
-                                    "compares frame by frame (use track.fail_closed=redact, not drop)")
+        try:
+            inf = probe(p)
+            if (inf.width, inf.height) != (o.width, o.height):
+                raise InvalidInputError(f"{p} ({m}) is {inf.width}x{inf.height} but the original is {o.width}x{o.height}; "
+                                        "keypoints are compared in pixels")
+            if inf.frame_count != o.frame_count and inf.frame_count_exact and o.frame_count_exact:
+                raise InvalidInputError(f"{p} ({m}) has {inf.frame_count} frames but the original has {o.frame_count}; the "
+                                        "evaluation compares frame by frame (use track.fail_closed=redact, not drop)")
+        except DeidError as e:
+            refused[m] = str(e)
+            continue
         n = min(n, inf.frame_count)
-    return min(n, max_frames) if max_frames > 0 else n
+    if len(refused) == len(processed):
+        raise InvalidInputError("; ".join(refused.values()))
+    return (min(n, max_frames) if max_frames > 0 else n), refused
 
 
 class PoseStage:
@@ -82,16 +91,18 @@ class PoseStage:
             job = json.loads(job_json)
             err, path = "", ""
             try:
-                n = _frames(job["original"], job["processed"], self.cfg.evaluate.max_frames)
+                n, refused = _frames(job["original"], job["processed"], self.cfg.evaluate.max_frames)
                 kw = dict(stop=n, chunk_size=self.cfg.io.chunk_size, decoder=self.cfg.io.decoder, batch_mb=self.cfg.io.batch_mb)
                 kps = {"original": extract_keypoints(job["original"], self.estimator, **kw)}
                 for m, p in job["processed"].items():
-                    kps[m] = extract_keypoints(p, self.estimator, **kw)
+                    if m not in refused:
+                        kps[m] = extract_keypoints(p, self.estimator, **kw)
                 path = str(Path(job["work"]) / f"{vid}.keypoints.pkl")
                 Path(job["work"]).mkdir(parents=True, exist_ok=True)
                 tmp = path + ".part"
                 with open(tmp, "wb") as fh:
-                    pickle.dump({"frames": n, "keypoints": kps, "pose": self.info}, fh, protocol=pickle.HIGHEST_PROTOCOL)
+                    pickle.dump({"frames": n, "keypoints": kps, "pose": self.info, "refused": refused}, fh,
+                                protocol=pickle.HIGHEST_PROTOCOL)
                 os.replace(tmp, path)
             except Exception as e:  # noqa: BLE001 - per-video errors are data
                 err = f"{vid}: pose extraction failed: {type(e).__name__}: {e}"
@@ -143,7 +154,9 @@ class IdentityStage:
         with open(kp_file, "rb") as fh:
             data = pickle.load(fh)  # written by stage 1 of this run, in the private work folder
         n, kps, pose = data["frames"], data["keypoints"], data["pose"]
-        original, processed = job["original"], job["processed"]
+        refused = dict(data.get("refused") or {})
+        original = job["original"]
+        processed = {m: p for m, p in job["processed"].items() if m not in refused}
         info_o = probe(original)
         kw = dict(every=ev.identity_every, stop=n, chunk_size=cfg.io.chunk_size, decoder=cfg.io.decoder, batch_mb=cfg.io.batch_mb)
         ofaces = extract_faces(original, mdl.encoder, mdl.detector, locator=mdl.locator, null_control=True, **kw)
@@ -160,7 +173,9 @@ class IdentityStage:
                         deid_version=__version__)
         root = Path(self.metrics_dir)
         write_method_scores(root, score_method(vid, "original", kps["original"], kps["original"], ofaces, ofaces.as_processed(), refs, **score_kw))
-        errors = {}
+        errors = dict(refused)
+        for m in refused:
+            clear_method_scores(root, vid, m)  # no earlier evaluation's numbers stand in for a refused output
         for m, p in processed.items():
             try:
                 pfaces = extract_faces(p, mdl.encoder, mdl.detector, at=ofaces, **kw)
@@ -168,9 +183,10 @@ class IdentityStage:
             except DeidError as e:
                 errors[m] = str(e)
                 clear_method_scores(root, vid, m)  # no earlier evaluation's numbers stand in for this one
-        audits = write_status_from_audits(root, vid, processed)
+        # every output asked for (a refused one is listed with its error): a rerun finds the entry current
+        audits = write_status_from_audits(root, vid, job["processed"])
         write_video_entry(root, {
-            "video": vid, "original": original, "processed": processed,
+            "video": vid, "original": original, "processed": job["processed"],
             "fps": info_o.fps, "width": info_o.width, "height": info_o.height, "frame_count": info_o.frame_count,
             "frames_evaluated": n, "audit": audits, "references": refs.describe(), "errors": errors,
             "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

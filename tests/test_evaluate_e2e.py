@@ -380,3 +380,20 @@ def test_an_archive_s_failures_reach_the_report_s_status_table_and_leave_it_when
     write_failures(m, "ward__a", [])  # swap no longer asked for, or done since
     aggregate(m)
     assert pq.read_table(m / "status.parquet").num_rows == 0
+
+
+def test_the_ray_pose_stage_refuses_an_output_on_its_own(clips, tmp_path):
+    """The archive's evaluation (ray_jobs.evaluate) refuses like evaluate_outputs: an
+    output of another size or with a frame dropped alone, the others evaluated."""
+    from ray_jobs.evaluate import _frames
+
+    short = write_clip(tmp_path / "patient.short.mp4", n=N - 4)
+    with VideoWriter(tmp_path / "patient.big.mp4", 320, 240, 25.0, timing="cfr") as w:
+        for _ in range(N):
+            w.write(np.zeros((240, 320, 3), np.uint8))
+    n, refused = _frames(str(clips["original"]), {"copy": str(clips["copy"]), "big": str(tmp_path / "patient.big.mp4"),
+                                                   "short": str(short)}, 0)
+    assert n == N and sorted(refused) == ["big", "short"] and "keypoints are compared in pixels" in refused["big"]
+    assert _frames(str(clips["original"]), {"copy": str(clips["copy"])}, 10) == (10, {})
+    with pytest.raises(InvalidInputError, match="keep|frame by frame"):
+        _frames(str(clips["original"]), {"short": str(short)}, 0)

@@ -153,6 +153,7 @@ def evaluate_outputs(
             refused[m] = str(e)
     if not infos:
         raise InvalidInputError(next(iter(refused.values())))
+    asked = dict(processed)  # the video's entry lists every output (a refused one with its error)
     processed = {m: p for m, p in processed.items() if m in infos}
     n = _frames_to_evaluate(original, info_o, infos, ev.max_frames)
     out.mkdir(parents=True, exist_ok=True)  # after the inputs are checked: a refused call leaves no empty folder
@@ -217,13 +218,13 @@ def evaluate_outputs(
         bar.close()
 
     # --- status (from the pipeline's audit records), the video's entry, aggregate
-    audits = write_status_from_audits(out, vid, processed)
+    audits = write_status_from_audits(out, vid, asked)
     info = {"fps": info_o.fps, "width": info_o.width, "height": info_o.height, "frame_count": info_o.frame_count,
             "frames_evaluated": n}
     entry = {
         "video": vid,
         "original": original,
-        "processed": processed,
+        "processed": asked,
         **info,
         "audit": audits,
         "references": refs.describe(),
