@@ -361,9 +361,11 @@ def test_pseudonymous_evaluation_tables_stay_out_of_the_output_folder(tmp_path, 
     assert main([*base, "--set", "io.output_names=pseudonym", "--records", str(tmp_path / "elsewhere"), "--overwrite"]) == 0
     assert len(list((tmp_path / "elsewhere" / "metrics").iterdir())) == 1
 
+    assert f"--out {tmp_path / 'elsewhere' / 'report.html'})" in capsys.readouterr().err
     plain = tmp_path / "plain"
     assert main(["anonymize", str(src), "--out", str(plain), "-m", "mask", "--evaluate", *FAKES]) == 0
     assert (plain / "metrics" / "walking.json").is_file() and not (tmp_path / "plain.records").exists()
+    assert "--out report.html)" in capsys.readouterr().err  # the report names the inputs: not suggested inside --out
 
 
 def test_a_closed_pipe_is_not_an_error(tmp_path):

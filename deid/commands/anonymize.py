@@ -99,7 +99,10 @@ def run(args: argparse.Namespace) -> int:
         from ..records import records_folder
 
         records = records_folder(args.out, cfg.io.output_names, args.records)
-        print(f"evaluation tables: {records / 'metrics'} (HTML report: deid report {records / 'metrics'} --out {records / 'report.html'})",
+        # the report names the inputs and shows frames: never suggested inside the folder to share
+        shared = Path(args.out).resolve()
+        report = records / "report.html" if records.resolve() != shared else Path("report.html")
+        print(f"evaluation tables: {records / 'metrics'} (HTML report: deid report {records / 'metrics'} --out {report})",
               file=sys.stderr)
     if cfg.io.output_names == "pseudonym" and not args.json and published:
         print(f"before sharing {args.out}: deid verify {args.out}", file=sys.stderr)
