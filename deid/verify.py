@@ -155,7 +155,7 @@ def verify_folder(folder: str | os.PathLike, *, hashes: bool = True,
         parts = p.relative_to(root).parts
         if PARTIAL_MARK in name:
             add(ERROR, p, "an unfinished temporary of an interrupted run (deid deletes it at its next run in this folder)")
-        elif "metrics" in parts[:-1]:
+        elif "metrics" in parts[:-1] and p.suffix in (".parquet", ".json", ".pkl"):  # the evaluation's kinds of file
             top = root.joinpath(*parts[:parts.index("metrics") + 1])
             tables_in[top] = tables_in.get(top, 0) + 1
         elif name in _RECORDS:
