@@ -120,7 +120,7 @@ def test_pipeline_swaps_and_never_writes_the_model_into_the_output(material, tmp
     assert list(work.iterdir()) == []
 
 
-def test_cli_swap_train_writes_a_private_model_folder(material, tmp_path, monkeypatch, capsys):
+def test_cli_swap_train_writes_a_private_model_folder(material, tmp_path, monkeypatch, capsys, caplog):
     from deid.cli import main
 
     monkeypatch.setenv("DEID_DONORS", str(material["lib"].root))
@@ -146,6 +146,30 @@ def test_cli_swap_train_writes_a_private_model_folder(material, tmp_path, monkey
     img, _ = draw_frame(0, 4, 160, 120)
     assert anon.apply(img, []).shape == img.shape
     np.testing.assert_array_equal(np.load(out / "references.npy").shape[1:], (67,))
+    # a kept model on a video it was not trained on is warned about; once its donor's
+    # consent is revoked it is refused, though it was trained while the consent held
+    from deid.swap.session import check_kept_model
+    from deid.testing import make_synthetic_video
+
+    cfg = Config().replace(f"swap.model_dir={out}", "swap.landmarks=synthetic", "audit.identity_backend=patch")
+    other = make_synthetic_video(tmp_path / "someone_else.mp4", n_frames=6)
+    with caplog.at_level(logging.WARNING):
+        check_kept_model(out, cfg, [material["clip"].path])
+        assert not [r for r in caplog.records if "trained on other" in r.getMessage()]
+        check_kept_model(out, cfg, [other.path])
+        assert any("was trained on other video(s)" in r.getMessage() for r in caplog.records)
+    consent = material["lib"].path("donor-ok") / "consent.yaml"
+    saved = consent.read_text()
+    try:
+        consent.write_text(saved.replace("revoked: false", "") + "\nrevoked: true\n")
+        with pytest.raises(ConsentError, match="revoked"):
+            build_anonymizer("swap", cfg)
+        assert main(["anonymize", str(material["clip"].path), "--out", str(tmp_path / "o"), "-m", "swap", "--no-progress",
+                     "--set", f"swap.model_dir={out}", "--set", "detect.backend=color", "--set", "audit.identity_backend=patch",
+                     "--set", "swap.landmarks=synthetic"]) == 1
+        assert "revoked" in capsys.readouterr().err and not list((tmp_path / "o").glob("*.mp4"))
+    finally:
+        consent.write_text(saved)
 
 
 def test_first_use_of_a_donor_builds_its_pretraining_and_later_sessions_start_from_it(material, tmp_path):

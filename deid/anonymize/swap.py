@@ -137,6 +137,9 @@ class SwapAnonymizer:
                     "--donor NAME` (trains one per video and deletes it afterwards) or set swap.model_dir to a folder "
                     "made by `deid swap train`"
                 )
+            from ..swap.session import check_kept_model
+
+            check_kept_model(self.cfg.model_dir, full)  # the donor's consent must still hold
             other = SwapAnonymizer.from_dir(self.cfg.model_dir, full, identity=identity, landmarker=landmarker)
             self.__dict__.update(other.__dict__)
             return

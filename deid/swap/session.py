@@ -154,8 +154,11 @@ def train_patient_model(
         init = p if p.is_file() else None
     resume_from = out / CHECKPOINT if resume and (out / CHECKPOINT).is_file() else None
     res = fit(data, sc, out, report=report, resume_from=resume_from, init_from=None if resume_from else init, device=device, spec=spec, progress=progress)
+    from ..pipeline import sha256_file
+
     info = {
         "donor": donor.name,
+        "patient_inputs_sha256": [sha256_file(v) for v in videos],  # which videos the model is of (a kept model's later use)
         "donor_consent_sha256": donor.consent.sha256,
         "donor_kind": donor.consent.kind,
         "preset": sc.preset,
@@ -174,6 +177,37 @@ def train_patient_model(
         "losses": {k: round(v, 4) for k, v in res.losses.items()},
     }
     (out / SESSION_FILE).write_text(json.dumps(info, indent=1))
+    return info
+
+
+def check_kept_model(model_dir: str | os.PathLike, cfg: Any, videos: Sequence[str | os.PathLike] = ()) -> dict[str, Any]:
+    """Before a kept model (``swap.model_dir``, made by ``deid swap train``) is used: its
+    donor's consent must hold *today* (revoked or expired since the training: refused,
+    :class:`deid.errors.ConsentError`), and a video it was not trained on is warned about
+    (a patient's model on another person's video swaps the wrong face, and its identity
+    gate compares with the wrong person). Returns the model's session info."""
+    from ..errors import ConsentError
+    from .donors import DonorLibrary
+
+    d = Path(model_dir)
+    try:
+        info = json.loads((d / SESSION_FILE).read_text())
+    except (OSError, ValueError) as e:
+        raise ConsentError(f"{d}: no readable {SESSION_FILE} ({e}): cannot tell whose consent the model rests on; "
+                           "train it again with `deid swap train`") from None
+    donor = str(info.get("donor") or "")
+    if not donor:
+        raise ConsentError(f"{d}/{SESSION_FILE} names no donor: cannot check the consent the model rests on")
+    DonorLibrary(cfg.swap.donor_library or None).get(donor)  # ConsentError when revoked, expired, out of scope
+    trained_on = set(info.get("patient_inputs_sha256") or [])
+    if trained_on and videos:
+        from ..pipeline import sha256_file
+
+        other = [str(v) for v in videos if sha256_file(v) not in trained_on]
+        if other:
+            log.warning("%s: the swap model in %s was trained on other video(s); use it only for the same patient's videos "
+                        "(on another person it swaps the wrong face and its identity gate compares with the wrong person)",
+                        ", ".join(other), d)
     return info
 
 
@@ -203,6 +237,7 @@ def swap_session(
 
         identity = IDENTITY_ENCODERS.create(cfg.audit.identity_backend)
     if sc.model_dir:
+        check_kept_model(sc.model_dir, cfg, videos)
         yield SwapAnonymizer.from_dir(sc.model_dir, cfg, identity=identity, landmarker=landmarker, device=device)
         return
     work = private_dir(sc.workdir or None, forbid=forbid)
