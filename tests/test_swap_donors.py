@@ -54,6 +54,8 @@ def test_consent_that_does_not_allow_a_swap_today_is_refused(edit, message):
         (GOOD.replace("expires: 2027-06-01", "expires: soon"), "not a date"),
         ("just text", "mapping"),
         ("a: [", "not valid YAML"),
+        (GOOD.replace("expires: 2027-06-01", "expires: 2027-02-30"), "date that does not exist"),
+        (GOOD.replace("given: 2025-06-01", "given: 2025-13-01"), "date that does not exist"),
     ],
 )
 def test_incomplete_consent_is_refused(text, message):
@@ -132,6 +134,11 @@ def test_cli_donor_add_list_check(tmp_path, capsys, monkeypatch):
     assert main(["donor", "list", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["sam"]["status"] == "ok" and rows["sam"]["media"] == 8 and DEMO_DONOR in rows
+    # a scope without face-swap-donor is refused, not widened: a consent is recorded as given
+    rc = main(["donor", "add", "narrow", "--frames", str(frames), "--consent-by", "N", "--expires", "2099-01-01", "--scope", "research"])
+    assert rc == 1 and "does not include face-swap-donor" in capsys.readouterr().err and not (tmp_path / "lib" / "narrow").exists()
+    rc = main(["donor", "add", "baddate", "--frames", str(frames), "--consent-by", "B", "--expires", "2027-02-30"])
+    assert rc == 1 and "does not exist" in capsys.readouterr().err
     # an expired donor fails `check` with exit code 1 and says why
     rc = main(["donor", "add", "old", "--frames", str(frames), "--consent-by", "Old", "--given", "2020-01-01", "--expires", "2021-01-01"])
     assert rc == 1 and "expired" in capsys.readouterr().err

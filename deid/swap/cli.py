@@ -159,15 +159,16 @@ def run_swap_train(args: argparse.Namespace) -> int:
 def run_donor_add(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from ..errors import InvalidInputError
+    from ..errors import ConsentError, InvalidInputError
     from .donors import REQUIRED_SCOPE, Consent, DonorLibrary
 
     media = list(args.video) + list(args.frames)
     if not media:
         raise InvalidInputError("give the donor's material with --video V and/or --frames DIR")
     scope = [s.strip() for s in args.scope.split(",") if s.strip()]
-    if REQUIRED_SCOPE not in scope:
-        scope.insert(0, REQUIRED_SCOPE)
+    if REQUIRED_SCOPE not in scope:  # a consent is recorded as given, never widened
+        raise ConsentError(f"--scope {args.scope!r} does not include {REQUIRED_SCOPE}: the donor's consent must cover being a "
+                           f"face-swap donor (e.g. --scope {REQUIRED_SCOPE},{','.join(scope) or 'research'})")
     text = (
         "version: 1\nkind: person\n"
         f"who: {_q(args.consent_by)}\n"

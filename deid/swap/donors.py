@@ -151,6 +151,8 @@ class Consent:
             d = yaml.safe_load(text)
         except yaml.YAMLError as e:
             raise ConsentError(f"{where}: not valid YAML ({e}); fix or re-create it with `deid donor add`") from None
+        except ValueError as e:  # YAML reads 2027-02-30 as a date and fails on it
+            raise ConsentError(f"{where}: a date that does not exist ({e}); dates are YYYY-MM-DD") from None
         if not isinstance(d, dict):
             raise ConsentError(f"{where}: must be a mapping with who, given, scope, expires")
         kind = str(d.get("kind", "person"))
