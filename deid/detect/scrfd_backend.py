@@ -30,9 +30,14 @@ class ScrfdDetector:
             )
         from insightface.model_zoo import get_model
 
-        m = get_model(path, providers=["CPUExecutionProvider"])
+        try:
+            m = get_model(path, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnx / onnxruntime raise many types for a bad file
+            raise ModelWeightsError(f"{path}: cannot be loaded as an ONNX model ({type(e).__name__}: {str(e)[:200]}); "
+                                    "check detect.model_path or DEID_SCRFD_MODEL") from None
         if m is None or not hasattr(m, "detect"):
-            raise ModelWeightsError(f"{path}: not recognised as an SCRFD detector by insightface.model_zoo")
+            raise ModelWeightsError(f"{path}: not recognised as an SCRFD detector by insightface.model_zoo; "
+                                    "check detect.model_path or DEID_SCRFD_MODEL")
         m.prepare(ctx_id=-1, input_size=(input_size, input_size), det_thresh=float(min_score))
         self._m = m
         self._lock = threading.Lock()

@@ -45,8 +45,9 @@ def resolve_model_path(model_path: str = "") -> Path:
     if not p:
         raise ModelWeightsError(
             "ArcFace identity backend needs a user-supplied ONNX recognition model "
-            f"(e.g. w600k_r50.onnx from an InsightFace model pack); set {ENV_VAR}=/path/model.onnx "
-            f"or config {CONFIG_KEY}, or use the default identity backend 'dlib'"
+            f"(e.g. w600k_r50.onnx from an InsightFace model pack); set {ENV_VAR}=/path/model.onnx (used wherever "
+            f"it runs: the leak audit, audit.identity_backend, and the evaluation) or {CONFIG_KEY} (the evaluation "
+            "only), or use the default identity backend 'dlib'"
         )
     path = Path(p).expanduser()
     if not path.is_file():
@@ -81,7 +82,8 @@ class ArcFaceIdentityEncoder:
 
             model = get_model(self.model_path, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnx / onnxruntime raise many types for a bad file
-            raise ModelWeightsError(f"{path}: cannot load as an ONNX model ({type(e).__name__}: {e})") from None
+            raise ModelWeightsError(f"{path}: cannot load as an ONNX model ({type(e).__name__}: {str(e)[:200]}); "
+                                    f"check {ENV_VAR} or {CONFIG_KEY}") from None
         if model is None or getattr(model, "taskname", "") != "recognition":
             raise ModelWeightsError(
                 f"{path}: not an ArcFace recognition model (InsightFace routed it to "

@@ -383,7 +383,8 @@ class OpenPoseEstimator:
         proto = _resolve(proto_path, ENV_PROTO)
         where = (
             f"set {ENV_MODEL}=/path/to/pose_iter_584000.caffemodel (and {ENV_PROTO}=/path/to/pose_deploy.prototxt) "
-            "or an .onnx export, or evaluate.pose.model_path in the config. deid never downloads model weights."
+            "or an .onnx export (used wherever it runs: the tracker's pose fallback, track.pose_backend, and the "
+            "evaluation), or evaluate.pose.model_path (the evaluation only). deid never downloads model weights."
         )
         if not model:
             raise ModelWeightsError(f"no OpenPose model given: {where}")
@@ -422,7 +423,8 @@ class OpenPoseEstimator:
         try:
             return cv2.dnn.readNet(model, proto) if proto else cv2.dnn.readNet(model)
         except cv2.error as e:
-            raise ModelWeightsError(f"cv2.dnn could not load the OpenPose model {model!r}: {e}".strip()) from e
+            raise ModelWeightsError(f"cv2.dnn could not load the OpenPose model {model!r} ({str(e).strip()[:200]}); "
+                                    f"check {ENV_MODEL} or evaluate.pose.model_path") from None
 
     def forward(self, frame: np.ndarray) -> tuple[np.ndarray, tuple[int, int], tuple[float, float]]:
         """Raw network output (C, h, w) for one RGB frame, with the net size and scale."""

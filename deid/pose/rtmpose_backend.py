@@ -55,7 +55,8 @@ _BOX_SOURCES = ("auto", "yolox", "mediapipe", "frame")
 
 
 def _require_file(path: str, what: str, env: str, key: str) -> str:
-    where = f"set {env}=/path/to/model.onnx or {key} in the config (deid never downloads model weights)"
+    where = (f"set {env}=/path/to/model.onnx (used wherever it runs: the tracker's pose fallback, "
+             f"track.pose_backend, and the evaluation), or {key} (the evaluation only); deid never downloads model weights")
     if not path:
         raise ModelWeightsError(f"no {what} given: {where}")
     if not Path(path).is_file():
@@ -99,7 +100,8 @@ class RTMPoseEstimator:
             try:
                 self._pose = RTMPose(model, model_input_size=self.input_size, backend="onnxruntime", device=device)
             except Exception as e:  # noqa: BLE001 - onnxruntime raises several types for bad files
-                raise ModelWeightsError(f"onnxruntime could not load the RTMPose model {model!r}: {e}") from e
+                raise ModelWeightsError(f"onnxruntime could not load the RTMPose model {model!r} ({type(e).__name__}: "
+                                        f"{str(e)[:200]}); check {ENV_MODEL} or evaluate.pose.model_path") from None
         shape = self._pose.session.get_inputs()[0].shape
         if len(shape) == 4 and all(isinstance(v, int) for v in shape[2:]):
             # the exported model fixes its input size; it wins over the argument
