@@ -335,6 +335,27 @@ def test_verdict_warns_when_the_original_videos_showed_no_face():
     assert _verdict(no_col, st)["level"] == "ok" and _verdict(no_col, st)["original_faces"] is None
 
 
+def test_verdict_warns_when_the_reidentification_attack_still_finds_the_patient():
+    """A swap trained for 62 steps passed the threshold and the leak audit, yet the attack
+    ranked the patient first in 82 % of its faces against a chance of 33 %."""
+    from deid.report.build import _verdict
+
+    st = pd.DataFrame([{"video": "a", "method": "swap", "leaks": 0, "error": ""}])
+
+    def tab(r1):
+        return identity_table(_summary([
+            {"video": "a", "method": "original", "frames": 10, "identity_frames": 10, "faces": 10, "frames_match_patient": 10},
+            {"video": "a", "method": "swap", "frames": 10, "identity_frames": 10, "faces": 10, "frames_match_patient": 0,
+             "attack_rank1": r1, "attack_chance_rank1": 0.33},
+        ]))
+
+    v = _verdict(tab(0.82), st)
+    assert v["level"] == "warn" and "swap rank-1 0.82 against a chance of 0.33" in v["text"]
+    assert v["reidentified"] == [{"method": "swap", "attack_rank1": 0.82, "chance": 0.33}]
+    ok = _verdict(tab(0.40), st)  # within the margin of chance
+    assert ok["level"] == "ok" and ok["reidentified"] == []
+
+
 def test_config_section_says_only_the_first_max_frames_were_evaluated():
     from types import SimpleNamespace
 

@@ -565,6 +565,10 @@ def _summary_json(md, pose_tab, id_tab, clin, st, worst, strips, archive, missin
 # ----------------------------------------------------------------------------- entry point
 
 
+#: how far above chance the attack's rank-1 may be before the verdict warns
+REID_MARGIN = 0.25
+
+
 def _verdict(id_tab: pd.DataFrame, st: pd.DataFrame) -> dict[str, Any]:
     """One line for the top of the report and for CI: did anything still match?
 
@@ -604,12 +608,25 @@ def _verdict(id_tab: pd.DataFrame, st: pd.DataFrame) -> dict[str, Any]:
         level = "ok"
         text = (f"No processed frame matched the patient or the original face ({int(checked):,} frames checked across "
                 f"{len(non)} method(s)).")
+    # the re-identification attack (patient among distractors): a method whose faces it
+    # still ranks as the patient far above chance keeps identity, whatever the threshold says
+    reid = []
+    for m, row in non.iterrows() if not non.empty and "attack_rank1" in non else []:
+        r1 = pd.to_numeric(pd.Series([row.get("attack_rank1")]), errors="coerce").iloc[0]
+        ch = pd.to_numeric(pd.Series([row.get("attack_chance_rank1")]), errors="coerce").iloc[0]
+        if np.isfinite(r1) and np.isfinite(ch) and r1 > ch + REID_MARGIN:
+            reid.append((str(m), float(r1), float(ch)))
+    if reid:
+        level = "bad" if level == "bad" else "warn"
+        text += (" The re-identification attack still picks the patient out of its gallery: "
+                 + "; ".join(f"{m} rank-1 {r1:.2f} against a chance of {ch:.2f}" for m, r1, ch in reid)
+                 + ". Those faces keep identity (a swap trained too briefly, say): review before sharing.")
     if errors:
         level = "bad" if level == "bad" else "warn"
         text += f" {errors} output(s) reported an error (see the status section)."
     return {"level": level, "text": text, "frames_checked": checked, "frames_match_patient": mp,
             "frames_match_same_place": ms, "frames_match_original": mo, "audit_leaks": audit, "errors": errors,
-            "original_faces": orig_faces}
+            "original_faces": orig_faces, "reidentified": [{"method": m, "attack_rank1": r1, "chance": ch} for m, r1, ch in reid]}
 
 
 def build_report(metrics_dir: str | os.PathLike, out_html: str | os.PathLike, *,
