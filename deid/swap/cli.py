@@ -93,9 +93,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=run_donor_check)
     pr = dsub.add_parser("pretrain", help="pre-train (or continue) the donor-only model that patient trainings start from")
     pr.add_argument("name")
-    pr.add_argument("--minutes", type=float, default=10.0)
-    pr.add_argument("--preset", choices=("small", "large", "tiny"))
-    pr.add_argument("--library", metavar="DIR")
+    pr.add_argument("--minutes", type=float, default=10.0,
+                    help="more training time (default 10); the model is saved when the time is up, so give the time you "
+                         "can wait for: a stopped run (Ctrl-C) keeps the model as it was before it")
+    pr.add_argument("--preset", choices=("small", "large", "tiny"), help="model size (swap.preset; default the config's)")
+    pr.add_argument("--library", metavar="DIR", help="donor library (default $DEID_DONORS or ~/.deid/donors)")
     add_config_args(pr)
     pr.set_defaults(func=run_donor_pretrain)
     dp.set_defaults(func=_help(dp))

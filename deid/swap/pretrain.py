@@ -59,6 +59,13 @@ def pretrain_donor(
     sc = cfg.swap
     spec = resolve_spec(sc)
     faces = donor_faceset(donor, spec.size, detector=detector or build_detector(cfg), landmarker=landmarker or build_landmarker(sc.landmarks))
+    from .train import MIN_FACES
+
+    if len(faces) < MIN_FACES:  # said of the donor (the pre-training reads the donor's faces on both sides)
+        from ..errors import InvalidInputError
+
+        raise InvalidInputError(f"donor {donor.name}: {len(faces)} usable face(s) in its material, at least {MIN_FACES} are "
+                                "needed; add more donor material (videos or photos with a larger, frontal face)")
     dst = pretrained_path(donor, spec)
     dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="deid-pretrain-") as tmp:
