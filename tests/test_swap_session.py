@@ -97,6 +97,7 @@ def test_private_dir_refuses_an_output_directory(tmp_path):
     out = tmp_path / "out"
     with pytest.raises(InvalidInputError, match="output directory"):
         private_dir(out / "models", forbid=[out])
+    assert not out.exists(), "refused before anything is created there"
     d = private_dir(tmp_path / "elsewhere", forbid=[out])
     assert stat.S_IMODE(d.stat().st_mode) == 0o700
 
@@ -132,9 +133,15 @@ def test_cli_swap_train_writes_a_private_model_folder(material, tmp_path, monkey
     ]  # fmt: skip
     assert main(args) == 0
     assert stat.S_IMODE(out.stat().st_mode) == 0o700 and (out / "model.pt").is_file()
+    assert all(stat.S_IMODE(p.stat().st_mode) == (0o700 if p.is_dir() else 0o600) for p in out.rglob("*")), \
+        "the model, face crops and previews are the owner's alone"
     assert "swap.model_dir=" in capsys.readouterr().out
     assert main(args) == 1  # not empty: refuses to overwrite without --resume
     assert "not empty" in capsys.readouterr().err
+    unknown = [a if a != "donor-ok" else "nobody" for a in args]
+    unknown[unknown.index(str(out))] = str(tmp_path / "refused")
+    assert main(unknown) == 1 and "not found" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists(), "a refused donor leaves no model folder"
     assert main(args + ["--resume", "--steps", "4"]) == 0
     info = json.loads((out / "session.json").read_text())
     assert info["train_steps"] == 4

@@ -143,6 +143,9 @@ def run_swap_train(args: argparse.Namespace) -> int:
     for v in args.patient:
         if out.resolve() == Path(v).resolve().parent:
             raise InvalidInputError(f"--out {out} is the folder of the patient video; keep models apart from media")
+    from .donors import DonorLibrary
+
+    DonorLibrary(cfg.swap.donor_library or None).get(cfg.swap.donor)  # a refused consent leaves no (empty) model folder
     out.mkdir(parents=True, exist_ok=True)
     os.chmod(out, 0o700)
     from ..registry import IDENTITY_ENCODERS

@@ -47,6 +47,11 @@ def private_dir(parent: str | os.PathLike | None = None, forbid: Sequence[str | 
     owner died without deleting them (SIGKILL, power loss) are deleted first
     (:func:`remove_orphaned_sessions`)."""
     base = Path(parent).expanduser() if parent else None
+    where = (base or Path(tempfile.gettempdir())).resolve()
+    for f in forbid:  # before anything is created there
+        fr = Path(f).expanduser().resolve()
+        if where == fr or fr in where.parents:
+            raise InvalidInputError(f"swap.workdir {parent} lies inside the output directory {f}; the patient's model must never be written there")
     if base is not None:
         base.mkdir(parents=True, exist_ok=True)
     remove_orphaned_sessions(base or tempfile.gettempdir())
@@ -54,12 +59,23 @@ def private_dir(parent: str | os.PathLike | None = None, forbid: Sequence[str | 
     os.chmod(d, stat.S_IRWXU)
     (d / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "created_unix": int(time.time())}))
     real = d.resolve()
-    for f in forbid:
+    for f in forbid:  # a link in the way
         fr = Path(f).expanduser().resolve()
         if real == fr or fr in real.parents:
             shutil.rmtree(d, ignore_errors=True)
             raise InvalidInputError(f"swap.workdir {parent} lies inside the output directory {f}; the patient's model must never be written there")
     return d
+
+
+def _private_tree(d: Path) -> None:
+    """Every file under a model folder readable by its owner only (0600, folders 0700): the
+    folder itself is private, but a model, face crops and previews copied out of it, or a
+    folder opened up by mistake, must not carry world-readable modes with them."""
+    for p in [d, *d.rglob("*")]:
+        if p.is_symlink():
+            continue
+        with contextlib.suppress(OSError):
+            os.chmod(p, stat.S_IRWXU if p.is_dir() else stat.S_IRUSR | stat.S_IWUSR)
 
 
 def remove_orphaned_sessions(base: str | os.PathLike) -> list[Path]:
@@ -177,6 +193,7 @@ def train_patient_model(
         "losses": {k: round(v, 4) for k, v in res.losses.items()},
     }
     (out / SESSION_FILE).write_text(json.dumps(info, indent=1))
+    _private_tree(out)
     return info
 
 
