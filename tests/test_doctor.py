@@ -31,6 +31,19 @@ def test_doctor_checks_the_models_a_site_config_asks_for(capsys, monkeypatch):
     assert "detect.backend=scrfd" in checks["configuration"]["detail"]
 
 
+def test_an_optional_model_variable_pointing_nowhere_is_shown_not_failed(monkeypatch):
+    """DEID_RTMPOSE_MODEL set to a file that is not there is a mistake to show (BAD), but
+    only a backend the configuration uses fails the run."""
+    from deid.commands.doctor import OPTIONAL, _check, _optional_models
+
+    monkeypatch.setenv("DEID_RTMPOSE_MODEL", "/nonexistent/rtmpose.onnx")
+    r = _check("optional model files", _optional_models)
+    assert not r["ok"] and "DEID_RTMPOSE_MODEL=/nonexistent/rtmpose.onnx MISSING" in r["detail"]
+    assert "optional model files" in OPTIONAL
+    monkeypatch.delenv("DEID_RTMPOSE_MODEL")
+    assert _check("optional model files", _optional_models)["ok"]
+
+
 def test_doctor_reports_a_bad_configuration(capsys):
     rc, checks = _doctor(capsys, "--set", "track.no_such_key=1")
     assert rc == 1 and not checks["configuration"]["ok"]

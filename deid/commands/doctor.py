@@ -152,6 +152,8 @@ def _optional_models():
     for e in env:
         v = os.environ.get(e)
         parts.append(f"{e}={'(unset)' if not v else v + (' ok' if os.path.isfile(v) else ' MISSING')}")
+    if any(p.endswith(" MISSING") for p in parts):  # set, but to a file that is not there: a mistake to show
+        raise FileNotFoundError("; ".join(parts))
     return "; ".join(parts)
 
 
@@ -188,7 +190,7 @@ CHECKS = [
     ("optional model files", _optional_models),
     ("chromium (report test)", _browser),
 ]
-OPTIONAL = ("chromium (report test)",)
+OPTIONAL = ("chromium (report test)", "optional model files")  # shown BAD, but only the configured backends fail the run
 
 
 def run(args: argparse.Namespace) -> int:
