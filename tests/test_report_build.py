@@ -244,16 +244,19 @@ def test_max_frames_is_stated_in_the_page_and_the_summary(full_run, tmp_path):
 
     m = shutil.copytree(md, tmp_path / "metrics")
     run = json.loads((m / "run.json").read_text())
-    run["config"]["evaluate"]["max_frames"] = 20
+    # one video evaluated on its first 20 frames (evaluate.max_frames), the others whole: said per video
+    first = run["videos"][0]
+    first["frames_evaluated"] = 20
     (m / "run.json").write_text(json.dumps(run))
     out = build_report(m, tmp_path / "r.html", options=ReportOptions(strips=False))
     doc = parse(out)
-    note = "evaluate.max_frames = 20: only the first 20 frames of each video were evaluated"
+    note = f"1 of {len(run['videos'])} video(s) were evaluated on their first 20 frames only"
     assert note in doc.body and "Not in this report" in doc.body
     s = json.loads(summary_path(out).read_text())
-    assert s["run"]["max_frames"] == 20 and any(note in x for x in s["missing"])
+    assert s["run"]["partly_evaluated"] == [{"video": first["video"], "frames_evaluated": 20, "frame_count": first["frame_count"]}]
+    assert any(note in x for x in s["missing"])
     base = json.loads(summary_path(full_run[1]).read_text())
-    assert base["run"]["max_frames"] == 0 and not any("max_frames" in x for x in base["missing"])
+    assert base["run"]["partly_evaluated"] == [] and not any("max_frames" in x for x in base["missing"])
 
 
 def test_archive_without_measurable_ap_says_why_it_has_no_strips(tmp_path):

@@ -359,15 +359,17 @@ def test_verdict_warns_when_the_reidentification_attack_still_finds_the_patient(
 def test_config_section_says_only_the_first_max_frames_were_evaluated():
     from types import SimpleNamespace
 
-    from deid.report.build import _config_section, _max_frames
+    from deid.report.build import _config_section, _partly_evaluated
 
-    video = {"video": "v", "width": 64, "height": 48, "fps": 25.0, "frame_count": 120, "processed": {"blur": "x.mp4"}}
-    run = {"config": {"evaluate": {"max_frames": 20}}, "videos": [video]}
-    html = _config_section(SimpleNamespace(run=run, videos={"v": video}), "fixed")
-    assert "only the first 20 frames of each video were evaluated" in html and "120" in html
-    assert _max_frames(run) == 20 and _max_frames({}) == 0 and _max_frames({"config": {"evaluate": {"max_frames": 0}}}) == 0
-    html0 = _config_section(SimpleNamespace(run={"videos": [video]}, videos={"v": video}), "fixed")
-    assert "were evaluated" not in html0
+    video = {"video": "v", "width": 64, "height": 48, "fps": 25.0, "frame_count": 120, "frames_evaluated": 20,
+             "processed": {"blur": "x.mp4"}}
+    whole = dict(video, video="w", frames_evaluated=120)
+    videos = {"v": video, "w": whole}
+    html = _config_section(SimpleNamespace(run={"videos": list(videos.values())}, videos=videos), "fixed")
+    assert "1 of 2 video(s) were evaluated on their first 20 frames only" in html and "120" in html
+    assert _partly_evaluated(videos) == [{"video": "v", "frames_evaluated": 20, "frame_count": 120}]
+    html0 = _config_section(SimpleNamespace(run={"videos": [whole]}, videos={"w": whole}), "fixed")
+    assert "were evaluated on" not in html0
 
 
 def test_strip_notes_only_methods_the_video_lists_or_is_expected_to_have(tmp_path):

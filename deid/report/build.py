@@ -141,20 +141,25 @@ def _featured_videos(md: MetricsDir, summary: pd.DataFrame, worst: Mapping[str, 
     return out
 
 
-def _max_frames(run: Mapping[str, Any]) -> int:
-    """``evaluate.max_frames`` of the run's configuration (0 = every frame was evaluated, or unknown)."""
-    cfg = run.get("config")
-    ev = cfg.get("evaluate") if isinstance(cfg, Mapping) else None
-    if not isinstance(ev, Mapping):
-        return 0
-    try:
-        return max(0, int(ev.get("max_frames") or 0))
-    except (TypeError, ValueError):
-        return 0
+def _partly_evaluated(videos: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Videos evaluated on their first frames only (``evaluate.max_frames``), from each
+    video's own entry (one metrics folder may hold videos evaluated with other settings)."""
+    out = []
+    for v in videos.values():
+        try:
+            n, total = int(v.get("frames_evaluated")), int(v.get("frame_count"))
+        except (TypeError, ValueError):
+            continue
+        if 0 < n < total:
+            out.append({"video": str(v.get("video")), "frames_evaluated": n, "frame_count": total})
+    return out
 
 
-def _max_frames_note(n: int) -> str:
-    return f"evaluate.max_frames = {n}: only the first {n} frames of each video were evaluated"
+def _partly_note(part: Sequence[Mapping[str, Any]], n_videos: int) -> str:
+    ns = sorted({int(p["frames_evaluated"]) for p in part})
+    first = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]} to {ns[-1]}"
+    return (f"{len(part)} of {n_videos} video(s) were evaluated on their first {first} frames only (evaluate.max_frames; "
+            "the Videos table's 'evaluated' column)")
 
 
 # ----------------------------------------------------------------------------- sections
@@ -488,20 +493,22 @@ def _config_section(md: MetricsDir, face_check: str) -> str:
          + (f" · threshold {ib.get('threshold')}" if ib.get("threshold") is not None else "")},
         {"what": "report face check", "value": face_check},
     ]
-    max_frames = _max_frames(run)
-    if max_frames:
-        rows.append({"what": "frames evaluated", "value": f"the first {max_frames} of each video (evaluate.max_frames)"})
+    part = _partly_evaluated(md.videos)
+    if part:
+        rows.append({"what": "frames evaluated", "value": _partly_note(part, len(md.videos))})
     body = H.table(rows, [("what", "", "s", ""), ("value", "", "s", "")])
     vids = list(md.videos.values())
     if vids and len(vids) <= 50:
         vrows = [{"video": v.get("video"), "size": f"{v.get('width')}x{v.get('height')}", "fps": v.get("fps"),
-                  "frames": v.get("frame_count"), "methods": ", ".join(order_methods(list((v.get("processed") or {}).keys())))}
+                  "frames": v.get("frame_count"), "evaluated": v.get("frames_evaluated"),
+                  "methods": ", ".join(order_methods(list((v.get("processed") or {}).keys())))}
                  for v in vids]
         body += "<h3>Videos</h3>" + H.table(vrows, [("video", "Video", "s", ""), ("size", "size", "s", ""),
                                                      ("fps", "fps", "f2", ""), ("frames", "frames", "int", ""),
+                                                     ("evaluated", "evaluated", "int", "frames evaluated (evaluate.max_frames)"),
                                                      ("methods", "methods", "s", "")])
-        if max_frames:
-            body += H.note(f"Frame counts are those of the whole videos; {_max_frames_note(max_frames)}.")
+        if part:
+            body += H.note(f"Frame counts are those of the whole videos; {_partly_note(part, len(md.videos))}.")
     cfg = run.get("config")
     if cfg:
         body += ("<details><summary>Effective configuration (YAML)</summary><pre>"
@@ -539,7 +546,7 @@ def _summary_json(md, pose_tab, id_tab, clin, st, worst, strips, archive, missin
         "deid_version": __version__,
         "metrics_dir": str(md.root),
         "run": {**{k: md.run.get(k) for k in ("created_utc", "deid_version", "schema_version", "pose_backend",
-                                              "identity_backend")}, "max_frames": _max_frames(md.run)},
+                                              "identity_backend")}, "partly_evaluated": _partly_evaluated(md.videos)},
         "layout": "archive" if archive else "study",
         "videos": len(md.video_ids),
         "methods": md.methods,
@@ -662,9 +669,9 @@ def build_report(metrics_dir: str | os.PathLike, out_html: str | os.PathLike, *,
     threshold = md.threshold
 
     methods = [m for m in md.methods if m != "original"]
-    max_frames = _max_frames(md.run)
-    if max_frames:
-        missing.append(f"Frames: {_max_frames_note(max_frames)}; the rest of each video is in no figure of this "
+    part = _partly_evaluated(md.videos)
+    if part:
+        missing.append(f"Frames: {_partly_note(part, len(md.videos))}; the rest of those videos is in no figure of this "
                        "report (the Videos table's frame counts are the whole videos').")
     if md.run.get("mixed_backends"):
         missing.append("Comparability: videos of this run were evaluated with different pose or identity models; "
