@@ -182,11 +182,18 @@ def test_swap_without_a_model_explains_how_to_get_one():
         SwapAnonymizer(Config())
 
 
-def test_registry_builds_the_anonymizer_from_a_model_dir(model_dir):
+def test_registry_builds_the_anonymizer_from_a_model_dir(model_dir, tmp_path):
     from deid.anonymize import build_anonymizer
+    from deid.swap.donors import Consent, DonorLibrary
+    from deid.swap.testing import write_synthetic_donor
 
     np.save(model_dir / "references.npy", np.zeros((2, 67), np.float32))
-    cfg = Config().replace(f"swap.model_dir={model_dir}", "swap.landmarks=synthetic", "audit.identity_backend=patch")
+    # the model's donor ("synthetic") must have a valid consent today in the library used
+    consent = Consent.parse("version: 1\nkind: person\nwho: Syn Thetic\ngiven: 2025-01-01\nscope: [face-swap-donor]\n"
+                            "expires: 2099-01-01\n")
+    DonorLibrary(tmp_path / "lib").add("synthetic", [write_synthetic_donor(tmp_path / "donor", n=8)], consent)
+    cfg = Config().replace(f"swap.model_dir={model_dir}", "swap.landmarks=synthetic", "audit.identity_backend=patch",
+                           f"swap.donor_library={tmp_path / 'lib'}")
     anon = build_anonymizer("swap", cfg)
     img, faces = _frames(1)[0]
     out = anon.apply(img, faces)
