@@ -42,32 +42,12 @@ class _NoPose:
 
 
 def _frames(original: str, processed: dict[str, str], max_frames: int) -> tuple[int, dict[str, str]]:
-    """Frames to evaluate, and the outputs refused ({method: why}): one that cannot be
-    compared with the original (another frame size, a frame dropped) is refused on its
-    own and the others are evaluated, as by :func:`deid.evaluate.evaluate_outputs`; the
-    video fails only when none can be."""
-    from deid.errors import DeidError, InvalidInputError
-    from deid.io import probe
+    """Frames to evaluate, and the outputs refused ({method: why}), as
+    :func:`deid.evaluate.api.comparable_outputs` decides for ``deid evaluate``."""
+    from deid.evaluate.api import comparable_outputs
 
-    o = probe(original)
-    n = o.frame_count
-    refused: dict[str, str] = {}
-    for m, p in processed.items():
-        try:
-            inf = probe(p)
-            if (inf.width, inf.height) != (o.width, o.height):
-                raise InvalidInputError(f"{p} ({m}) is {inf.width}x{inf.height} but the original is {o.width}x{o.height}; "
-                                        "keypoints are compared in pixels")
-            if inf.frame_count != o.frame_count and inf.frame_count_exact and o.frame_count_exact:
-                raise InvalidInputError(f"{p} ({m}) has {inf.frame_count} frames but the original has {o.frame_count}; the "
-                                        "evaluation compares frame by frame (use track.fail_closed=redact, not drop)")
-        except DeidError as e:
-            refused[m] = str(e)
-            continue
-        n = min(n, inf.frame_count)
-    if len(refused) == len(processed):
-        raise InvalidInputError("; ".join(refused.values()))
-    return (min(n, max_frames) if max_frames > 0 else n), refused
+    _, _, n, refused = comparable_outputs(original, processed, max_frames)
+    return n, refused
 
 
 class PoseStage:

@@ -81,6 +81,35 @@ def _frames_to_evaluate(original: str, info_o: Any, infos: Mapping[str, Any], ma
     return min(n, max_frames) if max_frames > 0 else n
 
 
+def comparable_outputs(original: str, processed: Mapping[str, str], max_frames: int) -> tuple[Any, dict[str, Any], int, dict[str, str]]:
+    """Probe the original and its outputs: ``(original's VideoInfo, {method: VideoInfo}
+    of the outputs that can be compared, frames to evaluate, {method: why} of those
+    refused)``. An output of another frame size, with a frame dropped, or unreadable is
+    refused on its own and the others are evaluated; only when none can be does this
+    raise :class:`InvalidInputError`. Shared by :func:`evaluate_outputs` and the archive's
+    Ray evaluation (``ray_jobs.evaluate``)."""
+    from ..io import probe
+
+    info_o = probe(original)
+    infos: dict[str, Any] = {}
+    refused: dict[str, str] = {}
+    for m, p in processed.items():
+        try:
+            inf = probe(p)
+            if (inf.width, inf.height) != (info_o.width, info_o.height):
+                raise InvalidInputError(
+                    f"{inf.path} ({m}) is {inf.width}x{inf.height} but the original is {info_o.width}x{info_o.height}; "
+                    "keypoints are compared in pixels, so outputs must keep the original's frame size"
+                )
+            _frames_to_evaluate(original, info_o, {m: inf}, 0, warn=False)  # refuses a dropped frame
+            infos[m] = inf
+        except DeidError as e:
+            refused[m] = str(e)
+    if not infos:
+        raise InvalidInputError("; ".join(refused.values()))
+    return info_o, infos, _frames_to_evaluate(original, info_o, infos, max_frames), refused
+
+
 def _progress_bar(total: int, desc: str, enabled: bool | None):
     from tqdm import tqdm
 
@@ -118,7 +147,6 @@ def evaluate_outputs(
     not be evaluated), "run" (run.json)}``."""
     from .. import __version__
     from ..config import Config
-    from ..io import probe
     from .extract import extract
     from .models import EvalModels
     from .references import build_references, default_distractors, default_target, split_label
@@ -134,28 +162,9 @@ def evaluate_outputs(
     vid = video_id or Path(original).stem
     out = Path(out_dir)
 
-    info_o = probe(original)
-    # an output that cannot be compared with the original is refused on its own: the
-    # others are still evaluated (the call fails only when none can be)
-    infos: dict[str, Any] = {}
-    refused: dict[str, str] = {}
-    for m, p in processed.items():
-        try:
-            inf = probe(p)
-            if (inf.width, inf.height) != (info_o.width, info_o.height):
-                raise InvalidInputError(
-                    f"{inf.path} ({m}) is {inf.width}x{inf.height} but the original is {info_o.width}x{info_o.height}; "
-                    "keypoints are compared in pixels, so outputs must keep the original's frame size"
-                )
-            _frames_to_evaluate(original, info_o, {m: inf}, 0, warn=False)  # refuses a dropped frame
-            infos[m] = inf
-        except InvalidInputError as e:
-            refused[m] = str(e)
-    if not infos:
-        raise InvalidInputError(next(iter(refused.values())))
+    info_o, infos, n, refused = comparable_outputs(original, processed, ev.max_frames)
     asked = dict(processed)  # the video's entry lists every output (a refused one with its error)
     processed = {m: p for m, p in processed.items() if m in infos}
-    n = _frames_to_evaluate(original, info_o, infos, ev.max_frames)
     out.mkdir(parents=True, exist_ok=True)  # after the inputs are checked: a refused call leaves no empty folder
     for m, e in refused.items():
         log.error("%s: %s output not evaluated: %s", vid, m, e)
