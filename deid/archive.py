@@ -648,12 +648,9 @@ def recover_from_audit(entry: ArchiveEntry, method: str, output: Path, input_sha
             have = method_config_hash(from_dict(rec.get("config") or {}), method, entry.donor)
         if have != want:
             return None
-        # the record must describe *this* file: a run killed between publishing the new
-        # audit record and renaming the new video leaves the old video beside it
-        from .pipeline import sha256_file
+        from .pipeline import record_describes
 
-        want = (rec.get("output") or {}).get("sha256") or ""
-        if not want or sha256_file(output) != want:
+        if not record_describes(rec, output):  # the old video beside a new record
             return None
     except (OSError, ValueError, DeidError, TypeError, KeyError):
         return None
@@ -1425,14 +1422,17 @@ class ArchiveRun:
                 log.warning(msg)
         from .io import remove_stale_partials
 
-        dirs = {self.out_dir} | {e.output_dir(self.out_dir) for e in self.manifest.entries}
-        for d in dirs:
+        for d in self.output_dirs():
             for p in remove_stale_partials(d):
                 log.info("removed a temporary left by an interrupted run: %s", p)
         for err in self.manifest.errors:
             self.status.replace_video(err.video_id, failed_rows(err.video_id, err.video, err.error, err.kind))
             self._finished(err.video_id, "failed", err.error)
         self.flush(force=True)
+
+    def output_dirs(self) -> set[Path]:
+        """The folders this run's outputs go to (the output folder and the rows' sub-folders)."""
+        return {self.out_dir} | {e.output_dir(self.out_dir) for e in self.manifest.entries}
 
     def finish(self) -> None:
         """Write the status table; when every video of the manifest reached an end state

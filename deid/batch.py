@@ -120,6 +120,9 @@ def run_batch(
                 named[item.name] = p
             todo = list(methods)
             if skip_existing and not dry_run:
+                if digest is None:  # once for the check and the run (the audit record carries it)
+                    with contextlib.suppress(OSError):  # unreadable: the run says so
+                        digest = sha256_file(p)
                 done = done_methods(p, vout, methods, cfg, item.name, digest)
                 if len(done) == len(methods):
                     results.append(VideoResult(input=str(p), status="skipped", error=SKIPPED_DONE))
@@ -194,7 +197,7 @@ def done_methods(video: Path, out_dir: Path, methods: Sequence[str], cfg: Config
     the output exists beside an audit record that says it was published (done or
     partial) from an input with this file's sha256, under this configuration's hash."""
     from .config import config_hash
-    from .pipeline import audit_path, output_path
+    from .pipeline import audit_path, output_path, record_describes
 
     chash = config_hash(cfg)
     done = []
@@ -209,13 +212,12 @@ def done_methods(video: Path, out_dir: Path, methods: Sequence[str], cfg: Config
             continue
         if rec.get("status") not in ("done", "partial") or rec.get("config_hash") != chash:
             continue
-        digest = digest or sha256_file(video)
-        if (rec.get("input") or {}).get("sha256") != digest:
+        try:
+            digest = digest or sha256_file(video)
+            same = (rec.get("input") or {}).get("sha256") == digest and record_describes(rec, o)
+        except OSError:  # an unreadable input or output is not "done": the run says what is wrong
             continue
-        # the record must describe this file: a run killed between writing a new record
-        # and renaming its video into place leaves the old video beside it
-        want = (rec.get("output") or {}).get("sha256") or ""
-        if want and sha256_file(o) == want:
+        if same:  # not an old video beside a new record
             done.append(m)
     return done
 
@@ -233,13 +235,16 @@ def _reclaim_plain_names(planned: Sequence[PlannedInput], out: Path) -> list[Pla
         key = (str(item.subdir), plain)
         folder = out / item.subdir
         if item.name != plain and key not in taken and folder.is_dir():
+            mine: str | None = None  # the input's sha256, read once
             # any method's record of the plain name (blur done before, mask asked now)
             for a in sorted(folder.glob(f"{glob.escape(plain)}.*.audit.json")):
                 if a.name.count(".") != plain.count(".") + 3:  # <plain>.<method>.audit.json, not a longer stem's
                     continue
                 try:
                     want = (json.loads(a.read_text(encoding="utf-8")).get("input") or {}).get("sha256")
-                    same = bool(want) and sha256_file(item.path) == want  # the bytes, not a path that may be relative
+                    if want and mine is None:
+                        mine = sha256_file(item.path)
+                    same = bool(want) and mine == want  # the bytes, not a path that may be relative
                 except (OSError, ValueError, AttributeError):
                     same = False
                 if same:

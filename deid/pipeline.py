@@ -132,6 +132,14 @@ def scanned_inputs(files: Sequence[Path], folder: str | os.PathLike) -> list[Pat
     return kept
 
 
+def record_describes(rec: dict[str, Any], output: str | os.PathLike) -> bool:
+    """Whether audit record ``rec`` describes the file ``output`` as it is now (the
+    output's sha256 it holds): a run killed between publishing a new record and renaming
+    its new video into place leaves the old video beside it."""
+    want = (rec.get("output") or {}).get("sha256") or ""
+    return bool(want) and sha256_file(output) == want
+
+
 def audit_path(video_out: str | os.PathLike) -> Path:
     p = Path(video_out)
     return p.with_name(p.name.rsplit(".", 1)[0] + ".audit.json")

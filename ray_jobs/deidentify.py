@@ -383,7 +383,7 @@ def run_args(args: argparse.Namespace) -> int:
                 # holds the folder, touches nothing; on a cluster the next run removes them)
                 from deid.io import remove_stale_partials
 
-                for d in {out_dir} | {e.output_dir(out_dir) for e in manifest.entries}:
+                for d in begun[0].output_dirs():
                     remove_stale_partials(d, this_host_only=True)
     summary = run.summary()
     summary["ray"] = where
