@@ -47,23 +47,25 @@ def private_dir(parent: str | os.PathLike | None = None, forbid: Sequence[str | 
     owner died without deleting them (SIGKILL, power loss) are deleted first
     (:func:`remove_orphaned_sessions`)."""
     base = Path(parent).expanduser() if parent else None
-    where = (base or Path(tempfile.gettempdir())).resolve()
-    for f in forbid:  # before anything is created there
-        fr = Path(f).expanduser().resolve()
-        if where == fr or fr in where.parents:
-            raise InvalidInputError(f"swap.workdir {parent} lies inside the output directory {f}; the patient's model must never be written there")
+
+    def refuse_inside_forbidden(p: Path) -> None:
+        for f in forbid:
+            fr = Path(f).expanduser().resolve()
+            if p == fr or fr in p.parents:
+                raise InvalidInputError(f"swap.workdir {parent} lies inside the output directory {f}; the patient's model must never be written there")
+
+    refuse_inside_forbidden((base or Path(tempfile.gettempdir())).resolve())  # before anything is created there
     if base is not None:
         base.mkdir(parents=True, exist_ok=True)
     remove_orphaned_sessions(base or tempfile.gettempdir())
     d = Path(tempfile.mkdtemp(prefix=_PREFIX, dir=str(base) if base else None))
     os.chmod(d, stat.S_IRWXU)
     (d / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "created_unix": int(time.time())}))
-    real = d.resolve()
-    for f in forbid:  # a link in the way
-        fr = Path(f).expanduser().resolve()
-        if real == fr or fr in real.parents:
-            shutil.rmtree(d, ignore_errors=True)
-            raise InvalidInputError(f"swap.workdir {parent} lies inside the output directory {f}; the patient's model must never be written there")
+    try:
+        refuse_inside_forbidden(d.resolve())  # a link put in the way meanwhile
+    except InvalidInputError:
+        shutil.rmtree(d, ignore_errors=True)
+        raise
     return d
 
 
