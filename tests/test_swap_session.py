@@ -240,6 +240,36 @@ def test_cli_donor_pretrain_caches_and_continues(material, monkeypatch, capsys):
     assert load_checkpoint(cache)["step"] > first
 
 
+def test_a_stopped_pretraining_keeps_the_steps_it_did(material, monkeypatch):
+    """Ctrl-C during `deid donor pretrain` keeps the steps done so far (the cache holds
+    more steps than before the run) and the interrupt still goes on up."""
+    import deid.swap.train as train
+    from deid.swap.pretrain import pretrain_donor, pretrained_path
+    from deid.swap.spec import preset
+    from deid.swap.train import load_checkpoint
+
+    donor = material["lib"].get("donor-ok")
+    cache = pretrained_path(donor, preset("tiny"))
+    cache.unlink(missing_ok=True)
+    cfg = _cfg(Path("unused"))
+    pretrain_donor(donor, cfg, minutes=0, steps=2, detector=ColorFaceDetector(), landmarker=SyntheticLandmarker())
+    assert load_checkpoint(cache)["step"] == 2
+    real, calls = train.make_batch, {"n": 0}
+
+    def batch_then_stop(*a, **k):  # two batches a step: stopped in the middle of the 4th step
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(train, "make_batch", batch_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_donor(donor, cfg, minutes=0, steps=100, detector=ColorFaceDetector(), landmarker=SyntheticLandmarker())
+    kept = load_checkpoint(cache)
+    assert kept["step"] == 5 and kept["optimizer"] == {}  # 2 before + 3 whole steps of this run
+    assert not list(cache.parent.glob("*.part"))
+
+
 def test_a_killed_sessions_directory_is_deleted_by_the_next_session(tmp_path):
     import json
     import socket

@@ -94,8 +94,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pr = dsub.add_parser("pretrain", help="pre-train (or continue) the donor-only model that patient trainings start from")
     pr.add_argument("name")
     pr.add_argument("--minutes", type=float, default=10.0,
-                    help="more training time (default 10); the model is saved when the time is up, so give the time you "
-                         "can wait for: a stopped run (Ctrl-C) keeps the model as it was before it")
+                    help="more training time (default 10); a run stopped early (Ctrl-C) keeps the steps it has done, "
+                         "and the next call continues from them")
     pr.add_argument("--preset", choices=("small", "large", "tiny"), help="model size (swap.preset; default the config's)")
     pr.add_argument("--library", metavar="DIR", help="donor library (default $DEID_DONORS or ~/.deid/donors)")
     add_config_args(pr)

@@ -54,7 +54,7 @@ def pretrain_donor(
     from ..detect import build_detector
     from .align import build_landmarker
     from .donors import donor_faceset
-    from .train import CHECKPOINT, TrainData, fit, load_checkpoint, resolve_spec, save_checkpoint
+    from .train import CHECKPOINT, TrainData, fit, load_checkpoint, resolve_spec
 
     sc = cfg.swap
     spec = resolve_spec(sc)
@@ -79,14 +79,30 @@ def pretrain_donor(
         run_cfg = dataclasses.replace(
             sc, max_minutes=prior_s / 60.0 + float(minutes) if minutes else 0.0, max_steps=prior_steps + int(steps) if steps else 0
         )
-        res = fit(TrainData(faces, faces), run_cfg, tmp, resume_from=resume, device=device, spec=spec, progress=progress, report=report)
-        # keep the weights (and step count), drop the optimizer: it is restarted per patient
-        from .train import load_model
-
-        model, meta = load_model(res.checkpoint, "cpu")
-        save_checkpoint(Path(tmp) / "slim.pt", model, None, meta["step"], meta["elapsed_s"], meta.get("losses", {}), {"donor": donor.name})
-        part = dst.with_name(dst.name + ".part")
-        shutil.copy2(Path(tmp) / "slim.pt", part)
-        os.replace(part, dst)
+        try:
+            res = fit(TrainData(faces, faces), run_cfg, tmp, resume_from=resume, device=device, spec=spec, progress=progress, report=report,
+                      save_on_interrupt=True)
+        except KeyboardInterrupt:  # Ctrl-C / SIGTERM: keep the steps done so far, then stop as asked
+            ck = Path(tmp) / CHECKPOINT
+            if ck.is_file() and int(load_checkpoint(ck)["step"]) > prior_steps:
+                kept = _store(ck, dst, donor.name)
+                log.warning("donor %s: pre-training stopped; kept %d -> %d steps in %s", donor.name, prior_steps, kept, dst)
+            raise
+        _store(Path(res.checkpoint), dst, donor.name)
     log.info("donor %s: pre-trained %d -> %d steps (%.0f s total) into %s", donor.name, prior_steps, res.steps, res.elapsed_s, dst)
     return dst
+
+
+def _store(checkpoint: Path, dst: Path, donor_name: str) -> int:
+    """Keep a training checkpoint's weights (and step count) as the donor's pre-training,
+    written atomically; the optimizer is dropped (it is restarted per patient). Returns
+    the step count stored."""
+    from .train import load_model, save_checkpoint
+
+    model, meta = load_model(checkpoint, "cpu")
+    slim = checkpoint.with_name("slim.pt")
+    save_checkpoint(slim, model, None, meta["step"], meta["elapsed_s"], meta.get("losses", {}), {"donor": donor_name})
+    part = dst.with_name(dst.name + ".part")
+    shutil.copy2(slim, part)
+    os.replace(part, dst)
+    return int(meta["step"])

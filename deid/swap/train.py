@@ -281,6 +281,7 @@ def fit(
     progress: bool = False,
     report_every: int = 50,
     checkpoint_every_s: float = 120.0,
+    save_on_interrupt: bool = False,
 ) -> TrainResult:
     """Train (or resume) the shared-encoder / two-decoder model; see the module doc.
 
@@ -288,6 +289,9 @@ def fit(
     ``cfg``: a :class:`deid.config.SwapConfig` (or a full Config: its ``swap`` section).
     ``init_from``: a checkpoint to start from (e.g. a donor-only pre-training); unlike
     ``resume_from`` its step count, clock and optimizer state are not carried over.
+    ``save_on_interrupt``: on Ctrl-C / SIGTERM, write the checkpoint with the steps done
+    so far before the interrupt goes on up (the donor pre-training keeps them; a
+    patient's training does not, its run is abandoned).
     """
     import torch
 
@@ -368,61 +372,69 @@ def fit(
     t_ckpt = t0
     t_rep, step_rep = t0, step
     stopped = done()
-    while not stopped:
-        t_step = time.perf_counter()
-        if tuner is not None:
-            n_thr = tuner.next_threads()
-            torch.set_num_threads(n_thr)
-        ia = rng.integers(0, len(data.patient), bs)
-        ib = rng.integers(0, len(data.donor), bs)
-        xa, ya, ma = (torch.from_numpy(a).to(dev) for a in make_batch(data.patient.crops, pmasks, ia, rng))
-        xb, yb, mb = (torch.from_numpy(a).to(dev) for a in make_batch(data.donor.crops, dmasks, ib, rng))
-        with torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
-            ra, qa = model(xa, "patient")
-            rb, qb = model(xb, "donor")
-        la = reconstruction_loss(ra.float(), ya, ma) + 0.5 * mask_loss(None if qa is None else qa.float(), ma)
-        lb = reconstruction_loss(rb.float(), yb, mb) + 0.5 * mask_loss(None if qb is None else qb.float(), mb)
-        loss = la + lb
-        if not torch.isfinite(loss):
-            raise ModelWeightsError(f"swap training diverged at step {step} (loss {float(loss)}); lower swap.learning_rate")
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        with torch.no_grad():
-            decay = min(AVG_DECAY, (1.0 + step) / (10.0 + step))
-            for pa, pm in zip(avg_model.parameters(), model.parameters()):
-                pa.lerp_(pm.detach(), 1.0 - decay)
-        if tuner is not None:
-            tuner.record(n_thr, time.perf_counter() - t_step)
-        step += 1
-        for k, v in (("patient", la.item()), ("donor", lb.item())):
-            ema[k] = v if k not in ema else 0.95 * ema[k] + 0.05 * v
-        if bar is not None:
-            bar.update(1)
-            if step % 10 == 0:
-                bar.set_postfix(patient=f"{ema['patient']:.3f}", donor=f"{ema['donor']:.3f}")
-        stopped = done()
-        now = time.perf_counter()
-        saved = ""
-        if stopped or now - t_ckpt >= checkpoint_every_s:
-            saved = str(save_checkpoint(ckpt, model, opt, step, elapsed0 + now - t0, ema, {"seed": seed}, avg_model))
-            t_ckpt = now
-        if report is not None and (step % report_every == 0 or stopped or saved):
-            m = {
-                "step": step,
-                "loss_patient": ema["patient"],
-                "loss_donor": ema["donor"],
-                "elapsed_s": round(elapsed0 + now - t0, 3),
-                "steps_per_s": round((step - step_rep) / max(now - t_rep, 1e-9), 3),
-            }
+    step_start = step
+    try:
+        while not stopped:
+            t_step = time.perf_counter()
             if tuner is not None:
-                m["threads"] = tuner.best
-            if saved:
-                m["checkpoint"] = saved
-            history.append({k: float(v) for k, v in m.items() if k != "checkpoint"})
-            t_rep, step_rep = now, step
-            report(m)
+                n_thr = tuner.next_threads()
+                torch.set_num_threads(n_thr)
+            ia = rng.integers(0, len(data.patient), bs)
+            ib = rng.integers(0, len(data.donor), bs)
+            xa, ya, ma = (torch.from_numpy(a).to(dev) for a in make_batch(data.patient.crops, pmasks, ia, rng))
+            xb, yb, mb = (torch.from_numpy(a).to(dev) for a in make_batch(data.donor.crops, dmasks, ib, rng))
+            with torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
+                ra, qa = model(xa, "patient")
+                rb, qb = model(xb, "donor")
+            la = reconstruction_loss(ra.float(), ya, ma) + 0.5 * mask_loss(None if qa is None else qa.float(), ma)
+            lb = reconstruction_loss(rb.float(), yb, mb) + 0.5 * mask_loss(None if qb is None else qb.float(), mb)
+            loss = la + lb
+            if not torch.isfinite(loss):
+                raise ModelWeightsError(f"swap training diverged at step {step} (loss {float(loss)}); lower swap.learning_rate")
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            with torch.no_grad():
+                decay = min(AVG_DECAY, (1.0 + step) / (10.0 + step))
+                for pa, pm in zip(avg_model.parameters(), model.parameters()):
+                    pa.lerp_(pm.detach(), 1.0 - decay)
+            if tuner is not None:
+                tuner.record(n_thr, time.perf_counter() - t_step)
+            step += 1
+            for k, v in (("patient", la.item()), ("donor", lb.item())):
+                ema[k] = v if k not in ema else 0.95 * ema[k] + 0.05 * v
+            if bar is not None:
+                bar.update(1)
+                if step % 10 == 0:
+                    bar.set_postfix(patient=f"{ema['patient']:.3f}", donor=f"{ema['donor']:.3f}")
+            stopped = done()
+            now = time.perf_counter()
+            saved = ""
+            if stopped or now - t_ckpt >= checkpoint_every_s:
+                saved = str(save_checkpoint(ckpt, model, opt, step, elapsed0 + now - t0, ema, {"seed": seed}, avg_model))
+                t_ckpt = now
+            if report is not None and (step % report_every == 0 or stopped or saved):
+                m = {
+                    "step": step,
+                    "loss_patient": ema["patient"],
+                    "loss_donor": ema["donor"],
+                    "elapsed_s": round(elapsed0 + now - t0, 3),
+                    "steps_per_s": round((step - step_rep) / max(now - t_rep, 1e-9), 3),
+                }
+                if tuner is not None:
+                    m["threads"] = tuner.best
+                if saved:
+                    m["checkpoint"] = saved
+                history.append({k: float(v) for k, v in m.items() if k != "checkpoint"})
+                t_rep, step_rep = now, step
+                report(m)
+    except KeyboardInterrupt:
+        if save_on_interrupt and step > step_start:
+            save_checkpoint(ckpt, model, opt, step, elapsed0 + time.perf_counter() - t0, ema, {"seed": seed}, avg_model)
+        if bar is not None:
+            bar.close()
+        raise
     if bar is not None:
         bar.close()
     elapsed = elapsed0 + time.perf_counter() - t0
