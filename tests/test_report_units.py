@@ -330,6 +330,11 @@ def test_verdict_warns_when_the_original_videos_showed_no_face():
     err = pd.DataFrame([{"video": "a", "method": "blur", "leaks": 0, "error": "boom"}])
     v = _verdict(identity_table(_id_rows(0)), err)
     assert v["level"] == "warn" and v["text"].endswith("1 output(s) reported an error (see the status section).")
+    # the patient's reference photos were given: the frames were compared with them, say so
+    photos = _id_rows(0).assign(patient_source="photos")
+    v = _verdict(identity_table(photos), st)
+    assert v["level"] == "warn" and v["text"].startswith("No face was found in the original video(s): the processed frames "
+                                                         "were compared with the patient's reference photo(s) only")
     # no faces column (an older summary): unknown, not "none found"
     no_col = identity_table(_id_rows(0).drop(columns="faces"))
     assert _verdict(no_col, st)["level"] == "ok" and _verdict(no_col, st)["original_faces"] is None

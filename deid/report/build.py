@@ -269,8 +269,7 @@ def _identity_section(md, id_tab, hist_png, threshold, source, missing, hist_met
         cols = [c for c in _ID_COLS if c[0] == "method" or c[0] in ("frames_checked",) or
                 np.isfinite(pd.to_numeric(id_tab.get(c[0], pd.Series(dtype=float)), errors="coerce")).any()]
         parts.append(H.table(rows, cols, row_class=lambda r: "sanity" if r["method"] == "original" else "", cell_class=cell))
-        sources = {x.strip() for v in id_tab.get("patient_source", pd.Series(dtype=str)).fillna("") for x in str(v).split(",")}
-        sources.discard("")
+        sources = _sources(id_tab)
         has_patient = np.isfinite(pd.to_numeric(id_tab.get("mean_dist_patient", pd.Series(dtype=float)), errors="coerce")).any()
         if not has_patient:
             missing.append("Identity: no reference of the patient was evaluated, so distances to the patient and frames "
@@ -572,6 +571,12 @@ def _summary_json(md, pose_tab, id_tab, clin, st, worst, strips, archive, missin
 # ----------------------------------------------------------------------------- entry point
 
 
+def _sources(id_tab: pd.DataFrame) -> set[str]:
+    """Where the patient's identity came from ("photos", "original_video", "none"), over every video."""
+    col = id_tab.get("patient_source", pd.Series(dtype=str)) if not id_tab.empty else pd.Series(dtype=str)
+    return {x.strip() for v in col.fillna("") for x in str(v).split(",") if x.strip()}
+
+
 #: how far above chance the attack's rank-1 may be before the verdict warns
 REID_MARGIN = 0.25
 
@@ -607,6 +612,11 @@ def _verdict(id_tab: pd.DataFrame, st: pd.DataFrame) -> dict[str, Any]:
     elif checked <= 0:
         level = "warn"
         text = "Identity was not measured: no processed frame was checked for faces."
+    elif orig_faces == 0 and "photos" in _sources(id_tab):
+        level = "warn"  # measured against the photos only: the attacker's detector found no face to compare at the same place
+        text = (f"No face was found in the original video(s): the processed frames were compared with the patient's "
+                f"reference photo(s) only, none matched ({int(checked):,} frames checked across {len(non)} method(s)); "
+                "a face the detector cannot find in the original is weak evidence either way, so review a few frames.")
     elif orig_faces == 0:
         level = "warn"
         text = (f"Identity was not measured: no face was found in the original video(s), so nothing was compared "
