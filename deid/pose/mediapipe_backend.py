@@ -153,7 +153,13 @@ class _MediapipeBase:
 
     name = "mediapipe"
 
-    def __init__(self, static: bool, max_side: int, keep_outside: bool):
+    def __init__(self, static: bool, model_complexity: int, min_detection_confidence: float, min_tracking_confidence: float,
+                 smooth_landmarks: bool, max_side: int, keep_outside: bool):
+        _check_complexity(model_complexity)
+        self.model_complexity = int(model_complexity)
+        self.min_detection_confidence = float(min_detection_confidence)
+        self.min_tracking_confidence = float(min_tracking_confidence)
+        self.smooth_landmarks = bool(smooth_landmarks)
         self.static = bool(static)
         self.max_side = int(max_side)
         self.keep_outside = bool(keep_outside)
@@ -234,13 +240,9 @@ class MediapipeHolisticEstimator(_MediapipeBase):
         **kwargs: object,
     ):
         check_extra_kwargs(kwargs, type(self).__name__)
-        _check_complexity(model_complexity)
-        self.model_complexity = int(model_complexity)
         self.refine_face_landmarks = bool(refine_face_landmarks)
-        self.min_detection_confidence = float(min_detection_confidence)
-        self.min_tracking_confidence = float(min_tracking_confidence)
-        self.smooth_landmarks = bool(smooth_landmarks)
-        super().__init__(static, max_side, keep_outside)
+        super().__init__(static, model_complexity, min_detection_confidence, min_tracking_confidence, smooth_landmarks, max_side,
+                         keep_outside)
 
     def _build(self):
         import mediapipe as mp  # heavy; imported when an estimator is built
@@ -289,12 +291,8 @@ class MediapipePoseEstimator(_MediapipeBase):
         **kwargs: object,
     ):
         check_extra_kwargs(kwargs, type(self).__name__)
-        _check_complexity(model_complexity)
-        self.model_complexity = int(model_complexity)
-        self.min_detection_confidence = float(min_detection_confidence)
-        self.min_tracking_confidence = float(min_tracking_confidence)
-        self.smooth_landmarks = bool(smooth_landmarks)
-        super().__init__(static, max_side, keep_outside)
+        super().__init__(static, model_complexity, min_detection_confidence, min_tracking_confidence, smooth_landmarks, max_side,
+                         keep_outside)
 
     def _build(self):
         import mediapipe as mp
