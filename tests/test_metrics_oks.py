@@ -184,3 +184,58 @@ def test_accepts_keypoints_objects(clip):
     kp = [Keypoints(a.astype(np.float32)) for a in clip[:3]]
     ev = evaluate_pose(kp, kp, groups=["overall", "hands"])
     assert set(ev.ap) == {"overall", "hands"} and ev.ap["overall"] == pytest.approx(1.0)
+
+
+def test_ap_with_distinct_scores_is_cocoevals_own():
+    """Where no two detections tie, the tie-aware precision is COCOeval.accumulate's."""
+    from pycocotools.cocoeval import COCOeval
+
+    from deid.metrics import oks
+
+    rng = np.random.default_rng(3)
+    gt = [np.stack([make_person(rng, 200, 300), make_person(rng, 500, 300)]) for _ in range(15)]
+    dt = jitter(gt, 6.0)
+    for f, a in enumerate(dt):
+        a[:, :, 2] = rng.uniform(0.4, 1.0, (len(a), 1))  # a distinct score a person
+    seen = {}
+    real = COCOeval.accumulate
+
+    def spy(self, p=None):
+        real(self, p)
+        seen["coco"] = self.eval["precision"].copy()
+        seen["ours"] = oks._precision_ties_as_one(self)
+
+    COCOeval.accumulate = spy
+    try:
+        evaluate_pose(gt, dt, groups=["body"])
+    finally:
+        COCOeval.accumulate = real
+    np.testing.assert_allclose(seen["ours"], seen["coco"])
+
+
+def test_ap_does_not_depend_on_frame_order_when_scores_tie():
+    """MediaPipe scores every face-mesh point 1.0: the same frame pairs in another order
+    gave a face AP 14x apart when COCOeval broke the ties by frame order."""
+    rng = np.random.default_rng(4)
+    gt = [make_person(rng, 200, 300, score=1.0)[None] for _ in range(40)]
+    good = jitter(gt[:20], 0.3, seed=5)
+    bad = jitter(gt[20:], 40.0, seed=6)
+    a = evaluate_pose(gt, good + bad, groups=["face"]).ap["face"]
+    b = evaluate_pose(gt[20:] + gt[:20], bad + good, groups=["face"]).ap["face"]
+    assert a == pytest.approx(b) and 0.05 < a < 0.95
+
+
+def test_a_detections_score_is_the_whole_persons_in_every_group():
+    """A face detected with a low body score ranks below one with a high body score,
+    although both face meshes score 1.0: bad faces on unsure bodies cost less AP."""
+    rng = np.random.default_rng(7)
+    gt = [make_person(rng, 200, 300, score=1.0)[None] for _ in range(20)]
+    dt = jitter(gt[:10], 0.3, seed=8) + jitter(gt[10:], 40.0, seed=9)
+    body = list(schema.GROUPS["body"])
+    for f, a in enumerate(dt):
+        a[:, body, 2] = 0.9 if f < 10 else 0.4  # the bad faces come with an unsure body
+    ranked = evaluate_pose(gt, dt, groups=["face"]).ap["face"]
+    for a in dt:
+        a[:, body, 2] = 1.0  # no difference in score: the bad faces are not ranked below
+    tied = evaluate_pose(gt, dt, groups=["face"]).ap["face"]
+    assert ranked > tied + 0.2

@@ -3,7 +3,9 @@ poses against the original video's poses, overall and per body-region group.
 
 The scoring is COCO's own (pycocotools ``COCOeval`` with ``iouType="keypoints"``), not a
 re-derivation: we only translate per-frame keypoint arrays into COCO ground truth and
-detections, set ``params.kpt_oks_sigmas`` from the keypoint schema, and read the results.
+detections, set ``params.kpt_oks_sigmas`` from the keypoint schema, and read the results,
+with one change in the last step: detections of equal score count as one threshold of the
+precision/recall curve (:func:`_precision_ties_as_one`; identical to COCO's without ties).
 For reference, COCOeval's object keypoint similarity of a detection d to a ground-truth
 person g is
 
@@ -24,12 +26,21 @@ Translation choices (the only places where this module decides anything):
   the area of the bounding box of the person's visible ground-truth keypoints (all
   regions), floored at ``min_area``. This scale is shared by every region group, as
   COCO-WholeBody's evaluation uses the whole-person area for its body/foot/face/hand
-  scores (Jin et al., ECCV 2020). A box is larger than a segment (roughly 1.5-2x for a
-  standing person), so our OKS is somewhat more lenient than COCO's for the same error.
+  scores (Jin et al., ECCV 2020). Which is larger depends on the view: for a standing
+  person in full view the box is larger than the segment, but for a talking head (the
+  keypoints span eyes, ears and shoulders; hair, neck and chest lie outside them) it is
+  smaller (measured on the demo's talking head: 16,556 px^2 against 43,622 px^2 for
+  MediaPipe's selfie segment), so there our OKS is stricter than COCO's for the same
+  error. A person whose visible points lie on one line has a box of area ~0: the
+  ``min_area`` floor (1 px^2) then makes any error fatal for that person.
 - Detections = the processed video's poses. Points with score 0 are "not found" and are
   placed far outside the image, so they contribute exp(-inf) = 0 to OKS (a keypoint the
   estimator lost after de-identification is an error, not a free pass). A detection's
-  score is the mean score of its visible points (score >= ``vis_threshold``); a
+  score, which orders the detections for the precision/recall curve, is the mean score
+  of the person's visible points (score >= ``vis_threshold``) over all regions, the same
+  in every group as in COCO-WholeBody (one score a person). A per-group score would tie:
+  MediaPipe gives every face-mesh and hand point 1.0, and COCOeval breaks ties by frame
+  order, so the face AP of the same frames moved 14x when they were reordered. A
   detection with no visible point in a group is dropped from that group, mirroring the
   ground-truth rule, so evaluating a video against itself gives AP 1.0 in every group.
 - Ignored ground truth's ``bbox`` (used by COCOeval only to absorb detections near
@@ -180,6 +191,7 @@ def _dt_anns(frames, idx, thr):
             if not vis.any():
                 continue
             found = _found(sub)
+            whole = _visible(person, thr)  # the person's score, the same in every group (see module doc)
             kp = np.full((len(idx), 3), MISSING_XY)
             kp[found, :2] = sub[found, :2]
             kp[:, 2] = 1.0
@@ -191,7 +203,7 @@ def _dt_anns(frames, idx, thr):
                     "image_id": f + 1,
                     "category_id": 1,
                     "keypoints": kp.reshape(-1).tolist(),
-                    "score": float(sub[vis, 2].mean()),
+                    "score": float(person[whole, 2].mean()),
                     "area": bbox[2] * bbox[3],
                     "bbox": bbox,
                     "_frame": f,
@@ -216,6 +228,42 @@ def _ap(precision: np.ndarray, t: int | None = None) -> float:
     p = precision[:, :, :, 0, -1] if t is None else precision[t : t + 1, :, :, 0, -1]
     p = p[p > -1]
     return float(p.mean()) if p.size else float("nan")
+
+
+def _precision_ties_as_one(ev) -> np.ndarray:
+    """COCOeval.accumulate's interpolated precision (T, R, 1, 1, 1) for our one
+    category, area range and maxDets, with one change: detections of equal score form one
+    threshold (the precision/recall curve gets a point only where the score changes, as
+    scikit-learn's average_precision does). COCOeval steps through a tie in frame order,
+    so AP would depend on which frames came first; without ties both are the same."""
+    p = ev.params
+    n_t, n_r = len(p.iouThrs), len(p.recThrs)
+    out = -np.ones((n_t, n_r, 1, 1, 1))
+    evals = [e for e in ev.evalImgs if e is not None]
+    if not evals:
+        return out
+    md = p.maxDets[-1]
+    scores = np.concatenate([e["dtScores"][:md] for e in evals])
+    order = np.argsort(-scores, kind="mergesort")
+    s = scores[order]
+    matched = np.concatenate([e["dtMatches"][:, :md] for e in evals], axis=1)[:, order].astype(bool)
+    ignored = np.concatenate([e["dtIgnore"][:, :md] for e in evals], axis=1)[:, order].astype(bool)
+    n_gt = int(np.count_nonzero(np.concatenate([e["gtIgnore"] for e in evals]) == 0))
+    if n_gt == 0:
+        return out
+    ends = np.flatnonzero(np.r_[s[1:] != s[:-1], True]) if len(s) else np.zeros(0, int)
+    for t in range(n_t):
+        tp = np.cumsum(matched[t] & ~ignored[t])[ends].astype(float)
+        fp = np.cumsum(~matched[t] & ~ignored[t])[ends].astype(float)
+        rc = tp / n_gt
+        pr = tp / (tp + fp + np.spacing(1))
+        pr = np.maximum.accumulate(pr[::-1])[::-1] if len(pr) else pr  # COCO's interpolation
+        q = np.zeros(n_r)
+        at = np.searchsorted(rc, p.recThrs, side="left")
+        ok = at < len(pr)
+        q[ok] = pr[at[ok]]
+        out[t, :, 0, 0, 0] = q
+    return out
 
 
 def coco_keypoint_eval(
@@ -251,7 +299,7 @@ def coco_keypoint_eval(
     with contextlib.redirect_stdout(io.StringIO()):
         ev.evaluate()
         ev.accumulate()
-    prec = ev.eval["precision"]
+    prec = _precision_ties_as_one(ev)
     thr = ev.params.iouThrs
     t50 = int(np.argmin(np.abs(thr - 0.5)))
     t75 = int(np.argmin(np.abs(thr - 0.75)))
