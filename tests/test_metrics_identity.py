@@ -123,8 +123,8 @@ def test_attack_on_unprocessed_faces_is_perfect():
     probes = centres[0] + rng.normal(0, 0.05, (50, 128))  # the patient's own faces
     res = reid_attack(g, labels, probes, "id0")
     assert res.rank1 == 1.0 and res.mean_ap == pytest.approx(1.0)
-    assert res.chance_rank1 == pytest.approx(5 / 50)
-    assert res.chance_map == pytest.approx(expected_random_ap(5, 50))
+    assert res.chance_rank1 == pytest.approx(1 / 10)  # ten identities, one template each
+    assert res.chance_map == pytest.approx(expected_random_ap(1, 10))
     assert res.probes == res.probes_used == 50 and res.identities == 10 and res.coverage == 1.0
 
 
@@ -138,10 +138,36 @@ def test_attack_on_random_embeddings_is_at_chance():
         res = reid_attack(rng.normal(size=(20, 128)), labels, rng.normal(size=(1, 128)), "id0")
         r1.append(res.rank1)
         ap.append(res.mean_ap)
-    assert res.chance_rank1 == pytest.approx(5 / 20)
+    assert res.chance_rank1 == pytest.approx(1 / 4)
     # binomial s.d. of the mean rank-1 over 1000 trials at p = 0.25 is 0.014
     assert np.mean(r1) == pytest.approx(res.chance_rank1, abs=0.05)
     assert np.mean(ap) == pytest.approx(res.chance_map, abs=0.04)
+
+
+@pytest.mark.parametrize("patient_items,others,per_other", [(1, 3, 8), (8, 3, 1)])
+def test_attack_chance_holds_when_identities_have_unequal_counts(patient_items, others, per_other):
+    """Faces of unrelated people against a gallery of identities with 1 vs 8 embeddings
+    (one reference photo against distractor videos, or the reverse) come out as the
+    patient 1 / K of the time, as reported: neither more items nor fewer favour an
+    identity (item-level ranking gave 0.13 and 0.44 where 0.25 was reported)."""
+    rng = np.random.default_rng(11)
+    dim = 128
+
+    def centre():
+        return rng.normal(0, 0.85 / np.sqrt(2 * dim), dim)
+
+    def faces(c, n):
+        return c + rng.normal(0, 0.35 / np.sqrt(2 * dim), (n, dim))
+
+    r1 = []
+    for _ in range(600):
+        gal = np.concatenate([faces(centre(), patient_items)] + [faces(centre(), per_other) for _ in range(others)])
+        labels = ["patient"] * patient_items + [f"d{k}" for k in range(others) for _ in range(per_other)]
+        res = reid_attack(gal, labels, faces(centre(), 5), "patient")
+        r1.append(res.rank1)
+    assert res.chance_rank1 == pytest.approx(1 / (others + 1)) and res.identities == others + 1
+    # s.d. of the mean over 600 trials of 5 correlated probes <= sqrt(.25 * .75 / 600) = 0.018
+    assert np.mean(r1) == pytest.approx(1 / (others + 1), abs=0.06)
 
 
 def test_attack_nan_probes_and_errors():
@@ -151,7 +177,7 @@ def test_attack_nan_probes_and_errors():
     res = reid_attack(g, labels, probes, ["id1", "id1"])
     assert res.probes == 2 and res.probes_used == 1 and res.rank1 == 1.0 and res.coverage == 0.5
     none = reid_attack(g, labels, np.full((3, 16), np.nan), "id1")
-    assert np.isnan(none.rank1) and none.chance_rank1 == pytest.approx(2 / 6)
+    assert np.isnan(none.rank1) and none.chance_rank1 == pytest.approx(1 / 3)
     assert set(none.to_dict()) >= {"attack_rank1", "attack_map", "attack_chance_rank1"}
     with pytest.raises(InvalidInputError, match="not in the gallery"):
         reid_attack(g, labels, centres[:1], "nobody")

@@ -69,3 +69,30 @@ def test_default_distractors_leave_out_the_video_being_evaluated(tmp_path):
 
     if carphone_path() is not None:
         assert "demo-carphone" in labels
+
+
+def test_the_swaps_donor_is_left_out_of_the_attacks_gallery(tmp_path, dlib_encoder):
+    """A swapped face ranks its donor first: with the donor among the distractors, the
+    attack put the patient below chance whatever the face still showed (rank-1 0.00 on
+    the demo's swap, 0.97 against a chance of 0.50 with the donor left out)."""
+    from deid.evaluate.references import build_references
+
+    donor = media_path("faces/biden.jpg")
+    copy = tmp_path / "donor_again" / "b.jpg"
+    copy.parent.mkdir()
+    shutil.copy(donor, copy)
+    cap = cv2.VideoCapture(str(demo_media_dir() / "talking_head_1.mp4"))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok
+    stranger = tmp_path / "stranger.png"
+    cv2.imwrite(str(stranger), frame)
+    kw = dict(encoder=dlib_encoder, detector=None, distance=dlib_encoder.distance, threshold=0.6,
+              patient_photos=[media_path("faces/obama.jpg")],
+              distractors=[("donor-file", donor), ("donor-copy", copy), ("stranger", stranger)])
+    refs = build_references(target=donor, **kw)
+    assert refs.distractors == ("stranger",) and set(refs.gallery_labels) == {"patient", "stranger"}
+    assert [x.split(" ")[0] for x in refs.excluded] == ["donor-file", "donor-copy"]
+    assert any("swap's donor" in n for n in refs.notes)
+    # without a target (no swap evaluated) the same person is an ordinary distractor
+    assert build_references(target=None, **kw).distractors == ("donor-file", "donor-copy", "stranger")

@@ -351,12 +351,13 @@ def test_verdict_warns_when_the_reidentification_attack_still_finds_the_patient(
         return identity_table(_summary([
             {"video": "a", "method": "original", "frames": 10, "identity_frames": 10, "faces": 10, "frames_match_patient": 10},
             {"video": "a", "method": "swap", "frames": 10, "identity_frames": 10, "faces": 10, "frames_match_patient": 0,
-             "attack_rank1": r1, "attack_chance_rank1": 0.33},
+             "attack_rank1": r1, "attack_chance_rank1": 0.33, "attack_identities": 3, "patient_source": "original_video"},
         ]))
 
     v = _verdict(tab(0.82), st)
-    assert v["level"] == "warn" and "swap rank-1 0.82 against a chance of 0.33" in v["text"]
-    assert v["reidentified"] == [{"method": "swap", "attack_rank1": 0.82, "chance": 0.33}]
+    assert v["level"] == "warn" and "swap rank-1 0.82 against a chance of 0.33 among 3 identities" in v["text"]
+    assert "frames of the original video itself" in v["text"]  # the references' source is said
+    assert v["reidentified"] == [{"method": "swap", "attack_rank1": 0.82, "chance": 0.33, "identities": 3}]
     ok = _verdict(tab(0.40), st)  # within the margin of chance
     assert ok["level"] == "ok" and ok["reidentified"] == []
 

