@@ -281,3 +281,38 @@ def test_archive_without_measurable_ap_says_why_it_has_no_strips(tmp_path):
     assert "no video has a measurable AP, a leak or a fail-closed frame" in joined
     assert "could be read" not in joined
     assert set(js["worst_videos"]) == {"leaks", "fail_closed", "lowest_ap"} and js["worst_videos"]["lowest_ap"] == []
+
+
+def test_refused_outputs_mixed_pose_models_and_unknown_counts_are_said(tmp_path):
+    """An output the evaluation refused (run.json videos[].errors) has no summary row: it
+    must reach the status table, the verdict and "Not in this report", not vanish. Videos
+    scored by different pose models are named per row, not credited to one model. A
+    count no record gives is unknown (null), not 0."""
+    import pandas as pd
+
+    from deid.report.testing import write_rows
+
+    md = make_metrics_dir(tmp_path, videos=("a", "b"), methods=("blur", "mask"), n_frames=12, drop=("perframe",))
+    run = json.loads((md / "run.json").read_text())
+    run["videos"][1]["errors"] = {"mask": "mask output: frame 2 dropped"}
+    (md / "run.json").write_text(json.dumps(run))
+    s = schemas.read_table(md / "summary.parquet", "summary").to_pandas()
+    s = s[~((s["video"] == "b") & (s["method"] == "mask"))].copy()  # the refused output has no summary row
+    s["pose_backend"] = np.where(s["video"] == "a", "mediapipe_holistic", "rtmpose")
+    write_rows(s.astype(object).where(pd.notna(s), None).to_dict("records"), md / "summary.parquet", "summary")
+    st = schemas.read_table(md / "status.parquet", "status").to_pandas()
+    st["fail_closed_frames"] = None
+    write_rows(st.astype(object).where(pd.notna(st), None).to_dict("records"), md / "status.parquet", "status")
+    for a in tmp_path.rglob("*.audit.json"):  # no record says either
+        rec = json.loads(a.read_text())
+        rec.get("counts", {}).pop("frames_fail_closed", None)
+        a.write_text(json.dumps(rec))
+    out = build_report(md, tmp_path / "r.html", detector=ColorFaceDetector())
+    js = json.loads(summary_path(out).read_text())
+    assert js["verdict"]["errors"] == 1 and js["verdict"]["level"] in ("warn", "bad")
+    assert js["status"]["mask"]["errors"] == 1
+    assert any("could not be compared with their original" in m and "frame 2 dropped" in m for m in js["missing"])
+    body = parse(out).body
+    assert "not evaluated: mask output: frame 2 dropped" in body
+    assert "rtmpose: 1 video" in body and "mediapipe_holistic: 1 video" in body and "different pose models" in body
+    assert js["fail_closed_frames"] is None and js["status"]["blur"]["fail_closed_frames"] is None

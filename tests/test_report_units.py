@@ -392,3 +392,17 @@ def test_strip_notes_only_methods_the_video_lists_or_is_expected_to_have(tmp_pat
     assert any(x.startswith("blur: processed video") for x in n)
     assert "mask: run.json lists no processed video for ward3__p17" in notes(entry, expected=["mask"])
     assert "swap: run.json lists no processed video for ward3__p17" in notes({"processed": {"blur": "b.mp4", "swap": None}})
+
+
+def test_regions_resting_on_fewer_videos_are_named():
+    """Face AP from the talking head only, hands AP from the pancake clip only: the AP
+    table's Videos column (2) would say otherwise."""
+    from deid.report.build import _regions_on_fewer_videos
+
+    s = pd.DataFrame([
+        {"video": "talk", "method": "blur", "ap_overall": 0.1, "ap_face": 0.5, "ap_hands": np.nan},
+        {"video": "cook", "method": "blur", "ap_overall": 0.2, "ap_face": np.nan, "ap_hands": 0.2},
+        {"video": "talk", "method": "swap", "ap_overall": 0.3, "ap_face": 0.4, "ap_hands": np.nan},
+    ])
+    assert _regions_on_fewer_videos(s) == ["face: 1 of 2 videos", "hands: 1 of 2 videos"]
+    assert _regions_on_fewer_videos(s[s["video"] == "talk"]) == []

@@ -176,6 +176,28 @@ _AP_COLS: list[H.Column] = [
 ]
 
 
+def _regions_on_fewer_videos(summary: pd.DataFrame) -> list[str]:
+    """Per region whose AP comes from fewer videos than a method has: "face: 1 of 2 videos
+    (swap: 1 of 1)". The AP table's Videos column counts a method's videos, not those with
+    ground truth in each region."""
+    out = []
+    for g in tables.AP_GROUPS:
+        col = f"ap_{g}"
+        if col not in summary:
+            continue
+        bits = []
+        for m in order_methods([m for m in summary["method"].unique() if m != "original"]):
+            d = summary[summary["method"] == m]
+            n, k = int(d["video"].nunique()), int(d.loc[pd.to_numeric(d[col], errors="coerce").notna(), "video"].nunique())
+            if 0 < k < n:
+                bits.append((m, k, n))
+        if bits:
+            same = len({(k, n) for _, k, n in bits}) == 1
+            out.append(f"{g}: {bits[0][1]} of {bits[0][2]} videos" if same else
+                       f"{g}: " + ", ".join(f"{m} {k} of {n}" for m, k, n in bits))
+    return out
+
+
 def _pose_section(md, summary, pose_tab, per_video_oks, dists, archive, missing) -> str:
     parts: list[str] = []
     if pose_tab.empty:
@@ -188,13 +210,25 @@ def _pose_section(md, summary, pose_tab, per_video_oks, dists, archive, missing)
              ("oks_mean", "mean OKS", "f3", "mean per-frame OKS (best-matched person)")]
     rows = [{"method": m, **r} for m, r in pose_tab.to_dict("index").items()]
     pb = md.run.get("pose_backend") or {}
+    models = tables.pose_models(summary) or pb.get("name") or "unknown"
+    if "pose_backend" in summary and summary["pose_backend"].dropna().nunique() > 1:
+        cols.insert(1, ("pose_models", "pose model", "s", "the estimators whose scores this row averages"))
+        parts.append(H.note(
+            f"These videos were scored with different pose models ({models}): each row averages numbers that are not "
+            "comparable with each other (an estimator's AP measures how much of its own view of the person survives). "
+            "Compare methods within one model: each video's summary rows name theirs."))
+        models = "per row, below"
     parts.append(H.note(
         "Keypoints found on each processed video are scored against those found on the original "
-        f"(COCO OKS; pose model: {pb.get('name') or 'unknown'}). 1.0 = the motion survived de-identification unchanged. "
+        f"(COCO OKS; pose model: {models}). 1.0 = the motion survived de-identification unchanged. "
         "Mean over videos; '–' = no ground truth for that region (e.g. hands never visible). "
         "The 'original' row scores the original against itself (a sanity check: 1.0). "
         "In the chart, whiskers span the middle half of the videos."))
     parts.append(H.table(rows, cols, row_class=lambda r: "sanity" if r["method"] == "original" else ""))
+    thin = _regions_on_fewer_videos(summary)
+    if thin:
+        parts.append(H.note("Not every region rests on every video (a region a video never shows has no ground truth "
+                            "there): " + "; ".join(thin) + "."))
     ap_png = plots.ap_by_region(pose_tab, summary)
     if ap_png:
         parts.append(H.img(ap_png, "bar chart: AP by region and method"))
@@ -560,7 +594,8 @@ def _summary_json(md, pose_tab, id_tab, clin, st, worst, strips, archive, missin
         "clinical_median_error": {m: {f: clin.loc[m, f] for f in clin.columns} for m in clin.index} if not clin.empty else {},
         "status": {m: dict(r) for m, r in ov.to_dict("index").items()} if not ov.empty else {},
         "errors": int((st["error"].fillna("") != "").sum()) if not st.empty else 0,
-        "fail_closed_frames": float(pd.to_numeric(st.get("fail_closed_frames"), errors="coerce").sum()) if not st.empty else None,
+        "fail_closed_frames": (float(pd.to_numeric(st.get("fail_closed_frames"), errors="coerce").sum(min_count=1))
+                               if not st.empty and "fail_closed_frames" in st else None),  # NaN (null) when no output says
         "worst_videos": {k: worst[k].reset_index().to_dict("records") if k in worst else []
                          for k in (*WORST_KEYS, *(k for k in worst if k not in WORST_KEYS))},
         "frame_strips": {"videos": len(strips), "thumbnails": sum(s.shown for s in strips),
@@ -578,6 +613,31 @@ def _sources(id_tab: pd.DataFrame) -> set[str]:
     """Where the patient's identity came from ("photos", "original_video", "none"), over every video."""
     col = id_tab.get("patient_source", pd.Series(dtype=str)) if not id_tab.empty else pd.Series(dtype=str)
     return {x.strip() for v in col.fillna("") for x in str(v).split(",") if x.strip()}
+
+
+def _with_evaluation_errors(st: pd.DataFrame, videos: Mapping[str, Mapping[str, Any]], missing: list[str]) -> pd.DataFrame:
+    """Outputs the evaluation refused (``run.json`` videos[].errors: a dropped frame, an
+    unreadable file) have no summary row; their render status may say done. They get
+    the error in the status table (so the verdict counts it) and a line in "Not in this
+    report", instead of vanishing from every table."""
+    errs = [(str(v), str(m), str(msg)) for v, e in videos.items() for m, msg in (e.get("errors") or {}).items() if msg]
+    if not errs:
+        return st
+    st = st.copy() if not st.empty else pd.DataFrame(columns=["video", "method", "state", "error_kind", "error"])
+    for v, m, msg in errs:
+        hit = (st["video"] == v) & (st["method"] == m)
+        text = f"not evaluated: {msg}"
+        if hit.any():
+            keep = st.loc[hit, "error"].fillna("").astype(str)
+            st.loc[hit, "error"] = [f"{k}; {text}" if k else text for k in keep]
+            st.loc[hit & (st["error_kind"].fillna("") == ""), "error_kind"] = "evaluation"
+        else:
+            st = pd.concat([st, pd.DataFrame([{"video": v, "method": m, "state": "unknown", "error_kind": "evaluation",
+                                               "error": text}])], ignore_index=True)
+    shown = "; ".join(f"{v} / {m}: {msg}" for v, m, msg in errs[:5]) + (f"; and {len(errs) - 5} more" if len(errs) > 5 else "")
+    missing.append(f"Evaluation: {len(errs)} output(s) could not be compared with their original and are in no pose or "
+                   f"identity table ({shown}); the status section lists them.")
+    return st
 
 
 #: how far above chance the attack's rank-1 may be before the verdict warns
@@ -645,8 +705,8 @@ def _verdict(id_tab: pd.DataFrame, st: pd.DataFrame) -> dict[str, Any]:
         text += (" The re-identification attack still picks the patient out of its gallery: "
                  + "; ".join(f"{m} rank-1 {r1:.2f} against a chance of {ch:.2f}" + (f" among {k} identities" if k else "")
                              for m, r1, ch, k in reid)
-                 + ". Those faces keep something of the patient (a swap trained too briefly, say, or the face's "
-                 "outline and skin tone that a swap keeps) that tells them from the other identities; " + how
+                 + ". Those faces keep something of the patient that tells them from the gallery's other identities "
+                 "(for a swap: trained too briefly, or the face outline and skin tone it keeps); " + how
                  + "a small gallery says little about a real population, but review before sharing.")
     if errors:
         level = "bad" if level == "bad" else "warn"
@@ -684,6 +744,7 @@ def build_report(metrics_dir: str | os.PathLike, out_html: str | os.PathLike, *,
     video_methods = [(v, m) for v, e in md.videos.items() for m in (e.get("processed") or {})]
     audits = {(v, m): md.audit(v, m) for v, m in video_methods}
     st = tables.status_table(md.status, audits, video_methods)
+    st = _with_evaluation_errors(st, md.videos, missing)
     archive = len(md.video_ids) > opts.per_video_limit
     worst = tables.worst_videos(summary, st, opts.worst_n)
     featured = _featured_videos(md, summary, worst, archive, opts.max_strip_videos)

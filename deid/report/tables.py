@@ -65,6 +65,17 @@ def methods_of(summary: pd.DataFrame, extra: Sequence[str] = ()) -> list[str]:
 # ----------------------------------------------------------------------------- pose
 
 
+def pose_models(summary: pd.DataFrame) -> str:
+    """The pose estimators behind these summary rows, with how many videos each scored
+    ("mediapipe_holistic" alone, or "mediapipe_holistic: 3 videos, rtmpose: 1 video")."""
+    if "pose_backend" not in summary or summary.empty:
+        return ""
+    per = summary.dropna(subset=["pose_backend"]).groupby("pose_backend")["video"].nunique()
+    if len(per) <= 1:
+        return ", ".join(str(x) for x in per.index)
+    return ", ".join(f"{b}: {n} video{'s' if n != 1 else ''}" for b, n in per.items())
+
+
 def pose_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Per method: videos, mean AP@[.5:.95] per group, AP50 / AP75 overall, mean per-frame OKS."""
     rows = []
@@ -75,6 +86,7 @@ def pose_table(summary: pd.DataFrame) -> pd.DataFrame:
             row[f"ap_{g}"] = _nanmean(_num(d, f"ap_{g}"))
         for c in ("ap50_overall", "ap75_overall", "oks_mean"):
             row[c] = _nanmean(_num(d, c))
+        row["pose_models"] = pose_models(d)
         rows.append(row)
     return pd.DataFrame(rows).set_index("method") if rows else pd.DataFrame()
 
@@ -285,7 +297,10 @@ def status_overview(st: pd.DataFrame) -> pd.DataFrame:
             row[c] = _nansum(_num(d, c))
         row["errors"] = int((d["error"].fillna("") != "").sum())
         rows.append(row)
-    return pd.DataFrame(rows).set_index("method").fillna(0)
+    df = pd.DataFrame(rows).set_index("method")
+    states = [c for c in df.columns if c.startswith("state_")]
+    df[states] = df[states].fillna(0).astype(int)  # counts of outputs: absent = none; unknown counts stay NaN
+    return df
 
 
 def error_kinds(st: pd.DataFrame) -> pd.Series:
