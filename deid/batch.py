@@ -11,11 +11,11 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from .config import Config
 from .errors import DeidError, OutputWriteError
-from .pipeline import Components, PlannedInput, VideoResult, plan_inputs, process_video, pseudonym, sha256_file
+from .pipeline import Components, PlannedInput, VideoResult, plan_inputs, process_video, pseudonym, resolved, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ def run_batch(
     components: Components | None = None,
     skip_existing: bool = False,
     records_dir: str | os.PathLike | None = None,
+    on_result: Callable[[VideoResult, int, int], None] | None = None,
 ) -> list[VideoResult]:
     """De-identify ``inputs`` (files or folders) into ``out_dir``, one
     :class:`VideoResult` per video; a failed video does not stop the others.
@@ -66,7 +67,8 @@ def run_batch(
     (see :func:`done_methods`).
     ``evaluate``: evaluation tables in ``<records>/metrics``, the records folder being
     ``records_dir`` or :func:`deid.records.records_folder`'s default (the output folder;
-    beside it under ``io.output_names: pseudonym``)."""
+    beside it under ``io.output_names: pseudonym``). ``on_result(result, i, n)`` is
+    called as each video finishes (the i-th of n planned)."""
     from tqdm import tqdm
 
     from .records import make_records_folder, records_folder
@@ -75,7 +77,7 @@ def run_batch(
 
     planned = plan_inputs(inputs, exclude=[out_dir])
     paths = [p.path for p in planned]
-    protected = frozenset(str(p.resolve()) for p in paths)  # no output may replace any input
+    protected = frozenset(str(resolved(p)) for p in paths)  # no output may replace any input
     if not paths:
         raise DeidError(f"no video files found in {', '.join(map(str, inputs))}{_left_out_note(inputs, out_dir)}")
     out = Path(out_dir)
@@ -101,6 +103,12 @@ def run_batch(
     overall = tqdm(total=total * max(1, len(paths) and 1), unit="frame", desc="all videos", position=0, disable=not show, leave=True)
     pseudo = cfg.io.output_names == "pseudonym"
     named: dict[str, Path] = {}  # pseudonym -> the input it was given to
+
+    def _add(r: VideoResult) -> None:
+        results.append(r)
+        if on_result is not None:
+            on_result(r, len(results), len(planned))
+
     try:
         for item in planned:
             p, vout = item.path, out / item.subdir
@@ -109,23 +117,23 @@ def run_batch(
                 try:
                     digest = sha256_file(p)
                 except OSError as e:
-                    results.append(VideoResult(input=str(p), status="failed", error=f"{p}: cannot read ({e.strerror or e})",
-                                               error_kind="invalid_input"))
+                    _add(VideoResult(input=str(p), status="failed", error=f"{p}: cannot read ({e.strerror or e})",
+                                     error_kind="invalid_input"))
                     continue
                 item, vout = PlannedInput(p, Path("."), pseudonym(digest)), out
                 if item.name in named:
-                    results.append(VideoResult(input=str(p), status="skipped",
-                                               error=f"the same bytes as {named[item.name]}, whose outputs are {item.name}.*"))
+                    _add(VideoResult(input=str(p), status="skipped",
+                                     error=f"the same bytes as {named[item.name]}, whose outputs are {item.name}.*"))
                     continue
                 named[item.name] = p
             todo = list(methods)
-            if skip_existing and not dry_run:
+            if skip_existing:  # a dry run says what a real one would skip
                 if digest is None:  # once for the check and the run (the audit record carries it)
                     with contextlib.suppress(OSError):  # unreadable: the run says so
                         digest = sha256_file(p)
                 done = done_methods(p, vout, methods, cfg, item.name, digest)
                 if len(done) == len(methods):
-                    results.append(VideoResult(input=str(p), status="skipped", error=SKIPPED_DONE))
+                    _add(VideoResult(input=str(p), status="skipped", error=SKIPPED_DONE))
                     continue
                 todo = [m for m in methods if m not in done]  # a method added since: only it is rendered
             bar = tqdm(desc=p.name[:30], unit="frame", position=1, leave=False, disable=not show)
@@ -153,7 +161,6 @@ def run_batch(
             bar.close()
             if todo != list(methods):
                 r.skipped_methods = [m for m in methods if m not in todo]
-            results.append(r)
             if evaluate and r.status in ("done", "partial"):
                 # the output name (sub-folder and collision-free name) tells videos apart in
                 # the tables; two inputs called clip.mp4 must not share rows. Every method
@@ -165,6 +172,7 @@ def run_batch(
                 outputs.update({m: str(output_path(p, vout, m, cfg.io.container, item.name or None)) for m in r.skipped_methods})
                 _evaluate(r, outputs, cfg, make_records_folder(records, cfg.io.output_names) / "metrics",
                           (item.subdir / (item.name or p.stem)).as_posix())
+            _add(r)
     finally:
         overall.close()
     return results
@@ -181,12 +189,22 @@ def _left_out_note(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
 
 
 def _evaluate(r: VideoResult, outputs: dict[str, str], cfg: Config, metrics: Path, video_id: str) -> None:
+    """Evaluate one video's outputs; a failure is this video's (``r.evaluation_error``),
+    and the batch goes on."""
     try:
         from .evaluate import evaluate_outputs
     except ImportError as e:
         log.warning("evaluation not available: %s", e)
         return
-    evaluate_outputs(r.input, outputs, metrics, cfg, video_id=video_id)
+    try:
+        res = evaluate_outputs(r.input, outputs, metrics, cfg, video_id=video_id)
+    except (DeidError, OSError) as e:
+        r.evaluation_error = str(e) if isinstance(e, DeidError) else f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")
+        log.error("%s: evaluation failed: %s", r.input, r.evaluation_error)
+        return
+    refused = (res or {}).get("errors") or {}
+    if refused:
+        r.evaluation_error = "; ".join(f"{m} not evaluated: {msg}" for m, msg in refused.items())
 
 
 SKIPPED_DONE = "already done with this input and configuration (--skip-existing)"
@@ -210,11 +228,13 @@ def done_methods(video: Path, out_dir: Path, methods: Sequence[str], cfg: Config
             rec = json.loads(a.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
+        if not isinstance(rec, dict) or not isinstance(rec.get("input"), dict):  # not a record of ours: not done
+            continue
         if rec.get("status") not in ("done", "partial") or rec.get("config_hash") != chash:
             continue
         try:
             digest = digest or sha256_file(video)
-            same = (rec.get("input") or {}).get("sha256") == digest and record_describes(rec, o)
+            same = rec["input"].get("sha256") == digest and record_describes(rec, o)
         except OSError:  # an unreadable input or output is not "done": the run says what is wrong
             continue
         if same:  # not an old video beside a new record

@@ -71,6 +71,37 @@ class PlannedInput:
     name: str = ""
 
 
+def resolved(path: str | os.PathLike) -> Path:
+    """``path`` made absolute with its links followed, or only made absolute when that
+    fails (a symbolic link loop): such a file then fails on its own with a clear error."""
+    p = Path(path).expanduser()
+    try:
+        return p.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: "Symlink loop from ..." (Python 3.11)
+        return p.absolute()
+
+
+def _folder_videos(arg: Path, extensions: Sequence[str], never: Sequence[Path]) -> list[Path]:
+    """Video files under folder ``arg`` (recursive; links to folders are not followed,
+    and each one met is warned about, as is a link that leads nowhere)."""
+    files = []
+    for root, dirs, names in os.walk(arg):
+        for d in dirs:
+            if os.path.islink(os.path.join(root, d)):
+                log.warning("%s: a link to a folder, not followed (its videos are not processed; give %s itself as an "
+                            "input to process them)", os.path.join(root, d), os.path.realpath(os.path.join(root, d)))
+        for n in names:
+            q = Path(root) / n
+            if q.suffix.lower() not in extensions:
+                continue
+            if not q.is_file():
+                log.warning("%s: a link that leads to no file (left out)", q)
+                continue
+            if not any(x in resolved(q).parents for x in never):
+                files.append(q)
+    return sorted(files)
+
+
 def plan_inputs(
     paths: Iterable[str | os.PathLike], extensions: Sequence[str] = VIDEO_EXTENSIONS, exclude: Sequence[str | os.PathLike] = ()
 ) -> list[PlannedInput]:
@@ -82,16 +113,15 @@ def plan_inputs(
     taken from folder scans."""
     planned: list[PlannedInput] = []
     seen: set[str] = set()
-    never = [Path(x).expanduser().resolve() for x in exclude]
+    never = [resolved(x) for x in exclude]
     for arg in map(Path, paths):
         if arg.is_dir():
-            files = sorted(q for q in arg.rglob("*") if q.is_file() and q.suffix.lower() in extensions
-                           and not any(n in q.resolve().parents for n in never))
+            files = _folder_videos(arg, extensions, never)
             items = [(q, q.parent.relative_to(arg)) for q in scanned_inputs(files, arg)]
         else:
             items = [(arg, Path("."))]
         for q, sub in items:
-            key = str(q.resolve()) if q.exists() else str(q)
+            key = str(resolved(q)) if q.exists() else str(q)
             if key in seen:
                 continue
             seen.add(key)
@@ -136,8 +166,9 @@ def record_describes(rec: dict[str, Any], output: str | os.PathLike) -> bool:
     """Whether audit record ``rec`` describes the file ``output`` as it is now (the
     output's sha256 it holds): a run killed between publishing a new record and renaming
     its new video into place leaves the old video beside it."""
-    want = (rec.get("output") or {}).get("sha256") or ""
-    return bool(want) and sha256_file(output) == want
+    out = rec.get("output") if isinstance(rec, dict) else None
+    want = out.get("sha256") if isinstance(out, dict) else ""
+    return isinstance(want, str) and bool(want) and sha256_file(output) == want
 
 
 def audit_path(video_out: str | os.PathLike) -> Path:
@@ -156,9 +187,9 @@ def discover_inputs(paths: Iterable[str | os.PathLike], extensions: Sequence[str
     out: list[Path] = []
     seen = set()
     for p in map(Path, paths):
-        items = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in extensions) if p.is_dir() else [p]
+        items = _folder_videos(p, extensions, ()) if p.is_dir() else [p]
         for q in items:
-            key = str(q.resolve()) if q.exists() else str(q)
+            key = str(resolved(q)) if q.exists() else str(q)
             if key not in seen:
                 seen.add(key)
                 out.append(q)
@@ -286,6 +317,7 @@ class VideoResult:
     plans: list[FramePlan] | None = None  # only when keep_plans=True
     outputs_written: dict[str, int] = field(default_factory=dict)
     skipped_methods: list[str] = field(default_factory=list)  # already done (--skip-existing): not rendered again
+    evaluation_error: str = ""  # --evaluate: why this video's outputs (or some of them) were not evaluated
 
     @property
     def ok(self) -> bool:

@@ -45,6 +45,8 @@ def records_folder(out_dir: str | os.PathLike, output_names: str, records: str |
     else:
         r = o
     check_outside_outputs(r, o, output_names, what)
+    if records and r.exists() and not r.is_dir():
+        raise ConfigError(f"{what} {r} is a file; give the folder the records go to")
     return r
 
 

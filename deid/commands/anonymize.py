@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not (args.no_progress or args.json),
         evaluate=args.evaluate,
         records_dir=args.records,
+        on_result=None if args.json else _one_line,
     )
     if args.json:
         print(json.dumps([r for r in (res.__dict__ for res in results)], default=_jsonable, indent=1))
@@ -109,7 +110,31 @@ def run(args: argparse.Namespace) -> int:
     failed = [r for r in results if not r.ok]
     for r in failed:
         print(f"deid: error: {_naming_input(r.input, r.error)}", file=sys.stderr)
-    return 1 if failed else 0
+    not_evaluated = [r for r in results if r.ok and r.evaluation_error]
+    for r in not_evaluated:
+        print(f"deid: error: {r.input}: evaluation: {r.evaluation_error}", file=sys.stderr)
+    return 1 if failed or not_evaluated else 0
+
+
+def _one_line(r, i: int, n: int) -> None:
+    """A line as each video finishes (a log under nohup or cron shows progress as it
+    happens, not only at the end); above the progress bars when they are shown."""
+    from tqdm import tqdm
+
+    name = Path(r.input).name
+    if r.status in ("done", "partial", "planned"):
+        made = ", ".join(o.method for o in r.outputs) or "nothing new"
+        secs = r.timings.get("total")
+        text = f"{r.status}: {made}" + (f" in {secs:.1f} s" if secs else "")
+        if r.skipped_methods:
+            text += f" ({', '.join(r.skipped_methods)} already done)"
+    elif r.status == "skipped":
+        text = f"skipped: {r.error}" if r.error else "skipped"
+    else:
+        text = f"failed: {_naming_input(r.input, r.error)}"
+    if r.evaluation_error:
+        text += f"; evaluation: {r.evaluation_error}"
+    tqdm.write(f"[{i}/{n}] {name}: {text}", file=sys.stderr)
 
 
 def _naming_input(path: str, error: str | None) -> str:

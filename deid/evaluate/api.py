@@ -89,6 +89,7 @@ def comparable_outputs(original: str, processed: Mapping[str, str], max_frames: 
     raise :class:`InvalidInputError`. Shared by :func:`evaluate_outputs` and the archive's
     Ray evaluation (``ray_jobs.evaluate``)."""
     from ..io import probe
+    from ..io.encode import even_size
 
     info_o = probe(original)
     infos: dict[str, Any] = {}
@@ -96,7 +97,9 @@ def comparable_outputs(original: str, processed: Mapping[str, str], max_frames: 
     for m, p in processed.items():
         try:
             inf = probe(p)
-            if (inf.width, inf.height) != (info_o.width, info_o.height):
+            # deid pads an odd width or height by one replicated pixel on the right / bottom
+            # (yuv420p): the content keeps its pixel coordinates, so such an output compares
+            if (inf.width, inf.height) not in ((info_o.width, info_o.height), even_size(info_o.width, info_o.height)):
                 raise InvalidInputError(
                     f"{inf.path} ({m}) is {inf.width}x{inf.height} but the original is {info_o.width}x{info_o.height}; "
                     "keypoints are compared in pixels, so outputs must keep the original's frame size"

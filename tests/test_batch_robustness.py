@@ -1,0 +1,127 @@
+"""`deid anonymize` on a messy archive: links that loop or lead to folders, audit records
+of the wrong shape, a dry run with --skip-existing, an evaluation that fails for one
+video, odd frame sizes under --evaluate, a line as each video finishes."""
+
+import json
+import logging
+import os
+
+import pytest
+
+from deid.cli import main
+from deid.errors import ConfigError
+from deid.testing import make_synthetic_video
+
+from test_cli import FAKES
+
+
+@pytest.fixture()
+def two(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    make_synthetic_video(src / "a.mp4", n_frames=8)
+    make_synthetic_video(src / "b.mp4", n_frames=9)
+    return src
+
+
+def test_a_link_loop_fails_on_its_own_and_the_batch_goes_on(two, tmp_path, capsys):
+    loop = tmp_path / "loop.mp4"
+    os.symlink(loop, loop)
+    rc = main(["anonymize", str(two / "a.mp4"), str(loop), "--out", str(tmp_path / "out"), "-m", "mask", *FAKES])
+    err = capsys.readouterr().err
+    assert rc == 1 and (tmp_path / "out" / "a.mask.mp4").is_file()
+    assert "Traceback" not in err and any("loop.mp4" in ln for ln in err.splitlines() if ln.startswith("deid: error:"))
+
+
+def test_links_to_folders_in_a_scan_are_warned_about(two, tmp_path, caplog, capsys):
+    other = tmp_path / "ward3"
+    other.mkdir()
+    make_synthetic_video(other / "c.mp4", n_frames=8)
+    os.symlink(other, two / "ward3")
+    os.symlink(tmp_path / "nowhere.mp4", two / "dangling.mp4")
+    with caplog.at_level(logging.WARNING):
+        assert main(["anonymize", str(two), "--out", str(tmp_path / "out"), "-m", "mask", "--dry-run", *FAKES]) == 0
+    text = caplog.text
+    assert "a link to a folder, not followed" in text and str(other) in text
+    assert "a link that leads to no file" in text
+
+
+def test_skip_existing_takes_a_record_of_the_wrong_shape_for_not_done(two, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["anonymize", str(two), "--out", str(out), "-m", "mask", *FAKES]) == 0
+    (out / "a.mask.audit.json").write_text("[]")
+    rec = json.loads((out / "b.mask.audit.json").read_text())
+    rec["input"] = "x"
+    (out / "b.mask.audit.json").write_text(json.dumps(rec))
+    capsys.readouterr()
+    rc = main(["anonymize", str(two), "--out", str(out), "-m", "mask", "--skip-existing", "--overwrite", *FAKES])
+    captured = capsys.readouterr()
+    assert rc == 0 and "Traceback" not in captured.err and "skipped" not in captured.out  # both rendered again
+
+
+def test_a_dry_run_with_skip_existing_says_what_would_be_skipped(two, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["anonymize", str(two), "--out", str(out), "-m", "mask", *FAKES]) == 0
+    capsys.readouterr()
+    assert main(["anonymize", str(two), "--out", str(out), "-m", "mask", "--skip-existing", "--dry-run", *FAKES]) == 0
+    text = capsys.readouterr().out
+    assert "2 skipped: already done" in text and "failed" not in text
+
+
+def test_an_evaluation_that_fails_is_that_videos_and_the_batch_goes_on(two, tmp_path, capsys, monkeypatch):
+    import deid.evaluate
+    from deid.errors import InvalidInputError
+
+    seen = []
+
+    def fake_evaluate(original, processed, out_dir, cfg, video_id=None):
+        seen.append(video_id)
+        if video_id == "a":
+            raise InvalidInputError("a.mask.mp4 is 10x10 but the original is 9x9")
+        return {"errors": {}}
+
+    monkeypatch.setattr(deid.evaluate, "evaluate_outputs", fake_evaluate)
+    rc = main(["anonymize", str(two), "--out", str(tmp_path / "out"), "-m", "mask", "--evaluate", *FAKES])
+    err = capsys.readouterr().err
+    assert seen == ["a", "b"] and rc == 1  # b was evaluated after a's failure; the exit code says it
+    assert "evaluation: a.mask.mp4 is 10x10" in err and "Traceback" not in err
+    # a line as each video finishes, in order
+    lines = [ln for ln in err.splitlines() if ln.startswith("[")]
+    assert lines[0].startswith("[1/2] a.mp4: done: mask") and "evaluation: a.mask.mp4" in lines[0]
+    assert lines[1].startswith("[2/2] b.mp4: done: mask")
+
+
+def test_records_given_as_a_file_is_refused_before_any_work(two, tmp_path, capsys):
+    from deid.records import records_folder
+
+    f = tmp_path / "recfile"
+    f.write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        records_folder(tmp_path / "out", "input", f)
+    assert main(["anonymize", str(two), "--out", str(tmp_path / "out"), "-m", "mask", "--evaluate", "--records", str(f),
+                 *FAKES]) == 1
+    assert "is a file" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_an_odd_sized_videos_padded_output_can_be_evaluated(tmp_path):
+    """deid pads an odd width or height by one pixel (yuv420p); the evaluation compared
+    sizes strictly and refused every such output."""
+    from deid.evaluate.api import comparable_outputs
+
+    import av
+    import numpy as np
+
+    orig = tmp_path / "o.mkv"  # libx264 in yuv420p cannot hold an odd size; FFV1 in yuv444p can
+    with av.open(str(orig), "w") as c:
+        st = c.add_stream("ffv1", rate=25)
+        st.width, st.height, st.pix_fmt = 161, 121, "yuv444p"
+        for i in range(6):
+            frame = av.VideoFrame.from_ndarray(np.full((121, 161, 3), 40 * i, np.uint8), format="rgb24")
+            for pkt in st.encode(frame):
+                c.mux(pkt)
+        for pkt in st.encode():
+            c.mux(pkt)
+    padded = make_synthetic_video(tmp_path / "p.mp4", n_frames=6, width=162, height=122).path
+    other = make_synthetic_video(tmp_path / "q.mp4", n_frames=6, width=164, height=122).path
+    _, infos, _, refused = comparable_outputs(str(orig), {"mask": str(padded), "blur": str(other)}, 0)
+    assert set(infos) == {"mask"} and "164x122" in refused["blur"]
