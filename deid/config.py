@@ -536,6 +536,59 @@ def apply_overrides(data: dict[str, Any], overrides: typing.Iterable[str]) -> di
     return data
 
 
+def _read_text(p: Path) -> str:
+    """The config file's text: UTF-8 (a BOM is allowed); anything else is a one-line error
+    (a Windows editor saves cp1252 or UTF-16, which would otherwise be a traceback)."""
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {p}: {e.strerror or e}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            why = "it is UTF-16"
+        else:
+            line = raw[: e.start].count(b"\n") + 1
+            why = f"byte 0x{raw[e.start]:02x} on line {line}"
+        raise ConfigError(f"config file {p} is not UTF-8 text ({why}); save it as UTF-8") from None
+
+
+def _one_line(e: yaml.YAMLError) -> str:
+    """A YAML error on one line: the problem and where (PyYAML's own text quotes the line
+    with a caret below it)."""
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem:
+        mark = e.problem_mark or e.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        context = f"{e.context}, " if e.context else ""
+        return f"{context}{e.problem}{where}"
+    return " ".join(str(e).split())
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int):
+        super().__init__(f"key {key!r}")
+        self.line = line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the
+    last one silently, so a second ``io:`` section would replace the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                dup = key in seen
+                seen.add(key)
+            except TypeError:  # unhashable key: the base class reports it
+                continue
+            if dup:
+                raise _DuplicateKey(key, key_node.start_mark.line + 1)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> Config:
     """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
     data: dict[str, Any] = {}
@@ -543,10 +596,13 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file {p} not found")
+        text = _read_text(p)
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            loaded = yaml.load(text, Loader=_UniqueKeyLoader) or {}
+        except _DuplicateKey as e:
+            raise ConfigError(f"config file {p} gives {e} twice (line {e.line}); keep one") from None
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+            raise ConfigError(f"config file {p} is not valid YAML: {_one_line(e)}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {p} must contain a mapping at the top level")
         data = loaded

@@ -95,3 +95,47 @@ def test_default_yaml_documents_every_setting_at_its_default(repo_root):
 
     assert missing(Config(), doc, "") == []
     assert load_config(repo_root / "configs" / "default.yaml") == Config()
+
+
+@pytest.mark.parametrize(
+    "raw, fragment",
+    [
+        (b"# Station f\xfcr Endoskopie\nio:\n  crf: 22\n", "byte 0xfc on line 1"),  # cp1252 comment
+        ("io:\n  crf: 22\n".encode("utf-16"), "UTF-16"),  # Notepad's "Unicode"
+    ],
+)
+def test_a_config_that_is_not_utf8_is_a_config_error_naming_the_file(tmp_path, raw, fragment):
+    p = tmp_path / "site.yaml"
+    p.write_bytes(raw)
+    with pytest.raises(ConfigError) as ei:
+        load_config(p)
+    assert f"config file {p} is not UTF-8 text" in str(ei.value) and fragment in str(ei.value)
+
+
+def test_a_utf8_config_with_a_bom_loads(tmp_path):
+    p = tmp_path / "site.yaml"
+    p.write_bytes("\ufeff# Station für Endoskopie\nio:\n  crf: 22\n".encode("utf-8"))
+    assert load_config(p).io.crf == 22
+
+
+@pytest.mark.parametrize(
+    "text, key, line",
+    [
+        ("io:\n  crf: 20\nio:\n  crf: 30\n", "'io'", 3),
+        ("io:\n  crf: 20\n  preset: fast\n  crf: 30\n", "'crf'", 4),
+    ],
+)
+def test_a_key_given_twice_is_a_config_error(tmp_path, text, key, line):
+    p = tmp_path / "dup.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as ei:
+        load_config(p)
+    assert str(ei.value) == f"config file {p} gives key {key} twice (line {line}); keep one"
+
+
+def test_a_yaml_syntax_error_is_one_line(tmp_path):
+    p = tmp_path / "broken.yaml"
+    p.write_text("track:\n  max_gap: [1, 2\n")
+    with pytest.raises(ConfigError) as ei:
+        load_config(p)
+    assert "\n" not in str(ei.value) and f"config file {p} is not valid YAML" in str(ei.value)

@@ -79,3 +79,11 @@ def test_one_missing_demo_donor_is_a_note_both_missing_a_failure(monkeypatch):
     monkeypatch.setitem(donors.BUILTIN_DONORS, names[1], (donors.BUILTIN_DONORS[names[1]][0], gone))
     r = doctor._check("demo donors", doctor._donor)
     assert not r["ok"] and "not here" in r["detail"]
+
+
+def test_doctor_names_a_config_file_that_is_not_utf8(capsys, tmp_path):
+    p = tmp_path / "site.yaml"
+    p.write_bytes(b"# Station f\xfcr Endoskopie\nio:\n  crf: 22\n")
+    rc, checks = _doctor(capsys, "--config", str(p))
+    assert rc == 1 and not checks["configuration"]["ok"]
+    assert f"config file {p} is not UTF-8 text" in checks["configuration"]["detail"]
