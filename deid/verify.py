@@ -66,6 +66,51 @@ class Report:
                 "findings": [asdict(f) for f in self.findings]}
 
 
+def _read_record(a: Path) -> dict[str, Any]:
+    """An audit record's JSON object, with ``status`` None or a string (ValueError if not)."""
+    rec = json.loads(a.read_text(encoding="utf-8"))
+    if not isinstance(rec, dict):
+        raise ValueError(f"a JSON {type(rec).__name__}, not an object")
+    status = rec.get("status")
+    if status is not None and not isinstance(status, str):
+        raise ValueError(f"'status' is {status!r}, not a string")
+    return {**rec, "status": status}
+
+
+def _record_fields(rec: dict[str, Any]) -> tuple[str, str, int, dict[str, Any]]:
+    """The fields verify judges an output by, type-checked (a record edited by hand, or
+    written by something else, must be a finding, not a crash): the output's sha256
+    ("" if none), io.output_names, counts.frames_fail_closed and leak_audit (its
+    ``leaks`` an int). ValueError names the first field of the wrong type."""
+
+    def obj(d: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+        v = d.get(key)
+        if v is None:
+            return {}
+        if not isinstance(v, dict):
+            raise ValueError(f"{where}{key} is {type(v).__name__} {v!r:.40}, not an object")
+        return v
+
+    def count(d: dict[str, Any], key: str, where: str) -> int:
+        v = d.get(key)
+        if v is None:
+            return 0
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{where}{key} is {v!r:.40}, not a count")
+        return v
+
+    want = obj(rec, "output", "").get("sha256") or ""
+    if not isinstance(want, str):
+        raise ValueError(f"output.sha256 is {want!r:.40}, not a string")
+    names = obj(obj(rec, "config", ""), "io", "config.").get("output_names", "input")
+    if not isinstance(names, str):
+        raise ValueError(f"config.io.output_names is {names!r:.40}, not a string")
+    fc = count(obj(rec, "counts", ""), "frames_fail_closed", "counts.")
+    leak = obj(rec, "leak_audit", "")
+    leak = {**leak, "leaks": count(leak, "leaks", "leak_audit.")}
+    return want, names, fc, leak
+
+
 def verify_folder(folder: str | os.PathLike, *, hashes: bool = True,
                   progress: Callable[[str], None] | None = None) -> Report:
     """Check every file under ``folder`` (see the module doc). ``hashes``: compare each
@@ -102,34 +147,38 @@ def verify_folder(folder: str | os.PathLike, *, hashes: bool = True,
                           "record was removed)")
             continue
         try:
-            rec = json.loads(a.read_text())
-            status, out = rec.get("status"), rec.get("output") or {}
-        except (OSError, ValueError, AttributeError) as e:
+            rec = _read_record(a)
+        except (OSError, ValueError) as e:
             add(ERROR, a, f"unreadable audit record ({e})")
+            continue
+        status = rec["status"]
+        if status is None:
+            add(ERROR, v, "its audit record has no status: nothing says deid finished it")
             continue
         if status not in ("done", "partial"):
             add(ERROR, v, f"its audit record says {status!r}, not done")
             continue
+        try:
+            want, names, fc, leak = _record_fields(rec)
+        except ValueError as e:
+            add(ERROR, a, f"invalid audit record ({e})")
+            continue
         rep.outputs += 1
-        names = ((rec.get("config") or {}).get("io") or {}).get("output_names", "input")
         rep.names[names] = rep.names.get(names, 0) + 1
         if status == "partial":
             add(WARNING, v, "partial: the input was corrupt and only its decodable part was de-identified "
                             f"({rec.get('error') or 'see the audit record'})")
         if hashes:
-            want = out.get("sha256") or ""
             if not want:
                 add(ERROR, v, "its audit record has no sha256 of the output: cannot tell whether it changed since")
             elif sha256_file(v) != want:
                 add(ERROR, v, "changed since deid wrote it (sha256 differs from its audit record)")
-        fc = int((rec.get("counts") or {}).get("frames_fail_closed") or 0)
         if fc and rec.get("fail_closed_policy") == "flag":
             add(ERROR, v, f"{fc} frame(s) with a person and no head region were left as they were "
                           "(track.fail_closed=flag: for review, not for sharing; the frames table lists them)")
-        leak = rec.get("leak_audit") or {}
         if leak.get("skipped"):
             add(WARNING, v, "not leak-audited (audit.leak_check was off when it was made)")
-        elif int(leak.get("leaks") or 0) > 0:
+        elif leak["leaks"] > 0:
             add(ERROR, v, f"the leak audit found {leak['leaks']} face(s) still matching the input (published with "
                           f"audit.on_leak=flag, for inspection, not for sharing)")
         if leak.get("text_regions"):

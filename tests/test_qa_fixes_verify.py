@@ -1,0 +1,80 @@
+"""deid verify on folders a QA pass built to fool it: audit records of the wrong shape,
+raw media under other names."""
+
+import json
+
+import pytest
+
+from deid.cli import main
+from deid.verify import verify_folder
+from deid.testing import make_synthetic_video
+from test_cli import FAKES
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory):
+    """Two outputs (blur, mask) with their records, as `deid anonymize` leaves them."""
+    d = tmp_path_factory.mktemp("qa_verify")
+    src = d / "in" / "clip.mp4"
+    src.parent.mkdir()
+    make_synthetic_video(src, n_frames=8)
+    out = d / "out"
+    assert main(["anonymize", str(src), "--out", str(out), "-m", "blur,mask", "--set", "io.output_names=pseudonym", *FAKES]) == 0
+    return out, src
+
+
+@pytest.fixture()
+def folder(released, tmp_path):
+    out, src = released
+    dst = tmp_path / "share"
+    dst.mkdir()
+    for p in out.iterdir():
+        (dst / p.name).write_bytes(p.read_bytes())
+    return dst, src
+
+
+def _edit_record(folder, method, edit):
+    a = next(folder.glob(f"*.{method}.audit.json"))
+    rec = json.loads(a.read_text())
+    edit(rec)
+    a.write_text(json.dumps(rec))
+    return a
+
+
+@pytest.mark.parametrize(
+    "edit, why",
+    [
+        (lambda r: r.update(output="x"), "output is str 'x', not an object"),
+        (lambda r: r.update(counts=[1]), "counts is list [1], not an object"),
+        (lambda r: r.update(leak_audit=[1]), "leak_audit is list [1], not an object"),
+        (lambda r: r["counts"].update(frames_fail_closed="many"), "counts.frames_fail_closed is 'many', not a count"),
+        (lambda r: r.update(config="x"), "config is str 'x', not an object"),
+        (lambda r: r["config"].update(io=3), "config.io is int 3, not an object"),
+        (lambda r: r["leak_audit"].update(leaks="2"), "leak_audit.leaks is '2', not a count"),
+        (lambda r: r["output"].update(sha256=5), "output.sha256 is 5, not a string"),
+    ],
+)
+def test_a_record_of_the_wrong_shape_is_a_finding_and_the_rest_is_still_checked(folder, edit, why):
+    out, _ = folder
+    a = _edit_record(out, "mask", edit)
+    rep = verify_folder(out)
+    assert [(f.path, f.what) for f in rep.errors] == [(a.name, f"invalid audit record ({why})")]
+    assert rep.outputs == 1  # the blur output was still verified
+
+
+@pytest.mark.parametrize("record", ["[1, 2]", '"done"', '{"status": 3}'])
+def test_a_record_that_is_not_an_object_is_unreadable(folder, record):
+    out, _ = folder
+    a = next(out.glob("*.mask.audit.json"))
+    a.write_text(record)
+    rep = verify_folder(out)
+    assert [f.path for f in rep.errors] == [a.name] and rep.errors[0].what.startswith("unreadable audit record")
+    assert rep.outputs == 1
+
+
+def test_a_record_without_a_status_says_so(folder):
+    out, _ = folder
+    _edit_record(out, "mask", lambda r: r.pop("status"))
+    mask = next(out.glob("*.mask.mp4"))
+    assert [(f.path, f.what) for f in verify_folder(out).errors] == [
+        (mask.name, "its audit record has no status: nothing says deid finished it")]
