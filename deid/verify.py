@@ -6,11 +6,14 @@ record's sha256 of the output), finished (no temporary of an interrupted run), p
 by the leak audit, without frames the fail-closed rule only flagged, and free of
 container metadata; and nothing in the folder may name
 the inputs or show their frames (an archive's ``status.parquet``, the evaluation's
-tables, the HTML report: records, which belong with the originals).
+tables, the HTML report: records, which belong with the originals). Any other file whose
+bytes FFmpeg decodes as a picture is raw media whatever its name (a video renamed
+``.bin``, a photo), and a symbolic link to a folder is an error (what it holds is not
+checked); only such files are probed, so a big folder of outputs costs no more.
 
 Findings are errors (the folder should not be shared as it is) or warnings (a person
-should look: audio kept on purpose, no leak audit, a file deid did not write). Nothing
-is changed or deleted.
+should look: audio kept on purpose, no leak audit, a file deid did not write and could
+not decode as a picture, an archive, which is not opened). Nothing is changed or deleted.
 """
 
 from __future__ import annotations
@@ -33,6 +36,34 @@ _RECORDS = {
     "report.html": "the evaluation report: it names the inputs and shows frames of them (processed) with the original's pose",
     "report_summary.json": "the evaluation report's summary: it names the inputs",
 }
+
+
+#: archives verify does not open (named, not inspected)
+_ARCHIVES = (".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".zst", ".7z", ".rar")
+#: FFmpeg reads text as "video" too (ANSI art): not media
+_TEXT_FORMATS, _TEXT_CODECS = {"tty"}, {"ansi", "bintext", "xbin", "idf"}
+
+
+def _media(p: Path) -> str | None:
+    """What picture ``p``'s bytes hold, whatever its name ("an image (mjpeg 640x480)",
+    "a video (h264 1280x720)"), when FFmpeg can decode a frame of it; else None. Only
+    files deid did not write are probed (a raw video renamed .bin, a photo), so a big
+    folder of outputs costs nothing more."""
+    from .io.probe import open_container
+
+    try:
+        with open_container(p) as c:
+            fmt = c.format.name
+            s = c.streams.video[0]
+            if fmt in _TEXT_FORMATS or s.codec_context.name in _TEXT_CODECS:
+                return None
+            frame = next(c.decode(s), None)
+            if frame is None:
+                return None
+            kind = "an image" if fmt == "image2" or fmt.endswith("_pipe") else "a video"
+            return f"{kind} ({s.codec_context.name} {frame.width}x{frame.height})"
+    except Exception:  # noqa: BLE001 - not decodable: not media (text, tables, anything else)
+        return None
 
 
 @dataclass(frozen=True)
@@ -215,6 +246,14 @@ def verify_folder(folder: str | os.PathLike, *, hashes: bool = True,
             add(WARNING, p, "an audit record without its video")
         elif p in tables:
             add(WARNING, p, "a frames table without its video")
+        elif p.is_symlink() and p.is_dir():
+            add(ERROR, p, "a symbolic link to a folder: what it holds is not checked here (copy the files in, or remove "
+                          "the link)")
+        elif (media := _media(p)) is not None:
+            add(ERROR, p, f"raw media, not a deid output: it holds {media} that deid did not write (whatever its name); "
+                          "remove it, or de-identify it, before sharing")
+        elif name.lower().endswith(_ARCHIVES):
+            add(WARNING, p, "an archive: what it holds was not inspected (unpack it here and verify again, or leave it out)")
         else:
             add(WARNING, p, "not written by deid: check it before sharing")
     for top, n in tables_in.items():

@@ -3,6 +3,7 @@ raw media under other names."""
 
 import json
 
+import numpy as np
 import pytest
 
 from deid.cli import main
@@ -78,3 +79,60 @@ def test_a_record_without_a_status_says_so(folder):
     mask = next(out.glob("*.mask.mp4"))
     assert [(f.path, f.what) for f in verify_folder(out).errors] == [
         (mask.name, "its audit record has no status: nothing says deid finished it")]
+
+
+@pytest.mark.parametrize("name", ["talking.bin", "talking", "talking.mkv.partial", "face.jpg", "face", "face.png.txt"])
+def test_raw_media_under_any_name_is_an_error(folder, name):
+    import cv2
+
+    out, src = folder
+    if name.startswith("face"):
+        ok, buf = cv2.imencode(".jpg" if "png" not in name else ".png", np.full((48, 64, 3), 128, np.uint8))
+        (out / name).write_bytes(buf.tobytes())
+        want = "an image ("
+    else:
+        (out / name).write_bytes(src.read_bytes())
+        want = "a video ("
+    rep = verify_folder(out)
+    assert [f.path for f in rep.errors] == [name]
+    assert rep.errors[0].what.startswith(f"raw media, not a deid output: it holds {want}")
+
+
+def test_a_symbolic_link_to_a_folder_is_an_error(folder, tmp_path):
+    out, src = folder
+    (tmp_path / "patients").mkdir()
+    (tmp_path / "patients" / "p1.mp4").write_bytes(src.read_bytes())
+    (out / "patients").symlink_to(tmp_path / "patients", target_is_directory=True)
+    rep = verify_folder(out)
+    assert [f.path for f in rep.errors] == ["patients"] and "a symbolic link to a folder" in rep.errors[0].what
+    assert not rep.ok
+
+
+def test_files_that_are_not_media_stay_warnings_and_an_archive_says_it_was_not_inspected(folder):
+    import zipfile
+
+    out, src = folder
+    (out / "notes.txt").write_text("hello\n")
+    (out / "table.csv").write_text("a,b\n1,2\n")
+    (out / "extra.json").write_text('{"a": 1}')
+    (out / "art.ans").write_bytes(b"\x1b[31mred\x1b[0m text\n")  # FFmpeg "decodes" ANSI art as video
+    (out / "empty.dat").write_bytes(b"")
+    with zipfile.ZipFile(out / "pack.zip", "w") as z:
+        z.write(src, "t.mp4")
+    rep = verify_folder(out)
+    assert rep.ok, rep.errors
+    whats = {f.path: f.what for f in rep.warnings}
+    assert whats["pack.zip"].startswith("an archive: what it holds was not inspected")
+    for n in ("notes.txt", "table.csv", "extra.json", "art.ans", "empty.dat"):
+        assert whats[n] == "not written by deid: check it before sharing"
+
+
+def test_outputs_and_their_records_are_not_probed_again(folder, monkeypatch):
+    import deid.verify as v
+
+    out, _ = folder
+    (out / "notes.txt").write_text("hello\n")
+    probed = []
+    monkeypatch.setattr(v, "_media", lambda p: probed.append(p.name))
+    assert verify_folder(out).ok
+    assert probed == ["notes.txt"]

@@ -3,8 +3,9 @@
 Every video must have its audit record beside it, be unchanged since deid wrote it (the
 record's sha256), be finished, have passed the leak audit and carry no identifying
 metadata; nothing in the folder may name the inputs or show their frames (an archive's
-status table, the evaluation's tables and report). Prints the findings; exit code 1 when
-any is an error (with ``--strict``, a warning too). Changes nothing.
+status table, the evaluation's tables and report, raw videos or photos under any name, a
+link to another folder). Prints the findings; exit code 1 when any is an error (with
+``--strict``, a warning too). Changes nothing.
 """
 
 from __future__ import annotations
