@@ -47,7 +47,9 @@ class IOConfig:
     preset: str = "veryfast"  # libx264 preset
     keep_audio: bool = False  # default strips audio (voices identify people)
     # "keep": output frames carry the input's presentation timestamps (VFR stays VFR);
-    # "cfr": timestamps are regularised to the average frame rate. Frame count is kept either way.
+    # "cfr": frames are evenly spaced at the average frame rate, frames / duration (first to
+    # last timestamp plus one frame), so the output lasts as long as the input; the declared
+    # rate where it is within 1% of that. Frame count is kept either way.
     timing: str = "keep"
     on_corrupt: str = "fail"  # fail | keep_partial (keep decodable frames, marked partial)
     container: str = "mp4"

@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{info.frame_count} frames{'' if info.frame_count_exact else ' (estimated)'}, {info.duration:.2f} s, "
                 f"{info.codec}/{info.pix_fmt}, audio: {'yes' if info.has_audio else 'no'}, "
                 f"{'variable' if info.is_vfr else 'constant'} frame rate"
+                + (f" ({info.frame_count / info.duration:.3f} fps on average)" if info.is_vfr and info.duration > 0 else "")
                 + (f"; {info.other_video_streams} more video stream(s), which deid does not write" if info.other_video_streams else "")
             )
     return rc

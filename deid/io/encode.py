@@ -6,7 +6,8 @@ What an output carries, by default:
 - no container or stream tags: no creation time, location, device or encoder tag
   (``fflags=+bitexact``), and x264's settings banner (an SEI NAL unit) is filtered out;
 - the input's frame count; timestamps either the input's (``timing="keep"``, so VFR
-  stays VFR) or regularised to the average rate (``timing="cfr"``).
+  stays VFR) or regularised to the average rate, frames / duration (``timing="cfr"``,
+  :func:`cfr_rate`: the output lasts as long as the input).
 
 Odd widths/heights (which yuv420p cannot hold) are padded by one replicated pixel on
 the right/bottom, so pixel coordinates are unchanged.
@@ -48,6 +49,19 @@ def _rate_fraction(fps: float) -> Fraction:
         if abs(fps - num / den) < 1e-3:
             return Fraction(num, den)
     return Fraction(fps).limit_denominator(1001)
+
+
+def cfr_rate(info) -> float:
+    """The rate ``io.timing=cfr`` spaces frames at: the video's average rate, frames /
+    duration (duration = first to last frame plus one frame, :func:`deid.io.probe`), so
+    the output lasts as long as the input. The declared rate (``info.fps``) where it is
+    within 1% of that: a constant-rate video keeps its exact rate (30000/1001 stays so).
+    A sparse VFR clip (5 frames over 600 s, declared 25 fps) is written at 5 / 600 fps,
+    not squeezed into 0.2 s at 25."""
+    if not (info.frame_count_exact and info.duration > 0 and info.frame_count > 0):
+        return info.fps
+    avg = info.frame_count / info.duration
+    return info.fps if abs(avg - info.fps) <= 0.01 * info.fps else avg
 
 
 def _mux_options(fmt: str, time_base: Fraction | None, fps: float) -> dict[str, str]:
@@ -245,7 +259,8 @@ class VideoWriter:
         :class:`~deid.io.VideoInfo`): its size, frame rate and time base, with the encoder
         settings of ``io`` (an :class:`~deid.config.IOConfig`: crf, preset, timing); ``kw``
         as for the constructor (audio, container, segment origins)."""
-        return cls(path, info.width, info.height, info.fps, crf=io.crf, preset=io.preset, timing=io.timing,
+        fps = cfr_rate(info) if io.timing == "cfr" else info.fps
+        return cls(path, info.width, info.height, fps, crf=io.crf, preset=io.preset, timing=io.timing,
                    time_base=Fraction(info.time_base) if info.time_base else None, **kw)
 
     def __enter__(self) -> "VideoWriter":

@@ -276,11 +276,14 @@ def probe(path: str | os.PathLike, *, scan: bool = True) -> VideoInfo:
             # The video's own length: first to last frame plus the last frame's share.
             # A container's duration can count from time zero (a Matroska recording
             # that starts at 40 s says 42.4 s for 2.4 s of video) or include a longer
-            # audio track.
+            # audio track. The last frame's share is one frame at the usual step
+            # between frames, or at the declared rate where that is shorter: a sparse
+            # VFR clip (frames at 0, 1, 60, 300 and 600 s) has a median step of minutes,
+            # and lasts 600 s and a frame, not 750 s.
             step = float(np.median(np.diff(sc.pts))) * float(sc.time_base) if len(sc.pts) > 1 else 0.0
-            if step <= 0:
-                step = 1.0 / float(rate) if rate else 0.0
-            stream_duration = span + step
+            if rate and (step <= 0 or 1.0 / float(rate) < step):
+                step = 1.0 / float(rate)
+            stream_duration = span + max(step, 0.0)
     fps = float(rate) if rate else 25.0
     if frames <= 0:
         frames = max(1, int(round(container_duration * fps)))
