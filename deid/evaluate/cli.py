@@ -44,10 +44,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ..commands import load_cfg
+    from ..errors import DeidError
     from .api import evaluate_outputs, parse_processed
     from .store import jsonable
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():  # else mkdir's "File exists: X" reaches the user
+        raise DeidError(f"--out {out} is a file; give the folder the metrics tables go to (METRICS_DIR)")
     cfg = load_cfg(args)
     processed = parse_processed(args.processed)
     res = evaluate_outputs(

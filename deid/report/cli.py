@@ -38,12 +38,15 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from ..errors import ConfigError
+    from ..errors import ConfigError, InvalidInputError
     from . import summary_path
     from .build import ReportOptions, build_report
 
     if args.fail_on_leak and args.no_json:
         raise ConfigError("--fail-on-leak reads the JSON summary; drop --no-json")
+    if Path(args.metrics_dir).exists() and not Path(args.metrics_dir).is_dir():
+        raise InvalidInputError(f"{args.metrics_dir}: is a file, not a metrics directory; give the folder "
+                                "`deid evaluate --out` wrote")
 
     opts = ReportOptions()
     changes = {}
