@@ -245,7 +245,9 @@ def test_probe_command(inputs, capsys):
     # a folder: every video in it, as deid anonymize finds them
     assert main(["probe", "--json", str(inputs)]) == 1  # bad.mp4 is in it
     out = capsys.readouterr()
-    assert [Path(json.loads(x)["path"]).name for x in out.out.splitlines()] == ["good.mp4"] and "bad.mp4" in out.err
+    rows = {Path(json.loads(x)["path"]).name: json.loads(x) for x in out.out.splitlines()}
+    assert sorted(rows) == ["bad.mp4", "good.mp4"] and "bad.mp4" in out.err
+    assert "error" in rows["bad.mp4"] and "error" not in rows["good.mp4"]  # a failed file is listed, with its error
 
 
 def test_library_never_imports_ray():

@@ -2,6 +2,7 @@
 expected, a failed probe in --json, a donor video without a picture, a file name that
 starts with '-'."""
 
+import json
 
 import pytest
 
@@ -28,3 +29,18 @@ def test_report_of_a_file_says_it_is_not_a_metrics_folder(tmp_path, capsys):
     assert main(["report", str(f)]) == 1
     err = capsys.readouterr().err
     assert f"{f}: is a file, not a metrics directory" in err and "run `deid evaluate" not in err
+
+
+def test_probe_json_lists_the_files_that_failed(clip, tmp_path, capsys):
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    assert main(["probe", "--json", str(clip), str(bad)]) == 1
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows[0]["path"] == str(clip) and "error" not in rows[0]
+    assert rows[1] == {"path": str(bad), "error": f"{bad}: not a video file (unrecognised container format)"}
+
+
+def test_probe_of_a_name_starting_with_a_dash_hints_at_double_dash(capsys):
+    with pytest.raises(SystemExit):
+        main(["probe", "-leading-dash.mp4"])
+    assert "deid probe -- -clip.mp4" in capsys.readouterr().err

@@ -11,8 +11,21 @@ import sys
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("probe", help="describe videos (size, fps, frames, rotation, audio, VFR)")
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files, or folders (searched recursively by extension)")
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--json", action="store_true", help="one JSON object per line (a file that failed: its path and error)")
     p.set_defaults(func=run)
+    _hint_leading_dash(p)
+
+
+def _hint_leading_dash(p: argparse.ArgumentParser) -> None:
+    """argparse reads ``-clip.mp4`` as an option and then finds no VIDEO: say how to name it."""
+    error = p.error
+
+    def hinted(message: str):
+        if "arguments are required" in message:
+            message += " (a file whose name starts with '-' goes after --, as in: deid probe -- -clip.mp4, or ./-clip.mp4)"
+        error(message)
+
+    p.error = hinted  # type: ignore[method-assign]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
             info = probe(v)
         except DeidError as e:
             print(f"deid: error: {e}", file=sys.stderr)
+            if args.json:  # a script reading the lines sees every file it asked about
+                print(json.dumps({"path": str(v), "error": str(e)}))
             rc = 1
             continue
         if args.json:
