@@ -4,6 +4,8 @@ starts with '-'."""
 
 import json
 
+import av
+import numpy as np
 import pytest
 
 from deid.cli import main
@@ -13,7 +15,6 @@ from deid.testing import make_synthetic_video
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     return make_synthetic_video(tmp_path_factory.mktemp("qa_cli") / "clip.mp4", n_frames=6, width=64, height=48).path
-
 
 
 def test_evaluate_out_that_is_a_file(clip, tmp_path, capsys):
@@ -44,3 +45,25 @@ def test_probe_of_a_name_starting_with_a_dash_hints_at_double_dash(capsys):
     with pytest.raises(SystemExit):
         main(["probe", "-leading-dash.mp4"])
     assert "deid probe -- -clip.mp4" in capsys.readouterr().err
+
+
+def _audio_only(path):
+    with av.open(str(path), "w") as c:
+        a = c.add_stream("aac", rate=44100)
+        for _ in range(4):
+            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            f.sample_rate = 44100
+            for pk in a.encode(f):
+                c.mux(pk)
+        for pk in a.encode():
+            c.mux(pk)
+    return path
+
+
+def test_donor_add_names_the_users_file_not_the_librarys_copy(tmp_path, capsys):
+    v = _audio_only(tmp_path / "voice.mp4")
+    rc = main(["donor", "add", "d3", "--video", str(v), "--consent-by", "X", "--expires", "2099-01-01",
+               "--library", str(tmp_path / "lib"), "--no-face-check"])
+    assert rc == 1
+    assert capsys.readouterr().err.strip() == f"deid: error: {v}: has no video stream"
+    assert not (tmp_path / "lib" / "d3").exists()  # nothing registered

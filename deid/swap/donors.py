@@ -322,6 +322,8 @@ class DonorLibrary:
             raise InvalidInputError(f"donor {name!r} already exists in {self.root}; remove it first or pass --overwrite")
         consent.check()
         files = [p for p in list_media(media) if p.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS]
+        for f in files:  # before anything is copied: an error names the user's file, not the library's copy
+            _check_media(f, f.suffix.lower() in IMAGE_EXTENSIONS)
         if d.exists():
             shutil.rmtree(d)
         (d / MEDIA_DIR).mkdir(parents=True)
@@ -359,6 +361,20 @@ class DonorLibrary:
         if probs:
             row["status"] = "refused: " + "; ".join(probs)
         return row
+
+
+def _check_media(path: Path, image: bool) -> None:
+    """InvalidInputError naming ``path`` unless it is a readable image / a video with a
+    video stream (an audio-only .mp4 failed later, naming the copy in the library)."""
+    if image:
+        import cv2
+
+        if not cv2.haveImageReader(str(path)):
+            raise InvalidInputError(f"{path}: not a readable image")
+        return
+    from ..io import probe
+
+    probe(path, scan=False)  # its errors name the file given
 
 
 def donor_faceset(donor: Donor, size: int, *, detector: Any, landmarker: Any, max_frames: int = 400):
