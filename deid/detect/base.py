@@ -74,11 +74,14 @@ class CompositeDetector:
     (small, turned away) run sparsely and the tracker carries their faces across the
     frames between."""
 
-    def __init__(self, members: list[tuple[Any, int]], iou: float = 0.4):
+    def __init__(self, members: list[tuple[Any, int]], iou: float = 0.4, large: tuple[int, int] | None = None):
+        """``large`` = (side, every): on frames whose longer side exceeds ``side`` the
+        further members run on every ``every``-th frame instead (0: no change)."""
         if not members:
             raise ValueError("CompositeDetector needs at least one member")
         self.members = [(d, max(1, int(k))) for d, k in members]
         self.iou = float(iou)
+        self.large = (int(large[0]), int(large[1])) if large and int(large[1]) > 0 else None
         self.name = "+".join(getattr(d, "name", type(d).__name__) for d, _ in self.members)
         self._n = 0
         self._pool: ThreadPoolExecutor | None = None
@@ -92,10 +95,15 @@ class CompositeDetector:
         for m, (det, every) in enumerate(self.members[1:], 1):
             for f, i in zip(frames, indices):
                 i = int(i)
-                if i % every == 0 and (m, i) not in self._ahead:
+                if i % self._every(every, f) == 0 and (m, i) not in self._ahead:
                     if self._pool is None:
                         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deid-detect")
                     self._ahead[(m, i)] = self._pool.submit(_detect_one, det, f, i)
+
+    def _every(self, every: int, frame: np.ndarray) -> int:
+        if self.large is not None and max(frame.shape[:2]) > self.large[0]:
+            return self.large[1]
+        return every
 
     def reset(self) -> None:
         self._n = 0
@@ -128,7 +136,7 @@ class CompositeDetector:
         base = detect_indexed(self.members[0][0], frames, indices)
         parts: list[list[Detections]] = [[d] for d in base]
         for m, (det, every) in enumerate(self.members[1:], 1):
-            idx = [i for i in range(len(frames)) if indices[i] % every == 0]
+            idx = [i for i in range(len(frames)) if indices[i] % self._every(every, frames[i]) == 0]
             now = [i for i in idx if (m, indices[i]) not in self._ahead]
             found = dict(zip(now, detect_indexed(det, [frames[i] for i in now], [indices[i] for i in now]))) if now else {}
             for i in idx:
@@ -175,4 +183,4 @@ def build_detector(cfg: Any = None, name: str | None = None, **kw: Any):
     for e in extras:
         ekw: dict[str, Any] = {"min_score": d.extra_min_score, "max_side": d.max_side}
         members.append((DETECTORS.create(e, **ekw), d.extra_every))
-    return CompositeDetector(members)
+    return CompositeDetector(members, large=(d.max_side, getattr(d, "extra_every_large", 0)))
