@@ -189,4 +189,5 @@ def draw_overlays(frame: np.ndarray, overlays: Sequence[Overlay], path: str | os
     p.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(p), img):
         raise OSError(f"cannot write {p}")
+    os.chmod(p, 0o600)  # an original frame (faces in clear) for its owner's review only
     return p

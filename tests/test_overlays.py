@@ -86,6 +86,7 @@ def test_the_printed_setting_fills_the_text_in_every_output_frame(tmp_path, caps
     assert main(["overlays", str(src), "--sheet", str(tmp_path / "sheets")]) == 0
     text = capsys.readouterr().out
     assert (tmp_path / "sheets" / "scope.overlays.png").is_file()
+    assert (tmp_path / "sheets" / "scope.overlays.png").stat().st_mode & 0o077 == 0  # an original frame: owner only
     line = re.search(r"--set '(anonymize\.fixed_regions=.*)'", text).group(1)
     cfg = Config().replace(line)
     assert len(cfg.anonymize.fixed_regions) == 2
