@@ -1434,19 +1434,30 @@ class ArchiveRun:
         """The folders this run's outputs go to (the output folder and the rows' sub-folders)."""
         return {self.out_dir} | {e.output_dir(self.out_dir) for e in self.manifest.entries}
 
-    def finish(self) -> None:
+    def finish(self, release: bool = True) -> None:
         """Write the status table; when every video of the manifest reached an end state
         in this run, delete what a killed earlier run left in the work folder (its
         segments, and swap models of this manifest's patients with their face crops);
-        release the output folder's lock. An interrupted run keeps its segments and
-        models for the rerun."""
-        self.flush(force=True)
+        release the output folder's lock (unless ``release`` is False: a job that goes on
+        to evaluate the outputs keeps it, and calls :meth:`release` once its evaluation
+        and report are written, so no second job of the folder sweeps the evaluation's
+        scratch folder or replaces the outputs being evaluated). An interrupted run keeps
+        its segments and models for the rerun."""
         try:
+            self.flush(force=True)
             if self.complete:
                 self._sweep()
-        finally:
-            self._release_lock()
-        self._drop_work_root()  # only when empty: unfinished videos keep their segments
+        except BaseException:
+            self.release()
+            raise
+        if release:
+            self.release()
+
+    def release(self) -> None:
+        """Release the output folder's lock and remove the work folder when nothing but
+        its marker is left (unfinished videos keep their segments). Idempotent."""
+        self._release_lock()
+        self._drop_work_root()
 
     def _claim_work_root(self) -> None:
         """Create the work folder (private, 0700) with its marker, or take over the one an
@@ -1522,7 +1533,8 @@ class ArchiveRun:
 
     def _acquire_lock(self) -> None:
         """One job per output folder: an exclusive lock on ``<work folder>/.lock``, held
-        until :meth:`finish` (the OS drops it if the process dies)."""
+        until :meth:`finish` or, for a job that evaluates, :meth:`release` (the OS drops
+        it if the process dies)."""
         import fcntl
         import socket
 

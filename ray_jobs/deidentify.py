@@ -19,7 +19,8 @@ The run, as the driver sees it (the work itself is in :mod:`deid.archive`):
 5. delete each patient's swap model once that patient's videos are published;
 6. optionally evaluate into METRICS_DIR (:mod:`ray_jobs.evaluate`) and write the report.
 
-Exit code: 0 all videos done (or skipped as already done), 1 some failed, 2 the job
+Exit code: 0 all videos done (or skipped as already done) and, with ``--evaluate``,
+evaluated; 1 some failed, or the evaluation of some failed (named at the end); 2 the job
 could not start (configuration, manifest) or the file system stopped it (a folder it
 cannot create or write: one line, and the same command resumes once that is fixed).
 """
@@ -155,11 +156,14 @@ def run_archive(
     echo: Callable[[str], None] = _echo,
     progress: bool = True,
     begun: list | None = None,
+    hold: bool = False,
 ) -> Any:
     """Run an archive on the connected Ray cluster; returns the
     :class:`deid.archive.ArchiveRun` (states, status table, summary). ``begun``: the
     run is appended to it once it holds the output folder (its lock), so a caller can
-    tell a run that started from one refused at the start."""
+    tell a run that started from one refused at the start. ``hold``: keep the output
+    folder's lock when the run returns (the caller evaluates the outputs and then calls
+    ``run.release()``); a run that raises releases it in any case."""
     from deid.archive import ArchiveRun
 
     from .cluster import configure_data
@@ -171,6 +175,7 @@ def run_archive(
         begun.append(run)
     ticker = _Ticker(run, cfg.ray.progress_every_s, echo, enabled=progress)
     models = None
+    returned = False
     try:
         _plan_all(run, cfg, overwrite)
         waiting = {v for v, p in run.plans.items() if "swap" in p.todo}
@@ -185,11 +190,14 @@ def run_archive(
             wave = {v for v in waiting if run.plans[v].entry.patient in decided}
             waiting -= wave
             _render_and_finalize(run, cfg, models, sorted(wave))
+        returned = True
     finally:
         ticker.stop()
-        if models is not None:
-            models.cleanup()
-        run.finish()
+        try:
+            if models is not None:
+                models.cleanup()
+        finally:
+            run.finish(release=not (hold and returned))
     if progress:
         echo(run.progress.line())
     return run
@@ -352,21 +360,35 @@ def run_args(args: argparse.Namespace) -> int:
         container=cfg.io.container,
         output_names=cfg.io.output_names,
     )
-    show = not (getattr(args, "no_progress", False) or getattr(args, "json", False))
-    echo = _echo
     train = any("swap" in e.methods for e in manifest.entries)
     where, started = connect(cfg, local=getattr(args, "local", False), train=train)
     begun: list = []
     try:
+        return _run_and_evaluate(args, cfg, manifest, out_dir, where, started, begun)
+    finally:
+        if begun:  # the output folder's lock, held through the evaluation and the report
+            begun[0].release()
+
+
+def _run_and_evaluate(args: argparse.Namespace, cfg: Any, manifest: Any, out_dir: Path, where: str, started: bool,
+                      begun: list) -> int:
+    """The run, its evaluation and report, all under the output folder's lock (the
+    caller releases it): a second job of the folder accepted while this one evaluates
+    would sweep the evaluation's scratch folder and could replace the outputs being
+    evaluated."""
+    echo = _echo
+    show = not (getattr(args, "no_progress", False) or getattr(args, "json", False))
+    eval_failed: dict[str, str] = {}
+    try:
         run = run_archive(cfg, manifest, out_dir, overwrite=getattr(args, "overwrite", False), echo=echo, progress=show,
-                          begun=begun)
+                          begun=begun, hold=True)
         metrics = None
         eval_error = ""
         if cfg.ray.evaluate:
             from .evaluate import evaluate_archive
 
             try:
-                metrics = evaluate_archive(run, cfg, echo=echo)
+                metrics = evaluate_archive(run, cfg, echo=echo, failures=eval_failed)
             except Exception as e:  # noqa: BLE001 - the outputs are published; say what failed
                 log.exception("evaluation failed")
                 eval_error = f"evaluation failed: {type(e).__name__}: {e}"
@@ -389,6 +411,8 @@ def run_args(args: argparse.Namespace) -> int:
     summary["ray"] = where
     if eval_error:
         summary["evaluation_error"] = eval_error
+    if eval_failed:
+        summary["evaluation_failed"] = dict(sorted(eval_failed.items()))
     if metrics is not None:
         summary["metrics_dir"] = str(metrics)
         html = _report(args, metrics, run.records_dir, echo)
@@ -401,9 +425,11 @@ def run_args(args: argparse.Namespace) -> int:
         print(f"archive: {summary['videos']} video(s): " + ", ".join(f"{n} {s}" for s, n in sorted(st.items())) + f"; status table {summary['status_table']}")
         for vid, err in summary["failed"].items():
             print(f"  FAILED {vid}: {err}", file=sys.stderr)
+        for vid, err in summary.get("evaluation_failed", {}).items():
+            print(f"  EVALUATION FAILED {vid}: {err}", file=sys.stderr)
         if cfg.io.output_names == "pseudonym":
             print(f"archive: before sharing {summary['out_dir']}: deid verify {summary['out_dir']}")
-    return 0 if run.ok and not eval_error else 1
+    return 0 if run.ok and not eval_error and not eval_failed else 1
 
 
 def _report(args: argparse.Namespace, metrics: Path, records: Path, echo: Callable[[str], None]) -> Path | None:

@@ -203,10 +203,12 @@ def _needs_evaluation(metrics_dir: Path, vid: str, outputs: dict[str, str], cfg:
     return any(Path(p).stat().st_mtime > t for p in outputs.values())
 
 
-def evaluate_archive(run: Any, cfg: Any, *, echo: Callable[[str], None] = print) -> Path:
+def evaluate_archive(run: Any, cfg: Any, *, echo: Callable[[str], None] = print, failures: dict[str, str] | None = None) -> Path:
     """Evaluate every published output of the archive (see the module doc) and
     aggregate; returns METRICS_DIR. Videos evaluated before, whose outputs have not
-    changed since, are not evaluated again."""
+    changed since, are not evaluated again. ``failures`` (when given) receives
+    ``{video: error}`` for each video whose evaluation failed: the job's exit code
+    says so (the other videos are still evaluated and aggregated)."""
     import ray
     import ray.data
 
@@ -251,6 +253,8 @@ def evaluate_archive(run: Any, cfg: Any, *, echo: Callable[[str], None] = print)
         for row in ds.iter_rows():
             if row["error"]:
                 echo(f"archive: evaluation of {row['video']} failed: {row['error']}")
+                if failures is not None:
+                    failures[str(row["video"])] = str(row["error"])
     for d in (work, run.work_root):
         try:
             d.rmdir()  # only when empty
