@@ -12,7 +12,8 @@ An archive run, step by step
    one clear :class:`RowError` (and a ``failed`` status row); the other rows still run.
 2. :func:`plan_video` probes and hashes one video, decides per method whether it is
    already done (status table, else the audit record beside the output: same input
-   sha256, same :func:`method_config_hash`, output present) and cuts the rest into
+   sha256, same :func:`method_config_hash`, output present, and in either case the
+   record describing that very file, :func:`record_proves`) and cuts the rest into
    :class:`Segment` s: contiguous frame ranges with ``ray.segment_overlap`` frames of
    context on each side, so tracking at a segment's edges sees what a whole-video run
    sees (:func:`check_segmenting` insists the overlap covers ``track.lookahead``).
@@ -536,7 +537,9 @@ class StatusTable:
         return self.rows.get((video, method))
 
     def is_done(self, video: str, method: str, input_sha256: str, config_hash: str, output: str | os.PathLike) -> bool:
-        """Published with this input and this configuration, and still there."""
+        """Published with this input and this configuration, and still there — as far as
+        the table knows: :func:`plan_video` also asks :func:`record_proves` whether the
+        file there is still the one published."""
         r = self.get(video, method)
         return bool(
             r
@@ -612,6 +615,32 @@ def result_rows(plan: "VideoPlan", res: Any) -> list[dict[str, Any]]:
         if r["method"] in plan.config_hashes:
             r["config_hash"] = plan.config_hashes[r["method"]]
     return _with_output_column(rows, plan.outputs)
+
+
+def record_proves(output: str | os.PathLike, input_sha256: str) -> bool:
+    """Whether the audit record beside ``output`` is a finished one for this input and
+    describes that very file (the output's sha256 it holds, :func:`deid.pipeline.record_describes`):
+    a status row alone says only that an output was published there, not that the file
+    there now is it (copied over, restored from elsewhere, its record deleted).
+
+    Reads the whole output once. The status table holds no size or mtime of the output
+    to check first, and a replacement of the same size (or with its mtime kept,
+    ``cp -p``, ``rsync -a``) would pass such a check anyway; the plan task that calls this
+    has just read the whole input for its sha256, and the outputs are encoded from it,
+    so this is about one more pass of the same order, in parallel over the cluster."""
+    from .pipeline import audit_path, record_describes
+
+    out = Path(output)
+    try:
+        rec = json.loads(audit_path(out).read_text())
+        return bool(
+            isinstance(rec, dict)
+            and rec.get("status") in DONE_STATES
+            and (rec.get("input") or {}).get("sha256") == input_sha256
+            and record_describes(rec, out)
+        )
+    except (OSError, ValueError, AttributeError, TypeError):
+        return False
 
 
 def recover_from_audit(entry: ArchiveEntry, method: str, output: Path, input_sha256: str, config_hash: str,
@@ -884,7 +913,7 @@ def plan_video(
     recovered: list[dict[str, Any]] = []
     for m in entry.methods:
         check_output_path(outs[m], [entry.video], overwrite=True)  # never over an input, whatever the flags
-        if status.is_done(entry.video_id, m, sha, hashes[m], outs[m]):
+        if status.is_done(entry.video_id, m, sha, hashes[m], outs[m]) and record_proves(outs[m], sha):
             done.append(m)
             continue
         row = recover_from_audit(entry, m, outs[m], sha, hashes[m], cfg)
@@ -893,10 +922,15 @@ def plan_video(
             recovered.append(row)
             continue
         if outs[m].exists() and not overwrite and not audit_path(outs[m]).is_file():
-            raise OutputExistsError(
-                f"{outs[m]}: exists and was not written by a deid archive run (no audit record beside it); "
-                "move it away or rerun with --overwrite"
-            )
+            if not _published_here(status, entry.video_id, m, outs[m]):
+                raise OutputExistsError(
+                    f"{outs[m]}: exists and was not written by a deid archive run (no audit record beside it); "
+                    "move it away or rerun with --overwrite"
+                )
+            # the status table says a run of this folder published it, and its record is gone
+            log.warning("%s: its audit record is missing; rendering it again", outs[m])
+        elif outs[m].exists() and status.is_done(entry.video_id, m, sha, hashes[m], outs[m]):
+            log.warning("%s: not the file its audit record describes (replaced since it was published); rendering it again", outs[m])
         todo.append(m)
     segs: tuple[Segment, ...] = ()
     origin: int | None = None
@@ -916,6 +950,12 @@ def plan_video(
         entry, info, sha, hashes, {m: str(p) for m, p in outs.items()}, tuple(todo), tuple(done), work, segs, origin,
         tuple(recovered), timings={"probe": round(t_probe, 4), "hash": round(t_hash, 4)},
     )
+
+
+def _published_here(status: StatusTable, video: str, method: str, output: Path) -> bool:
+    """The status table has ``output`` as this video's published ``method`` output."""
+    r = status.get(video, method)
+    return bool(r and r.get("state") in DONE_STATES and r.get("output_path") and Path(str(r["output_path"])) == output)
 
 
 # ============================================================================ segments: render
@@ -1759,6 +1799,7 @@ __all__ = [
     "parse_methods",
     "plan_segments",
     "plan_video",
+    "record_proves",
     "recover_from_audit",
     "remove_partials_of",
     "render_planned_segment",

@@ -1,6 +1,8 @@
 """Fixes from the Ray platform's QA pass, each tested without a Ray cluster where the
 fix allows it: the driver's Ray calls are replaced by fakes, the bookkeeping is real."""
 
+import json
+
 import pytest
 
 from deid.archive import ArchiveRun, load_manifest
@@ -88,3 +90,40 @@ def test_job_holds_the_lock_while_evaluating_and_a_failed_evaluation_exits_1(one
     again = ArchiveRun(load_manifest(one_video), load_config(), out)  # released at the end
     again.begin()
     again.finish()
+
+
+# ----------------------------------------------------------------------------- 2. a rerun checks the file, not only the table
+
+
+def test_a_rerun_renders_again_an_output_replaced_or_whose_record_is_gone(tmp_path):
+    """plan_video, which the Ray job's plan tasks run, accepts an output as current only
+    if its audit record describes that very file (run in process: the same planning)."""
+    from deid.archive import STATUS_FILE, StatusTable, run_archive_in_process
+    from deid.config import Config
+    from deid.pipeline import audit_path, sha256_file
+    from deid.testing import make_synthetic_video
+
+    cfg = Config().replace("detect.backend=color", "track.pose_fallback=false", "audit.identity_backend=patch",
+                           "audit.sample_frames=4", "io.chunk_size=8", "track.lookahead=24", "ray.segment_overlap=24",
+                           "ray.segment_frames=0")
+    root = tmp_path / "archive"
+    root.mkdir()
+    make_synthetic_video(root / "a.mp4", n_frames=12)
+    make_synthetic_video(root / "b.mp4", n_frames=12)
+    out = tmp_path / "out"
+    man = load_manifest(root, methods=("blur", "mask"), out_dir=out)
+    assert run_archive_in_process(man, cfg, out).states == {"a": "done", "b": "done"}
+    # the raw input copied over an output (same name, a finished record beside it)
+    (out / "b.mask.mp4").write_bytes((root / "b.mp4").read_bytes())
+    # an audit record deleted (the status table still says done)
+    audit_path(out / "a.blur.mp4").unlink()
+    again = run_archive_in_process(man, cfg, out)
+    assert again.states == {"a": "done", "b": "done"}, "both were rendered again, not skipped"
+    assert sha256_file(out / "b.mask.mp4") != sha256_file(root / "b.mp4")
+    for o in ("a.blur.mp4", "b.mask.mp4"):
+        rec = json.loads(audit_path(out / o).read_text())
+        assert rec["output"]["sha256"] == sha256_file(out / o)
+    st = StatusTable.load(out / STATUS_FILE)
+    assert all(st.get(v, m)["state"] == "done" for v in "ab" for m in ("blur", "mask"))
+    # nothing replaced since: a third run skips every video
+    assert run_archive_in_process(man, cfg, out).states == {"a": "skipped", "b": "skipped"}
