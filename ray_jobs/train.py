@@ -20,7 +20,9 @@ A killed run leaves the model in the private folder; the rerun resumes training 
 its checkpoint and deletes it when done.
 
 ``ray.train_workers`` must be 1: :func:`deid.swap.train.fit` is a single-process loop
-(the model is small); an archive scales out over patients, not within one.
+(the model is small); an archive scales out over patients, not within one. So the
+trainer starts no ``torch.distributed`` process group (:mod:`ray_jobs.train_backend`),
+whose store would listen on every interface.
 """
 
 from __future__ import annotations
@@ -117,12 +119,17 @@ def train_patient_task(patient: str, job: dict, settings: dict) -> dict:
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from .train_backend import SingleWorkerTorchConfig
+
     s = settings
     gpus = float(s["num_gpus"])
     res = {"CPU": 1.0, **({"GPU": gpus} if gpus else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": s["cfg"], "videos": job["videos"], "model_dir": job["model_dir"], "donor": job["donor"]},
+        # one worker: no torch.distributed process group, whose TCPStore would listen on
+        # every interface (ray_jobs.train_backend)
+        torch_config=SingleWorkerTorchConfig(),
         scaling_config=ray.train.ScalingConfig(num_workers=int(s["workers"]), use_gpu=gpus > 0, resources_per_worker=res),
         run_config=ray.train.RunConfig(
             name=job["name"],

@@ -2,6 +2,7 @@
 fix allows it: the driver's Ray calls are replaced by fakes, the bookkeeping is real."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -127,3 +128,107 @@ def test_a_rerun_renders_again_an_output_replaced_or_whose_record_is_gone(tmp_pa
     assert all(st.get(v, m)["state"] == "done" for v in "ab" for m in ("blur", "mask"))
     # nothing replaced since: a third run skips every video
     assert run_archive_in_process(man, cfg, out).states == {"a": "skipped", "b": "skipped"}
+
+
+# ----------------------------------------------------------------------------- 3. no torch.distributed store in a local run
+
+
+def test_patient_trainer_starts_no_torch_process_group(monkeypatch, tmp_path):
+    """The trainer of train_patient_task uses the single-worker backend: no
+    torch.distributed process group, whose TCPStore listens on every interface."""
+    pytest.importorskip("ray.train")
+    import ray.train.torch
+
+    from ray_jobs.train import train_patient_task
+    from ray_jobs.train_backend import SingleWorkerTorchConfig, _NoProcessGroup
+
+    built = {}
+
+    class FakeTrainer:
+        def __init__(self, fn, **kw):
+            built.update(kw)
+
+        def fit(self):
+            return None
+
+    monkeypatch.setattr(ray.train.torch, "TorchTrainer", FakeTrainer)
+    job = {"videos": [], "model_dir": str(tmp_path / "m"), "donor": "d", "name": "swap-x"}
+    settings = {"cfg": {}, "num_gpus": 0, "workers": 1, "storage": str(tmp_path / "s"), "max_failures": 0}
+    train_patient_task("p", job, settings)
+    tc = built["torch_config"]
+    assert isinstance(tc, SingleWorkerTorchConfig) and tc.backend_cls is _NoProcessGroup
+
+    class Group:
+        def __init__(self, n):
+            self.n = n
+
+        def __len__(self):
+            return self.n
+
+    _NoProcessGroup().on_start(Group(1), tc)  # starts nothing
+    with pytest.raises(RuntimeError, match="train_workers must be 1"):
+        _NoProcessGroup().on_start(Group(2), tc)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_single_worker_trainer_trains_without_a_process_group_or_open_port(tmp_path):
+    """A TorchTrainer with SingleWorkerTorchConfig on a loopback-only local Ray: the worker
+    trains and reports, torch.distributed is not initialised, and the worker process
+    listens on no address but loopback."""
+    ray = pytest.importorskip("ray")
+    if not Path("/proc/net/tcp").is_file():
+        pytest.skip("reads the listening sockets from /proc")
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from ray_jobs.cluster import loopback_only
+    from ray_jobs.train_backend import SingleWorkerTorchConfig
+
+    def loop(config):  # self-contained: the worker cannot import this test module
+        import torch.distributed as dist
+
+        def _listening_beyond_loopback() -> list[str]:
+            """This process's listening TCP sockets on an address other than loopback (Linux /proc)."""
+            import os
+
+            mine = set()
+            for fd in os.listdir("/proc/self/fd"):
+                try:
+                    link = os.readlink(f"/proc/self/fd/{fd}")
+                except OSError:
+                    continue
+                if link.startswith("socket:["):
+                    mine.add(link[8:-1])
+            loopback = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
+            out = []
+            for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+                if not os.path.isfile(table):
+                    continue
+                with open(table) as fh:
+                    for line in fh.readlines()[1:]:
+                        f = line.split()
+                        addr, state, inode = f[1], f[3], f[9]
+                        if state == "0A" and inode in mine and addr.split(":")[0] not in loopback:
+                            out.append(addr)
+            return out
+
+        seen = {"dist": int(dist.is_initialized()), "open": _listening_beyond_loopback()}
+        Path(config["result"]).write_text(json.dumps(seen))  # Ray Train V2 keeps metrics only with checkpoints
+        ray.train.report({"dist": seen["dist"]})
+
+    if ray.is_initialized():
+        pytest.skip("needs its own local Ray")
+    loopback_only()
+    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
+             logging_level="WARNING")
+    try:
+        TorchTrainer(loop, train_loop_config={"result": str(tmp_path / "seen.json")}, torch_config=SingleWorkerTorchConfig(),
+                           scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=False),
+                           run_config=ray.train.RunConfig(name="single", storage_path=str(tmp_path))).fit()
+    finally:
+        ray.shutdown()
+    seen = json.loads((tmp_path / "seen.json").read_text())
+    assert seen["dist"] == 0, "a torch.distributed process group was started"
+    assert seen["open"] == [], "the training worker listens on a non-loopback address"
+
