@@ -232,3 +232,20 @@ def test_single_worker_trainer_trains_without_a_process_group_or_open_port(tmp_p
     assert seen["dist"] == 0, "a torch.distributed process group was started"
     assert seen["open"] == [], "the training worker listens on a non-loopback address"
 
+
+# ----------------------------------------------------------------------------- 4. token authentication on the clusters
+
+
+def test_cluster_configs_turn_token_authentication_on():
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    cluster = yaml.safe_load((repo / "cluster.yaml").read_text())
+    assert cluster["file_mounts"].get("~/.ray/auth_token") == "~/.ray/auth_token", "every node gets the token"
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in cluster[key] if "ray start" in c]
+        assert starts and all("RAY_AUTH_MODE=token ray start" in c for c in starts), key
+    rayjob = yaml.safe_load((repo / "k8s" / "rayjob.yaml").read_text())
+    assert rayjob["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
+    docs = (repo / "docs" / "ray.md").read_text()
+    assert "ray get-auth-token --generate" in docs and "written to `~/.ray/auth_token` by `ray start`" not in docs
