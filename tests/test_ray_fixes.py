@@ -2,6 +2,7 @@
 fix allows it: the driver's Ray calls are replaced by fakes, the bookkeeping is real."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -249,3 +250,39 @@ def test_cluster_configs_turn_token_authentication_on():
     assert rayjob["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
     docs = (repo / "docs" / "ray.md").read_text()
     assert "ray get-auth-token --generate" in docs and "written to `~/.ray/auth_token` by `ray start`" not in docs
+
+
+# ----------------------------------------------------------------------------- 5. the k8s image holds demo_media
+
+
+def test_k8s_image_finds_the_same_default_distractors(tmp_path):
+    """The files k8s/Dockerfile copies, laid out as in the image and imported from another
+    folder (as the editable install does): the evaluation's default distractors are those
+    of this checkout."""
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    docker = (repo / "k8s" / "Dockerfile").read_text()
+    image = tmp_path / "image"
+    image.mkdir()
+    for line in docker.splitlines():
+        m = re.match(r"COPY\s+(?:--\S+\s+)*(.+)\s+(\S+)$", line.strip())
+        if not m:
+            continue
+        for src in m.group(1).split():
+            (shutil.copytree if (repo / src).is_dir() else shutil.copy2)(repo / src, image / src)
+    assert re.search(r"pip install [^\n]*-e \.", docker), "editable: deid finds demo_media beside its source"
+    code = ("import json; from deid.evaluate.references import default_distractors; "
+            "print(json.dumps([lab for lab, _ in default_distractors('/mnt/deid/archive/x.mp4')]))")
+
+    def distractors(root):
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(root)}
+        out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    here = distractors(repo)
+    assert here, "this checkout has default distractors (demo_media)"
+    assert distractors(image) == here
