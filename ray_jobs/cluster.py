@@ -54,16 +54,18 @@ def connect(cfg: Any, *, local: bool = False, train: bool = True, runtime_env: d
     address = "" if local else os.environ.get("RAY_ADDRESS", "")
     common = dict(logging_level=logging.WARNING, log_to_driver=True, runtime_env=runtime_env)
     if address:
+        hint = ("a driver takes the head's GCS address (HEAD:6379) or ray://HEAD:10001; the dashboard's http://HEAD:8265 "
+                "is for `ray job submit`")
+        from deid.errors import ConfigError
+
+        refused = unreachable(address)
+        if refused:  # ray.init would retry for minutes before saying so
+            raise ConfigError(f"cannot join the Ray cluster at RAY_ADDRESS={address!r} ({refused}); {hint}")
         try:
             ray.init(address=address, **common)
             rearm()
         except (ValueError, ConnectionError, RuntimeError) as e:
-            from deid.errors import ConfigError
-
-            raise ConfigError(
-                f"cannot join the Ray cluster at RAY_ADDRESS={address!r} ({type(e).__name__}: {e}); a driver takes the "
-                "head's GCS address (HEAD:6379) or ray://HEAD:10001; the dashboard's http://HEAD:8265 is for `ray job submit`"
-            ) from None
+            raise ConfigError(f"cannot join the Ray cluster at RAY_ADDRESS={address!r} ({type(e).__name__}: {e}); {hint}") from None
         return address, True
     loopback_only()
     _quiet_token_notice()
@@ -77,6 +79,29 @@ def connect(cfg: Any, *, local: bool = False, train: bool = True, runtime_env: d
     )
     rearm()
     return "local", True
+
+
+def unreachable(address: str, timeout_s: float = 5.0) -> str:
+    """Why nothing at ``address`` (``HOST:PORT``, ``ray://HOST:PORT``, ``http(s)://HOST:PORT``)
+    accepts a TCP connection, or "" when something does (or the address names no port,
+    e.g. ``auto``: left to ``ray.init``). ``ray.init`` on a GCS address where nothing
+    listens retries for about five minutes before it fails; this says so in seconds."""
+    import socket
+    from urllib.parse import urlsplit
+
+    a = address.strip()
+    try:
+        u = urlsplit(a if "://" in a else f"tcp://{a}")
+        host, port = u.hostname, u.port
+    except ValueError:
+        return ""
+    if not host or port is None:
+        return ""
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as e:
+        return f"nothing accepts connections at {host}:{port}: {e.strerror or type(e).__name__}"
+    return ""
 
 
 class _DropTokenNotice(logging.Filter):

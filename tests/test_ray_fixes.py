@@ -286,3 +286,33 @@ def test_k8s_image_finds_the_same_default_distractors(tmp_path):
     here = distractors(repo)
     assert here, "this checkout has default distractors (demo_media)"
     assert distractors(image) == here
+
+
+# ----------------------------------------------------------------------------- 6. a wrong address fails at once
+
+
+def test_a_gcs_address_where_nothing_listens_is_refused_in_seconds(monkeypatch):
+    import socket
+    import time
+
+    import ray
+
+    from ray_jobs.cluster import connect, unreachable
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: pytest.fail("ray.init must not be tried"))
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match=rf"cannot join the Ray cluster at RAY_ADDRESS='127.0.0.1:{port}' \(nothing accepts"):
+        connect(load_config())
+    assert time.monotonic() - t0 < 10
+    assert unreachable("auto") == "" and unreachable("ray://127.0.0.1") == ""
+    assert "nothing accepts" in unreachable(f"http://127.0.0.1:{port}")
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        assert unreachable(f"127.0.0.1:{srv.getsockname()[1]}") == ""
