@@ -316,3 +316,14 @@ def test_a_gcs_address_where_nothing_listens_is_refused_in_seconds(monkeypatch):
         srv.bind(("127.0.0.1", 0))
         srv.listen()
         assert unreachable(f"127.0.0.1:{srv.getsockname()[1]}") == ""
+
+
+# ----------------------------------------------------------------------------- 7. no GPU for a CPU pose model
+
+
+def test_archive_configs_reserve_gpus_for_pose_only_with_a_gpu_backend():
+    repo = Path(__file__).resolve().parents[1]
+    for f in sorted((repo / "configs").glob("archive*.yaml")):
+        cfg = load_config(f)
+        if cfg.evaluate.pose.backend != "rtmpose":
+            assert cfg.ray.num_gpus_pose == 0, f"{f.name}: {cfg.evaluate.pose.backend} runs on the CPU; its actors would wait for GPUs"
