@@ -74,6 +74,7 @@ def resolve_config(args: argparse.Namespace):
     if cfg.ray.train_workers != 1:
         raise ConfigError("ray.train_workers must be 1: the swap training loop is single-process; "
                           "scale out over patients with ray.max_concurrent_trainings")
+    _refuse_relative_in_job_package(cfg, getattr(args, "report", None))
     from deid.archive import check_segmenting
     from deid.records import check_outside_outputs, records_folder
 
@@ -90,6 +91,42 @@ def resolve_config(args: argparse.Namespace):
             log.warning("%s given without --evaluate (ray.evaluate): no evaluation runs, so nothing is written there",
                         " and ".join(given))
     return cfg
+
+
+def job_package_dir(cwd: Path | None = None) -> Path | None:
+    """The copy of the working directory that ``ray job submit --working-dir`` uploaded,
+    when the driver runs in it (Ray starts a submitted job's driver there:
+    ``.../runtime_resources/working_dir_files/_ray_pkg_<hash>``); None otherwise."""
+    here = (cwd or Path.cwd()).resolve()
+    for p in (here, *here.parents):
+        if p.name.startswith("_ray_pkg_") and p.parent.name == "working_dir_files":
+            return p
+    return None
+
+
+def _refuse_relative_in_job_package(cfg: Any, report: str | None) -> None:
+    """A submitted job runs in Ray's copy of its working directory: a relative path there
+    names a file in that copy — inputs that are not the archive, outputs Ray deletes with
+    the package (and never on the storage the other nodes see). Refused, naming the
+    setting, before anything starts. The config file itself (``--config configs/...``)
+    is part of the upload and may be relative."""
+    pkg = job_package_dir()
+    if pkg is None:
+        return
+    from deid.errors import ConfigError
+
+    r = cfg.ray
+    paths = [("--manifest / ray.manifest", r.manifest), ("--root / ray.archive_root", r.archive_root),
+             ("--out / ray.out_dir", r.out_dir), ("--records / ray.records_dir", r.records_dir),
+             ("--metrics / ray.metrics_dir", r.metrics_dir), ("ray.work_dir", r.work_dir),
+             ("ray.storage_path", r.storage_path), ("--report", report or "")]
+    bad = [f"{what} = {v!r}" for what, v in paths if v and not Path(str(v)).expanduser().is_absolute()]
+    if bad:
+        raise ConfigError(
+            f"relative path(s) in a submitted job: {'; '.join(bad)}. This job runs in the copy of its working directory "
+            f"that `ray job submit --working-dir` uploaded ({pkg}), so they would name files in that copy, which Ray "
+            "deletes with it; give absolute paths on storage every node sees (e.g. /mnt/deid/out)"
+        )
 
 
 # ----------------------------------------------------------------------------- progress

@@ -327,3 +327,48 @@ def test_archive_configs_reserve_gpus_for_pose_only_with_a_gpu_backend():
         cfg = load_config(f)
         if cfg.evaluate.pose.backend != "rtmpose":
             assert cfg.ray.num_gpus_pose == 0, f"{f.name}: {cfg.evaluate.pose.backend} runs on the CPU; its actors would wait for GPUs"
+
+
+# ----------------------------------------------------------------------------- 8. relative paths in a submitted job; .rayignore
+
+
+def test_relative_paths_are_refused_in_a_submitted_jobs_working_dir(tmp_path, monkeypatch, capsys):
+    from ray_jobs.deidentify import job_package_dir, main
+
+    pkg = tmp_path / "session" / "runtime_resources" / "working_dir_files" / "_ray_pkg_0123abcd"
+    (pkg / "configs").mkdir(parents=True)
+    assert job_package_dir(pkg / "configs") == pkg and job_package_dir(tmp_path) is None
+    monkeypatch.chdir(pkg)
+    rc = main(["--manifest", str(tmp_path / "archive"), "--out", "rel_out", "--methods", "blur", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--out / ray.out_dir = 'rel_out'" in err and "_ray_pkg_0123abcd" in err
+    assert not (pkg / "rel_out").exists()
+    rc = main(["--manifest", "my_videos", "--out", str(tmp_path / "out"), "--methods", "blur", "--no-progress"])
+    assert rc == 2 and "--manifest / ray.manifest = 'my_videos'" in capsys.readouterr().err
+
+
+def test_rayignore_uploads_only_what_the_job_needs(tmp_path):
+    """`ray job submit --working-dir .` (Ray's own packaging) on a checkout with a folder of
+    videos and one of outputs in it: only the code, the configs and demo_media travel."""
+    import shutil
+    import zipfile
+
+    pytest.importorskip("ray")
+    from ray._private.runtime_env.packaging import create_package
+
+    repo = Path(__file__).resolve().parents[1]
+    co = tmp_path / "checkout"
+    co.mkdir()
+    for name in (".rayignore", ".gitignore", "pyproject.toml", "README.md", "Makefile"):
+        shutil.copy2(repo / name, co / name)
+    for d in ("deid", "ray_jobs", "configs", "demo_media", "docs"):
+        shutil.copytree(repo / d, co / d, ignore=shutil.ignore_patterns("__pycache__"))
+    for d in ("my_videos", "my_out", "archive_out"):
+        (co / d / "ward").mkdir(parents=True)
+        (co / d / "ward" / "p17.mp4").write_bytes(b"patient")
+    z = tmp_path / "pkg.zip"
+    create_package(str(co), z, include_gitignore=True, include_parent_dir=False, excludes=[])
+    tops = {n.split("/")[0] for n in zipfile.ZipFile(z).namelist()}
+    assert tops == {"deid", "ray_jobs", "configs", "demo_media", "pyproject.toml", ".rayignore"}
+    names = zipfile.ZipFile(z).namelist()
+    assert "deid/archive.py" in names and "ray_jobs/deidentify.py" in names and "configs/archive.yaml" in names
