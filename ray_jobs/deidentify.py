@@ -464,6 +464,8 @@ def _run_and_evaluate(args: argparse.Namespace, cfg: Any, manifest: Any, out_dir
             print(f"  FAILED {vid}: {err}", file=sys.stderr)
         for vid, err in summary.get("evaluation_failed", {}).items():
             print(f"  EVALUATION FAILED {vid}: {err}", file=sys.stderr)
+        if "metrics_dir" in summary:
+            print(f"archive: metrics {summary['metrics_dir']}" + (f"; report {summary['report']}" if "report" in summary else ""))
         if cfg.io.output_names == "pseudonym":
             print(f"archive: before sharing {summary['out_dir']}: deid verify {summary['out_dir']}")
     return 0 if run.ok and not eval_error and not eval_failed else 1

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import pickle
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -203,6 +204,25 @@ def _needs_evaluation(metrics_dir: Path, vid: str, outputs: dict[str, str], cfg:
     return any(Path(p).stat().st_mtime > t for p in outputs.values())
 
 
+def collect_evaluations(rows: Any, total: int, echo: Callable[[str], None], failures: dict[str, str] | None = None) -> int:
+    """Take the evaluation's result rows as they come: one line per video (``evaluated i
+    of N``, or its error), so a long evaluation is seen going; the failed ones go into
+    ``failures``. Returns the number of videos evaluated without error."""
+    t0 = time.monotonic()
+    ok = 0
+    for i, row in enumerate(rows, 1):
+        vid, err = str(row["video"]), str(row["error"] or "")
+        el = time.monotonic() - t0
+        if err:
+            echo(f"archive: evaluation of {vid} failed ({i} of {total}, {el:.0f} s): {err}")
+            if failures is not None:
+                failures[vid] = err
+        else:
+            ok += 1
+            echo(f"archive: evaluated {vid} ({i} of {total}, {el:.0f} s)")
+    return ok
+
+
 def evaluate_archive(run: Any, cfg: Any, *, echo: Callable[[str], None] = print, failures: dict[str, str] | None = None) -> Path:
     """Evaluate every published output of the archive (see the module doc) and
     aggregate; returns METRICS_DIR. Videos evaluated before, whose outputs have not
@@ -250,11 +270,7 @@ def evaluate_archive(run: Any, cfg: Any, *, echo: Callable[[str], None] = print,
                             compute=ray.data.ActorPoolStrategy(**pool), num_gpus=cfg.ray.num_gpus_pose or None)
         ds = ds.map_batches(IdentityStage, fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "metrics_dir": str(metrics)},
                             batch_size=1, compute=ray.data.ActorPoolStrategy(**pool))
-        for row in ds.iter_rows():
-            if row["error"]:
-                echo(f"archive: evaluation of {row['video']} failed: {row['error']}")
-                if failures is not None:
-                    failures[str(row["video"])] = str(row["error"])
+        collect_evaluations(ds.iter_rows(), len(jobs), echo, failures)
     for d in (work, run.work_root):
         try:
             d.rmdir()  # only when empty

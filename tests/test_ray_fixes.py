@@ -372,3 +372,25 @@ def test_rayignore_uploads_only_what_the_job_needs(tmp_path):
     assert tops == {"deid", "ray_jobs", "configs", "demo_media", "pyproject.toml", ".rayignore"}
     names = zipfile.ZipFile(z).namelist()
     assert "deid/archive.py" in names and "ray_jobs/deidentify.py" in names and "configs/archive.yaml" in names
+
+
+# ----------------------------------------------------------------------------- 9. evaluation progress; the report's path
+
+
+def test_evaluation_says_each_video_and_the_summary_names_the_report(one_video, tmp_path, monkeypatch, capsys):
+    import ray_jobs.deidentify as job
+    import ray_jobs.evaluate as evaluate
+
+    lines: list[str] = []
+    failures: dict[str, str] = {}
+    ok = evaluate.collect_evaluations(iter([{"video": "a", "error": ""}, {"video": "b", "error": "b: boom"}]), 2, lines.append, failures)
+    assert ok == 1 and failures == {"b": "b: boom"}
+    assert lines[0].startswith("archive: evaluated a (1 of 2") and "evaluation of b failed (2 of 2" in lines[1]
+
+    _fake_ray(monkeypatch)
+    metrics = tmp_path / "metrics"
+    monkeypatch.setattr(evaluate, "evaluate_archive", lambda run, cfg, echo=print, failures=None: metrics)
+    monkeypatch.setattr(job, "_report", lambda args, m, records, echo: tmp_path / "report.html")
+    rc = job.main(["--manifest", str(one_video), "--out", str(tmp_path / "out"), "--methods", "blur", "--evaluate", "--no-progress"])
+    assert rc == 0
+    assert f"archive: metrics {metrics}; report {tmp_path / 'report.html'}" in capsys.readouterr().out
