@@ -330,6 +330,10 @@ def test_verdict_warns_when_the_original_videos_showed_no_face():
     err = pd.DataFrame([{"video": "a", "method": "blur", "leaks": 0, "error": "boom"}])
     v = _verdict(identity_table(_id_rows(0)), err)
     assert v["level"] == "warn" and v["text"].endswith("1 output(s) reported an error (see the status section).")
+    # a video that failed before any output has one row with no method: it is not an output
+    err2 = pd.concat([err, pd.DataFrame([{"video": "b", "method": "", "leaks": None, "error": "not a video"}])])
+    assert _verdict(identity_table(_id_rows(0)), err2)["text"].endswith(
+        "1 output(s) reported an error and 1 video(s) produced no output (see the status section).")
     # the patient's reference photos were given: the frames were compared with them, say so
     photos = _id_rows(0).assign(patient_source="photos")
     v = _verdict(identity_table(photos), st)

@@ -710,7 +710,11 @@ def _verdict(id_tab: pd.DataFrame, st: pd.DataFrame) -> dict[str, Any]:
                  + "a small gallery says little about a real population, but review before sharing.")
     if errors:
         level = "bad" if level == "bad" else "warn"
-        text += f" {errors} output(s) reported an error (see the status section)."
+        bad = st[st["error"].fillna("") != ""]
+        none = int((bad["method"].fillna("") == "").sum())  # a video that failed before any output: one row, no method
+        bits = ([f"{errors - none} output(s) reported an error"] if errors - none else []) + \
+               ([f"{none} video(s) produced no output"] if none else [])
+        text += f" {' and '.join(bits)} (see the status section)."
     return {"level": level, "text": text, "frames_checked": checked, "frames_match_patient": mp,
             "frames_match_same_place": ms, "frames_match_original": mo, "audit_leaks": audit, "errors": errors,
             "original_faces": orig_faces,
