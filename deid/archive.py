@@ -1026,6 +1026,7 @@ class SegmentOutcome:
     partial: bool = False
     partial_error: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    last_good_frame: int = -1  # a failed segment's stream broke after this frame of the video (-1: not a decode error)
     resumed: bool = False
 
     def to_json(self) -> str:
@@ -1128,6 +1129,8 @@ def render_planned_segment(
         _write_atomic_bytes(_marker(plan.work_dir, seg.index), json.dumps({"fingerprint": _fingerprint(plan, seg), "outcome": asdict(out)}, default=str).encode())
     except DeidError as e:
         out.ok, out.error, out.error_kind = False, str(e), e.kind
+        if getattr(e, "last_good_frame", None) is not None:  # a stream corrupt part-way
+            out.last_good_frame = int(e.last_good_frame)
     except Exception as e:  # noqa: BLE001 - one bad segment must never kill the run
         full = storage_error(e, f"{plan.entry.video}: segment {index}: cannot write to the work folder {plan.work_dir}")
         if full is not None:
@@ -1240,10 +1243,13 @@ def finalize_video(
             for k, v in o.timings.items():
                 timings.add(k, v)
         failed = [o for o in got if not o.ok]
+        res.frames_read = sum(o.frames_read for o in got)
         if failed:
             res.error, res.error_kind = failed[0].error, failed[0].error_kind or "error"
+            good = [o.last_good_frame for o in failed if o.last_good_frame >= 0]
+            if good:  # a stream corrupt part-way: the frames before the damage were read
+                res.frames_read = min(good) + 1
             raise _Handled()
-        res.frames_read = sum(o.frames_read for o in got)
         counts: dict[str, int] = {}
         for o in got:
             for k, v in o.counts.items():
@@ -1624,7 +1630,11 @@ class ArchiveRun:
             kind = getattr(error, "kind", "internal")
             if error is not None and not isinstance(error, DeidError):
                 msg = f"{entry.video}: unexpected {type(error).__name__}: {error}"
-            self.status.replace_video(vid, failed_rows(vid, entry.video, msg, kind))
+            rows = failed_rows(vid, entry.video, msg, kind)
+            if getattr(error, "last_good_frame", None) is not None:  # a stream corrupt part-way: the frames read before
+                for r in rows:
+                    r["frames_read"] = int(error.last_good_frame) + 1
+            self.status.replace_video(vid, rows)
             self._finished(vid, "failed", msg)
             return []
         if entry.pseudonymous:  # rows with the same bytes would write the same outputs: the first one does

@@ -371,3 +371,21 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(arch
     again = ArchiveRun(load_manifest(archive / "manifest.csv", out_dir=out), CFG, out)
     again.begin()
     again.finish()
+
+
+@pytest.mark.media
+def test_a_corrupt_video_that_fails_says_how_many_frames_were_read(tmp_path):
+    """The status row of a video whose stream breaks part-way said frames_read 0 beside an
+    error naming frame 27 as the last good one."""
+    from conftest import media_path
+
+    from deid.archive import STATUS_FILE, StatusTable
+
+    root = tmp_path / "arch"
+    root.mkdir()
+    (root / "corrupted.mp4").write_bytes(media_path("video/bad/corrupted.mp4").read_bytes())
+    out = tmp_path / "out"
+    run = run_archive_in_process(load_manifest(root, out_dir=out), CFG, out)
+    assert run.states == {"corrupted": "failed"}
+    rows = [r for (v, _), r in StatusTable.load(out / STATUS_FILE).rows.items() if v == "corrupted"]
+    assert rows and all(r["frames_read"] == 28 and "last good frame is 27" in r["error"] for r in rows)
