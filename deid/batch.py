@@ -20,16 +20,18 @@ from .pipeline import Components, PlannedInput, VideoResult, plan_inputs, proces
 log = logging.getLogger(__name__)
 
 
-def _probe_total(paths: Sequence[Path]) -> int:
+def _probe_frames(paths: Sequence[Path]) -> dict[str, int]:
+    """Frame count of each video as its header says (for the progress bars' totals); a
+    video that cannot be probed is left out (its run says why)."""
     from .io import probe
 
-    total = 0
+    counts: dict[str, int] = {}
     for p in paths:
         try:
-            total += probe(p, scan=False).frame_count
+            counts[str(p)] = probe(p, scan=False).frame_count
         except DeidError:
             pass
-    return total
+    return counts
 
 
 @contextlib.contextmanager
@@ -99,8 +101,8 @@ def run_batch(
         comp = Components.build(cfg, base_methods)
     results: list[VideoResult] = []
     show = progress and sys.stderr.isatty()
-    total = _probe_total(paths) if show else 0
-    overall = tqdm(total=total * max(1, len(paths) and 1), unit="frame", desc="all videos", position=0, disable=not show, leave=True)
+    frames = _probe_frames(paths) if show else {}
+    overall = tqdm(total=sum(frames.values()), unit="frame", desc="all videos", position=0, disable=not show, leave=True)
     pseudo = cfg.io.output_names == "pseudonym"
     named: dict[str, Path] = {}  # pseudonym -> the input it was given to
 
@@ -136,7 +138,7 @@ def run_batch(
                     _add(VideoResult(input=str(p), status="skipped", error=SKIPPED_DONE))
                     continue
                 todo = [m for m in methods if m not in done]  # a method added since: only it is rendered
-            bar = tqdm(desc=p.name[:30], unit="frame", position=1, leave=False, disable=not show)
+            bar = tqdm(desc=p.name[:30], total=frames.get(str(p)), unit="frame", position=1, leave=False, disable=not show)
 
             def tick(n: int, _bar=bar) -> None:
                 _bar.update(n)
