@@ -26,6 +26,9 @@ from ..errors import VideoEncodeError, storage_error
 
 log = logging.getLogger(__name__)
 
+#: audio codecs players expect in an MP4 (others, e.g. PCM from a .mov or .avi, are copied with a warning)
+_MP4_AUDIO = frozenset({"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"})
+
 #: container tags that must never appear in an output (checked by tests)
 SENSITIVE_TAGS = ("creation_time", "location", "location-eng", "com.apple.quicktime.location.iso6709",
                   "encoder", "com.apple.quicktime.make", "com.apple.quicktime.model", "make", "model",
@@ -159,6 +162,10 @@ class VideoWriter:
             ic.close()
             raise VideoEncodeError(f"{src}: audio codec {a_in.codec_context.name} cannot be copied into {self.label} ({e})") from None
         self._a.metadata.clear()
+        codec = a_in.codec_context.name
+        if self._out.format.name.startswith("mp4") and codec not in _MP4_AUDIO:
+            log.warning("%s: its %s audio is copied into an MP4, which many players do not play; set io.container=mkv "
+                        "to keep it in a container made for it", src, codec)
         self._audio_in = ic
         self._audio_packets = packets
 
