@@ -60,23 +60,22 @@ def sample_indices(frame_count: int, n: int) -> list[int]:
     return sorted(set(int(round(x)) for x in np.linspace(0, frame_count - 1, n)))
 
 
-_HOG = None
+_HOG: dict[int, Any] = {}
 
 
-def _hog() -> Any:
-    """The audit's face detector: dlib HOG, upsample 1, as the attacker of Zhu et al.; on
-    two threads where the process may use two CPUs (detection is most of the audit's time)."""
-    global _HOG
-    if _HOG is None:
+def _hog(max_side: int = 1920) -> Any:
+    """The audit's face detector: dlib HOG, upsample 1, as the attacker of Zhu et al.,
+    on frames downscaled to ``max_side`` (``audit.max_side``); on two threads where the
+    process may use two CPUs (detection is most of the audit's time)."""
+    if max_side not in _HOG:
         from .detect.dlib_backend import DlibHogDetector
 
-        _HOG = DlibHogDetector(upsample=1, max_side=960, threads=0)
-    return _HOG
+        _HOG[max_side] = DlibHogDetector(upsample=1, max_side=max_side, threads=0)
+    return _HOG[max_side]
 
 
 def _forget_hog() -> None:
-    global _HOG
-    _HOG = None  # a forked child builds its own (the parent's lock may be held at the fork)
+    _HOG.clear()  # a forked child builds its own (the parent's lock may be held at the fork)
 
 
 if hasattr(os, "register_at_fork"):
@@ -145,7 +144,7 @@ def audit_pairs(n_in: int, n_out: int, cfg: AuditConfig, rows: "FrameRows | None
 
 
 def _audit_reference(input_path: str | Path, idx: list[int], identity: Any, plans: dict[int, FramePlan] | None,
-                     min_px: float, rows: "FrameRows | None" = None) -> dict[str, Any]:
+                     min_px: float, rows: "FrameRows | None" = None, max_side: int = 1920) -> dict[str, Any]:
     """The input side of :func:`leak_audit` for the sampled frames ``idx``: the face boxes
     to compare at (dlib's, and our detector's from ``plans``), their embeddings in the
     input and in the input's null frames (greyed over the frame's regions: from ``plans``,
@@ -153,7 +152,7 @@ def _audit_reference(input_path: str | Path, idx: list[int], identity: Any, plan
     fin = read_frames(input_path, idx)
     idx = idx[: len(fin)]
     row_regions = rows.region_boxes(i for i in idx if not (plans and i in plans)) if rows is not None else {}
-    det_in = _hog().detect(fin)
+    det_in = _hog(max_side).detect(fin)
     boxes_in, regions, origin = [], [], []
     too_small: list[int] = []  # a frame's faces under min_px
 
@@ -231,7 +230,7 @@ def leak_audit(
     risk = {i for i, j in pairs if j in risk}  # input numbers of the risk frames
     ref = reference.get(tuple(idx)) if reference is not None else None
     if ref is None:
-        ref = _audit_reference(input_path, idx, identity, plans, float(cfg.min_face_px), rows)
+        ref = _audit_reference(input_path, idx, identity, plans, float(cfg.min_face_px), rows, int(cfg.max_side))
         if reference is not None:
             reference[tuple(idx)] = ref
     fout = read_frames(output_path, idx_out)
@@ -240,7 +239,7 @@ def leak_audit(
     boxes_in, origin, too_small = ref["boxes_in"][:k], ref["origin"][:k], int(sum(ref["too_small"][:k]))
     n_risk = len(set(idx) & risk)  # of the frames actually compared (a short read checks fewer)
     emb_in, emb_null = ref["emb_in"][:k], ref["emb_null"][:k]
-    hog = _hog()
+    hog = _hog(int(cfg.max_side))
     det_out = hog.detect(fout)
     from .identity import effective_threshold
 

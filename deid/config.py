@@ -252,6 +252,10 @@ class AuditConfig:
     # under threshold), a leak also needs the output this much closer than the blank
     null_margin: float = 0.1
     min_face_px: int = 40  # faces smaller than this (longer side) are too small for dlib to re-identify
+    # the audit's detector (dlib HOG, upsample 1) sees frames downscaled to this longest side
+    # and finds faces down to ~40 px there: 1920 keeps 1080p whole (a 53 px face in HD was
+    # missed at 960); ~0.5 s a 1080p frame on two cores, so ~16 s an HD output
+    max_side: int = 1920
     on_leak: str = "fail"  # fail (delete output, error) | flag (keep, mark in audit)
     # also look for text at the same place in most of the output's sampled frames (a
     # device's name banner, a clock) and warn: deid.overlays, ~0.3-2 s an output
@@ -261,6 +265,7 @@ class AuditConfig:
         _check(self.sample_frames >= 0, "audit.sample_frames must be >= 0")
         _check(self.risk_frames >= 0, "audit.risk_frames must be >= 0")
         _check(self.sample_per_minute >= 0, "audit.sample_per_minute must be >= 0")
+        _check(self.max_side >= 320, "audit.max_side must be >= 320")
         _one_of(self.on_leak, ("fail", "flag"), "audit.on_leak")
 
     def for_video(self, frames: int, fps: float) -> "AuditConfig":

@@ -121,7 +121,7 @@ def test_risk_frame_null_greys_the_frames_regions(monkeypatch):
         def detect(self, fr):
             return [Detections.empty() for _ in fr]
 
-    monkeypatch.setattr(A, "_hog", lambda: NoFaces())
+    monkeypatch.setattr(A, "_hog", lambda max_side=0: NoFaces())
     seen = []
 
     class Identity:
@@ -151,7 +151,7 @@ def test_counts_cover_only_the_frames_compared_when_the_output_reads_short(monke
         def detect(self, fr):
             return [Detections(np.asarray([[5, 5, 15, 15]], np.float32), np.ones(1, np.float32)) for _ in fr]
 
-    monkeypatch.setattr(A, "_hog", lambda: TinyFace())
+    monkeypatch.setattr(A, "_hog", lambda max_side=0: TinyFace())
 
     class Identity:
         def embed(self, fr, boxes):

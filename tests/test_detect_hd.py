@@ -64,3 +64,17 @@ def test_a_brief_mid_sized_face_in_hd_is_covered(tmp_path, large_every, covered)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     hit = [any(f.box[0] <= cx <= f.box[2] and f.box[1] <= cy <= f.box[3] for f in p.faces) for p in r.plans[9:16]]
     assert all(hit) == covered, hit
+
+
+def test_the_leak_audit_finds_the_face_the_detectors_missed_in_hd(tmp_path):
+    """With the rule off the detectors miss the face; the audit's detector, at 960 px,
+    found no face either and the output was published. At audit.max_side 1920 (1080p
+    whole) it finds the face in clear and stops publication."""
+    from deid.pipeline import Components, process_video
+
+    path, _ = _popin(tmp_path)
+    cfg = Config().replace("detect.extra_every_large=8", "audit.sample_frames=0", "audit.risk_frames=0",
+                           "audit.text_check=false")
+    r = process_video(path, tmp_path / "out", ["blur"], cfg, components=Components.build(cfg, ["blur"]))
+    assert r.status == "failed" and "leak" in r.error.lower(), r.error
+    assert not list((tmp_path / "out").glob("*.mp4"))
