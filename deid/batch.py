@@ -200,8 +200,14 @@ def _evaluate(r: VideoResult, outputs: dict[str, str], cfg: Config, metrics: Pat
         return
     try:
         res = evaluate_outputs(r.input, outputs, metrics, cfg, video_id=video_id)
-    except (DeidError, OSError) as e:
-        r.evaluation_error = str(e) if isinstance(e, DeidError) else f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")
+    except Exception as e:  # noqa: BLE001 - one video's evaluation must never stop the batch (nor lose its result)
+        if isinstance(e, DeidError):
+            r.evaluation_error = str(e)
+        elif isinstance(e, OSError):
+            r.evaluation_error = f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")
+        else:
+            log.debug("evaluation of %s", r.input, exc_info=True)
+            r.evaluation_error = f"unexpected {type(e).__name__}: {e}"
         log.error("%s: evaluation failed: %s", r.input, r.evaluation_error)
         return
     refused = (res or {}).get("errors") or {}

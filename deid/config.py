@@ -102,7 +102,7 @@ class DetectConfig:
         _check(0 <= self.upsample <= 3, "detect.upsample must be in 0..3")
         _check(self.full_range_every >= 1, "detect.full_range_every must be >= 1")
         _check(self.extra_every >= 1, "detect.extra_every must be >= 1")
-        _check(self.extra_every_large >= 1, "detect.extra_every_large must be >= 1")
+        _check(self.extra_every_large >= 0, "detect.extra_every_large must be >= 0 (0 = extra_every everywhere)")
         _check(0.0 <= self.extra_min_score <= 1.0, "detect.extra_min_score must be in [0, 1]")
 
 
@@ -590,6 +590,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: set = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: keys given beside it override the base's
+                continue
             key = self.construct_object(key_node, deep=True)
             try:
                 dup = key in seen

@@ -187,7 +187,18 @@ def draw_overlays(frame: np.ndarray, overlays: Sequence[Overlay], path: str | os
         cv2.putText(img, str(i), (x0 + 2, min(img.shape[0] - 2, y1 + 14)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 255), 1, cv2.LINE_AA)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(p), img):
-        raise OSError(f"cannot write {p}")
-    os.chmod(p, 0o600)  # an original frame (faces in clear) for its owner's review only
+    ok, png = cv2.imencode(".png", img)
+    if not ok:
+        raise OSError(f"cannot encode {p}")
+    # an original frame (faces in clear) for its owner's review only: created 0600, never
+    # readable by others even for a moment, and renamed into place when complete
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.part")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(png.tobytes())
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return p

@@ -49,20 +49,34 @@ def _media(p: Path) -> str | None:
     "a video (h264 1280x720)"), when FFmpeg can decode a frame of it; else None. Only
     files deid did not write are probed (a raw video renamed .bin, a photo), so a big
     folder of outputs costs nothing more."""
-    from .io.probe import open_container
+    import av
+
+    from .io.probe import check_readable
 
     try:
-        with open_container(p) as c:
+        check_readable(p)  # a regular, non-empty file (not a pipe or device that would block)
+        with av.open(str(p), mode="r", metadata_errors="ignore") as c:
             fmt = c.format.name
-            s = c.streams.video[0]
-            if fmt in _TEXT_FORMATS or s.codec_context.name in _TEXT_CODECS:
+            if fmt in _TEXT_FORMATS:
                 return None
-            frame = next(c.decode(s), None)
-            if frame is None:
+            if not c.streams.video:
+                a = c.streams.audio[0] if c.streams.audio else None
+                if a is not None and a.codec_context.name and (c.duration or 0) > 0:
+                    return f"an audio recording ({a.codec_context.name}; voices identify)"
+                return None
+            s = c.streams.video[0]
+            if s.codec_context.name in _TEXT_CODECS:
                 return None
             kind = "an image" if fmt == "image2" or fmt.endswith("_pipe") else "a video"
-            return f"{kind} ({s.codec_context.name} {frame.width}x{frame.height})"
-    except Exception:  # noqa: BLE001 - not decodable: not media (text, tables, anything else)
+            try:
+                frame = next(c.decode(s), None)
+            except Exception:  # noqa: BLE001 - a stream that opens with a size is media even if it does not decode here
+                frame = None
+            w, h = (frame.width, frame.height) if frame is not None else (s.codec_context.width, s.codec_context.height)
+            if not (w and h):
+                return None
+            return f"{kind} ({s.codec_context.name} {w}x{h})"
+    except Exception:  # noqa: BLE001 - does not open as media: not media (text, tables, anything else)
         return None
 
 

@@ -119,7 +119,13 @@ def _refuse_relative_in_job_package(cfg: Any, report: str | None) -> None:
     paths = [("--manifest / ray.manifest", r.manifest), ("--root / ray.archive_root", r.archive_root),
              ("--out / ray.out_dir", r.out_dir), ("--records / ray.records_dir", r.records_dir),
              ("--metrics / ray.metrics_dir", r.metrics_dir), ("ray.work_dir", r.work_dir),
-             ("ray.storage_path", r.storage_path), ("--report", report or "")]
+             ("ray.storage_path", r.storage_path), ("--report", report or ""),
+             # the swap's donors and models, and user-supplied model files
+             ("swap.donor_library", cfg.swap.donor_library), ("swap.model_dir", cfg.swap.model_dir),
+             ("swap.workdir", cfg.swap.workdir), ("detect.model_path", cfg.detect.model_path),
+             ("evaluate.pose.model_path", cfg.evaluate.pose.model_path),
+             ("evaluate.pose.det_model_path", cfg.evaluate.pose.det_model_path),
+             ("evaluate.identity.model_path", cfg.evaluate.identity.model_path)]
     bad = [f"{what} = {v!r}" for what, v in paths if v and not Path(str(v)).expanduser().is_absolute()]
     if bad:
         raise ConfigError(

@@ -145,7 +145,7 @@ class IdentityStage:
         dlist = [(lab, str(p)) for lab, p in default_distractors(original)] if ev.default_distractors else []
         refs = build_references(
             encoder=mdl.encoder, detector=mdl.detector, distance=mdl.encoder.distance, threshold=thr, original_faces=ofaces,
-            target=default_target(cfg) if "swap" in processed else None, distractors=dlist,
+            target=default_target(cfg, job.get("donor") or None) if "swap" in processed else None, distractors=dlist,
             gallery_size=ev.gallery_size, sample_frames=ev.sample_frames, margin=cfg.audit.null_margin,
         )
         score_kw = dict(fps=info_o.fps, distance=mdl.encoder.distance, threshold=thr, null_margin=cfg.audit.null_margin,
@@ -255,7 +255,10 @@ def evaluate_archive(run: Any, cfg: Any, *, echo: Callable[[str], None] = print,
                 outs[m] = str(p)
                 frames = max(frames, int(r.get("frames_written") or 0))
         if outs and _needs_evaluation(metrics, e.video_id, outs, cfg):
-            jobs[e.video_id] = {"video": e.video_id, "job": json.dumps({"original": e.video, "processed": outs, "work": str(work)})}
+            # the row's donor (an archive names one per row), not the config's: the swap's
+            # target distances, and the donor left out of the attack's gallery
+            job = {"original": e.video, "processed": outs, "work": str(work), "donor": e.donor or cfg.swap.donor}
+            jobs[e.video_id] = {"video": e.video_id, "job": json.dumps(job)}
             cap = cfg.evaluate.max_frames
             work_of[e.video_id] = (min(frames, cap) if cap > 0 else frames, len(outs))
     if jobs:

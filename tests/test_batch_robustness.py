@@ -103,7 +103,7 @@ def test_records_given_as_a_file_is_refused_before_any_work(two, tmp_path, capsy
     assert "is a file" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
-def test_an_odd_sized_videos_padded_output_can_be_evaluated(tmp_path):
+def test_an_odd_sized_videos_padded_output_is_comparable_with_it(tmp_path):
     """deid pads an odd width or height by one pixel (yuv420p); the evaluation compared
     sizes strictly and refused every such output."""
     from deid.evaluate.api import comparable_outputs

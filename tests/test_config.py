@@ -139,3 +139,15 @@ def test_a_yaml_syntax_error_is_one_line(tmp_path):
     with pytest.raises(ConfigError) as ei:
         load_config(p)
     assert "\n" not in str(ei.value) and f"config file {p} is not valid YAML" in str(ei.value)
+
+
+def test_yaml_merge_keys_still_load_beside_the_duplicate_key_check(tmp_path):
+    """`<<: *base` with a key beside it overriding the base's is YAML, not a key given twice."""
+    import yaml
+
+    from deid.config import _UniqueKeyLoader
+
+    text = "_base: &base\n  crf: 30\n  preset: slow\nio:\n  <<: *base\n  preset: fast\n"
+    assert yaml.load(text, Loader=_UniqueKeyLoader)["io"] == {"crf": 30, "preset": "fast"}
+    with pytest.raises(Exception, match="io"):
+        yaml.load("io: {crf: 30}\nio: {crf: 31}\n", Loader=_UniqueKeyLoader)

@@ -25,6 +25,10 @@ def test_extra_detectors_run_on_every_frame_of_a_large_video():
     comp.detect(big)
     assert b.calls == 2 + 16
     assert CompositeDetector([(a, 1), (b, 8)], large=(640, 0)).large is None  # 0: off
+    comp16 = CompositeDetector([(a, 1), (b, 4)], large=(640, 8))  # never less often than its own cadence
+    b.calls = 0
+    comp16.detect(big)
+    assert b.calls == 4
 
 
 def _popin(tmp_path):

@@ -136,3 +136,26 @@ def test_outputs_and_their_records_are_not_probed_again(folder, monkeypatch):
     monkeypatch.setattr(v, "_media", lambda p: probed.append(p.name))
     assert verify_folder(out).ok
     assert probed == ["notes.txt"]
+
+
+def test_an_audio_recording_is_raw_media_too(tmp_path):
+    """A voice recording (audio only) in the folder to share: an error, not a warning."""
+    import av
+    import numpy as np
+
+    from deid.verify import _media
+
+    p = tmp_path / "ward_round.m4a"
+    with av.open(str(p), "w") as c:
+        a = c.add_stream("aac", rate=16000)
+        a.layout = "mono"
+        for i in range(20):
+            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            f.sample_rate, f.pts = 16000, i * 1024
+            for pkt in a.encode(f):
+                c.mux(pkt)
+        for pkt in a.encode():
+            c.mux(pkt)
+    assert "audio recording" in (_media(p) or "")
+    (tmp_path / "notes.txt").write_text("ward round notes\n")
+    assert _media(tmp_path / "notes.txt") is None

@@ -345,6 +345,10 @@ def test_relative_paths_are_refused_in_a_submitted_jobs_working_dir(tmp_path, mo
     assert not (pkg / "rel_out").exists()
     rc = main(["--manifest", "my_videos", "--out", str(tmp_path / "out"), "--methods", "blur", "--no-progress"])
     assert rc == 2 and "--manifest / ray.manifest = 'my_videos'" in capsys.readouterr().err
+    # the swap's donor library too (the trainer opens it on a worker)
+    rc = main(["--manifest", str(tmp_path / "archive"), "--out", str(tmp_path / "out"), "--methods", "blur", "--no-progress",
+               "--set", "swap.donor_library=donors"])
+    assert rc == 2 and "swap.donor_library = 'donors'" in capsys.readouterr().err
 
 
 def test_rayignore_uploads_only_what_the_job_needs(tmp_path):

@@ -96,3 +96,21 @@ def test_the_swaps_donor_is_left_out_of_the_attacks_gallery(tmp_path, dlib_encod
     assert any("swap's donor" in n for n in refs.notes)
     # without a target (no swap evaluated) the same person is an ordinary distractor
     assert build_references(target=None, **kw).distractors == ("donor-file", "donor-copy", "stranger")
+
+
+def test_the_target_is_the_named_donor_not_only_the_configs(tmp_path):
+    """An archive names the donor per manifest row and leaves swap.donor empty: the
+    evaluation's target (and the donor left out of the gallery) comes from the row."""
+    from deid.config import Config
+    from deid.evaluate.references import default_target
+    from deid.swap.donors import Consent, DonorLibrary
+    from deid.swap.testing import write_synthetic_donor
+
+    lib = DonorLibrary(tmp_path / "donors")
+    frames = write_synthetic_donor(tmp_path / "frames", n=4, width=64, height=64)
+    consent = "kind: person\nwho: Test Donor\ngiven: 2024-01-01\nscope: [face-swap-donor]\nexpires: 2099-01-01\n"
+    lib.add("row-donor", [frames], Consent.parse(consent))
+    cfg = Config().replace(f"swap.donor_library={lib.root}")
+    assert default_target(cfg) is None  # no swap.donor in the config
+    got = default_target(cfg, "row-donor")
+    assert got is not None and got.is_file() and str(lib.root) in str(got)

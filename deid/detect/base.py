@@ -76,7 +76,8 @@ class CompositeDetector:
 
     def __init__(self, members: list[tuple[Any, int]], iou: float = 0.4, large: tuple[int, int] | None = None):
         """``large`` = (side, every): on frames whose longer side exceeds ``side`` the
-        further members run on every ``every``-th frame instead (0: no change)."""
+        further members run on every ``every``-th frame when that is more often than their
+        own (0: no change)."""
         if not members:
             raise ValueError("CompositeDetector needs at least one member")
         self.members = [(d, max(1, int(k))) for d, k in members]
@@ -102,7 +103,7 @@ class CompositeDetector:
 
     def _every(self, every: int, frame: np.ndarray) -> int:
         if self.large is not None and max(frame.shape[:2]) > self.large[0]:
-            return self.large[1]
+            return min(every, self.large[1])  # more often on a large frame, never less
         return every
 
     def reset(self) -> None:

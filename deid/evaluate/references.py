@@ -251,9 +251,10 @@ def default_distractors(original: str | os.PathLike) -> list[tuple[str, Path]]:
     return out
 
 
-def default_target(cfg: Any) -> Path | None:
-    """The swap donor's first media file (``swap.donor``), when the donor library has it."""
-    name = getattr(getattr(cfg, "swap", None), "donor", "")
+def default_target(cfg: Any, donor: str | None = None) -> Path | None:
+    """The swap donor's first media file (``donor``, default ``swap.donor``: an archive
+    names the donor per manifest row), when the donor library has it."""
+    name = donor or getattr(getattr(cfg, "swap", None), "donor", "")
     if not name:
         return None
     try:

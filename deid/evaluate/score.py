@@ -157,10 +157,10 @@ def clinical_rows(video: str, method: str, orig_kp: VideoKeypoints, proc_kp: Vid
 def _with_chance(attack: Any, labels: tuple[str, ...]) -> Any:
     from dataclasses import replace
 
-    from ..metrics.reid import expected_random_ap
+    from ..metrics.reid import chance_levels
 
-    k = len(set(labels))  # identities: the attack ranks one template each (deid.metrics.reid)
-    return replace(attack, chance_rank1=1.0 / k if k else float("nan"), chance_map=expected_random_ap(1, k))
+    ch1, chap = chance_levels(attack.identities or len(set(labels)))  # one template an identity (deid.metrics.reid)
+    return replace(attack, chance_rank1=ch1, chance_map=chap)
 
 
 # ----------------------------------------------------------------------------- main

@@ -49,13 +49,13 @@ from .identity import DistanceFn, resolve_distance
 
 @dataclass(frozen=True)
 class AttackResult:
-    rank1: float  # fraction of usable probes whose nearest gallery item is their identity
+    rank1: float  # fraction of usable probes whose nearest identity template is their identity
     mean_ap: float  # mean average precision over usable probes
     chance_rank1: float
     chance_map: float
     probes: int  # probes given
     probes_used: int  # probes with a finite embedding
-    gallery: int  # usable gallery items
+    gallery: int  # gallery embeddings used (as many per identity as the identity with the fewest has)
     identities: int  # distinct gallery labels
 
     @property
@@ -72,6 +72,13 @@ class AttackResult:
             f"{prefix}probes_used": self.probes_used,
             f"{prefix}gallery": self.gallery,
         }
+
+
+def chance_levels(identities: int) -> tuple[float, float]:
+    """(rank-1, mAP) of a probe that carries no identity, for a gallery of ``identities``
+    templates: 1 / K and H_K / K."""
+    k = int(identities)
+    return (1.0 / k, expected_random_ap(1, k)) if k > 0 else (float("nan"), float("nan"))
 
 
 def expected_random_ap(n_relevant: int, n_total: int) -> float:
@@ -151,12 +158,12 @@ def reid_attack(
             rank1.append(float(rank == 1))
             aps.append(1.0 / rank)
     nan = float("nan")
-    chance1 = 1.0 / k if len(p_lab) else nan
+    ch1, chap = chance_levels(k) if len(p_lab) else (nan, nan)
     return AttackResult(
         rank1=float(np.mean(rank1)) if rank1 else nan,
         mean_ap=float(np.mean(aps)) if aps else nan,
-        chance_rank1=chance1,
-        chance_map=expected_random_ap(1, k) if len(p_lab) else nan,
+        chance_rank1=ch1,
+        chance_map=chap,
         probes=int(len(p)),
         probes_used=int(len(used_p)),
         gallery=int(m * k),
