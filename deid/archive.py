@@ -628,19 +628,10 @@ def record_proves(output: str | os.PathLike, input_sha256: str) -> bool:
     ``cp -p``, ``rsync -a``) would pass such a check anyway; the plan task that calls this
     has just read the whole input for its sha256, and the outputs are encoded from it,
     so this is about one more pass of the same order, in parallel over the cluster."""
-    from .pipeline import audit_path, record_describes
+    from .pipeline import read_record
+    from .pipeline import record_proves as proves
 
-    out = Path(output)
-    try:
-        rec = json.loads(audit_path(out).read_text())
-        return bool(
-            isinstance(rec, dict)
-            and rec.get("status") in DONE_STATES
-            and (rec.get("input") or {}).get("sha256") == input_sha256
-            and record_describes(rec, out)
-        )
-    except (OSError, ValueError, AttributeError, TypeError):
-        return False
+    return proves(read_record(output), output, input_sha256)
 
 
 def recover_from_audit(entry: ArchiveEntry, method: str, output: Path, input_sha256: str, config_hash: str,
@@ -658,15 +649,13 @@ def recover_from_audit(entry: ArchiveEntry, method: str, output: Path, input_sha
     be trained again): only a path setting may then differ unseen."""
     from .audit import _without_paths
     from .config import from_dict
-    from .pipeline import audit_path
+    from .pipeline import read_record
+    from .pipeline import record_proves as proves
 
-    a = audit_path(output)
-    if not (output.is_file() and a.is_file()):
+    rec = read_record(output) if output.is_file() else None
+    if rec is None or rec.get("status") not in DONE_STATES:
         return None
     try:
-        rec = json.loads(a.read_text())
-        if rec.get("status") not in DONE_STATES or rec.get("input", {}).get("sha256") != input_sha256:
-            return None
         want = config_hash
         if rec.get("method_config_hash"):  # recorded when it was made: exact, paths included
             have = rec["method_config_hash"]
@@ -677,11 +666,9 @@ def recover_from_audit(entry: ArchiveEntry, method: str, output: Path, input_sha
             have = method_config_hash(from_dict(rec.get("config") or {}), method, entry.donor)
         if have != want:
             return None
-        from .pipeline import record_describes
-
-        if not record_describes(rec, output):  # the old video beside a new record
-            return None
-    except (OSError, ValueError, DeidError, TypeError, KeyError):
+    except (ValueError, DeidError, TypeError, KeyError):  # a configuration that no longer loads: not this one
+        return None
+    if not proves(rec, output, input_sha256):  # another input, or the old video beside a new record
         return None
     from . import __version__
 

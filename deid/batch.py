@@ -223,29 +223,20 @@ def done_methods(video: Path, out_dir: Path, methods: Sequence[str], cfg: Config
     the output exists beside an audit record that says it was published (done or
     partial) from an input with this file's sha256, under this configuration's hash."""
     from .config import config_hash
-    from .pipeline import audit_path, output_path, record_describes
+    from .pipeline import output_path, read_record, record_proves
 
     chash = config_hash(cfg)
     done = []
     for m in methods:
         o = output_path(video, out_dir, m, cfg.io.container, name or None)
-        a = audit_path(o)
-        if not (o.is_file() and a.is_file()):
-            continue
-        try:
-            rec = json.loads(a.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if not isinstance(rec, dict) or not isinstance(rec.get("input"), dict):  # not a record of ours: not done
-            continue
-        if rec.get("status") not in ("done", "partial") or rec.get("config_hash") != chash:
+        rec = read_record(o) if o.is_file() else None
+        if rec is None or rec.get("config_hash") != chash:  # none, not ours, or another configuration
             continue
         try:
             digest = digest or sha256_file(video)
-            same = rec["input"].get("sha256") == digest and record_describes(rec, o)
-        except OSError:  # an unreadable input or output is not "done": the run says what is wrong
+        except OSError:  # an unreadable input is not "done": the run says what is wrong
             continue
-        if same:  # not an old video beside a new record
+        if record_proves(rec, o, digest):  # not an old video beside a new record
             done.append(m)
     return done
 

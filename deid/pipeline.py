@@ -138,18 +138,22 @@ def plan_inputs(
     return out
 
 
+def read_record(output: str | os.PathLike) -> dict[str, Any] | None:
+    """The audit record beside ``output`` as a JSON object; None when there is none, it
+    cannot be read or parsed, or it is not an object (not a record of ours)."""
+    try:
+        rec = json.loads(audit_path(output).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
 def is_deid_output(video: str | os.PathLike) -> bool:
     """Whether ``video`` is an output of deid: its audit record lies beside it. Folder
     scans leave such files out, so an earlier run's outputs kept under the input folder
     are not taken for new inputs (and de-identified again)."""
-    a = audit_path(video)
-    if not a.is_file():
-        return False
-    try:
-        rec = json.loads(a.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(rec, dict) and "deid_version" in rec and isinstance(rec.get("output"), dict)
+    rec = read_record(video)
+    return rec is not None and "deid_version" in rec and isinstance(rec.get("output"), dict)
 
 
 def scanned_inputs(files: Sequence[Path], folder: str | os.PathLike) -> list[Path]:
@@ -169,6 +173,22 @@ def record_describes(rec: dict[str, Any], output: str | os.PathLike) -> bool:
     out = rec.get("output") if isinstance(rec, dict) else None
     want = out.get("sha256") if isinstance(out, dict) else ""
     return isinstance(want, str) and bool(want) and sha256_file(output) == want
+
+
+def record_proves(rec: dict[str, Any] | None, output: str | os.PathLike, input_sha256: str) -> bool:
+    """Whether audit record ``rec`` says ``output`` was published (done or partial) from an
+    input with sha256 ``input_sha256`` and describes that file as it is now
+    (:func:`record_describes`: reads the whole output; an unreadable one is not proven).
+    The one check behind ``--skip-existing`` and the archive's reruns and recovery."""
+    if not isinstance(rec, dict) or rec.get("status") not in ("done", "partial"):
+        return False
+    inp = rec.get("input")
+    if not isinstance(inp, dict) or not input_sha256 or inp.get("sha256") != input_sha256:
+        return False
+    try:
+        return record_describes(rec, output)
+    except OSError:
+        return False
 
 
 def audit_path(video_out: str | os.PathLike) -> Path:
