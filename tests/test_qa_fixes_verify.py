@@ -6,22 +6,14 @@ import json
 import numpy as np
 import pytest
 
-from deid.cli import main
 from deid.verify import verify_folder
-from deid.testing import make_synthetic_video
-from test_cli import FAKES
+from test_verify import release
 
 
 @pytest.fixture(scope="module")
 def released(tmp_path_factory):
     """Two outputs (blur, mask) with their records, as `deid anonymize` leaves them."""
-    d = tmp_path_factory.mktemp("qa_verify")
-    src = d / "in" / "clip.mp4"
-    src.parent.mkdir()
-    make_synthetic_video(src, n_frames=8)
-    out = d / "out"
-    assert main(["anonymize", str(src), "--out", str(out), "-m", "blur,mask", "--set", "io.output_names=pseudonym", *FAKES]) == 0
-    return out, src
+    return release(tmp_path_factory.mktemp("qa_verify"), "clip.mp4", n_frames=8)
 
 
 @pytest.fixture()

@@ -11,15 +11,21 @@ from deid.testing import make_synthetic_video
 from test_cli import FAKES
 
 
+def release(root, name: str = "Doe_John.mp4", n_frames: int = 12):
+    """``(out, src)``: a synthetic clip ``root/in/name`` de-identified (blur, mask) into
+    ``root/out`` as `deid anonymize --set io.output_names=pseudonym` leaves it: clean."""
+    src = root / "in" / name
+    src.parent.mkdir()
+    make_synthetic_video(src, n_frames=n_frames)
+    out = root / "out"
+    assert main(["anonymize", str(src), "--out", str(out), "-m", "blur,mask", "--set", "io.output_names=pseudonym", *FAKES]) == 0
+    return out, src
+
+
 @pytest.fixture()
 def released(tmp_path):
     """A folder as `deid anonymize --set io.output_names=pseudonym` leaves it: clean."""
-    src = tmp_path / "in" / "Doe_John.mp4"
-    src.parent.mkdir()
-    make_synthetic_video(src, n_frames=12)
-    out = tmp_path / "out"
-    assert main(["anonymize", str(src), "--out", str(out), "-m", "blur,mask", "--set", "io.output_names=pseudonym", *FAKES]) == 0
-    return out, src
+    return release(tmp_path)
 
 
 def test_a_clean_pseudonymous_folder_passes(released):
