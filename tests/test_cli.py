@@ -126,6 +126,31 @@ def test_skip_existing_renders_only_a_method_added_since(tmp_path, capsys, monke
     assert "output exists" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("names", ["input", "pseudonym"])
+def test_skip_existing_with_swap_s_donor_or_another_method_s_settings_keeps_the_done_method(tmp_path, capsys, names):
+    """README: a rerun 'with a method added: only the new method is rendered'. Adding
+    `-m swap --donor X` sets swap.donor, and the new method may come with its own
+    settings: neither shapes the blur output, so blur stays done (it used to count as
+    another configuration: 'output exists', nothing rendered)."""
+    make_synthetic_video(tmp_path / "v.mp4", n_frames=12)
+    out = tmp_path / "out"
+    naming = ["--set", f"io.output_names={names}"]
+    assert main(["anonymize", str(tmp_path / "v.mp4"), "--out", str(out), "-m", "blur", *naming, *FAKES]) == 0
+    (blur,) = out.glob("*.blur.mp4")
+    before = blur.stat().st_mtime_ns
+    capsys.readouterr()
+    rc = main(["anonymize", str(tmp_path / "v.mp4"), "--out", str(out), "-m", "blur,mask", "--skip-existing", *naming, *FAKES,
+               "--set", "swap.donor=demo-carphone", "--set", "anonymize.mask.shape=box", "--set", "evaluate.identity_every=2"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert re.search(r"blur\s+skipped", captured.out) and re.search(r"mask\s+done", captured.out)
+    assert blur.stat().st_mtime_ns == before and len(list(out.glob("*.mask.mp4"))) == 1
+    # a setting that does shape the blur output is still another configuration
+    rc = main(["anonymize", str(tmp_path / "v.mp4"), "--out", str(out), "-m", "blur", "--skip-existing", *naming, *FAKES,
+               "--set", "anonymize.blur.strength=0.3"])
+    assert rc == 1 and "output exists" in capsys.readouterr().err
+
+
 def test_a_video_added_beside_one_of_the_same_name_keeps_the_first_s_outputs(tmp_path, capsys):
     """visit.mov was de-identified as visit.blur.mp4; visit.mp4 is added to the folder:
     the two now share a name, the new one gets the path-hash suffix and visit.mov keeps
