@@ -374,8 +374,9 @@ def build_audit_record(
         "method": mo.method,
         "method_params": _hidden(json.loads(json.dumps(method_params, default=list))),
         "config_hash": chash,
-        # an archive's deid.archive.method_config_hash of this output (paths included):
-        # how a rerun that lost its status table knows the output is current
+        # deid.archive.method_config_hash of this output (paths and donor included): how
+        # --skip-existing, and an archive's rerun that lost its status table, know the
+        # output is current
         **({"method_config_hash": method_hash} if method_hash else {}),
         "config": _hidden(cfg.to_dict()),
         "frames_read": res.frames_read,

@@ -255,8 +255,14 @@ def same_method_config(rec: dict, cfg: Config, method: str) -> bool:
     from .audit import _without_paths
     from .config import from_dict
 
+    if rec.get("method") not in (None, method):
+        return False
+    if rec.get("method_config_hash"):  # recorded when it was made: exact, paths and donor included
+        from .archive import method_config_hash as mch
+
+        return rec["method_config_hash"] == mch(cfg, method)
     stored = rec.get("config")
-    if not isinstance(stored, dict) or rec.get("method") not in (None, method):
+    if not isinstance(stored, dict):
         return False
     try:
         if cfg.io.output_names == "pseudonym":

@@ -726,12 +726,15 @@ def finalize_outputs(
         res.outputs.append(MethodOutput(m, str(outs[m]), str(audit_path(outs[m])), res.outputs_written[m], leak_reports.get(m, {}), stats,
                                         sha256_file(tmp[m]), out_info[m].has_audio))
     res.status = "partial" if res.status == "partial" else "done"
+    from .archive import method_config_hash
     from .audit import build_audit_record, write_frames_table
 
     for mo in res.outputs:
         write_frames_table(frames_path(mo.path), book.rows, mo.method)
-        write_text_atomic(mo.audit_path, build_audit_record(res, mo, cfg, input_sha, chash, timings,
-                                                            method_hash=(method_hashes or {}).get(mo.method, "")))
+        # every record says which settings shaped it (the archive passes its rows' hashes,
+        # the donor of the row included): --skip-existing and the archive's rerun compare it
+        mhash = (method_hashes or {}).get(mo.method) or method_config_hash(cfg, mo.method)
+        write_text_atomic(mo.audit_path, build_audit_record(res, mo, cfg, input_sha, chash, timings, method_hash=mhash))
 
 
 def _run(

@@ -151,6 +151,36 @@ def test_skip_existing_with_swap_s_donor_or_another_method_s_settings_keeps_the_
     assert rc == 1 and "output exists" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("names", ["input", "pseudonym"])
+def test_skip_existing_tells_a_swap_made_with_another_donor_from_a_done_one(tmp_path, names):
+    """Every audit record carries the hash of the settings that shaped its output, the
+    donor included; a pseudonymous record's stored configuration has its paths left out,
+    so without that hash a swap made with donor /a/x.mp4 looked done for donor /b/y.mp4."""
+    from deid.batch import same_method_config
+    from deid.config import load_config
+    from deid.pipeline import read_record
+
+    make_synthetic_video(tmp_path / "v.mp4", n_frames=12)
+    out = tmp_path / "out"
+    naming = ["--set", f"io.output_names={names}"]
+    assert main(["anonymize", str(tmp_path / "v.mp4"), "--out", str(out), "-m", "blur", *naming, *FAKES]) == 0
+    (blur,) = out.glob("*.blur.mp4")
+    rec = read_record(blur)
+    assert rec["method_config_hash"], rec.keys()
+    over = [f"io.output_names={names}"] + [v for k, v in zip(FAKES, FAKES[1:]) if k == "--set"]
+    cfg = load_config(None, over)
+    assert same_method_config(rec, cfg, "blur")
+    assert not same_method_config(rec, load_config(None, over + ["anonymize.blur.strength=0.3"]), "blur")
+    # a swap record: the donor shapes it, paths left out of the stored config or not
+    swap_rec = dict(rec, method="swap")
+    from deid.archive import method_config_hash
+
+    swap_rec["method_config_hash"] = method_config_hash(load_config(None, over + ["swap.donor=/a/x.mp4"]), "swap")
+    swap_rec["config"] = json.loads(json.dumps(rec["config"]))
+    assert same_method_config(swap_rec, load_config(None, over + ["swap.donor=/a/x.mp4"]), "swap")
+    assert not same_method_config(swap_rec, load_config(None, over + ["swap.donor=/b/y.mp4"]), "swap")
+
+
 def test_a_video_added_beside_one_of_the_same_name_keeps_the_first_s_outputs(tmp_path, capsys):
     """visit.mov was de-identified as visit.blur.mp4; visit.mp4 is added to the folder:
     the two now share a name, the new one gets the path-hash suffix and visit.mov keeps
