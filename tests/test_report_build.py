@@ -316,3 +316,32 @@ def test_refused_outputs_mixed_pose_models_and_unknown_counts_are_said(tmp_path)
     assert "not evaluated: mask output: frame 2 dropped" in body
     assert "rtmpose: 1 video" in body and "mediapipe_holistic: 1 video" in body and "different pose models" in body
     assert js["fail_closed_frames"] is None and js["status"]["blur"]["fail_closed_frames"] is None
+
+
+@pytest.mark.parametrize("where", ["summary.parquet", "identity", "perframe"])
+def test_a_damaged_table_is_one_clear_error_not_a_traceback(tmp_path, capsys, where):
+    """A truncated or overwritten Parquet file (a copy cut short, a disk error) used to
+    end `deid report` in pyarrow's ArrowInvalid traceback; a partition of another type
+    likewise. It is one line naming the table, and no report is written: one that left
+    a damaged identity partition out could say "no leak" about frames it never read."""
+    md = make_metrics_dir(tmp_path, methods=("blur",), n_frames=12)
+    target = md / where if where.endswith(".parquet") else sorted((md / where).rglob("*.parquet"))[-1]
+    target.write_bytes(b"not parquet at all")
+    out = tmp_path / "r.html"
+    assert deid_main(["report", str(md), "--out", str(out), "--no-strips"]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot read the {where.removesuffix('.parquet')} table" in err and "Traceback" not in err
+    assert not out.exists() and not summary_path(out).exists()
+
+
+def test_a_partition_of_another_type_is_one_clear_error(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    md = make_metrics_dir(tmp_path, videos=("a", "b"), methods=("blur",), n_frames=12)
+    f = sorted((md / "identity").rglob("*.parquet"))[-1]
+    t = pq.read_table(f)
+    i = t.schema.get_field_index("dist_patient")
+    pq.write_table(t.set_column(i, "dist_patient", pa.array([[1.0]] * t.num_rows)), f)
+    with pytest.raises(InvalidInputError, match="cannot read the identity table"):
+        build_report(md, tmp_path / "r.html", options=ReportOptions(strips=False))

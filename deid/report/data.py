@@ -25,6 +25,7 @@ Only a directory with neither ``run.json`` nor ``summary.parquet`` is refused.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -79,6 +80,22 @@ def _check_file_meta(path: Path, kind: str) -> None:
     got = meta.get(schemas.META_TABLE, b"").decode()
     if got and got != kind:
         raise InvalidInputError(f"{path}: is not a deid {kind!r} table (file says {got!r}); fix the METRICS_DIR layout")
+
+
+@contextlib.contextmanager
+def _readable(kind: str, where: Path):
+    """Turn a damaged or foreign Parquet file (Arrow's "magic bytes not found", a column
+    of another type in one partition) into one clear error naming the table, instead of
+    a traceback. No part of a table is skipped: a report that left out a damaged
+    identity partition could say "no leak" about frames it never read."""
+    try:
+        yield
+    except pa.ArrowException as e:
+        raise InvalidInputError(
+            f"{where}: cannot read the {kind} table ({e}); the file is damaged or was written by another program. "
+            "Re-run `deid evaluate` for the video it belongs to (or rebuild the single tables with "
+            "deid.evaluate.aggregate), then the report"
+        ) from None
 
 
 def _partitioning(kind: str):
@@ -170,12 +187,16 @@ class MetricsDir:
         return self.root / TABLE_PATHS[kind]
 
     def _read_small(self, kind: str):
-        import pandas as pd
-        import pyarrow.parquet as pq
-
         p = self.table_path(kind)
         if not p.exists():
             return None
+        with _readable(kind, p):
+            return self._read_small_unchecked(kind, p)
+
+    def _read_small_unchecked(self, kind: str, p: Path):
+        import pandas as pd
+        import pyarrow.parquet as pq
+
         if _known(kind):
             return schemas.read_table(p, kind).to_pandas()
         if p.is_dir():
@@ -250,14 +271,15 @@ class MetricsDir:
 
         p = self.table_path(kind)
         dset = None
-        if p.is_dir():
-            first = next((f for f in sorted(p.rglob("*.parquet")) if not f.name.startswith(".")), None)
-            if first is not None:
-                _check_file_meta(first, kind)
-                dset = ds.dataset(str(p), format="parquet", partitioning=_partitioning(kind))
-        elif p.with_suffix(".parquet").is_file():  # a single-file variant of the table
-            _check_file_meta(p.with_suffix(".parquet"), kind)
-            dset = ds.dataset(str(p.with_suffix(".parquet")), format="parquet")
+        with _readable(kind, p):
+            if p.is_dir():
+                first = next((f for f in sorted(p.rglob("*.parquet")) if not f.name.startswith(".")), None)
+                if first is not None:
+                    _check_file_meta(first, kind)
+                    dset = ds.dataset(str(p), format="parquet", partitioning=_partitioning(kind))
+            elif p.with_suffix(".parquet").is_file():  # a single-file variant of the table
+                _check_file_meta(p.with_suffix(".parquet"), kind)
+                dset = ds.dataset(str(p.with_suffix(".parquet")), format="parquet")
         self._datasets[kind] = dset
         return dset
 
@@ -290,7 +312,8 @@ class MetricsDir:
         if columns is not None:
             names = set(dset.schema.names)
             cols = [c for c in columns if c in names]
-        table = dset.to_table(filter=cond, columns=cols)
+        with _readable(kind, self.table_path(kind)):
+            table = dset.to_table(filter=cond, columns=cols)
         df = table.to_pandas()
         for c in ("video", "method"):
             if c in df:
@@ -329,7 +352,8 @@ class MetricsDir:
             return
         names = set(dset.schema.names)
         cols = [c for c in columns if c in names]
-        yield from dset.to_batches(columns=cols, batch_size=batch_size)
+        with _readable(kind, self.table_path(kind)):
+            yield from dset.to_batches(columns=cols, batch_size=batch_size)
 
     # ------------------------------------------------------------------ audit records
     def audit(self, video: str, method: str) -> dict[str, Any] | None:
