@@ -345,3 +345,29 @@ def test_a_partition_of_another_type_is_one_clear_error(tmp_path):
     pq.write_table(t.set_column(i, "dist_patient", pa.array([[1.0]] * t.num_rows)), f)
     with pytest.raises(InvalidInputError, match="cannot read the identity table"):
         build_report(md, tmp_path / "r.html", options=ReportOptions(strips=False))
+
+
+def test_outputs_written_without_the_leak_audit_are_not_ok(tmp_path):
+    """audit.leak_check=false: the audit records say {"skipped": true} and the status
+    table's leaks is null. The report used to read that as no audit leak and say OK
+    (`deid verify` warns); it warns, names the outputs and says so under "Not in this report"."""
+    import pandas as pd
+
+    from deid.report.testing import write_rows
+
+    md = make_metrics_dir(tmp_path, methods=("blur", "mask"), n_frames=12, drop=("perframe",))
+    opts = ReportOptions(strips=False)
+    before = json.loads(summary_path(build_report(md, tmp_path / "a.html", options=opts)).read_text())["verdict"]
+    assert before["level"] == "ok" and before["audit_skipped"] == 0
+    for a in tmp_path.rglob("*.blur.audit.json"):
+        rec = json.loads(a.read_text())
+        rec["leak_audit"] = {"skipped": True}
+        a.write_text(json.dumps(rec))
+    st = schemas.read_table(md / "status.parquet", "status").to_pandas()
+    st.loc[st["method"] == "blur", "leaks"] = None
+    write_rows(st.astype(object).where(pd.notna(st), None).to_dict("records"), md / "status.parquet", "status")
+    js = json.loads(summary_path(build_report(md, tmp_path / "r.html", options=opts)).read_text())
+    v = js["verdict"]
+    assert v["level"] == "warn" and v["audit_skipped"] == 1 and v["audit_leaks"] == 0
+    assert "leak audit did not run on 1 output(s)" in v["text"] and "patient_a / blur" in v["text"]
+    assert any(m.startswith("Leak audit: 1 output(s) were written without") for m in js["missing"])

@@ -441,7 +441,8 @@ _STATUS_COLS: list[H.Column] = [
     ("regions_held", "held", "int", "regions held before/after a track"),
     ("regions_pose", "from pose", "int", "heads placed from body keypoints (fallback)"),
     ("swap_fallbacks", "swap → mask", "int", "faces masked instead of swapped (identity gate or failed swap)"),
-    ("leaks", "audit leaks", "int", "faces the pipeline's leak audit found still matching (0 expected)"),
+    ("leaks", "audit leaks", "int", "faces the pipeline's leak audit found still matching (0 expected; – = unknown, or no "
+     "audit: audit.leak_check was off)"),
     ("error_kind", "error kind", "s", ""), ("error", "error", "s", ""),
 ]
 
@@ -664,6 +665,7 @@ def _verdict(id_tab: pd.DataFrame, st: pd.DataFrame) -> dict[str, Any]:
         f = pd.to_numeric(pd.Series([id_tab.loc["original", "faces"]]), errors="coerce").iloc[0]
         orig_faces = float(f) if np.isfinite(f) else None
     audit = total(st, "leaks")
+    skipped = _audit_skipped(st)
     errors = int((st["error"].fillna("") != "").sum()) if not st.empty else 0
     if mp + ms + mo + audit > 0:
         level = "bad"
@@ -708,6 +710,11 @@ def _verdict(id_tab: pd.DataFrame, st: pd.DataFrame) -> dict[str, Any]:
                  + ". Those faces keep something of the patient that tells them from the gallery's other identities "
                  "(for a swap: trained too briefly, or the face outline and skin tone it keeps); " + how
                  + "a small gallery says little about a real population, but review before sharing.")
+    if skipped:
+        level = "bad" if level == "bad" else "warn"
+        text += (f" The pipeline's leak audit did not run on {len(skipped)} output(s) (audit.leak_check was off), so "
+                 "nothing re-identified them before they were written: " + ", ".join(skipped[:5])
+                 + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "") + ".")
     if errors:
         level = "bad" if level == "bad" else "warn"
         bad = st[st["error"].fillna("") != ""]
@@ -716,9 +723,18 @@ def _verdict(id_tab: pd.DataFrame, st: pd.DataFrame) -> dict[str, Any]:
                ([f"{none} video(s) produced no output"] if none else [])
         text += f" {' and '.join(bits)} (see the status section)."
     return {"level": level, "text": text, "frames_checked": checked, "frames_match_patient": mp,
-            "frames_match_same_place": ms, "frames_match_original": mo, "audit_leaks": audit, "errors": errors,
+            "frames_match_same_place": ms, "frames_match_original": mo, "audit_leaks": audit,
+            "audit_skipped": len(skipped), "errors": errors,
             "original_faces": orig_faces,
             "reidentified": [{"method": m, "attack_rank1": r1, "chance": ch, "identities": k} for m, r1, ch, k in reid]}
+
+
+def _audit_skipped(st: pd.DataFrame) -> list[str]:
+    """Outputs whose audit record says the leak audit did not run ("video / method")."""
+    if st.empty or "audit_skipped" not in st:
+        return []
+    sk = st[st["audit_skipped"].fillna(False).astype(bool)]
+    return [f"{v} / {m}" for v, m in zip(sk["video"], sk["method"])]
 
 
 def build_report(metrics_dir: str | os.PathLike, out_html: str | os.PathLike, *,
@@ -749,6 +765,11 @@ def build_report(metrics_dir: str | os.PathLike, out_html: str | os.PathLike, *,
     audits = {(v, m): md.audit(v, m) for v, m in video_methods}
     st = tables.status_table(md.status, audits, video_methods)
     st = _with_evaluation_errors(st, md.videos, missing)
+    skipped = _audit_skipped(st)
+    if skipped:
+        missing.append(f"Leak audit: {len(skipped)} output(s) were written without the pipeline's leak audit "
+                       "(audit.leak_check was off), so their 'audit leaks' are unknown, not 0; `deid verify` warns "
+                       "about them too.")
     archive = len(md.video_ids) > opts.per_video_limit
     worst = tables.worst_videos(summary, st, opts.worst_n)
     featured = _featured_videos(md, summary, worst, archive, opts.max_strip_videos)

@@ -239,7 +239,8 @@ def status_table(status: pd.DataFrame | None, audits: Mapping[tuple[str, str], M
     error. From status.parquet joined with the audit records; audit records alone when
     there is no status table; a ``missing`` row for outputs run.json lists that neither knows."""
     cols = ["video", "method", "state", "frames_read", "frames_written", "fail_closed_frames", "faces_detected",
-            "regions_interpolated", "regions_held", "regions_pose", "swap_fallbacks", "leaks", "error_kind", "error"]
+            "regions_interpolated", "regions_held", "regions_pose", "swap_fallbacks", "leaks", "audit_skipped",
+            "error_kind", "error"]
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     if status is not None and not status.empty:
         for r in status.to_dict("records"):
@@ -269,6 +270,9 @@ def status_table(status: pd.DataFrame | None, audits: Mapping[tuple[str, str], M
             if row.get(k) is None or (isinstance(row.get(k), float) and not np.isfinite(row[k])):
                 row[k] = fb.get(k)
         row["swap_fallbacks"] = fb.get("swap_fallbacks")
+        # the record says the leak audit did not run (audit.leak_check off): its "leaks" is
+        # then no evidence of anything, and the verdict must not read it as 0
+        row["audit_skipped"] = bool(fb.get("audit_skipped"))
         if row.get("leaks") is None or (isinstance(row.get("leaks"), float) and not np.isfinite(row["leaks"])):
             row["leaks"] = fb.get("audit_leaks")
     for key in video_methods:
