@@ -410,3 +410,17 @@ def test_regions_resting_on_fewer_videos_are_named():
     ])
     assert _regions_on_fewer_videos(s) == ["face: 1 of 2 videos", "hands: 1 of 2 videos"]
     assert _regions_on_fewer_videos(s[s["video"] == "talk"]) == []
+
+
+def test_status_overview_keeps_videos_that_failed_before_any_output():
+    """A video refused before any output has one status row with method "": the overview
+    (the JSON summary's "status", the archive table) dropped it, and crashed (KeyError
+    'method') when it was the only row, e.g. a metrics folder whose one video was refused."""
+    from deid.report.tables import status_overview
+
+    only = pd.DataFrame([{"video": "c", "method": "", "state": "failed", "leaks": None, "error": "not a video"}])
+    ov = status_overview(only)
+    assert list(ov.index) == ["(before any output)"] and ov.loc["(before any output)", "errors"] == 1
+    both = pd.concat([only, pd.DataFrame([{"video": "a", "method": "blur", "state": "done", "leaks": 0, "error": ""}])])
+    ov = status_overview(both)
+    assert list(ov.index) == ["blur", "(before any output)"] and int(ov["state_failed"].sum()) == 1

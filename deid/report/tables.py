@@ -292,8 +292,10 @@ def status_overview(st: pd.DataFrame) -> pd.DataFrame:
     if st.empty:
         return pd.DataFrame()
     rows = []
-    for m in order_methods(list(st["method"].unique())):
-        d = st[st["method"] == m]
+    methods = list(st["method"].fillna("").unique())
+    # order_methods drops "": a video that failed before any output has one such row
+    for m in order_methods(methods) + ([""] if "" in methods else []):
+        d = st[st["method"].fillna("") == m]
         row: dict[str, Any] = {"method": m or "(before any output)", "outputs": len(d)}
         for s, n in d["state"].fillna("unknown").value_counts().items():
             row[f"state_{s}"] = int(n)
