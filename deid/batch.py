@@ -163,17 +163,25 @@ def run_batch(
             bar.close()
             if todo != list(methods):
                 r.skipped_methods = [m for m in methods if m not in todo]
-            if evaluate and r.status in ("done", "partial"):
+            if evaluate and not dry_run and r.status in ("done", "partial", "failed"):
                 # the output name (sub-folder and collision-free name) tells videos apart in
                 # the tables; two inputs called clip.mp4 must not share rows. Every method
                 # asked for is evaluated, those done before (--skip-existing) too: the
                 # video's evaluation lists its outputs, and one left out would drop its rows
                 from .pipeline import output_path
 
-                outputs = {o.method: o.path for o in r.outputs}
-                outputs.update({m: str(output_path(p, vout, m, cfg.io.container, item.name or None)) for m in r.skipped_methods})
-                _evaluate(r, outputs, cfg, make_records_folder(records, cfg.io.output_names) / "metrics",
-                          (item.subdir / (item.name or p.stem)).as_posix())
+                metrics = make_records_folder(records, cfg.io.output_names) / "metrics"
+                vid = (item.subdir / (item.name or p.stem)).as_posix()
+                # a video refused (the leak audit) or failed has no output to evaluate: its
+                # failure goes in the status table the report reads, so the report counts it
+                # rather than describing the other videos as the whole run; a video that
+                # succeeds now loses its earlier failure rows
+                _record_failures(r, metrics, vid)
+                if r.status != "failed":
+                    outputs = {o.method: o.path for o in r.outputs}
+                    outputs.update({m: str(output_path(p, vout, m, cfg.io.container, item.name or None))
+                                    for m in r.skipped_methods})
+                    _evaluate(r, outputs, cfg, metrics, vid)
             _add(r)
     finally:
         overall.close()
@@ -188,6 +196,26 @@ def _left_out_note(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
         return ""
     return (f" ({len(found)} video file(s) there are inside the output folder {out_dir}, which is never read as input; "
             "give an --out outside the input folder)")
+
+
+def _record_failures(r: VideoResult, metrics: Path, video_id: str) -> None:
+    """``r``'s failed rows in the evaluation's status table (none when it succeeded, which
+    clears the video's earlier failures), as the archive does (store.write_failures);
+    the tables are re-aggregated when this changed them.
+    A failure to write them is logged: the run's own result already says the video failed."""
+    try:
+        from .evaluate.store import PARTS, _partition_dir, aggregate, write_failures
+        from .metrics.schemas import status_rows
+
+        vdir = _partition_dir(metrics / PARTS, "status", video_id)
+        before = set(vdir.glob("method=*")) if vdir.is_dir() else set()
+        write_failures(metrics, video_id, status_rows(r, video=video_id) if r.status == "failed" else [])
+        if r.status == "failed" or any(not d.exists() for d in before):  # failures written or cleared
+            aggregate(metrics)
+    except ImportError as e:
+        log.warning("evaluation not available: %s", e)
+    except (DeidError, OSError) as e:
+        log.error("%s: could not record its failure in %s: %s", r.input, metrics, e)
 
 
 def _evaluate(r: VideoResult, outputs: dict[str, str], cfg: Config, metrics: Path, video_id: str) -> None:

@@ -125,3 +125,31 @@ def test_an_odd_sized_videos_padded_output_is_comparable_with_it(tmp_path):
     other = make_synthetic_video(tmp_path / "q.mp4", n_frames=6, width=164, height=122).path
     _, infos, _, refused = comparable_outputs(str(orig), {"mask": str(padded), "blur": str(other)}, 0)
     assert set(infos) == {"mask"} and "164x122" in refused["blur"]
+
+
+def test_a_refused_video_is_in_the_evaluation_tables_so_the_report_counts_it(two, tmp_path, capsys, monkeypatch):
+    """`deid anonymize DIR --evaluate` with one video refused (the leak audit, an unreadable
+    file): only evaluated videos reached the metrics folder, so `deid report` described the
+    others as the whole run and could say OK. The failure is in the status table now, the
+    report counts it, and a rerun where the video succeeds clears it."""
+    import pandas as pd
+
+    import deid.evaluate
+    from deid.report import build_report, summary_path
+    from deid.report.build import ReportOptions
+
+    monkeypatch.setattr(deid.evaluate, "evaluate_outputs", lambda *a, **k: {"errors": {}})
+    (two / "c.mp4").write_bytes(b"\x00" * 4096)  # not a video
+    out = tmp_path / "out"
+    assert main(["anonymize", str(two), "--out", str(out), "-m", "mask", "--evaluate", *FAKES]) == 1
+    capsys.readouterr()
+    st = pd.read_parquet(out / "metrics" / "status.parquet")
+    failed = st[st["video"] == "c"]
+    assert list(failed["state"]) == ["failed"] and list(failed["method"]) == [""] and failed["error"].iloc[0]
+    html = build_report(out / "metrics", tmp_path / "r.html", options=ReportOptions(strips=False))
+    v = json.loads(summary_path(html).read_text())["verdict"]
+    assert v["level"] != "ok" and v["errors"] == 1 and "1 video(s) produced no output" in v["text"]
+    make_synthetic_video(two / "c.mp4", n_frames=8)  # fixed: the rerun clears the failure
+    assert main(["anonymize", str(two), "--out", str(out), "-m", "mask", "--evaluate", "--overwrite", *FAKES]) == 0
+    st = pd.read_parquet(out / "metrics" / "status.parquet") if (out / "metrics" / "status.parquet").is_file() else None
+    assert st is None or not (st["state"] == "failed").any()
