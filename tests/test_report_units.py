@@ -424,3 +424,31 @@ def test_status_overview_keeps_videos_that_failed_before_any_output():
     both = pd.concat([only, pd.DataFrame([{"video": "a", "method": "blur", "state": "done", "leaks": 0, "error": ""}])])
     ov = status_overview(both)
     assert list(ov.index) == ["blur", "(before any output)"] and int(ov["state_failed"].sum()) == 1
+
+
+def test_verdict_warns_when_some_videos_had_no_face_to_compare():
+    """Two videos; the attacker and the locator found no face in the second's original.
+    The totals (20 original faces, 20 frames checked, 0 matches) used to give OK, as if
+    both had been measured. A video whose faces were compared at the same place only
+    (the pancake clip: HOG finds none, the locator 34) counts as measured."""
+    from deid.report.build import _verdict
+
+    rows = [
+        {"video": "a", "method": "original", "identity_frames": 10, "faces": 20, "same_place_faces": 20},
+        {"video": "a", "method": "blur", "identity_frames": 10, "faces": 0, "frames_match_patient": 0},
+        {"video": "b", "method": "original", "identity_frames": 10, "faces": 0, "same_place_faces": 0},
+        {"video": "b", "method": "blur", "identity_frames": 10, "faces": 0, "frames_match_patient": 0},
+    ]
+    s = _summary(rows)
+    st = pd.DataFrame([{"video": v, "method": "blur", "leaks": 0, "error": ""} for v in "ab"])
+    v = _verdict(identity_table(s), st, s)
+    assert v["level"] == "warn" and v["videos_not_measured"] == ["b"]
+    assert "Identity was not measured on 1 of 2 video(s)" in v["text"] and "(b)" in v["text"]
+    assert _verdict(identity_table(s), st)["level"] == "ok"  # without the per-video rows: the totals only
+    rows[2]["same_place_faces"] = 5  # compared at the same place: measured
+    s2 = _summary(rows)
+    assert _verdict(identity_table(s2), st, s2)["level"] == "ok"
+    rows[2]["same_place_faces"] = 0
+    rows[3]["frames_match_patient"] = 1  # a match still wins
+    s3 = _summary(rows)
+    assert _verdict(identity_table(s3), st, s3)["level"] == "bad"

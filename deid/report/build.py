@@ -645,12 +645,26 @@ def _with_evaluation_errors(st: pd.DataFrame, videos: Mapping[str, Mapping[str, 
 REID_MARGIN = 0.25
 
 
-def _verdict(id_tab: pd.DataFrame, st: pd.DataFrame) -> dict[str, Any]:
+def _unmeasured_videos(summary: pd.DataFrame | None) -> list[str]:
+    """Videos of which no original face was found or compared: the "original" row's
+    ``faces`` (the attacker's detector) and ``same_place_faces`` (the located faces) are
+    both 0, so none of that video's processed frames was compared with anything."""
+    if summary is None or summary.empty or "faces" not in summary or "method" not in summary:
+        return []
+    o = summary[summary["method"] == "original"]
+    faces = pd.to_numeric(o["faces"], errors="coerce")
+    same = pd.to_numeric(o["same_place_faces"], errors="coerce").fillna(0) if "same_place_faces" in o else 0
+    return sorted(o.loc[(faces == 0) & (same == 0), "video"].astype(str).unique())
+
+
+def _verdict(id_tab: pd.DataFrame, st: pd.DataFrame, summary: pd.DataFrame | None = None) -> dict[str, Any]:
     """One line for the top of the report and for CI: did anything still match?
 
     Level "bad" when anything matched or the leak audit flagged a face; "warn" when
     nothing was compared (no processed frame checked, or no face found in any original
-    video: the "original" row's ``faces`` is 0) or an output reported an error; else "ok"."""
+    video: the "original" row's ``faces`` is 0), when some videos had no original face
+    found or compared (``summary``'s per-video rows: the totals would hide them), or an
+    output reported an error; else "ok"."""
     non = id_tab[id_tab.index != "original"] if not id_tab.empty else id_tab
 
     def total(df: pd.DataFrame, col: str) -> float:
@@ -690,6 +704,14 @@ def _verdict(id_tab: pd.DataFrame, st: pd.DataFrame) -> dict[str, Any]:
         level = "ok"
         text = (f"No processed frame matched the patient or the original face ({int(checked):,} frames checked across "
                 f"{len(non)} method(s)).")
+    unmeasured = _unmeasured_videos(summary) if orig_faces != 0 else []  # all of them: said above
+    if unmeasured:
+        level = "bad" if level == "bad" else "warn"
+        n_videos = int(summary["video"].nunique())
+        text += (f" Identity was not measured on {len(unmeasured)} of {n_videos} video(s): no face was found in their "
+                 "original, so none of their processed frames was compared with anything ("
+                 + ", ".join(unmeasured[:5]) + (f" and {len(unmeasured) - 5} more" if len(unmeasured) > 5 else "")
+                 + "); review them.")
     # the re-identification attack (patient among distractors): a method whose faces it
     # still ranks as the patient far above chance keeps identity, whatever the threshold says
     reid = []
@@ -724,7 +746,7 @@ def _verdict(id_tab: pd.DataFrame, st: pd.DataFrame) -> dict[str, Any]:
         text += f" {' and '.join(bits)} (see the status section)."
     return {"level": level, "text": text, "frames_checked": checked, "frames_match_patient": mp,
             "frames_match_same_place": ms, "frames_match_original": mo, "audit_leaks": audit,
-            "audit_skipped": len(skipped), "errors": errors,
+            "audit_skipped": len(skipped), "errors": errors, "videos_not_measured": unmeasured,
             "original_faces": orig_faces,
             "reidentified": [{"method": m, "attack_rank1": r1, "chance": ch, "identities": k} for m, r1, ch, k in reid]}
 
@@ -857,7 +879,7 @@ def build_report(metrics_dir: str | os.PathLike, out_html: str | os.PathLike, *,
     sec_status = _status_section(st, worst, archive, missing)
     sec_cfg = _config_section(md, face_check)
     all_missing = list(dict.fromkeys(md.notes + missing))
-    verdict = _verdict(id_tab, st)
+    verdict = _verdict(id_tab, st, summary)
 
     best = ""
     if not pose_tab.empty:
