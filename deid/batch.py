@@ -176,7 +176,7 @@ def run_batch(
                 # failure goes in the status table the report reads, so the report counts it
                 # rather than describing the other videos as the whole run; a video that
                 # succeeds now loses its earlier failure rows
-                _record_failures(r, metrics, vid)
+                _record_failures(r, metrics, vid, hide_input=pseudo)
                 if r.status != "failed":
                     outputs = {o.method: o.path for o in r.outputs}
                     outputs.update({m: str(output_path(p, vout, m, cfg.io.container, item.name or None))
@@ -198,18 +198,25 @@ def _left_out_note(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
             "give an --out outside the input folder)")
 
 
-def _record_failures(r: VideoResult, metrics: Path, video_id: str) -> None:
+def _record_failures(r: VideoResult, metrics: Path, video_id: str, hide_input: bool = False) -> None:
     """``r``'s failed rows in the evaluation's status table (none when it succeeded, which
     clears the video's earlier failures), as the archive does (store.write_failures);
     the tables are re-aggregated when this changed them.
-    A failure to write them is logged: the run's own result already says the video failed."""
+    A failure to write them is logged: the run's own result already says the video failed.
+    ``hide_input`` (io.output_names=pseudonym): the rows and their error name the video
+    by its pseudonym, not its path, as its audit records do, so the report shows none."""
     try:
         from .evaluate.store import PARTS, _partition_dir, aggregate, write_failures
         from .metrics.schemas import status_rows
 
         vdir = _partition_dir(metrics / PARTS, "status", video_id)
         before = set(vdir.glob("method=*")) if vdir.is_dir() else set()
-        write_failures(metrics, video_id, status_rows(r, video=video_id) if r.status == "failed" else [])
+        rows = status_rows(r, video=video_id) if r.status == "failed" else []
+        if hide_input:
+            for row in rows:
+                row["input_path"] = None
+                row["error"] = row["error"].replace(str(r.input), "<input>").replace(Path(r.input).name, "<input>")
+        write_failures(metrics, video_id, rows)
         if r.status == "failed" or any(not d.exists() for d in before):  # failures written or cleared
             aggregate(metrics)
     except ImportError as e:

@@ -153,3 +153,19 @@ def test_a_refused_video_is_in_the_evaluation_tables_so_the_report_counts_it(two
     assert main(["anonymize", str(two), "--out", str(out), "-m", "mask", "--evaluate", "--overwrite", *FAKES]) == 0
     st = pd.read_parquet(out / "metrics" / "status.parquet") if (out / "metrics" / "status.parquet").is_file() else None
     assert st is None or not (st["state"] == "failed").any()
+
+
+def test_a_refused_video_under_pseudonyms_is_recorded_without_its_name(two, tmp_path, capsys, monkeypatch):
+    import pandas as pd
+
+    import deid.evaluate
+
+    monkeypatch.setattr(deid.evaluate, "evaluate_outputs", lambda *a, **k: {"errors": {}})
+    (two / "c.mp4").write_bytes(b"\x00" * 4096)
+    out = tmp_path / "share"
+    assert main(["anonymize", str(two), "--out", str(out), "-m", "mask", "--evaluate",
+                 "--set", "io.output_names=pseudonym", *FAKES]) == 1
+    st = pd.read_parquet(tmp_path / "share.records" / "metrics" / "status.parquet")
+    row = st[st["state"] == "failed"].iloc[0]
+    assert row["video"] != "c" and "c.mp4" not in row["error"] and "<input>" in row["error"]
+    assert pd.isna(row["input_path"])
