@@ -171,7 +171,9 @@ def run_batch(
                 from .pipeline import output_path
 
                 metrics = make_records_folder(records, cfg.io.output_names) / "metrics"
-                vid = (item.subdir / (item.name or p.stem)).as_posix()
+                from .evaluate.store import table_video_id
+
+                vid = table_video_id((item.subdir / (item.name or p.stem)).as_posix())
                 # a video refused (the leak audit) or failed has no output to evaluate: its
                 # failure goes in the status table the report reads, so the report counts it
                 # rather than describing the other videos as the whole run; a video that

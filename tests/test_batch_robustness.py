@@ -169,3 +169,28 @@ def test_a_refused_video_under_pseudonyms_is_recorded_without_its_name(two, tmp_
     row = st[st["state"] == "failed"].iloc[0]
     assert row["video"] != "c" and "c.mp4" not in row["error"] and "<input>" in row["error"]
     assert pd.isna(row["input_path"])
+
+
+def test_a_video_whose_id_is_too_long_for_a_file_name_is_still_evaluated(tmp_path, capsys):
+    """The tables' partition folders are named after the video's id, percent-encoded: a
+    90-byte non-ASCII name (each byte three in the folder name) or a deep folder path
+    went past the 255-byte file-name limit and the evaluation failed ('File name too
+    long'). Such an id is cut, with a hash of the whole, and stays unique."""
+    import urllib.parse
+
+    import pandas as pd
+
+    from deid.evaluate.store import table_video_id
+
+    src = tmp_path / "in" / ("病棟" * 10)
+    src.mkdir(parents=True)
+    make_synthetic_video(src / (("患者" * 15) + ".mp4"), n_frames=8)
+    make_synthetic_video(src / (("患者" * 15) + "x.mp4"), n_frames=8)
+    out = tmp_path / "out"
+    rc = main(["anonymize", str(tmp_path / "in"), "--out", str(out), "-m", "mask", "--evaluate", *FAKES])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    vids = set(pd.read_parquet(out / "metrics" / "summary.parquet")["video"])
+    assert len(vids) == 2 and all("~" in v and v.startswith("病棟") for v in vids)
+    assert all(len(urllib.parse.quote(v, safe="")) <= 180 for v in vids)
+    assert table_video_id("a/clip") == "a/clip" and table_video_id(table_video_id("x" * 300)) == table_video_id("x" * 300)

@@ -162,7 +162,11 @@ def evaluate_outputs(
     processed = {str(m): str(p) for m, p in processed.items()}
     _check_methods(processed)
     original = str(original)
-    vid = video_id or Path(original).stem
+    from .store import table_video_id
+
+    vid = table_video_id(video_id or Path(original).stem)
+    if vid != (video_id or Path(original).stem):
+        log.info("%s: its id is too long for a file name; the tables name it %s", original, vid)
     out = Path(out_dir)
 
     info_o, infos, n, refused = comparable_outputs(original, processed, ev.max_frames)

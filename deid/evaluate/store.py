@@ -26,6 +26,7 @@ METRICS_DIR carries no biometric template of the patient.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -42,6 +43,27 @@ PARTS = "parts"
 PARTITIONED = ("keypoints", "identity", "perframe")
 AGGREGATED = {"summary": "summary.parquet", "status": "status.parquet", "per_keypoint": "per_keypoint.parquet",
               "clinical": "clinical.parquet"}
+
+
+_MAX_ID_BYTES = 180  # of a partition folder's quoted name; a file name holds 255 bytes
+
+
+def table_video_id(video: str) -> str:
+    """``video`` as the tables can hold it: unchanged while its percent-encoded form
+    (the partition folders' and run.json entries' names) fits a file name with room to
+    spare; else a prefix of it and a hash of the whole, so a deep folder path or a long
+    non-ASCII name (each byte of which encodes to three) is still evaluated, under an id
+    that is still unique and still reads like the video's."""
+    video = str(video)
+    if len(urllib.parse.quote(video, safe="")) <= _MAX_ID_BYTES:
+        return video
+    tag = "~" + hashlib.sha256(video.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    room, head = _MAX_ID_BYTES - len(tag), ""
+    for ch in video:
+        if len(urllib.parse.quote(head + ch, safe="")) > room:
+            break
+        head += ch
+    return head + tag
 
 
 def video_entry_path(root: str | os.PathLike, video: str) -> Path:
