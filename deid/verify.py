@@ -38,6 +38,25 @@ _RECORDS = {
 }
 
 
+def _record_by_content(p: Path) -> str | None:
+    """What deid record ``p`` is by its content, whatever its name (a report renamed
+    ``notes.html``, a summary renamed ``notes.json``); None for anything else. Reads at
+    most the first 64 KiB of a file that is not media."""
+    try:
+        with open(p, "rb") as f:
+            head = f.read(65536)
+    except OSError:
+        return None
+    text = head.decode("utf-8", "replace")
+    if '<meta name="generator" content="deid report">' in text:
+        return _RECORDS["report.html"]
+    if '"schema": "deid.report.summary/' in text or '"schema":"deid.report.summary/' in text:
+        return _RECORDS["report_summary.json"]
+    if text.lstrip().startswith("{") and '"deid_version"' in text and '"videos"' in text and '"pose_backend"' in text:
+        return _RECORDS["run.json"]
+    return None
+
+
 #: archives verify does not open (named, not inspected)
 _ARCHIVES = (".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".zst", ".7z", ".rar")
 #: FFmpeg reads text as "video" too (ANSI art): not media
@@ -268,6 +287,8 @@ def verify_folder(folder: str | os.PathLike, *, hashes: bool = True,
                           "remove it, or de-identify it, before sharing")
         elif name.lower().endswith(_ARCHIVES):
             add(WARNING, p, "an archive: what it holds was not inspected (unpack it here and verify again, or leave it out)")
+        elif (what := _record_by_content(p)) is not None:
+            add(ERROR, p, what + " (renamed); keep it with the originals, not in the folder you share")
         else:
             add(WARNING, p, "not written by deid: check it before sharing")
     for top, n in tables_in.items():

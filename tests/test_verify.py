@@ -110,3 +110,26 @@ def test_a_folder_without_de_identified_videos_is_not_ready(tmp_path, capsys):
     (tmp_path / "empty" / "notes.txt").write_text("hello")
     rep = verify_folder(tmp_path / "empty")
     assert not rep.ok and [f.what.split(":")[0] for f in rep.errors] == ["no de-identified video here"]
+
+
+def test_a_report_or_its_tables_renamed_are_still_recognised(released, tmp_path):
+    """A report renamed evaluation.html, its summary renamed notes.json, the evaluation's
+    run.json renamed: each names the inputs; they were 'not written by deid: check it'
+    warnings and the folder 'ready to share'. They are recognised by their content."""
+    from deid.report import build_report, summary_path
+    from deid.report.build import ReportOptions
+    from deid.report.testing import make_metrics_dir
+
+    out, _ = released
+    md = make_metrics_dir(tmp_path / "m", videos=("patient_a",), n_frames=8)
+    html = build_report(md, tmp_path / "r" / "report.html", options=ReportOptions(strips=False))
+    shutil.copy(html, out / "evaluation.html")
+    shutil.copy(summary_path(html), out / "notes.json")
+    shutil.copy(md / "run.json", out / "info.json")
+    (out / "readme.html").write_text("<!DOCTYPE html><html><title>about this release</title></html>")
+    rep = verify_folder(out)
+    errors = {f.path: f.what for f in rep.errors}
+    assert "the evaluation report:" in errors.get("evaluation.html", "")
+    assert "the evaluation report's summary" in errors.get("notes.json", "")
+    assert "run description" in errors.get("info.json", "")
+    assert [f.path for f in rep.warnings] == ["readme.html"] and not rep.ok
