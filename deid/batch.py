@@ -145,7 +145,17 @@ def run_batch(
                 overall.update(n)
 
             try:
+                # a swap trains for minutes on the patient's faces: an output that cannot be
+                # written (exists without --overwrite, would replace an input, unreadable
+                # video) is refused first, as a dry run would, not after the training
+                refused = None
                 if "swap" in todo and not dry_run:
+                    pre = process_video(p, vout, todo, cfg, components=comp, overwrite=overwrite, dry_run=True,
+                                        name=item.name, protect=protected, input_sha256=digest)
+                    refused = pre if pre.status == "failed" else None
+                if refused is not None:
+                    r = refused
+                elif "swap" in todo and not dry_run:
                     t_train = time.perf_counter()
                     with _swap_session(p, cfg, out) as swap_anon:
                         t_train = time.perf_counter() - t_train

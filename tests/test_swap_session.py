@@ -310,3 +310,32 @@ def test_the_cli_refuses_a_swap_workdir_inside_the_output_folder(tmp_path):
         with _swap_session(tmp_path / "v.mp4", cfg, out):
             pass
     assert not any((out / "models").glob("deid-swap-*"))
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_the_patient_model_is_trained(material, tmp_path, capsys, monkeypatch):
+    """An existing swap output without --overwrite fails at once: no minutes of training on
+    the patient's faces (and no patient data in a work folder) for an output refused after."""
+    import deid.batch
+    from deid.cli import main
+
+    work, out = tmp_path / "work", tmp_path / "out"
+    out.mkdir()
+    (out / f"{material['clip'].path.stem}.swap.mp4").write_bytes(b"an earlier output")
+    trained = []
+    real = deid.batch._swap_session
+
+    def spy(*a, **k):
+        trained.append(a)
+        return real(*a, **k)
+
+    monkeypatch.setattr(deid.batch, "_swap_session", spy)
+    args = ["anonymize", str(material["clip"].path), "--out", str(out), "--method", "swap,blur", "--donor", "donor-ok", "--no-progress"]
+    for s in ("detect.backend=color", "track.pose_fallback=false", "audit.identity_backend=patch", "swap.landmarks=synthetic",
+              "swap.preset=tiny", "swap.max_steps=3", "swap.max_minutes=0", "swap.donor_pretrain_minutes=0",
+              f"swap.donor_library={material['lib'].root}", f"swap.workdir={work}"):
+        args += ["--set", s]
+    assert main(args) == 1
+    assert "output exists" in capsys.readouterr().err
+    assert trained == [], "the patient's model was trained for an output that was then refused"
+    assert not work.exists() or list(work.iterdir()) == []
+    assert not (out / f"{material['clip'].path.stem}.blur.mp4").exists()
