@@ -339,3 +339,37 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_patient_model_is
     assert trained == [], "the patient's model was trained for an output that was then refused"
     assert not work.exists() or list(work.iterdir()) == []
     assert not (out / f"{material['clip'].path.stem}.blur.mp4").exists()
+
+
+def test_swap_train_resume_refuses_another_donor_and_keeps_every_patient_video_in_the_record(material, tmp_path, monkeypatch, capsys):
+    """A kept model's record names the donor whose consent its later use is checked
+    against: a --resume against another donor would leave weights trained on the first
+    donor's face under the second donor's name (the first's revocation then never
+    refuses it). The videos of every run stay in the record."""
+    from deid.cli import main
+    from deid.testing import make_synthetic_video
+
+    lib = DonorLibrary(tmp_path / "donors")
+    frames = write_synthetic_donor(tmp_path / "donor_frames", n=16, width=320, height=240)
+    for name in ("donor-a", "donor-b"):
+        lib.add(name, [frames], Consent.parse(CONSENT.format(exp="2099-01-01")))
+    monkeypatch.setenv("DEID_DONORS", str(lib.root))
+    out = tmp_path / "model"
+    more = make_synthetic_video(tmp_path / "visit2.mp4", n_frames=26, width=320, height=240)
+
+    def train(video, donor, *extra):
+        return main(["swap", "train", "--patient", str(video), "--donor", donor, "--out", str(out), "--steps", "2", "--preset", "tiny",
+                     "--no-progress", "--set", "swap.max_minutes=0", "--set", "detect.backend=color", "--set", "audit.identity_backend=patch",
+                     "--set", "swap.landmarks=synthetic", "--set", "swap.donor_pretrain_minutes=0", *extra])
+
+    assert train(material["clip"].path, "donor-a") == 0
+    first = json.loads((out / "session.json").read_text())
+    capsys.readouterr()
+    assert train(material["clip"].path, "donor-b", "--resume", "--steps", "4") == 1
+    err = capsys.readouterr().err
+    assert "trained against donor 'donor-a'" in err and "Traceback" not in err
+    assert json.loads((out / "session.json").read_text()) == first, "the refused resume left the record as it was"
+    assert train(more.path, "donor-a", "--resume", "--steps", "4") == 0
+    info = json.loads((out / "session.json").read_text())
+    assert info["donor"] == "donor-a" and info["train_steps"] == 4
+    assert info["patient_inputs_sha256"][0] == first["patient_inputs_sha256"][0] and len(info["patient_inputs_sha256"]) == 2

@@ -138,6 +138,7 @@ def train_patient_model(
     reference embeddings, (pre-trained) initialisation, training. Returns the session
     info also written to ``out_dir/session.json``."""
     from ..detect import build_detector
+    from ..pipeline import sha256_file
     from .align import build_landmarker
     from .donors import DonorLibrary, donor_faceset
     from .faceset import extract_faceset
@@ -149,6 +150,20 @@ def train_patient_model(
     donor = lib.get(sc.donor)  # ConsentError before any patient data is read
     spec = resolve_spec(sc)
     out = Path(out_dir)
+    resume_from = out / CHECKPOINT if resume and (out / CHECKPOINT).is_file() else None
+    trained_on = [sha256_file(v) for v in videos]  # which videos the model is of (a kept model's later use)
+    if resume_from is not None:
+        # the weights carry every donor and patient they were trained on: a resume against
+        # another donor would leave a model of that donor's face whose record names (and
+        # whose later use checks the consent of) only the new one
+        prev = _read_session(out)
+        if prev.get("donor") and prev["donor"] != donor.name:
+            raise InvalidInputError(f"{out}: its model was trained against donor {prev['donor']!r}, not {donor.name!r}; "
+                                    f"resume with --donor {prev['donor']}, or train a new model in a new folder")
+        trained_on = list(dict.fromkeys(list(prev.get("patient_inputs_sha256") or []) + trained_on))
+    # recorded before training, so that an interrupted training's folder says whose it is
+    (out / SESSION_FILE).write_text(json.dumps({"donor": donor.name, "patient_inputs_sha256": trained_on,
+                                                "donor_consent_sha256": donor.consent.sha256}, indent=1))
     detector = detector or build_detector(cfg)
     landmarker = landmarker or build_landmarker(sc.landmarks)
     t0 = time.perf_counter()
@@ -170,13 +185,10 @@ def train_patient_model(
             )
             pretrain_donor(donor, cfg, minutes=sc.donor_pretrain_minutes, detector=detector, landmarker=landmarker, device=device, progress=progress)
         init = p if p.is_file() else None
-    resume_from = out / CHECKPOINT if resume and (out / CHECKPOINT).is_file() else None
     res = fit(data, sc, out, report=report, resume_from=resume_from, init_from=None if resume_from else init, device=device, spec=spec, progress=progress)
-    from ..pipeline import sha256_file
-
     info = {
         "donor": donor.name,
-        "patient_inputs_sha256": [sha256_file(v) for v in videos],  # which videos the model is of (a kept model's later use)
+        "patient_inputs_sha256": trained_on,  # every video the weights were trained on (resumes included)
         "donor_consent_sha256": donor.consent.sha256,
         "donor_kind": donor.consent.kind,
         "preset": sc.preset,
@@ -197,6 +209,14 @@ def train_patient_model(
     (out / SESSION_FILE).write_text(json.dumps(info, indent=1))
     _private_tree(out)
     return info
+
+
+def _read_session(d: Path) -> dict[str, Any]:
+    try:
+        info = json.loads((d / SESSION_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
 def check_kept_model(model_dir: str | os.PathLike, cfg: Any, videos: Sequence[str | os.PathLike] = ()) -> dict[str, Any]:
