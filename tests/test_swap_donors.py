@@ -146,3 +146,26 @@ def test_cli_donor_add_list_check(tmp_path, capsys, monkeypatch):
     (tmp_path / "lib" / "old" / "consent.yaml").write_text(GOOD.replace("2027-06-01", "2021-01-01"))
     assert main(["donor", "check", "old"]) == 1
     assert "expired" in capsys.readouterr().err
+
+
+def test_cli_donor_add_overwrite_that_fails_keeps_the_donor_it_was_to_replace(tmp_path, capsys, monkeypatch):
+    """`donor add --overwrite` with material that has too few usable faces used to delete the
+    registered donor (consent record, media, cache) before refusing the new one."""
+    monkeypatch.setenv("DEID_DONORS", str(tmp_path / "lib"))
+    frames = write_synthetic_donor(tmp_path / "frames", n=8)
+    assert main(["donor", "add", "sam", "--frames", str(frames), "--consent-by", "Sam Roe", "--expires", "2099-01-01"]) == 0
+    d = tmp_path / "lib" / "sam"
+    before = sorted(str(p.relative_to(d)) for p in d.rglob("*"))
+    consent = (d / "consent.yaml").read_text()
+    capsys.readouterr()
+    few = write_synthetic_donor(tmp_path / "few", n=3)
+    rc = main(["donor", "add", "sam", "--frames", str(few), "--consent-by", "Someone Else", "--expires", "2099-01-01", "--overwrite"])
+    assert rc == 1 and "3 usable face(s)" in capsys.readouterr().err
+    assert (d / "consent.yaml").read_text() == consent and sorted(str(p.relative_to(d)) for p in d.rglob("*")) == before
+    assert sorted(p.name for p in (tmp_path / "lib").iterdir()) == ["sam"], "no replaced copy left beside it"
+    assert main(["donor", "check", "sam"]) == 0 and "Sam Roe" in capsys.readouterr().out
+    # a successful overwrite replaces it
+    more = write_synthetic_donor(tmp_path / "more", n=9)
+    assert main(["donor", "add", "sam", "--frames", str(more), "--consent-by", "Sam Roe", "--expires", "2099-06-01", "--overwrite"]) == 0
+    assert "9 usable faces" in capsys.readouterr().out
+    assert len(list((d / "media").iterdir())) == 9 and sorted(p.name for p in (tmp_path / "lib").iterdir()) == ["sam"]

@@ -185,16 +185,20 @@ def run_donor_add(args: argparse.Namespace) -> int:
     )
     lib = DonorLibrary(args.library)
     consent = Consent.parse(text, f"consent for {args.name}")
-    donor = lib.add(args.name, media, consent, link=args.link, overwrite=args.overwrite)
-    if not args.no_face_check:
+    faces: list[int] = []
+    cfg = _cfg(args, [])
+
+    def check_faces(d) -> None:
         from .donors import check_donor_faces
 
-        try:
-            n = check_donor_faces(donor, _cfg(args, []))
-        except Exception:
-            lib.remove(donor.name)  # nothing half-registered: a donor that cannot be used is not listed
-            raise
-        print(f"donor {donor.name}: {n} usable faces (extracted and cached for training)")
+        faces.append(check_donor_faces(d, cfg))
+
+    # nothing half-registered: a donor that cannot be used is not listed, and one it was to
+    # replace (--overwrite) stays as it was
+    donor = lib.add(args.name, media, consent, link=args.link, overwrite=args.overwrite,
+                    check=None if args.no_face_check else check_faces)
+    if faces:
+        print(f"donor {donor.name}: {faces[0]} usable faces (extracted and cached for training)")
     print(f"added donor {donor.name}: {len(donor.media)} file(s), consent by {consent.who} until {consent.expires}")
     if args.pretrain_minutes > 0:
         from .pretrain import pretrain_donor

@@ -46,9 +46,10 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import yaml
 
@@ -270,7 +271,8 @@ class DonorLibrary:
     def names(self) -> list[str]:
         found = []
         if self.root.is_dir():
-            found = [p.name for p in self.root.iterdir() if p.is_dir() and ((p / CONSENT_FILE).exists() or (p / MEDIA_DIR).is_dir())]
+            found = [p.name for p in self.root.iterdir()
+                     if NAME_RE.match(p.name) and p.is_dir() and ((p / CONSENT_FILE).exists() or (p / MEDIA_DIR).is_dir())]
         return sorted(set(found) | set(BUILTIN_DONORS))
 
     def path(self, name: str) -> Path:
@@ -310,9 +312,13 @@ class DonorLibrary:
         *,
         link: bool = False,
         overwrite: bool = False,
+        check: Callable[[Donor], Any] | None = None,
     ) -> Donor:
         """Create ``<root>/<name>`` with the consent record and the donor's media
-        (copied, or symlinked with ``link``). The consent must be valid today."""
+        (copied, or symlinked with ``link``). The consent must be valid today.
+        ``check(donor)`` (e.g. :func:`check_donor_faces`) runs on the new donor before the
+        add counts: when it raises, the new donor is removed and a donor it was to replace
+        (``overwrite``) is put back as it was, consent record, media and cache."""
         from .faceset import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_media
 
         if name in BUILTIN_DONORS:
@@ -324,19 +330,33 @@ class DonorLibrary:
         files = [p for p in list_media(media) if p.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS]
         for f in files:  # before anything is copied: an error names the user's file, not the library's copy
             _check_media(f, f.suffix.lower() in IMAGE_EXTENSIONS)
-        if d.exists():
-            shutil.rmtree(d)
-        (d / MEDIA_DIR).mkdir(parents=True)
-        for k, f in enumerate(files):
-            dst = d / MEDIA_DIR / f"{k:04d}_{f.name}"
-            if link:
-                dst.symlink_to(f.resolve())
-            else:
-                shutil.copy2(f, dst)
-        tmp = d / (CONSENT_FILE + ".part")
-        tmp.write_text(consent.to_yaml(), encoding="utf-8")
-        os.replace(tmp, d / CONSENT_FILE)
-        return self.get(name)
+        old = None
+        if d.exists():  # kept aside until the new donor is complete and checked
+            old = Path(tempfile.mkdtemp(prefix=f".{name}.replaced-", dir=self.root))
+            os.replace(d, old / name)
+        try:
+            (d / MEDIA_DIR).mkdir(parents=True)
+            for k, f in enumerate(files):
+                dst = d / MEDIA_DIR / f"{k:04d}_{f.name}"
+                if link:
+                    dst.symlink_to(f.resolve())
+                else:
+                    shutil.copy2(f, dst)
+            tmp = d / (CONSENT_FILE + ".part")
+            tmp.write_text(consent.to_yaml(), encoding="utf-8")
+            os.replace(tmp, d / CONSENT_FILE)
+            donor = self.get(name)
+            if check is not None:
+                check(donor)
+        except BaseException:
+            shutil.rmtree(d, ignore_errors=True)
+            if old is not None:
+                os.replace(old / name, d)
+                shutil.rmtree(old, ignore_errors=True)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return donor
 
     def remove(self, name: str) -> None:
         """Delete a donor's folder (consent record, media copies, cache); not a built-in one."""
