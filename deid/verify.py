@@ -8,7 +8,9 @@ container metadata; and nothing in the folder may name
 the inputs or show their frames (an archive's ``status.parquet``, the evaluation's
 tables, the HTML report: records, which belong with the originals). Any other file whose
 bytes FFmpeg decodes as a picture is raw media whatever its name (a video renamed
-``.bin``, a photo), and a symbolic link to a folder is an error (what it holds is not
+``.bin``, a photo), so is a face-swap model or face set (a zip whose members say so, by
+its bytes) and everything in a folder that holds one (reference embeddings, the session
+record), and a symbolic link to a folder is an error (what it holds is not
 checked); only such files are probed, so a big folder of outputs costs no more.
 
 Findings are errors (the folder should not be shared as it is) or warnings (a person
@@ -97,6 +99,31 @@ def _media(p: Path) -> str | None:
             return f"{kind} ({s.codec_context.name} {w}x{h})"
     except Exception:  # noqa: BLE001 - does not open as media: not media (text, tables, anything else)
         return None
+
+
+def _swap_part(p: Path) -> str | None:
+    """What part of a face-swap model ``p``'s bytes are, whatever its name: a deid swap
+    checkpoint (``deid swap train``, ``swap.keep_model``, a donor's pre-training) or a face
+    set (aligned face crops); else None. Both are zip files (torch.save, numpy.savez), so
+    only zip files are opened, and of them only the member list and the pickle's bytes."""
+    import zipfile
+
+    from .swap.train import FORMAT
+
+    try:
+        if not p.is_file() or not zipfile.is_zipfile(p):
+            return None
+        with zipfile.ZipFile(p) as z:
+            names = z.namelist()
+            if "crops.npy" in names:
+                return ("aligned face crops (a face-swap face set): pictures of a person's face, with the paths of the "
+                        "videos they came from")
+            pickles = [n for n in names if n == "data.pkl" or n.endswith("/data.pkl")]
+            if pickles and z.getinfo(pickles[0]).file_size < (64 << 20) and FORMAT.encode() in z.read(pickles[0]):
+                return "a face-swap model: its decoders can re-create the faces it was trained on (a patient's, a donor's)"
+    except Exception:  # noqa: BLE001 - not a readable zip: not a swap model
+        return None
+    return None
 
 
 @dataclass(frozen=True)
@@ -261,6 +288,10 @@ def verify_folder(folder: str | os.PathLike, *, hashes: bool = True,
         if t not in tables:
             add(WARNING, v, "no frames table beside it (<name>.frames.parquet: every frame's decision)")
     tables_in: dict[Path, int] = {}  # an evaluation's metrics/ folder -> its files (one finding for all)
+    # a patient's face-swap model and what its folder holds beside it (face crops, reference
+    # embeddings, a preview of the patient's face, the session record): biometric data
+    swap_parts = {p: what for p in files if p not in known and not p.is_symlink() and (what := _swap_part(p))}
+    model_dirs = {p.parent for p in swap_parts}
     for p in files:
         if p in known:
             continue
@@ -268,6 +299,11 @@ def verify_folder(folder: str | os.PathLike, *, hashes: bool = True,
         parts = p.relative_to(root).parts
         if PARTIAL_MARK in name:
             add(ERROR, p, "an unfinished temporary of an interrupted run (deid deletes it at its next run in this folder)")
+        elif p in swap_parts:
+            add(ERROR, p, f"{swap_parts[p]}; it must not leave with the outputs (keep it private, or delete it)")
+        elif model_dirs.intersection(p.parents):
+            add(ERROR, p, "part of a face-swap model's folder (reference embeddings of a face, a preview of it, the "
+                          "record of whose model it is): it must not leave with the outputs")
         elif "metrics" in parts[:-1] and p.suffix in (".parquet", ".json", ".pkl"):  # the evaluation's kinds of file
             top = root.joinpath(*parts[:parts.index("metrics") + 1])
             tables_in[top] = tables_in.get(top, 0) + 1

@@ -133,3 +133,32 @@ def test_a_report_or_its_tables_renamed_are_still_recognised(released, tmp_path)
     assert "the evaluation report's summary" in errors.get("notes.json", "")
     assert "run description" in errors.get("info.json", "")
     assert [f.path for f in rep.warnings] == ["readme.html"] and not rep.ok
+
+
+def test_a_face_swap_model_in_the_folder_is_not_ready_to_share(released, tmp_path):
+    """A patient's swap model folder (`deid swap train --out`, swap.keep_model) copied in
+    with the outputs: the model re-creates the patient's face, the face set holds their
+    aligned face crops (and the videos' paths), references.npy their embeddings. verify
+    called them "not written by deid" warnings and the folder ready to share."""
+    import numpy as np
+
+    from deid.swap.faceset import FaceSet
+    from deid.swap.testing import train_tiny_model
+
+    out, _ = released
+    model = train_tiny_model(tmp_path / "model", steps=1)
+    (out / "p017" / "faces").mkdir(parents=True)
+    for f in ("model.pt", "session.json"):
+        shutil.copy(model / f, out / "p017" / f)
+    np.save(out / "p017" / "references.npy", np.zeros((3, 128), np.float32))
+    fs = FaceSet(np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 68, 2), np.float32), np.zeros((2, 2, 3), np.float32),
+                 np.arange(2), np.zeros(2, int), ("/ward3/Doe_John.mp4",))
+    fs.save(out / "p017" / "faces" / "patient.npz")
+    shutil.copy(out / "p017" / "model.pt", out / "backup.bin")  # renamed, on its own
+    rep = verify_folder(out)
+    assert not rep.ok
+    errors = {f.path: f.what for f in rep.errors}
+    assert "face-swap model" in errors["p017/model.pt"] and "face-swap model" in errors["backup.bin"]
+    assert "face crops" in errors["p017/faces/patient.npz"]
+    assert "face-swap model's folder" in errors["p017/references.npy"] and "face-swap model's folder" in errors["p017/session.json"]
+    assert not [f for f in rep.warnings if f.path.startswith("p017") or f.path == "backup.bin"]
