@@ -158,11 +158,16 @@ def test_faces_that_cannot_be_aligned_are_masked(converter):
     img, box = draw_frame(3, 10, W, H)
     pose_only = FaceRegion(box=pad_face_box(box, 0.3, 0.55, 0.25), source=BoxSource.POSE, track_id=1)
     tiny = FaceRegion(box=np.array([5, 5, 9, 9], np.float32), face_box=np.array([5, 5, 8, 8], np.float32), track_id=2)
+    tinier = FaceRegion(box=np.array([5, 5, 8, 8], np.float32), face_box=np.array([5, 5, 7, 7], np.float32), track_id=2)
     anon.apply(img, [pose_only])  # one face a frame: the patient (single-person clip)
     anon.apply(img, [tiny])
+    anon.apply(img, [tinier])
     s = anon.stats()
-    assert s["faces_masked_swap_failed"] == 2 and s["faces_swapped"] == 0
+    assert s["faces_masked_swap_failed"] == 3 and s["faces_swapped"] == 0
     assert "head placed from body keypoints only" in s["swap_failed_reasons"]
+    # one key for every face too small, whatever its size (not one per measured tenth of a pixel)
+    small = {k: v for k, v in s["swap_failed_reasons"].items() if k.startswith("face too small")}
+    assert list(small.values()) == [2], s["swap_failed_reasons"]
 
 
 def test_no_faces_returns_an_unchanged_copy_and_reset_clears_counts(converter):

@@ -159,7 +159,9 @@ def align(pts68: np.ndarray, size: int) -> Alignment:
     five = five_points(pts)
     iod = float(np.linalg.norm(five[1] - five[0]))
     if iod < MIN_EYE_DISTANCE:
-        return Alignment(bad.matrix, pts, size, False, f"face too small (eye distance {iod:.1f} px)")
+        # one wording whatever the size: the reason is a key of the audit record's
+        # swap_failed_reasons (the measured size made one key per tenth of a pixel)
+        return Alignment(bad.matrix, pts, size, False, f"face too small (eye distance under {MIN_EYE_DISTANCE:g} px)")
     m = umeyama(five, template(size), FIT_WEIGHTS)
     if not np.all(np.isfinite(m)) or matrix_scale(m) <= 1e-6:
         return Alignment(bad.matrix, pts, size, False, "degenerate warp")
