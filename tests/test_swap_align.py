@@ -72,7 +72,7 @@ def test_align_refuses_landmarks_that_are_not_a_face():
     junk[30] = (60, 280)  # nose far below and beside the eyes
     junk[48], junk[54] = (290, 10), (10, 290)
     a = A.align(junk, 64)
-    assert not a.ok and "residual" in a.why
+    assert not a.ok and a.why == f"landmarks do not fit a face (residual over {A.MAX_FIT_RESIDUAL:g} of the crop)"  # one key, not one a value
 
 
 def test_warp_then_unwarp_recovers_the_crop_region():

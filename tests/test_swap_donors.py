@@ -148,6 +148,35 @@ def test_cli_donor_add_list_check(tmp_path, capsys, monkeypatch):
     assert "expired" in capsys.readouterr().err
 
 
+def test_cli_donor_add_values_cannot_add_keys_to_the_consent_record(tmp_path, capsys, monkeypatch):
+    """The consent record was YAML text with the options pasted in: a newline in --notes or
+    --consent-by, or a bracket in --scope, could add keys (a second 'kind', a 'revoked'
+    flag) to it. Every value is data now, and comes back as given."""
+    import yaml
+
+    monkeypatch.setenv("DEID_DONORS", str(tmp_path / "lib"))
+    frames = write_synthetic_donor(tmp_path / "frames", n=8)
+    who, notes = "Sam Roe\nrevoked: true", "ok\nkind: public-test-material\nlicence: x"
+    rc = main(["donor", "add", "sam", "--frames", str(frames), "--consent-by", who, "--expires", "2099-01-01",
+               "--notes", notes, "--scope", "face-swap-donor, research]\nexpires: never #", "--no-face-check"])
+    assert rc == 0, capsys.readouterr().err
+    rec = yaml.safe_load((tmp_path / "lib" / "sam" / "consent.yaml").read_text())
+    assert rec["who"] == who and rec["notes"] == notes and rec["kind"] == "person" and not rec.get("revoked")
+    assert rec["scope"] == ["face-swap-donor", "research]\nexpires: never #"] and str(rec["expires"]) == "2099-01-01"
+    assert main(["donor", "check", "sam"]) == 0
+    capsys.readouterr()
+    rc = main(["donor", "add", "bad", "--frames", str(frames), "--consent-by", "B", "--expires", "2099-01-01\nrevoked: false"])
+    assert rc == 1 and "not written YYYY-MM-DD" in capsys.readouterr().err
+
+
+def test_a_revoked_written_as_a_word_is_read_as_meant():
+    from deid.swap.donors import Consent
+
+    base = "kind: person\nwho: A\ngiven: 2020-01-01\nscope: [face-swap-donor]\nexpires: 2099-01-01\n"
+    assert not Consent.parse(base + 'revoked: "no"\n').revoked and not Consent.parse(base + "revoked: false\n").revoked
+    assert Consent.parse(base + "revoked: 2026-01-01\n").revoked and Consent.parse(base + 'revoked: "yes"\n').revoked
+
+
 def test_cli_donor_add_overwrite_that_fails_keeps_the_donor_it_was_to_replace(tmp_path, capsys, monkeypatch):
     """`donor add --overwrite` with material that has too few usable faces used to delete the
     registered donor (consent record, media, cache) before refusing the new one."""

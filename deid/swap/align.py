@@ -168,7 +168,7 @@ def align(pts68: np.ndarray, size: int) -> Alignment:
     resid = transform_points(m, five) - template(size)
     rms = float(np.sqrt((FIT_WEIGHTS[:, None] * resid**2).sum() / FIT_WEIGHTS.sum()))
     if rms > MAX_FIT_RESIDUAL * size:
-        return Alignment(m, pts, size, False, f"landmarks do not fit a face (residual {rms / size:.2f} of the crop)")
+        return Alignment(m, pts, size, False, f"landmarks do not fit a face (residual over {MAX_FIT_RESIDUAL:g} of the crop)")
     return Alignment(m, pts, size, True, "")
 
 

@@ -174,15 +174,24 @@ def run_donor_add(args: argparse.Namespace) -> int:
     if REQUIRED_SCOPE not in scope:  # a consent is recorded as given, never widened
         raise ConsentError(f"--scope {args.scope!r} does not include {REQUIRED_SCOPE}: the donor's consent must cover being a "
                            f"face-swap donor (e.g. --scope {REQUIRED_SCOPE},{','.join(scope) or 'research'})")
-    text = (
-        "version: 1\nkind: person\n"
-        f"who: {_q(args.consent_by)}\n"
-        f"given: {args.given or dt.date.today().isoformat()}\n"
-        f"scope: [{', '.join(scope)}]\n"
-        f"expires: {args.expires}\n"
-        f"recorded_by: {_q(args.recorded_by)}\n"
-        f"notes: {_q(args.notes)}\n"
-    )
+    import yaml
+
+    def day(v: str, opt: str) -> str:
+        try:
+            return dt.date.fromisoformat(v.strip()).isoformat()
+        except ValueError:
+            raise ConsentError(f"{opt} {v!r}: a date that does not exist, or not written YYYY-MM-DD") from None
+
+    # every value is dumped as YAML data, never pasted into YAML text: a value with a newline
+    # or a bracket cannot add keys (an 'expires: never', a second scope) to the record
+    text = "version: 1\nkind: person\n" + yaml.safe_dump({
+        "who": args.consent_by or "",
+        "given": day(args.given, "--given") if args.given else dt.date.today().isoformat(),
+        "scope": scope,
+        "expires": day(args.expires, "--expires"),
+        "recorded_by": args.recorded_by or "",
+        "notes": args.notes or "",
+    }, sort_keys=False, allow_unicode=True)
     lib = DonorLibrary(args.library)
     consent = Consent.parse(text, f"consent for {args.name}")
     faces: list[int] = []
@@ -206,12 +215,6 @@ def run_donor_add(args: argparse.Namespace) -> int:
         p = pretrain_donor(donor, _cfg(args, []), minutes=args.pretrain_minutes)
         print(f"pre-trained: {p}")
     return 0
-
-
-def _q(s: str) -> str:
-    import json
-
-    return json.dumps(s or "")
 
 
 def run_donor_list(args: argparse.Namespace) -> int:

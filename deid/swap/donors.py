@@ -129,6 +129,14 @@ def _date(v: Any, key: str, where: str) -> dt.date | None:
         raise ConsentError(f"{where}: {key} {v!r} is not a date (use YYYY-MM-DD)") from None
 
 
+def _revoked(v: Any) -> bool:
+    """A record's ``revoked``: YAML's booleans, and the words for no (``"no"``, ``"false"``,
+    quoted or not) as not revoked; anything else set (a date, a reason) as revoked."""
+    if isinstance(v, bool) or v is None:
+        return bool(v)
+    return str(v).strip().lower() not in ("", "no", "false", "0", "off", "n")
+
+
 @dataclass(frozen=True)
 class Consent:
     """A parsed consent record; :meth:`check` says whether it allows a swap today."""
@@ -183,7 +191,7 @@ class Consent:
             recorded_by=str(d.get("recorded_by") or ""),
             source=str(d.get("source") or ""),
             licence=str(d.get("licence") or ""),
-            revoked=bool(d.get("revoked", False)),
+            revoked=_revoked(d.get("revoked", False)),
             notes=str(d.get("notes") or ""),
             sha256=hashlib.sha256(text.encode()).hexdigest(),
             where=where,
