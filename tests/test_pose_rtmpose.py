@@ -122,6 +122,51 @@ def test_keypoint_count_selects_the_mapping(tmp_path, K):
         assert int((d[:, 2] > 0).sum()) == 23  # head / neck / hip have no wholebody133 counterpart
 
 
+def test_a_detector_with_a_fixed_smaller_input_gets_that_size(tmp_path, coco17_model):
+    """rtmlib's own lightweight person detector (YOLOX-tiny) is exported at 416 x 416: the
+    boxes come from a 416 letterbox, not a 640 one onnxruntime refuses on the first frame."""
+    H, W = 240, 320  # letterbox ratio min(416/240, 416/320) = 1.3
+    dets = np.array([[26, 52, 208, 286, 0.9]], np.float32)
+    det = write_yolox_onnx(tmp_path / "yolox_tiny.onnx", dets, input_size=(416, 416))
+    est = RTMPoseEstimator(coco17_model[0], det_model_path=det)
+    np.testing.assert_allclose(est.boxes(textured(H, W)), dets[:, :4] / 1.3, atol=1e-3)
+    assert est.estimate([textured(H, W)])[0].num_persons == 1
+
+
+def test_models_of_the_wrong_kind_are_one_error_at_load(tmp_path, coco17_model):
+    """An RTMPose file given as the person detector, a detector's or a 2-D-output model
+    given as RTMPose: a ModelWeightsError naming the file and the setting when the model is
+    built, not an onnxruntime / unpacking traceback from the first frame."""
+    from onnx import TensorProto, helper
+
+    from deid.testing import ONNX_OPSET, save_onnx
+
+    path = coco17_model[0]
+    with pytest.raises(ModelWeightsError, match="rtmpose17.onnx.*YOLOX.*DEID_RTMPOSE_DET_MODEL"):
+        RTMPoseEstimator(path, det_model_path=path)
+    flat = helper.make_graph(
+        [helper.make_node("ReduceMean", ["input"], ["simcc_x"], keepdims=0, axes=[2, 3]),
+         helper.make_node("ReduceMean", ["input"], ["simcc_y"], keepdims=0, axes=[2, 3])],
+        "flat", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, IN_H, IN_W])],
+        [helper.make_tensor_value_info("simcc_x", TensorProto.FLOAT, [1, 3]),
+         helper.make_tensor_value_info("simcc_y", TensorProto.FLOAT, [1, 3])])
+    bad = save_onnx(helper.make_model(flat, opset_imports=[helper.make_opsetid("", ONNX_OPSET)]), tmp_path / "flat.onnx")
+    with pytest.raises(ModelWeightsError, match="flat.onnx.*3-D.*DEID_RTMPOSE_MODEL"):
+        RTMPoseEstimator(bad, person_boxes="frame")
+
+
+def test_a_model_failing_on_a_frame_is_one_error(tmp_path, coco17_model, monkeypatch):
+    est = RTMPoseEstimator(coco17_model[0], person_boxes="frame")
+
+    def boom(*a, **k):
+        raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT :\n Got invalid dimensions")
+
+    monkeypatch.setattr(est, "_pose", boom)
+    with pytest.raises(ModelWeightsError, match="rtmpose17.onnx.*failed on a frame.*INVALID_ARGUMENT : Got") as e:
+        est.estimate([textured(64, 64)])
+    assert "\n" not in str(e.value)
+
+
 def test_unsupported_keypoint_count(tmp_path):
     path = write_rtmpose_onnx(tmp_path / "m21.onnx", *simcc([50] * 21, [200] * 21), input_size=(IN_W, IN_H))
     with pytest.raises(ModelWeightsError, match="21 keypoints"):

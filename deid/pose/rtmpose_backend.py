@@ -16,7 +16,10 @@ module adds what rtmlib leaves to the caller:
   26 (Halpe-26: COCO + head/neck/hip + 6 foot points) or 133 (COCO-WholeBody: RTMW,
   DWPose, RTMPose-wholebody);
 - missing weights as :class:`~deid.errors.ModelWeightsError` (rtmlib would otherwise try to
-  download them).
+  download them), as are files of the wrong kind (checked at load) and a model failing on a
+  frame;
+- the person detector's input size from its file where the export fixes it (rtmlib's own
+  YOLOX-tiny is 416 x 416; rtmlib assumes 640 x 640).
 """
 
 from __future__ import annotations
@@ -62,6 +65,31 @@ def _require_file(path: str, what: str, env: str, key: str) -> str:
     if not Path(path).is_file():
         raise ModelWeightsError(f"{what} not found: {path!r}; {where}")
     return path
+
+
+def _check_yolox(det, path: str) -> None:
+    """Fit rtmlib's YOLOX to the model file: the input size an export fixes (rtmlib's own
+    lightweight YOLOX-tiny is 416 x 416; rtmlib would feed it 640 x 640 and onnxruntime
+    fail on the first frame), and an output rtmlib can decode: (1, N, 5) boxes + score
+    from an export with NMS, or (1, anchors, 5 + classes) raw, one row per anchor of
+    strides 8, 16 and 32. Anything else is one :class:`ModelWeightsError` at load."""
+    where = f"check {ENV_DET_MODEL} or evaluate.pose.det_model_path (a YOLOX person detector .onnx)"
+    inp = det.session.get_inputs()[0].shape
+    if len(inp) != 4 or (isinstance(inp[1], int) and inp[1] != 3):
+        raise ModelWeightsError(f"{path!r} takes input {list(inp)}; a YOLOX detector takes (1, 3, H, W); {where}")
+    if all(isinstance(v, int) and v > 0 for v in inp[2:]):
+        det.model_input_size = (int(inp[2]), int(inp[3]))  # rtmlib's YOLOX: (h, w)
+    out = det.session.get_outputs()[0].shape
+    last = out[-1] if len(out) == 3 else None
+    ok = isinstance(last, int) and last >= 5
+    if ok and last > 5 and isinstance(out[1], int):
+        h, w = det.model_input_size[:2]
+        ok = out[1] == sum((h // s) * (w // s) for s in (8, 16, 32))
+    if not ok:
+        raise ModelWeightsError(
+            f"{path!r} outputs {list(out)}; a YOLOX detector outputs (1, N, 5) boxes with scores (exported with NMS, "
+            f"as rtmlib's) or (1, anchors, 5 + classes) for its {det.model_input_size[0]}x{det.model_input_size[1]} input; {where}"
+        )
 
 
 class RTMPoseEstimator:
@@ -112,7 +140,12 @@ class RTMPoseEstimator:
             raise ModelWeightsError(
                 f"{model!r} has {len(outs)} outputs; an RTMPose SimCC export has two (simcc_x, simcc_y)"
             )
-        k = outs[0].shape[1] if len(outs[0].shape) == 3 else None
+        if any(len(o.shape) != 3 for o in outs):
+            raise ModelWeightsError(
+                f"{model!r} outputs shapes {[list(o.shape) for o in outs]}; an RTMPose SimCC export has two 3-D "
+                "outputs (1, K, 2W) and (1, K, 2H); check DEID_RTMPOSE_MODEL or evaluate.pose.model_path"
+            )
+        k = outs[0].shape[1]
         if isinstance(k, int) and k not in KEYPOINT_MAPS:
             raise ModelWeightsError(f"{model!r} predicts {k} keypoints; supported: {sorted(KEYPOINT_MAPS)}")
 
@@ -126,7 +159,9 @@ class RTMPoseEstimator:
                     self._det = YOLOX(det, model_input_size=tuple(int(v) for v in det_input_size),
                                       score_thr=float(det_score), backend="onnxruntime", device=device)
                 except Exception as e:  # noqa: BLE001
-                    raise ModelWeightsError(f"onnxruntime could not load the YOLOX model {det!r}: {e}") from e
+                    raise ModelWeightsError(f"onnxruntime could not load the YOLOX model {det!r} ({type(e).__name__}: "
+                                            f"{str(e)[:200]}); check {ENV_DET_MODEL} or evaluate.pose.det_model_path") from None
+            _check_yolox(self._det, det)
         elif person_boxes == "mediapipe":
             from .mediapipe_backend import MediapipePoseEstimator
 
@@ -136,6 +171,12 @@ class RTMPoseEstimator:
         self.keep_outside = bool(keep_outside)
         self._lock = threading.Lock()
 
+    def _failed(self, what: str, path: str, e: Exception) -> ModelWeightsError:
+        env, key = (ENV_DET_MODEL, "evaluate.pose.det_model_path") if what == "YOLOX" else (ENV_MODEL, "evaluate.pose.model_path")
+        msg = " ".join(str(e).split())[:300]
+        return ModelWeightsError(f"the {what} model {path!r} failed on a frame ({type(e).__name__}: {msg}); "
+                                 f"check {env} or {key}")
+
     # -- person boxes
     def boxes(self, frame: np.ndarray) -> np.ndarray:
         """(N, 4) xyxy person boxes for one RGB frame, from the configured source."""
@@ -143,7 +184,10 @@ class RTMPoseEstimator:
         if self.person_boxes == "frame":
             return np.array([[0, 0, w, h]], np.float32)
         if self._det is not None:
-            b = np.asarray(self._det(np.ascontiguousarray(frame[..., ::-1])), np.float32).reshape(-1, 4)
+            try:
+                b = np.asarray(self._det(np.ascontiguousarray(frame[..., ::-1])), np.float32).reshape(-1, 4)
+            except Exception as e:  # noqa: BLE001 - onnxruntime / rtmlib's decoding on a model of another shape
+                raise self._failed("YOLOX", self.det_model_path, e) from None
         else:
             b = np.zeros((0, 4), np.float32)
             kp = self._mp.estimate([frame])[0]
@@ -164,7 +208,10 @@ class RTMPoseEstimator:
                 if len(boxes) == 0:
                     out.append(empty())
                     continue
-                xy, scores = self._pose(np.ascontiguousarray(f), bboxes=[list(map(float, b)) for b in boxes])
+                try:
+                    xy, scores = self._pose(np.ascontiguousarray(f), bboxes=[list(map(float, b)) for b in boxes])
+                except Exception as e:  # noqa: BLE001 - onnxruntime / rtmlib's decoding on a model of another shape
+                    raise self._failed("RTMPose", self.model_path, e) from None
                 xy = np.asarray(xy, np.float32).reshape(len(boxes), -1, 2)
                 scores = np.asarray(scores, np.float32).reshape(len(boxes), -1)
                 mapping = KEYPOINT_MAPS.get(xy.shape[1])
