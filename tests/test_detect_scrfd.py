@@ -215,3 +215,17 @@ def test_boxes_are_clipped_to_the_frame(det):
     box, _ = expected_face(240, 320, (0, 0))
     assert box[0] < 0 and box[1] < 0
     np.testing.assert_allclose(d.boxes[0], [0, 0, box[2], box[3]], atol=1.0)
+
+
+def test_a_model_failing_on_a_frame_is_one_error(tiny_scrfd_path, monkeypatch):
+    from deid.errors import ModelWeightsError
+
+    d = build_detector(name="scrfd", model_path=tiny_scrfd_path)
+
+    def boom(*a, **k):
+        raise ValueError("operands could not be broadcast together\n with shapes (800,2) (400,4)")
+
+    monkeypatch.setattr(d._m, "detect", boom)
+    with pytest.raises(ModelWeightsError, match="tiny_scrfd.onnx failed on a frame.*broadcast.*DEID_SCRFD_MODEL") as e:
+        d.detect([np.zeros((64, 64, 3), np.uint8)])
+    assert "\n" not in str(e.value)

@@ -202,3 +202,32 @@ def test_the_leak_audit_can_use_arcface_with_its_own_threshold(monkeypatch, tiny
     comp = Components.build(cfg, [])
     assert comp.identity.name == "arcface"
     assert effective_threshold(comp.identity, cfg.audit.threshold) == pytest.approx(0.72)
+
+
+def test_arcface_rejects_a_model_whose_output_is_not_an_embedding(tmp_path):
+    """A 112 x 112-input net that outputs an image (a restoration or parsing model) is routed
+    to ArcFaceONNX by InsightFace; it must fail at load naming the file, not with a reshape
+    traceback on the first face."""
+    from onnx import TensorProto, helper
+
+    from deid.testing import ONNX_OPSET, save_onnx
+
+    g = helper.make_graph([helper.make_node("Identity", ["data"], ["out"])], "image_out",
+                          [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, 112, 112])],
+                          [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3, 112, 112])])
+    path = save_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", ONNX_OPSET)]), tmp_path / "gfpgan.onnx")
+    with pytest.raises(ModelWeightsError, match=r"gfpgan.onnx: outputs \[1, 3, 112, 112\], not an embedding.*DEID_ARCFACE_MODEL"):
+        IDENTITY_ENCODERS.create("arcface", model_path=str(path))
+
+
+def test_arcface_failing_on_a_face_is_one_error(encoder, monkeypatch):
+    if encoder.name != "arcface":
+        pytest.skip("ArcFace only")
+
+    def boom(*a, **k):
+        raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION :\n Non-zero status code")
+
+    monkeypatch.setattr(encoder._model, "get_feat", boom)
+    with pytest.raises(ModelWeightsError, match="failed on a face.*RUNTIME_EXCEPTION : Non-zero.*DEID_ARCFACE_MODEL") as e:
+        encoder.embed([textured_frame()], [GOOD])
+    assert "\n" not in str(e.value)

@@ -40,6 +40,7 @@ class ScrfdDetector:
                                     "check detect.model_path or DEID_SCRFD_MODEL")
         m.prepare(ctx_id=-1, input_size=(input_size, input_size), det_thresh=float(min_score))
         self._m = m
+        self.model_path = path
         self._lock = threading.Lock()
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
@@ -48,7 +49,12 @@ class ScrfdDetector:
             for frame in frames:
                 h, w = frame.shape[:2]
                 bgr = np.ascontiguousarray(frame[:, :, ::-1])
-                dets, kps = self._m.detect(bgr, max_num=0)
+                try:
+                    dets, kps = self._m.detect(bgr, max_num=0)
+                except Exception as e:  # noqa: BLE001 - onnxruntime, or InsightFace decoding outputs of another shape
+                    msg = " ".join(str(e).split())[:300]
+                    raise ModelWeightsError(f"SCRFD model {self.model_path} failed on a frame ({type(e).__name__}: "
+                                            f"{msg}); check detect.model_path or DEID_SCRFD_MODEL") from None
                 if dets is None or len(dets) == 0:
                     out.append(Detections.empty())
                     continue

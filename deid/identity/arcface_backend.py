@@ -91,8 +91,15 @@ class ArcFaceIdentityEncoder:
                 "1x3x112x112 and a single embedding output"
             )
         self._model = model
-        shape = model.output_shape
-        self.dim = int(shape[-1]) if isinstance(shape[-1], int) else 512
+        shape = list(model.output_shape)
+        # an embedding: (N, D), or (N, D, 1, 1) from some exports; an image-shaped output
+        # (a restoration or parsing net that takes 112 x 112 too) is not one
+        if len(shape) < 2 or any(not (isinstance(v, int) and v == 1) for v in shape[2:]):
+            raise ModelWeightsError(
+                f"{path}: outputs {shape}, not an embedding vector; an ArcFace recognition model outputs (1, 512) "
+                f"(input 1x3x112x112); check {ENV_VAR} or {CONFIG_KEY}"
+            )
+        self.dim = int(shape[1]) if isinstance(shape[1], int) else 512
         self.threshold = float(threshold)
         self.min_face_size = float(min_face_size)
         self.batch_size = max(1, int(batch_size))
@@ -140,10 +147,15 @@ class ArcFaceIdentityEncoder:
         """Aligned crops -> (n, dim) float32, batched when the model's batch axis is
         dynamic, one by one when it is fixed at 1 (as many exported ArcFaces are)."""
         batch_dim = self._model.input_shape[0]
-        if isinstance(batch_dim, int) and batch_dim == 1:
-            feats = [np.asarray(self._model.get_feat(c)).reshape(-1) for c in crops]
-            return np.asarray(feats, np.float32).reshape(len(crops), self.dim)
-        return np.asarray(self._model.get_feat(crops), np.float32).reshape(len(crops), self.dim)
+        try:
+            if isinstance(batch_dim, int) and batch_dim == 1:
+                feats = [np.asarray(self._model.get_feat(c)).reshape(-1) for c in crops]
+                return np.asarray(feats, np.float32).reshape(len(crops), self.dim)
+            return np.asarray(self._model.get_feat(crops), np.float32).reshape(len(crops), self.dim)
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises several types; a reshape of another output size
+            msg = " ".join(str(e).split())[:300]
+            raise ModelWeightsError(f"ArcFace model {self.model_path} failed on a face ({type(e).__name__}: {msg}); "
+                                    f"check {ENV_VAR} or {CONFIG_KEY}") from None
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return cosine_distance(np.asarray(a).reshape(-1, self.dim), np.asarray(b).reshape(-1, self.dim))

@@ -431,9 +431,16 @@ class OpenPoseEstimator:
         canvas, net_size, scale = _net_input(frame, self.input_height, self.input_width)
         blob = cv2.dnn.blobFromImage(canvas, 1.0 / 256.0, None, (128.0, 128.0, 128.0), swapRB=False, crop=False)
         with self._lock:
-            net = self._nets.get(blob.shape[2:])
-            net.setInput(blob)
-            out = net.forward()
+            try:
+                net = self._nets.get(blob.shape[2:])
+                net.setInput(blob)
+                out = net.forward()
+            except cv2.error as e:  # e.g. an export with a fixed input of another size, or not a pose network
+                msg = " ".join(str(e).split())[:300]
+                raise ModelWeightsError(
+                    f"OpenPose model {self.model_path!r} failed on a {blob.shape[3]}x{blob.shape[2]} network input "
+                    f"({msg}); check {ENV_MODEL} or evaluate.pose.model_path"
+                ) from None
         out = np.asarray(out, np.float32)
         if out.ndim != 4 or out.shape[0] != 1:
             raise ModelWeightsError(f"OpenPose model {self.model_path!r} returned shape {out.shape}; expected (1, C, H/8, W/8)")
