@@ -321,12 +321,29 @@ def test_a_gcs_address_where_nothing_listens_is_refused_in_seconds(monkeypatch):
 # ----------------------------------------------------------------------------- 7. no GPU for a CPU pose model
 
 
-def test_archive_configs_reserve_gpus_for_pose_only_with_a_gpu_backend():
+def test_archive_configs_reserve_no_gpu_for_pose():
+    """Every pose backend runs on the CPU (rtmpose too: onnxruntime's CPU provider), so a
+    GPU reservation for the pose actors only makes them wait for GPU nodes."""
     repo = Path(__file__).resolve().parents[1]
     for f in sorted((repo / "configs").glob("archive*.yaml")):
         cfg = load_config(f)
-        if cfg.evaluate.pose.backend != "rtmpose":
-            assert cfg.ray.num_gpus_pose == 0, f"{f.name}: {cfg.evaluate.pose.backend} runs on the CPU; its actors would wait for GPUs"
+        assert cfg.ray.num_gpus_pose == 0, f"{f.name}: {cfg.evaluate.pose.backend} runs on the CPU; its actors would wait for GPUs"
+
+
+def test_the_onnx_pose_backend_asks_for_the_cpu_only(tmp_path):
+    """What docs/ray.md and the README say: RTMPose (and its YOLOX) run on onnxruntime's
+    CPU provider, whatever GPUs Ray reserves."""
+    pytest.importorskip("onnx")
+    import numpy as np
+
+    from deid.pose.rtmpose_backend import RTMPoseEstimator
+    from deid.pose.testing import write_rtmpose_onnx, write_yolox_onnx
+
+    m = write_rtmpose_onnx(tmp_path / "r.onnx", np.zeros((1, 17, 384), np.float32), np.zeros((1, 17, 512), np.float32))
+    d = write_yolox_onnx(tmp_path / "y.onnx", np.zeros((1, 5), np.float32))
+    est = RTMPoseEstimator(m, det_model_path=d)
+    assert est._pose.session.get_providers() == ["CPUExecutionProvider"]
+    assert est._det.session.get_providers() == ["CPUExecutionProvider"]
 
 
 # ----------------------------------------------------------------------------- 8. relative paths in a submitted job; .rayignore
