@@ -250,3 +250,14 @@ def test_multi_person_pose_checks_in_the_tracker(tmp_path, coco17_model, monkeyp
     (o,) = [o for o in obs if o.index == 0]
     assert len(o.faces) == 1 and len(o.head_boxes) == 1
     np.testing.assert_allclose(o.head_boxes[0], heads[1], atol=1e-3)  # the second person's head
+
+
+def test_the_evaluation_names_where_the_person_boxes_came_from(tmp_path, coco17_model):
+    """RTMPose's numbers depend on its person detector as much as on itself: run.json, the
+    printed table and the report name both (the YOLOX file, or MediaPipe's boxes)."""
+    from deid.evaluate.models import pose_info
+
+    det = write_yolox_onnx(tmp_path / "yolox_m_humanart.onnx", np.array([[20, 40, 220, 400, 0.95]], np.float32))
+    info = pose_info("rtmpose", RTMPoseEstimator(coco17_model[0], det_model_path=det))
+    assert info["model"] == "rtmpose17.onnx, person boxes: YOLOX yolox_m_humanart.onnx"
+    assert pose_info("rtmpose", RTMPoseEstimator(coco17_model[0], person_boxes="frame"))["model"].endswith("the whole frame")

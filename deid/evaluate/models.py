@@ -53,6 +53,15 @@ def pose_info(name: str, estimator: Any) -> dict[str, str]:
     else:
         path = getattr(estimator, "model_path", "") or ""
         model = os.path.basename(str(path)) if path else type(estimator).__name__
+        # a top-down model's numbers depend on where its person boxes came from as much as
+        # on the model: name the detector too (RTMPose on YOLOX boxes or on MediaPipe's)
+        boxes = getattr(estimator, "person_boxes", "")
+        if boxes == "yolox":
+            model += f", person boxes: YOLOX {os.path.basename(str(getattr(estimator, 'det_model_path', '')))}"
+        elif boxes == "mediapipe":
+            model += ", person boxes: MediaPipe Pose (one person a frame)"
+        elif boxes == "frame":
+            model += ", person boxes: the whole frame"
     return {"name": name, "model": model, "version": _version(_POSE_DISTS.get(name, ()))}
 
 
