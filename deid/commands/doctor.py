@@ -90,11 +90,23 @@ def _end_to_end(cfg, comp):
 
 
 def _evaluation_models(cfg):
-    """The evaluation's pose estimator, recogniser and face detectors (deid evaluate)."""
+    """The evaluation's pose estimator, recogniser and face detectors (deid evaluate),
+    built and run on a synthetic frame: a user's model file can load and still fail on
+    its first input (an export fixed at another size, a file of another kind)."""
     from ..evaluate.models import EvalModels
+    from ..testing import draw_frame
 
-    EvalModels.build(cfg)
-    return f"pose {cfg.evaluate.pose.backend}, identity {cfg.evaluate.identity.backend}, attacker's detector {cfg.evaluate.face_detector}"
+    mdl = EvalModels.build(cfg)
+    frame, box = draw_frame(0, 1, 320, 240)
+    mdl.estimator.estimate([frame])
+    if hasattr(mdl.estimator, "reset"):
+        mdl.estimator.reset()
+    mdl.encoder.embed([frame], [box[None]])
+    mdl.detector.detect([frame])
+    if mdl.locator is not None:
+        mdl.locator.detect([frame])
+    return (f"pose {mdl.pose['name']} ({mdl.pose['model']}), identity {mdl.identity['name']} ({mdl.identity['model']}), "
+            f"attacker's detector {cfg.evaluate.face_detector}; ran on a synthetic frame")
 
 
 def _dlib():
