@@ -42,6 +42,12 @@ def test_an_optional_model_variable_pointing_nowhere_is_shown_not_failed(monkeyp
     assert "optional model files" in OPTIONAL
     monkeypatch.delenv("DEID_RTMPOSE_MODEL")
     assert _check("optional model files", _optional_models)["ok"]
+    # the person detector and the Caffe prototxt are user files too
+    for var in ("DEID_RTMPOSE_DET_MODEL", "DEID_OPENPOSE_PROTO"):
+        monkeypatch.setenv(var, "/nonexistent/file")
+        r = _check("optional model files", _optional_models)
+        assert not r["ok"] and f"{var}=/nonexistent/file MISSING" in r["detail"]
+        monkeypatch.delenv(var)
 
 
 def test_doctor_reports_a_bad_configuration(capsys):

@@ -159,7 +159,8 @@ def _ray():
 
 
 def _optional_models():
-    env = ["DEID_SCRFD_MODEL", "DEID_ARCFACE_MODEL", "DEID_OPENPOSE_MODEL", "DEID_RTMPOSE_MODEL"]
+    env = ["DEID_SCRFD_MODEL", "DEID_ARCFACE_MODEL", "DEID_OPENPOSE_MODEL", "DEID_OPENPOSE_PROTO", "DEID_RTMPOSE_MODEL",
+           "DEID_RTMPOSE_DET_MODEL"]
     parts = []
     for e in env:
         v = os.environ.get(e)
