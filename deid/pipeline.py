@@ -262,11 +262,17 @@ class Components:
             # keep_outside: a head cut off by the frame edge still gets its (clipped) box
             pose = POSE_ESTIMATORS.create(cfg.track.pose_backend, keep_outside=True)
         more_people = prebuilt.get("more_people")
+        # MediaPipe's pose models report one person a frame, and so does RTMPose without a
+        # person detector of its own (it takes MediaPipe's one person as its box)
+        single_person = (cfg.track.pose_backend in ("mediapipe_pose", "mediapipe_holistic")
+                         or getattr(pose, "person_boxes", "") == "mediapipe")
+        if single_person and cfg.track.pose_backend == "rtmpose" and prebuilt.get("pose") is None:
+            log.warning("track.pose_backend=rtmpose without a person detector (DEID_RTMPOSE_DET_MODEL): it places one "
+                        "person's head a frame, on MediaPipe's box; set DEID_RTMPOSE_DET_MODEL to a YOLOX .onnx for every person")
         if (more_people is None and cfg.track.pose_fallback and cfg.track.pose_more_people > 0 and cfg.track.pose_check_every > 0
-                and cfg.track.pose_backend in ("mediapipe_pose", "mediapipe_holistic") and prebuilt.get("pose") is None):
-            # MediaPipe's pose models report one person a frame: a still-image pose instance
-            # beside the tracking one looks for more with the ones found blacked out
-            # (deid.track.people)
+                and single_person and prebuilt.get("pose") is None):
+            # a still-image pose instance beside the tracking one looks for more people with
+            # the ones found blacked out (deid.track.people)
             from .registry import POSE_ESTIMATORS
             from .track.people import MaskedRepeat
 

@@ -261,3 +261,21 @@ def test_the_evaluation_names_where_the_person_boxes_came_from(tmp_path, coco17_
     info = pose_info("rtmpose", RTMPoseEstimator(coco17_model[0], det_model_path=det))
     assert info["model"] == "rtmpose17.onnx, person boxes: YOLOX yolox_m_humanart.onnx"
     assert pose_info("rtmpose", RTMPoseEstimator(coco17_model[0], person_boxes="frame"))["model"].endswith("the whole frame")
+
+
+def test_the_tracker_without_a_person_detector_keeps_the_further_people_search(coco17_model, monkeypatch, caplog):
+    """track.pose_backend=rtmpose with DEID_RTMPOSE_MODEL but no DEID_RTMPOSE_DET_MODEL:
+    RTMPose then sees MediaPipe's one person a frame, so the search for further people
+    (which only ran for the mediapipe backends) must run as with the default, and the
+    user is told that the detector is missing; with a detector it is not needed."""
+    from deid.config import Config
+    from deid.pipeline import Components
+
+    monkeypatch.setenv("DEID_RTMPOSE_MODEL", str(coco17_model[0]))
+    monkeypatch.delenv("DEID_RTMPOSE_DET_MODEL", raising=False)
+    cfg = Config().replace("track.pose_backend=rtmpose", "audit.leak_check=false")
+    with caplog.at_level("WARNING", logger="deid.pipeline"):
+        comp = Components.build(cfg, [])
+    assert comp.pose.person_boxes == "mediapipe"
+    assert comp.more_people is not None
+    assert "without a person detector (DEID_RTMPOSE_DET_MODEL)" in caplog.text
