@@ -229,3 +229,15 @@ def test_a_model_failing_on_a_frame_is_one_error(tiny_scrfd_path, monkeypatch):
     with pytest.raises(ModelWeightsError, match="tiny_scrfd.onnx failed on a frame.*broadcast.*DEID_SCRFD_MODEL") as e:
         d.detect([np.zeros((64, 64, 3), np.uint8)])
     assert "\n" not in str(e.value)
+
+
+def test_scrfd_as_the_evaluations_attacker_reads_detect_model_path(tiny_scrfd_path, monkeypatch):
+    """evaluate.face_detector=scrfd: the attacker's detector loads the file named in
+    detect.model_path (what its error message asks for), not only $DEID_SCRFD_MODEL."""
+    from deid.config import Config
+    from deid.evaluate.models import EvalModels
+
+    monkeypatch.delenv("DEID_SCRFD_MODEL", raising=False)
+    cfg = Config().replace("evaluate.face_detector=scrfd", f"detect.model_path={tiny_scrfd_path}", "evaluate.locate_faces=none")
+    mdl = EvalModels.build(cfg)
+    assert mdl.detector.name == "scrfd" and mdl.detector.model_path == tiny_scrfd_path

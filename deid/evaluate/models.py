@@ -110,6 +110,8 @@ class EvalModels:
         det_kw = {"upsample": ev.face_upsample, "max_side": 960} if ev.face_detector.startswith("dlib") else {}
         if ev.face_detector == "dlib_hog":
             det_kw["threads"] = 0  # two threads where the process may use two CPUs (same boxes)
+        if ev.face_detector == "scrfd" and cfg.detect.model_path:
+            det_kw["model_path"] = cfg.detect.model_path  # the user's file, as its error message says
         det = prebuilt.get("detector") or build_detector(None, name=ev.face_detector, **det_kw)
         loc_name = cfg.detect.backend if ev.locate_faces == "pipeline" else ev.locate_faces
         if "locator" in prebuilt:
