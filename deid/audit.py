@@ -290,12 +290,21 @@ def leak_audit(
         "mean_distance_same_place": round(float(np.mean(d_same_all)), 4) if d_same_all else None,
         "threshold": thr,
         "null_margin": margin,
-        "attacker": f"dlib HOG detector + {getattr(identity, 'name', type(identity).__name__)} identity encoder",
+        "attacker": attacker_name(identity),
         # lines of text at the same place in most of the output's sampled frames (a
         # device's name banner or clock that anonymize.fixed_regions does not cover)
         "text_regions": text,
         "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def attacker_name(identity: Any) -> str:
+    """The audit's attacker as its record names it: the detector and the recogniser, with
+    the recogniser's model file where it is the user's (ArcFace comes from
+    $DEID_ARCFACE_MODEL, which no config records)."""
+    name = getattr(identity, "name", type(identity).__name__)
+    path = getattr(identity, "model_path", "") or ""
+    return f"dlib HOG detector + {name} identity encoder" + (f" ({os.path.basename(str(path))})" if path else "")
 
 
 #: frames of the output the text check reads (from the audit's sample, evenly spaced)

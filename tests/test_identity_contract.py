@@ -231,3 +231,12 @@ def test_arcface_failing_on_a_face_is_one_error(encoder, monkeypatch):
     with pytest.raises(ModelWeightsError, match="failed on a face.*RUNTIME_EXCEPTION : Non-zero.*DEID_ARCFACE_MODEL") as e:
         encoder.embed([textured_frame()], [GOOD])
     assert "\n" not in str(e.value)
+
+
+def test_the_audit_record_names_the_recognisers_model_file(tiny_arcface_path):
+    """audit.identity_backend=arcface loads $DEID_ARCFACE_MODEL, which no config records:
+    the audit record's attacker names the file its leak numbers came from."""
+    from deid.audit import attacker_name
+
+    enc = IDENTITY_ENCODERS.create("arcface", model_path=str(tiny_arcface_path))
+    assert attacker_name(enc) == "dlib HOG detector + arcface identity encoder (tiny_arcface.onnx)"
