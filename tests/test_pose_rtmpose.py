@@ -279,3 +279,17 @@ def test_the_tracker_without_a_person_detector_keeps_the_further_people_search(c
     assert comp.pose.person_boxes == "mediapipe"
     assert comp.more_people is not None
     assert "without a person detector (DEID_RTMPOSE_DET_MODEL)" in caplog.text
+
+
+def test_a_raw_multi_class_detector_gives_people_only(tmp_path, coco17_model):
+    """A COCO-80 YOLOX exported without NMS: rtmlib keeps every class's boxes, so a chair
+    (class 56) became a "person" to pose; only class 0 is a person box."""
+    from deid.pose.testing import write_yolox_raw_onnx
+
+    det = write_yolox_raw_onnx(tmp_path / "yolox_s_coco.onnx", [(32, 5, 5, 4, 8, 0), (32, 14, 5, 4, 4, 56)])
+    est = RTMPoseEstimator(coco17_model[0], det_model_path=det)
+    # a 640 x 640 frame: no letterbox; the person at cell (5, 5) of stride 32, 4 x 8 cells
+    np.testing.assert_allclose(est.boxes(textured(640, 640)), [[112, 48, 240, 304]], atol=1e-3)
+    only = write_yolox_raw_onnx(tmp_path / "yolox_person.onnx", [(32, 5, 5, 4, 8, 0)], classes=1)
+    np.testing.assert_allclose(RTMPoseEstimator(coco17_model[0], det_model_path=only).boxes(textured(640, 640)),
+                               [[112, 48, 240, 304]], atol=1e-3)

@@ -67,12 +67,17 @@ def _require_file(path: str, what: str, env: str, key: str) -> str:
     return path
 
 
-def _check_yolox(det, path: str) -> None:
+def _check_yolox(det, path: str) -> int:
     """Fit rtmlib's YOLOX to the model file: the input size an export fixes (rtmlib's own
     lightweight YOLOX-tiny is 416 x 416; rtmlib would feed it 640 x 640 and onnxruntime
     fail on the first frame), and an output rtmlib can decode: (1, N, 5) boxes + score
     from an export with NMS, or (1, anchors, 5 + classes) raw, one row per anchor of
-    strides 8, 16 and 32. Anything else is one :class:`ModelWeightsError` at load."""
+    strides 8, 16 and 32. Anything else is one :class:`ModelWeightsError` at load.
+
+    Returns the number of classes of a raw export (0 for one with NMS, whose boxes are
+    people already): rtmlib keeps a raw export's boxes of *every* class (a COCO-80 YOLOX
+    would make chairs and cars "people"), so :meth:`RTMPoseEstimator.boxes` keeps class 0
+    (person) itself."""
     where = f"check {ENV_DET_MODEL} or evaluate.pose.det_model_path (a YOLOX person detector .onnx)"
     inp = det.session.get_inputs()[0].shape
     if len(inp) != 4 or (isinstance(inp[1], int) and inp[1] != 3):
@@ -90,6 +95,10 @@ def _check_yolox(det, path: str) -> None:
             f"{path!r} outputs {list(out)}; a YOLOX detector outputs (1, N, 5) boxes with scores (exported with NMS, "
             f"as rtmlib's) or (1, anchors, 5 + classes) for its {det.model_input_size[0]}x{det.model_input_size[1]} input; {where}"
         )
+    classes = int(last) - 5 if last > 5 else 0
+    if classes > 1:
+        det.det_mode = "multiclass"  # (boxes, class ids): RTMPoseEstimator.boxes keeps the people
+    return classes
 
 
 class RTMPoseEstimator:
@@ -150,6 +159,7 @@ class RTMPoseEstimator:
             raise ModelWeightsError(f"{model!r} predicts {k} keypoints; supported: {sorted(KEYPOINT_MAPS)}")
 
         self._det = None
+        self._det_classes = 0
         self._mp = None
         if person_boxes == "yolox":
             from rtmlib import YOLOX
@@ -161,7 +171,7 @@ class RTMPoseEstimator:
                 except Exception as e:  # noqa: BLE001
                     raise ModelWeightsError(f"onnxruntime could not load the YOLOX model {det!r} ({type(e).__name__}: "
                                             f"{str(e)[:200]}); check {ENV_DET_MODEL} or evaluate.pose.det_model_path") from None
-            _check_yolox(self._det, det)
+            self._det_classes = _check_yolox(self._det, det)
         elif person_boxes == "mediapipe":
             from .mediapipe_backend import MediapipePoseEstimator
 
@@ -185,7 +195,11 @@ class RTMPoseEstimator:
             return np.array([[0, 0, w, h]], np.float32)
         if self._det is not None:
             try:
-                b = np.asarray(self._det(np.ascontiguousarray(frame[..., ::-1])), np.float32).reshape(-1, 4)
+                found = self._det(np.ascontiguousarray(frame[..., ::-1]))
+                if self._det_classes > 1:  # a raw multi-class export: people only (COCO class 0)
+                    found, cls = found
+                    found = np.asarray(found, np.float32).reshape(-1, 4)[np.asarray(cls).reshape(-1) == 0]
+                b = np.asarray(found, np.float32).reshape(-1, 4)
             except Exception as e:  # noqa: BLE001 - onnxruntime / rtmlib's decoding on a model of another shape
                 raise self._failed("YOLOX", self.det_model_path, e) from None
         else:

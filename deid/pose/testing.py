@@ -18,7 +18,7 @@ import numpy as np
 
 from ..testing import ONNX_OPSET, save_onnx
 
-__all__ = ["write_openpose_onnx", "write_rtmpose_onnx", "write_yolox_onnx", "openpose_maps"]
+__all__ = ["write_openpose_onnx", "write_rtmpose_onnx", "write_yolox_onnx", "write_yolox_raw_onnx", "openpose_maps"]
 
 
 def _gate_nodes(helper, inp: str, threshold: float = 0.05, gain: float = 10.0):
@@ -161,6 +161,36 @@ def write_yolox_onnx(path: str | Path, dets: np.ndarray, input_size: Sequence[in
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, h, w])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, list(d.shape))],
         inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)], producer_name="deid-tests")
+    return save_onnx(model, path)
+
+
+def write_yolox_raw_onnx(path: str | Path, objects: Sequence[tuple[int, int, int, float, float, int]],
+                         size: int = 640, classes: int = 80) -> Path:
+    """A "YOLOX" exported without NMS (mmdet's raw head): output (1, anchors, 5 + classes),
+    one row per anchor of strides 8, 16 and 32 (x, y offsets in cells, log w, log h,
+    objectness, class scores). ``objects``: (stride, grid x, grid y, width in cells, height
+    in cells, class id); such an object decodes to the box centred at (grid + 0.5) * stride
+    of size (w, h) * stride in the ``size`` x ``size`` letterboxed input."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    n = sum((size // s) ** 2 for s in (8, 16, 32))
+    out = np.zeros((1, n, 5 + classes), np.float32)
+    out[..., 2:4] = -10.0
+    base = {8: 0, 16: (size // 8) ** 2, 32: (size // 8) ** 2 + (size // 16) ** 2}
+    for s, gx, gy, w, h, c in objects:
+        i = base[s] + gy * (size // s) + gx
+        out[0, i, :5] = [0.5, 0.5, np.log(w), np.log(h), 0.95]
+        out[0, i, 5 + c] = 0.95
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["images"], ["m"], keepdims=0),
+         helper.make_node("Mul", ["m", "zero"], ["z"]),
+         helper.make_node("Add", ["raw", "z"], ["output"])],
+        "tiny_yolox_raw",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, list(out.shape))],
+        [numpy_helper.from_array(out, "raw"), numpy_helper.from_array(np.zeros((), np.float32), "zero")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)], producer_name="deid-tests")
     return save_onnx(model, path)
