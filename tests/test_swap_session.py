@@ -373,3 +373,32 @@ def test_swap_train_resume_refuses_another_donor_and_keeps_every_patient_video_i
     info = json.loads((out / "session.json").read_text())
     assert info["donor"] == "donor-a" and info["train_steps"] == 4
     assert info["patient_inputs_sha256"][0] == first["patient_inputs_sha256"][0] and len(info["patient_inputs_sha256"]) == 2
+
+
+def test_a_donor_who_is_the_patient_is_refused(tmp_path, monkeypatch):
+    """A donor registered from the patient's own video, or whose faces are the patient's:
+    a swap onto the patient's face de-identifies nothing (qa: 173 of 200 faces of such a
+    blurry early model passed the gate). Refused before training; another person passes."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    import deid.evaluate.references as refs
+    from deid.errors import InvalidInputError
+    from deid.pipeline import sha256_file
+    from deid.swap.session import check_donor_is_not_patient
+    from deid.testing import make_synthetic_video
+
+    patient = make_synthetic_video(tmp_path / "patient.mp4", n_frames=6).path
+    other = make_synthetic_video(tmp_path / "other.mp4", n_frames=7).path
+    ident = SimpleNamespace(threshold=0.6, distance=lambda a, b: np.linalg.norm(a[:, None] - b[None], axis=-1))
+    me = np.zeros((4, 3), np.float32)
+    with pytest.raises(InvalidInputError, match="patient's own video"):
+        check_donor_is_not_patient(SimpleNamespace(name="d", media=(Path(patient),)), [sha256_file(patient)], me, ident, None)
+    donor = SimpleNamespace(name="d", media=(Path(other),))
+    monkeypatch.setattr(refs, "identity_embeddings", lambda *a, **k: me + 0.1)
+    with pytest.raises(InvalidInputError, match="its faces are the patient's"):
+        check_donor_is_not_patient(donor, [sha256_file(patient)], me, ident, None)
+    monkeypatch.setattr(refs, "identity_embeddings", lambda *a, **k: me + 1.0)
+    check_donor_is_not_patient(donor, [sha256_file(patient)], me, ident, None)  # another person
+    check_donor_is_not_patient(donor, [sha256_file(patient)], me[:0], ident, None)  # no references: the gate decides

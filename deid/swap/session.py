@@ -120,6 +120,43 @@ def remove_private_dir(d: str | os.PathLike) -> None:
         shutil.rmtree(p)  # second try: let the error say what could not be removed
 
 
+def check_donor_is_not_patient(donor: Any, patient_sha256: Sequence[str], references: np.ndarray, identity: Any, detector: Any,
+                               n_frames: int = 8) -> None:
+    """Refuse a donor who is the patient: its material is one of the patient's videos, or
+    its faces are the patient's (the median distance between the donor's faces and the
+    patient's reference embeddings under the recogniser's threshold). A swap onto the
+    patient's own face de-identifies nothing; the identity gate would mask most frames,
+    but a blurry early model passes it (a registration mistake, not an attack)."""
+    from ..errors import DeidError
+    from ..evaluate.references import identity_embeddings
+    from ..pipeline import sha256_file
+
+    mine = set(patient_sha256)
+    for m in donor.media:
+        if Path(m).is_file() and sha256_file(m) in mine:
+            raise InvalidInputError(f"donor {donor.name!r}: its material {Path(m).name} is the patient's own video; a swap onto "
+                                    "the patient's face de-identifies nothing: choose another donor")
+    if identity is None or len(references) == 0 or not hasattr(identity, "distance"):
+        return
+    embs = []
+    for m in list(donor.media)[:3]:
+        try:
+            e = identity_embeddings(m, identity, detector, n_frames)
+        except (DeidError, OSError) as err:  # the donor's own checks say what is wrong with its media
+            log.debug("donor %s: %s not embedded (%s)", donor.name, m, err)
+            continue
+        if len(e):
+            embs.append(np.asarray(e, np.float32))
+    if not embs:
+        return
+    d = float(np.median(identity.distance(np.concatenate(embs), np.asarray(references, np.float32))))
+    if d < float(identity.threshold):
+        raise InvalidInputError(f"donor {donor.name!r}: its faces are the patient's (median distance {d:.2f} to the patient's "
+                                f"faces, same person below {float(identity.threshold):g}); a swap onto the patient's face "
+                                "de-identifies nothing: choose another donor")
+    log.info("donor %s: median distance %.2f to the patient's faces", donor.name, d)
+
+
 def train_patient_model(
     videos: Sequence[str | os.PathLike],
     cfg: Any,
@@ -170,6 +207,7 @@ def train_patient_model(
     ext = extract_faceset(list(videos), spec.size, detector=detector, landmarker=landmarker, identity=identity, max_frames=sc.max_frames)
     t_extract = time.perf_counter() - t0
     dfaces = donor_faceset(donor, spec.size, detector=detector, landmarker=landmarker)
+    check_donor_is_not_patient(donor, trained_on, ext.references, identity, detector)
     data = TrainData(ext.faceset, dfaces)
     data.save(out / "faces")  # private dir: lets an interrupted `deid swap train` resume
     np.save(out / REFERENCES_FILE, ext.references)
