@@ -143,6 +143,20 @@ def audit_pairs(n_in: int, n_out: int, cfg: AuditConfig, rows: "FrameRows | None
     return [(int(kept[j]), j) for j in out], set(picked)
 
 
+def covered_fraction(box: np.ndarray, regions: np.ndarray) -> float:
+    """How much of ``box`` (x0, y0, x1, y1) lies inside the union of ``regions``."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    w, h = int(np.ceil(x1 - x0)), int(np.ceil(y1 - y0))
+    if w <= 0 or h <= 0:
+        return 0.0
+    grid = np.zeros((h, w), bool)
+    for r in np.asarray(regions, np.float32).reshape(-1, 4):
+        a, b = int(np.clip(np.floor(r[0] - x0), 0, w)), int(np.clip(np.ceil(r[2] - x0), 0, w))
+        c, d = int(np.clip(np.floor(r[1] - y0), 0, h)), int(np.clip(np.ceil(r[3] - y0), 0, h))
+        grid[c:d, a:b] = True
+    return float(grid.mean())
+
+
 def _audit_reference(input_path: str | Path, idx: list[int], identity: Any, plans: dict[int, FramePlan] | None,
                      min_px: float, rows: "FrameRows | None" = None, max_side: int = 1920) -> dict[str, Any]:
     """The input side of :func:`leak_audit` for the sampled frames ``idx``: the face boxes
@@ -153,7 +167,7 @@ def _audit_reference(input_path: str | Path, idx: list[int], identity: Any, plan
     idx = idx[: len(fin)]
     row_regions = rows.region_boxes(i for i in idx if not (plans and i in plans)) if rows is not None else {}
     det_in = _hog(max_side).detect(fin)
-    boxes_in, regions, origin = [], [], []
+    boxes_in, regions, origin, planned = [], [], [], []
     too_small: list[int] = []  # a frame's faces under min_px
 
     def big_enough(x: np.ndarray) -> bool:
@@ -173,12 +187,14 @@ def _audit_reference(input_path: str | Path, idx: list[int], identity: Any, plan
         boxes_in.append(np.asarray(b, np.float32).reshape(-1, 4))
         origin.append(src)
         reg = [f.box for f in plans[i].faces] if plans and i in plans else list(row_regions.get(i, ()))
+        planned.append(np.asarray(reg, np.float32).reshape(-1, 4))
         regions.append(np.asarray(reg + [pad_face_box(x, 0.3, 0.55, 0.25) for x in b], np.float32).reshape(-1, 4))
     nulls = [_null_frame(f, r) for f, r in zip(fin, regions)]
     return {
         "idx": idx,
         "boxes_in": boxes_in,
         "origin": origin,
+        "planned": planned,  # the regions the output was rendered with (whether a leaking face was missed)
         "too_small": too_small,
         "emb_in": identity.embed(fin, boxes_in) if len(fin) else [],
         "emb_null": identity.embed(nulls, boxes_in) if len(fin) else [],
@@ -249,12 +265,14 @@ def leak_audit(
     emb_any = identity.embed(fout, [d.boxes for d in det_out]) if k else []
     refs = [_valid(e) for e in emb_in if len(e)]
     refs_all = np.concatenate(refs) if refs else np.zeros((0, getattr(identity, "dim", 128)), np.float32)
+    planned = ref.get("planned") or [np.zeros((0, 4), np.float32)] * k
     leak_frames: list[int] = []
+    missed_frames: list[int] = []  # leaks of a face outside every region: the detector and tracker missed it
     faces = verifiable = dlib_faces = 0
     min_d = float("inf")
     d_same_all: list[float] = []
     for j, i in enumerate(idx):
-        leak = False
+        leak = missed = False
         a, b, n = np.asarray(emb_in[j]), np.asarray(emb_same[j]), np.asarray(emb_null[j])
         for r in range(len(a)):
             if np.isnan(a[r]).any() or np.isnan(b[r]).any():
@@ -268,13 +286,20 @@ def leak_audit(
             verifiable += dn >= thr + margin
             if d < thr and d < dn - margin:
                 leak = True
+                missed |= covered_fraction(boxes_in[j][r], planned[j]) < 0.5
         c = _valid(emb_any[j])
         if len(c) and len(refs_all):
-            d = float(identity.distance(c, refs_all).min())
+            dd = identity.distance(c, refs_all).min(axis=1)
+            d = float(dd.min())
             min_d = min(min_d, d)
-            leak |= d < thr
+            if d < thr:
+                leak = True
+                found = [b for b, e in zip(det_out[j].boxes, emb_any[j]) if np.isfinite(np.asarray(e)).all()]
+                missed |= any(covered_fraction(b, planned[j]) < 0.5 for b, x in zip(found, dd) if x < thr)
         if leak:
             leak_frames.append(int(i))
+            if missed:
+                missed_frames.append(int(i))
     text = _text_check(fout) if cfg.text_check else None
     return {
         "checked_frames": len(idx),
@@ -286,6 +311,9 @@ def leak_audit(
         "output_faces_found": int(sum(len(d) for d in det_out)),
         "leaks": len(leak_frames),
         "leak_frames": leak_frames,
+        # of those, frames where a leaking face lay outside every region (a missed face,
+        # not a weak method: a stronger blur would not have hidden it)
+        "leak_frames_missed": missed_frames,
         "min_distance": None if min_d == float("inf") else round(min_d, 4),
         "mean_distance_same_place": round(float(np.mean(d_same_all)), 4) if d_same_all else None,
         "threshold": thr,

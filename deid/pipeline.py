@@ -679,6 +679,18 @@ _STRONGER = {
 }
 
 
+def _advice(method: str, rep: dict[str, Any]) -> str:
+    """What to do about a leak: a face outside every region was missed (no method
+    strength hides it); one inside its region was not hidden enough."""
+    missed = rep.get("leak_frames_missed") or []
+    if missed:
+        return (f"In frames {missed[:10]} the face lay outside every region: the detector and tracker missed it, and a "
+                "stronger method would not hide it. Run `deid -v anonymize` and check those frames; lower "
+                "detect.min_score, or keep detect.extra (CenterFace) on more frames (detect.extra_every), or fill a "
+                "fixed place with anonymize.fixed_regions")
+    return _STRONGER.get(method, "Use a stronger method")
+
+
 def finalize_outputs(
     src: str,
     tmp: dict[str, Path],
@@ -719,7 +731,7 @@ def finalize_outputs(
             if rep["leaks"] > 0 and cfg.audit.on_leak == "fail":
                 raise LeakDetectedError(
                     f"{src}: leak audit found {rep['leaks']} face(s) in the {m} output still matching the input "
-                    f"(frames {rep['leak_frames'][:10]}); nothing was written. {_STRONGER.get(m, 'Use a stronger method')} or "
+                    f"(frames {rep['leak_frames'][:10]}); nothing was written. {_advice(m, rep)} or "
                     "set audit.on_leak=flag to keep the output for inspection"
                 )
         timings.add("leak_audit", time.perf_counter() - t_l)

@@ -239,3 +239,41 @@ def test_long_videos_get_a_denser_audit():
     assert a.for_video(90000, 0.0) == a  # no frame rate known: the fixed counts
     with pytest.raises(Exception, match="sample_per_minute"):
         Config().replace("audit.sample_per_minute=-1")
+
+
+@pytest.mark.parametrize("region, missed", [([0, 0, 70, 70], False), ([70, 0, 80, 20], True)])
+def test_a_leak_says_whether_its_face_lay_outside_every_region(monkeypatch, region, missed):
+    """A leak of a face outside every region is a missed face, and the advice 'raise the
+    blur strength' points the wrong way: the record lists such frames apart
+    (leak_frames_missed) and the refusal says to check the detection instead."""
+    import deid.audit as A
+    from deid.pipeline import _advice
+    from deid.types import Detections
+
+    frame = np.random.default_rng(1).integers(0, 255, (80, 80, 3), np.uint8)
+    monkeypatch.setattr(A, "read_frames", lambda path, idx: [frame.copy() for _ in idx])
+
+    class OneFace:
+        def detect(self, fr):
+            return [Detections(np.asarray([[5, 5, 55, 55]], np.float32), np.ones(1, np.float32)) for _ in fr]
+
+    monkeypatch.setattr(A, "_hog", lambda max_side=0: OneFace())
+
+    class Identity:  # texture as identity: a greyed (null) face has none
+        threshold = 0.6
+
+        def embed(self, fr, boxes):
+            return [np.asarray([np.full(128, f[int(b[1]):int(b[3]), int(b[0]):int(b[2])].std() / 255, np.float32) for b in bb],
+                               np.float32).reshape(-1, 128) for f, bb in zip(fr, boxes)]
+
+        def distance(self, a, b):
+            return np.linalg.norm(np.asarray(a)[:, None] - np.asarray(b)[None], axis=-1)
+
+    cfg = Config().replace("audit.sample_frames=3", "audit.risk_frames=0").audit
+    rows = FrameRows([(i, "ok", True, ["detected"], [region]) for i in range(10)])
+    rep = A.leak_audit("in.mp4", "out.mp4", cfg, Identity(), rows=rows, frame_counts=(10, 10))
+    assert rep["leaks"] == 3
+    assert (rep["leak_frames_missed"] == rep["leak_frames"]) is missed and (rep["leak_frames_missed"] == []) is not missed
+    advice = _advice("blur", rep)
+    assert ("outside every region" in advice) is missed and ("blur.strength" in advice) is not missed
+    assert A.covered_fraction(np.asarray([0, 0, 10, 10]), np.asarray([[0, 0, 5, 10], [5, 0, 10, 5]])) == 0.75
