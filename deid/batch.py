@@ -148,7 +148,7 @@ def run_batch(
                 # a swap trains for minutes on the patient's faces: an output that cannot be
                 # written (exists without --overwrite, would replace an input, unreadable
                 # video) is refused first, as a dry run would, not after the training
-                refused = None
+                refused, trained = None, False
                 if "swap" in todo and not dry_run:
                     pre = process_video(p, vout, todo, cfg, components=comp, overwrite=overwrite, dry_run=True,
                                         name=item.name, protect=protected, input_sha256=digest)
@@ -158,6 +158,7 @@ def run_batch(
                 elif "swap" in todo and not dry_run:
                     t_train = time.perf_counter()
                     with _swap_session(p, cfg, out) as swap_anon:
+                        trained = True
                         t_train = time.perf_counter() - t_train
                         comp_v = comp.with_anonymizer("swap", swap_anon)
                         r = process_video(p, vout, todo, cfg, components=comp_v, overwrite=overwrite, progress=tick,
@@ -169,7 +170,13 @@ def run_batch(
                     r = process_video(p, vout, todo, cfg, components=comp, overwrite=overwrite, dry_run=dry_run,
                                       progress=tick, name=item.name, protect=protected, input_sha256=digest)
             except DeidError as e:
-                r = VideoResult(input=str(p), status="failed", error=str(e), error_kind=e.kind)
+                msg = str(e)
+                others = [m for m in todo if m != "swap"]
+                if "swap" in todo and others and not dry_run and refused is None and not trained:
+                    # the patient's model comes first: its failure leaves the video's other
+                    # methods unrendered too, which the line must say
+                    msg += f" (the swap's training failed, so {', '.join(others)} was not rendered either: rerun with -m {','.join(others)})"
+                r = VideoResult(input=str(p), status="failed", error=msg, error_kind=e.kind)
             bar.close()
             if todo != list(methods):
                 r.skipped_methods = [m for m in methods if m not in todo]

@@ -194,3 +194,23 @@ def test_a_video_whose_id_is_too_long_for_a_file_name_is_still_evaluated(tmp_pat
     assert len(vids) == 2 and all("~" in v and v.startswith("病棟") for v in vids)
     assert all(len(urllib.parse.quote(v, safe="")) <= 180 for v in vids)
     assert table_video_id("a/clip") == "a/clip" and table_video_id(table_video_id("x" * 300)) == table_video_id("x" * 300)
+
+
+def test_a_swap_that_cannot_train_says_the_other_methods_were_not_rendered(two, tmp_path, capsys, monkeypatch):
+    import contextlib
+
+    import deid.batch
+    from deid.errors import InvalidInputError
+
+    @contextlib.contextmanager
+    def no_faces(video, cfg, out_dir=None):
+        raise InvalidInputError("the patient face set has 0 usable face(s)")
+        yield
+
+    monkeypatch.setattr(deid.batch, "_swap_session", no_faces)
+    rc = main(["anonymize", str(two / "a.mp4"), "--out", str(tmp_path / "out"), "-m", "swap,blur,mask", "--donor", "demo-carphone", *FAKES])
+    err = capsys.readouterr().err
+    assert rc == 1 and "so blur, mask was not rendered either: rerun with -m blur,mask" in err
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.mp4"))
+    rc = main(["anonymize", str(two / "a.mp4"), "--out", str(tmp_path / "out"), "-m", "swap", "--donor", "demo-carphone", *FAKES])
+    assert rc == 1 and "not rendered either" not in capsys.readouterr().err
