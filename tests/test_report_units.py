@@ -452,3 +452,33 @@ def test_verdict_warns_when_some_videos_had_no_face_to_compare():
     rows[3]["frames_match_patient"] = 1  # a match still wins
     s3 = _summary(rows)
     assert _verdict(identity_table(s3), st, s3)["level"] == "bad"
+
+
+def test_the_best_ap_card_names_every_method_of_a_tie(tmp_path):
+    """Every method at AP 0 (MediaPipe loses the person when the face is hidden): the card
+    said '0.000 (mask)', as if mask were best; a tie names them all."""
+    import pandas as pd
+
+    from deid.report import build_report
+    from deid.report.build import ReportOptions
+    from deid.report.testing import make_metrics_dir
+
+    md = make_metrics_dir(tmp_path / "m", videos=("patient_a",), n_frames=8)
+    s = pd.read_parquet(md / "summary.parquet")
+    s.loc[s["method"] != "original", "ap_overall"] = 0.0
+    methods = sorted(set(s.loc[s["method"] != "original", "method"]))
+    assert len(methods) > 1
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(md / "summary.parquet").metadata
+    pq.write_table(pa_table(s, meta), md / "summary.parquet")
+    html = build_report(md, tmp_path / "r.html", options=ReportOptions(strips=False)).read_text()
+    card = html.split("best AP overall")[0].rsplit("<b>", 1)[1]
+    assert card.startswith("0.000 (") and all(m in card for m in methods), card
+
+
+def pa_table(df, meta):
+    import pyarrow as pa
+
+    t = pa.Table.from_pandas(df, preserve_index=False)
+    return t.replace_schema_metadata({**(t.schema.metadata or {}), **(meta or {})})

@@ -885,8 +885,9 @@ def build_report(metrics_dir: str | os.PathLike, out_html: str | os.PathLike, *,
     if not pose_tab.empty:
         non = pose_tab[pose_tab.index != "original"]
         if not non.empty and np.isfinite(non["ap_overall"]).any():
-            m = non["ap_overall"].idxmax()
-            best = f"{non.loc[m, 'ap_overall']:.3f} ({m})"
+            ap = pd.to_numeric(non["ap_overall"], errors="coerce")
+            top = ap[ap == ap.max()].index.tolist()  # a tie (every method at 0) names them all
+            best = f"{ap.max():.3f} ({', '.join(map(str, top))})"
     overview = H.cards([
         ("videos", f"{len(md.video_ids):,}"),
         ("methods", ", ".join(methods) or "–"),
