@@ -402,3 +402,22 @@ def test_a_donor_who_is_the_patient_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(refs, "identity_embeddings", lambda *a, **k: me + 1.0)
     check_donor_is_not_patient(donor, [sha256_file(patient)], me, ident, None)  # another person
     check_donor_is_not_patient(donor, [sha256_file(patient)], me[:0], ident, None)  # no references: the gate decides
+
+
+@pytest.mark.parametrize("gate", ["true", "false"])
+def test_a_donor_who_is_the_patient_is_refused_with_the_gate_off_too(tmp_path, gate):
+    """The donor-is-patient check compares with the patient's reference embeddings, which
+    were taken only for the identity gate: with swap.gate=false there were none, and a
+    donor registered from another recording of the patient trained a swap onto the
+    patient's own face (docs/swap.md: refused before training, whatever the gate)."""
+    from deid.errors import InvalidInputError
+
+    clip = make_synthetic_video(tmp_path / "patient.mp4", n_frames=24, width=320, height=240)
+    again = make_synthetic_video(tmp_path / "again.mp4", n_frames=20, width=320, height=240)  # the same face, other bytes
+    lib = DonorLibrary(tmp_path / "donors")
+    lib.add("self", [again.path], Consent.parse(CONSENT.format(exp="2099-01-01")))
+    cfg = _cfg(tmp_path / "work", "self", "audit.identity_backend=patch", f"swap.gate={gate}")
+    with pytest.raises(InvalidInputError, match="its faces are the patient's"):
+        with swap_session([clip.path], cfg, detector=ColorFaceDetector(), landmarker=SyntheticLandmarker(), library=lib):
+            pass
+    assert list((tmp_path / "work").iterdir()) == []

@@ -203,6 +203,12 @@ def train_patient_model(
                                                 "donor_consent_sha256": donor.consent.sha256}, indent=1))
     detector = detector or build_detector(cfg)
     landmarker = landmarker or build_landmarker(sc.landmarks)
+    if identity is None:
+        # the patient's reference embeddings are taken whether or not the gate will use
+        # them: without them a donor who is the patient (swap.gate=false) was not refused
+        from ..registry import IDENTITY_ENCODERS
+
+        identity = IDENTITY_ENCODERS.create(cfg.audit.identity_backend)
     t0 = time.perf_counter()
     ext = extract_faceset(list(videos), spec.size, detector=detector, landmarker=landmarker, identity=identity, max_frames=sc.max_frames)
     t_extract = time.perf_counter() - t0
