@@ -421,3 +421,34 @@ def test_a_donor_who_is_the_patient_is_refused_with_the_gate_off_too(tmp_path, g
         with swap_session([clip.path], cfg, detector=ColorFaceDetector(), landmarker=SyntheticLandmarker(), library=lib):
             pass
     assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_an_interrupted_training_s_folder_is_not_a_kept_model(material, tmp_path, monkeypatch):
+    """session.json is written before training (whose folder it is, for --resume): an
+    interrupted training's folder, with its checkpoint, then passed check_kept_model as
+    a finished model (it used to have no session.json, and was refused). It is refused
+    until a resume finishes it."""
+    import deid.swap.train as T
+    from deid.errors import InvalidInputError
+    from deid.swap.session import check_kept_model, train_patient_model
+
+    monkeypatch.setenv("DEID_DONORS", str(material["lib"].root))
+    out = tmp_path / "model"
+    out.mkdir()
+    cfg = _cfg(tmp_path / "work", "donor-ok", "audit.identity_backend=patch", f"swap.donor_library={material['lib'].root}")
+    real = T.fit
+
+    def interrupted(data, sc, out_dir, **kw):
+        (Path(out_dir) / T.CHECKPOINT).write_bytes(b"a checkpoint of a few steps")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "fit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_patient_model([material["clip"].path], cfg, out, detector=ColorFaceDetector(), landmarker=SyntheticLandmarker())
+    assert json.loads((out / "session.json").read_text())["donor"] == "donor-ok"
+    with pytest.raises(InvalidInputError, match="did not finish"):
+        check_kept_model(out, cfg, [material["clip"].path])
+    monkeypatch.setattr(T, "fit", real)
+    (out / T.CHECKPOINT).unlink()
+    train_patient_model([material["clip"].path], cfg, out, detector=ColorFaceDetector(), landmarker=SyntheticLandmarker(), resume=True)
+    assert check_kept_model(out, cfg, [material["clip"].path])["donor"] == "donor-ok"

@@ -34,6 +34,8 @@ from ..errors import InvalidInputError
 log = logging.getLogger(__name__)
 
 SESSION_FILE = "session.json"
+#: ``session.json``'s "training" while a training runs (the record written before it)
+UNFINISHED = "unfinished"
 REFERENCES_FILE = "references.npy"
 
 
@@ -198,9 +200,11 @@ def train_patient_model(
             raise InvalidInputError(f"{out}: its model was trained against donor {prev['donor']!r}, not {donor.name!r}; "
                                     f"resume with --donor {prev['donor']}, or train a new model in a new folder")
         trained_on = list(dict.fromkeys(list(prev.get("patient_inputs_sha256") or []) + trained_on))
-    # recorded before training, so that an interrupted training's folder says whose it is
+    # recorded before training, so that an interrupted training's folder says whose it is;
+    # marked unfinished (check_kept_model refuses it) until the full record replaces it
     (out / SESSION_FILE).write_text(json.dumps({"donor": donor.name, "patient_inputs_sha256": trained_on,
-                                                "donor_consent_sha256": donor.consent.sha256}, indent=1))
+                                                "donor_consent_sha256": donor.consent.sha256,
+                                                "training": UNFINISHED}, indent=1))
     detector = detector or build_detector(cfg)
     landmarker = landmarker or build_landmarker(sc.landmarks)
     if identity is None:
@@ -278,6 +282,13 @@ def check_kept_model(model_dir: str | os.PathLike, cfg: Any, videos: Sequence[st
     except (OSError, ValueError) as e:
         raise ConsentError(f"{d}: no readable {SESSION_FILE} ({e}): cannot tell whose consent the model rests on; "
                            "train it again with `deid swap train`") from None
+    if not isinstance(info, dict):
+        raise ConsentError(f"{d}/{SESSION_FILE} is not a session record: cannot tell whose consent the model rests on")
+    if info.get("training") == UNFINISHED:
+        # the record written before training: an interrupted (or refused) training's
+        # checkpoint, which no finished training vouched for
+        raise InvalidInputError(f"{d}: its training did not finish (interrupted, or refused before it began); finish it "
+                                f"with `deid swap train --resume --out {d}` and the same --patient and --donor")
     donor = str(info.get("donor") or "")
     if not donor:
         raise ConsentError(f"{d}/{SESSION_FILE} names no donor: cannot check the consent the model rests on")
