@@ -371,3 +371,22 @@ def test_outputs_written_without_the_leak_audit_are_not_ok(tmp_path):
     assert v["level"] == "warn" and v["audit_skipped"] == 1 and v["audit_leaks"] == 0
     assert "leak audit did not run on 1 output(s)" in v["text"] and "patient_a / blur" in v["text"]
     assert any(m.startswith("Leak audit: 1 output(s) were written without") for m in js["missing"])
+
+
+def test_an_output_whose_leak_audit_result_is_unknown_is_not_ok(tmp_path):
+    """A skipped audit leaves the status table's leaks null, and only the audit record says
+    it was skipped: with the record out of reach (a report built away from the outputs,
+    a record removed) that null was read as 0 leaks and the verdict said OK."""
+    import pandas as pd
+
+    from deid.report.testing import write_rows
+
+    md = make_metrics_dir(tmp_path, methods=("blur", "mask"), n_frames=12, drop=("perframe",))
+    st = schemas.read_table(md / "status.parquet", "status").to_pandas()
+    st.loc[st["method"] == "blur", "leaks"] = None
+    write_rows(st.astype(object).where(pd.notna(st), None).to_dict("records"), md / "status.parquet", "status")
+    for a in tmp_path.rglob("*.blur.audit.json"):
+        a.unlink()
+    v = json.loads(summary_path(build_report(md, tmp_path / "r.html", options=ReportOptions(strips=False))).read_text())["verdict"]
+    assert v["level"] == "warn" and v["audit_unknown"] == 1 and v["audit_skipped"] == 0
+    assert "result of 1 output(s) is unknown" in v["text"] and "patient_a / blur" in v["text"]

@@ -680,6 +680,7 @@ def _verdict(id_tab: pd.DataFrame, st: pd.DataFrame, summary: pd.DataFrame | Non
         orig_faces = float(f) if np.isfinite(f) else None
     audit = total(st, "leaks")
     skipped = _audit_skipped(st)
+    unknown = _audit_unknown(st)
     errors = int((st["error"].fillna("") != "").sum()) if not st.empty else 0
     if mp + ms + mo + audit > 0:
         level = "bad"
@@ -737,6 +738,11 @@ def _verdict(id_tab: pd.DataFrame, st: pd.DataFrame, summary: pd.DataFrame | Non
         text += (f" The pipeline's leak audit did not run on {len(skipped)} output(s) (audit.leak_check was off), so "
                  "nothing re-identified them before they were written: " + ", ".join(skipped[:5])
                  + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "") + ".")
+    if unknown:
+        level = "bad" if level == "bad" else "warn"
+        text += (f" The leak audit's result of {len(unknown)} output(s) is unknown (no audit record found, and the status "
+                 "table has none), so it is not counted as 0: " + ", ".join(unknown[:5])
+                 + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "") + "; run `deid verify` on their folder.")
     if errors:
         level = "bad" if level == "bad" else "warn"
         bad = st[st["error"].fillna("") != ""]
@@ -746,9 +752,21 @@ def _verdict(id_tab: pd.DataFrame, st: pd.DataFrame, summary: pd.DataFrame | Non
         text += f" {' and '.join(bits)} (see the status section)."
     return {"level": level, "text": text, "frames_checked": checked, "frames_match_patient": mp,
             "frames_match_same_place": ms, "frames_match_original": mo, "audit_leaks": audit,
-            "audit_skipped": len(skipped), "errors": errors, "videos_not_measured": unmeasured,
+            "audit_skipped": len(skipped), "audit_unknown": len(unknown), "errors": errors, "videos_not_measured": unmeasured,
             "original_faces": orig_faces,
             "reidentified": [{"method": m, "attack_rank1": r1, "chance": ch, "identities": k} for m, r1, ch, k in reid]}
+
+
+def _audit_unknown(st: pd.DataFrame) -> list[str]:
+    """Outputs published (done, partial) whose leak-audit result nothing here gives: no
+    audit record reached (moved, or the report built away from the outputs) and no count
+    in the status table, which is what a skipped audit leaves there too ("video / method")."""
+    if st.empty or "leaks" not in st or "state" not in st:
+        return []
+    skipped = st["audit_skipped"].fillna(False).astype(bool) if "audit_skipped" in st else pd.Series(False, index=st.index)
+    sk = st[st["state"].isin(["done", "partial"]) & (st["method"].fillna("") != "")
+            & pd.to_numeric(st["leaks"], errors="coerce").isna() & ~skipped]
+    return [f"{v} / {m}" for v, m in zip(sk["video"], sk["method"])]
 
 
 def _audit_skipped(st: pd.DataFrame) -> list[str]:
