@@ -359,6 +359,12 @@ _PATH_KEY = re.compile(r"(_path|_dir|_root|^manifest|^workdir|^donor_library)$")
 _LEFT_OUT = "<path left out: io.output_names=pseudonym>"
 
 
+def hide_input_in(text: str, input_path: str | os.PathLike) -> str:
+    """``text`` (an error) with the input's path and file name replaced by ``<input>``:
+    what a pseudonymous record or status row says of its video."""
+    return text.replace(str(input_path), "<input>").replace(Path(input_path).name, "<input>")
+
+
 def _without_paths(d: Any, key: str = "") -> Any:
     """``d`` with every path left out: the values of the path-valued keys
     (:data:`_PATH_KEY`) and any other string holding a ``/`` or ``\\``; folders (the
@@ -395,7 +401,7 @@ def build_audit_record(
 
     error = res.error
     if hide and error:  # the input named by its path or by its file name alone
-        error = error.replace(res.input, "<input>").replace(Path(res.input).name, "<input>")
+        error = hide_input_in(error, res.input)
     rec = {
         "schema_version": AUDIT_SCHEMA_VERSION,
         "deid_version": __version__,

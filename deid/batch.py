@@ -225,6 +225,7 @@ def _record_failures(r: VideoResult, metrics: Path, video_id: str, hide_input: b
     ``hide_input`` (io.output_names=pseudonym): the rows and their error name the video
     by its pseudonym, not its path, as its audit records do, so the report shows none."""
     try:
+        from .audit import hide_input_in
         from .evaluate.store import PARTS, _partition_dir, aggregate, write_failures
         from .metrics.schemas import status_rows
 
@@ -234,7 +235,7 @@ def _record_failures(r: VideoResult, metrics: Path, video_id: str, hide_input: b
         if hide_input:
             for row in rows:
                 row["input_path"] = None
-                row["error"] = row["error"].replace(str(r.input), "<input>").replace(Path(r.input).name, "<input>")
+                row["error"] = hide_input_in(row["error"], r.input)
         write_failures(metrics, video_id, rows)
         if r.status == "failed" or any(not d.exists() for d in before):  # failures written or cleared
             aggregate(metrics)
@@ -312,9 +313,7 @@ def same_method_config(rec: dict, cfg: Config, method: str) -> bool:
     if rec.get("method") not in (None, method):
         return False
     if rec.get("method_config_hash"):  # recorded when it was made: exact, paths and donor included
-        from .archive import method_config_hash as mch
-
-        return rec["method_config_hash"] == mch(cfg, method)
+        return rec["method_config_hash"] == method_config_hash(cfg, method)
     stored = rec.get("config")
     if not isinstance(stored, dict):
         return False
