@@ -59,6 +59,10 @@ def _record_by_content(p: Path) -> str | None:
     return None
 
 
+#: what a face-swap model's folder holds beside the checkpoint and face sets
+#: (deid.swap.session, deid.swap.train)
+_MODEL_FOLDER_FILES = {"references.npy", "session.json", "preview.png"}
+
 #: archives verify does not open (named, not inspected)
 _ARCHIVES = (".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".zst", ".7z", ".rar")
 #: FFmpeg reads text as "video" too (ANSI art): not media
@@ -291,7 +295,11 @@ def verify_folder(folder: str | os.PathLike, *, hashes: bool = True,
     # a patient's face-swap model and what its folder holds beside it (face crops, reference
     # embeddings, a preview of the patient's face, the session record): biometric data
     swap_parts = {p: what for p in files if p not in known and not p.is_symlink() and (what := _swap_part(p))}
-    model_dirs = {p.parent for p in swap_parts}
+    # a model's folder: where its checkpoint lies, or the folder above its faces/ set
+    model_dirs = {p.parent.parent if p.parent.name == "faces" else p.parent for p in swap_parts}
+    # below the shared folder everything in a model's folder is part of it; in the shared
+    # folder itself only the files a model's folder holds (the rest gets its own finding)
+    nested = model_dirs - {root}
     for p in files:
         if p in known:
             continue
@@ -301,7 +309,7 @@ def verify_folder(folder: str | os.PathLike, *, hashes: bool = True,
             add(ERROR, p, "an unfinished temporary of an interrupted run (deid deletes it at its next run in this folder)")
         elif p in swap_parts:
             add(ERROR, p, f"{swap_parts[p]}; it must not leave with the outputs (keep it private, or delete it)")
-        elif model_dirs.intersection(p.parents):
+        elif nested.intersection(p.parents) or (root in model_dirs and (p.name in _MODEL_FOLDER_FILES or parts[0] == "faces")):
             add(ERROR, p, "part of a face-swap model's folder (reference embeddings of a face, a preview of it, the "
                           "record of whose model it is): it must not leave with the outputs")
         elif "metrics" in parts[:-1] and p.suffix in (".parquet", ".json", ".pkl"):  # the evaluation's kinds of file

@@ -162,3 +162,25 @@ def test_a_face_swap_model_in_the_folder_is_not_ready_to_share(released, tmp_pat
     assert "face crops" in errors["p017/faces/patient.npz"]
     assert "face-swap model's folder" in errors["p017/references.npy"] and "face-swap model's folder" in errors["p017/session.json"]
     assert not [f for f in rep.warnings if f.path.startswith("p017") or f.path == "backup.bin"]
+
+
+def test_a_swap_model_at_the_top_of_the_folder_does_not_take_over_other_findings(released, tmp_path):
+    """A model copied into the shared folder itself made every other file there 'part of a
+    face-swap model's folder': a renamed report or a note got the wrong reason. Only what a
+    model's folder holds is; the rest keeps its own finding."""
+    import numpy as np
+
+    from deid.swap.testing import train_tiny_model
+
+    out, _ = released
+    model = train_tiny_model(tmp_path / "model", steps=1)
+    for f in ("model.pt", "session.json"):
+        shutil.copy(model / f, out / f)
+    np.save(out / "references.npy", np.zeros((3, 128), np.float32))
+    (out / "notes.txt").write_text("hello")
+    (out / "summary.json").write_text('{\n "schema": "deid.report.summary/1"\n}')
+    rep = verify_folder(out)
+    errors = {f.path: f.what for f in rep.errors}
+    assert "face-swap model" in errors["model.pt"] and "face-swap model's folder" in errors["references.npy"]
+    assert "face-swap model's folder" in errors["session.json"]
+    assert "report's summary" in errors["summary.json"] and [f.path for f in rep.warnings] == ["notes.txt"]
