@@ -286,6 +286,7 @@ class PoseConfig:
     backend: str = "mediapipe_holistic"
     model_path: str = ""  # for openpose / rtmpose (user-supplied files)
     det_model_path: str = ""  # rtmpose person detector (optional)
+    proto_path: str = ""  # openpose Caffe prototxt (optional: else DEID_OPENPOSE_PROTO, or the one .prototxt beside the model)
     min_score: float = 0.3
 
 

@@ -125,6 +125,7 @@ def _refuse_relative_in_job_package(cfg: Any, report: str | None) -> None:
              ("swap.workdir", cfg.swap.workdir), ("detect.model_path", cfg.detect.model_path),
              ("evaluate.pose.model_path", cfg.evaluate.pose.model_path),
              ("evaluate.pose.det_model_path", cfg.evaluate.pose.det_model_path),
+             ("evaluate.pose.proto_path", cfg.evaluate.pose.proto_path),
              ("evaluate.identity.model_path", cfg.evaluate.identity.model_path)]
     bad = [f"{what} = {v!r}" for what, v in paths if v and not Path(str(v)).expanduser().is_absolute()]
     if bad:

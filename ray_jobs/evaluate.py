@@ -56,12 +56,11 @@ class PoseStage:
 
     def __init__(self, cfg_dict: dict):
         from deid.config import from_dict
-        from deid.evaluate.models import pose_info
-        from deid.registry import POSE_ESTIMATORS
+        from deid.evaluate.models import build_pose_estimator, pose_info
 
         self.cfg = from_dict(cfg_dict)
         pc = self.cfg.evaluate.pose
-        self.estimator = POSE_ESTIMATORS.create(pc.backend, model_path=pc.model_path, det_model_path=pc.det_model_path, min_score=pc.min_score)
+        self.estimator = build_pose_estimator(pc)
         self.info = pose_info(pc.backend, self.estimator)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:

@@ -206,3 +206,24 @@ def test_a_network_that_fails_on_the_frame_is_a_weights_error(tmp_path):
     with pytest.raises(ModelWeightsError, match="arcface.onnx.*failed on a .*x368 network input.*DEID_OPENPOSE_MODEL") as e:
         est.estimate([textured_frame()])
     assert "\n" not in str(e.value)
+
+
+def test_evaluate_pose_proto_path_picks_the_caffe_prototxt(tmp_path, monkeypatch):
+    """CMU's models/pose/coco/ folder holds two prototxt files: the evaluation had no key
+    for the one to use (only DEID_OPENPOSE_PROTO). evaluate.pose.proto_path is it."""
+    from deid.config import Config
+    from deid.errors import ConfigError
+    from deid.evaluate.models import build_pose_estimator
+
+    monkeypatch.delenv("DEID_OPENPOSE_PROTO", raising=False)
+    (tmp_path / "pose_iter_440000.caffemodel").write_bytes(b"\0" * 16)
+    for n in ("pose_deploy_linevec.prototxt", "pose_deploy_linevec_faster_4_stages.prototxt"):
+        (tmp_path / n).write_text("name: 'x'\n")
+    base = ["evaluate.pose.backend=openpose", f"evaluate.pose.model_path={tmp_path / 'pose_iter_440000.caffemodel'}"]
+    with pytest.raises(ModelWeightsError, match="evaluate.pose.proto_path"):
+        build_pose_estimator(Config().replace(*base).evaluate.pose)
+    want = tmp_path / "pose_deploy_linevec.prototxt"
+    est = build_pose_estimator(Config().replace(*base, f"evaluate.pose.proto_path={want}").evaluate.pose)
+    assert est.proto_path == str(want)
+    with pytest.raises(ConfigError, match="proto_path"):  # a key for openpose only
+        build_pose_estimator(Config().replace("evaluate.pose.backend=mediapipe_holistic", f"evaluate.pose.proto_path={want}").evaluate.pose)

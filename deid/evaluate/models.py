@@ -83,6 +83,15 @@ def identity_info(name: str, encoder: Any, detector_name: str, upsample: int, lo
     }
 
 
+
+def build_pose_estimator(pc: Any) -> Any:
+    """The evaluation's pose estimator from ``evaluate.pose`` (in process and in the Ray
+    job's actors alike)."""
+    from ..registry import POSE_ESTIMATORS
+
+    return POSE_ESTIMATORS.create(pc.backend, model_path=pc.model_path, det_model_path=pc.det_model_path, min_score=pc.min_score,
+                                  **({"proto_path": pc.proto_path} if pc.proto_path else {}))
+
 @dataclass
 class EvalModels:
     """The pose estimator, identity encoder, the attacker's face detector and the
@@ -99,13 +108,10 @@ class EvalModels:
     def build(cls, cfg: Any, **prebuilt: Any) -> "EvalModels":
         from ..detect import build_detector
         from ..identity import build_identity_encoder
-        from ..registry import POSE_ESTIMATORS
 
         ev = cfg.evaluate
         pc = ev.pose
-        est = prebuilt.get("estimator") or POSE_ESTIMATORS.create(
-            pc.backend, model_path=pc.model_path, det_model_path=pc.det_model_path, min_score=pc.min_score
-        )
+        est = prebuilt.get("estimator") or build_pose_estimator(pc)
         enc = prebuilt.get("encoder") or build_identity_encoder(ev.identity)
         det_kw = {"upsample": ev.face_upsample, "max_side": 960} if ev.face_detector.startswith("dlib") else {}
         if ev.face_detector == "dlib_hog":

@@ -26,7 +26,7 @@ __all__ = ["to_wholebody", "finalize", "empty", "check_frames", "keypoints_box",
 
 # Keys of ``evaluate.pose`` (deid.config.PoseConfig) that a caller may pass to any backend
 # generically; a backend that has no use for them accepts them when they are empty.
-_SHARED_CONFIG_KEYS = ("model_path", "det_model_path", "min_score")
+_SHARED_CONFIG_KEYS = ("model_path", "det_model_path", "proto_path", "min_score")
 
 
 def to_wholebody(points: np.ndarray, mapping: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -95,7 +95,7 @@ def check_extra_kwargs(kwargs: dict, who: str) -> None:
     from ..errors import ConfigError
 
     unknown = [k for k in kwargs if k not in _SHARED_CONFIG_KEYS]
-    given = [k for k in ("model_path", "det_model_path") if kwargs.get(k)]
+    given = [k for k in ("model_path", "det_model_path", "proto_path") if kwargs.get(k)]
     if unknown or given:
         raise ConfigError(
             f"{who} does not take option(s) {sorted(unknown + given)}; "

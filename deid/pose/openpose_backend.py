@@ -396,7 +396,7 @@ class OpenPoseEstimator:
             if len(sib) == 1:
                 proto = str(sib[0])
             else:
-                raise ModelWeightsError(f"Caffe model {model!r} needs its prototxt: pass proto_path or set {ENV_PROTO}")
+                raise ModelWeightsError(f"Caffe model {model!r} needs its prototxt: set evaluate.pose.proto_path or {ENV_PROTO}")
         if proto and not Path(proto).is_file():
             raise ModelWeightsError(f"OpenPose prototxt not found: {proto!r}; {where}")
         self.model_path, self.proto_path = model, proto
