@@ -308,18 +308,22 @@ def _render_and_finalize(run: Any, cfg: Any, models: Any, vids: list[str]) -> No
     from .stages import SegmentRenderer, fault_spec, finalize_task
 
     rows = []
+    wanted: set[str] = set()
     for vid in render_order({v: run.plans[v] for v in vids}):  # the most work first
         plan = run.plans[vid]
         if not plan.todo:  # every method was dropped (e.g. the swap model could not be trained)
+            # its status rows are written and its plan leaves run.plans: the wave's other
+            # videos (another of the patient's videos with a method left) still render
             _fail_plan(run, plan, "; ".join(e for _, e, _ in plan.failed) or "nothing left to render", "error")
             if models is not None:
                 models.video_finished(plan)
             continue
         blob = pickle.dumps(plan)
         rows += [{"video_id": vid, "segment": k, "plan": blob} for k in range(len(plan.segments))]
+        wanted |= set(plan.todo)
     if not rows:
         return
-    methods = sorted({m for v in vids for m in run.plans[v].todo})
+    methods = sorted(wanted)
     ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 4096))
     ds = ds.map_batches(
         SegmentRenderer,

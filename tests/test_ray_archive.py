@@ -142,3 +142,31 @@ def test_worker_killed_midway_still_gives_each_output_once(ray_cluster, archive,
     assert len(st) == 4
     for name, n in (("alpha.blur.mp4", 45), ("alpha.mask.mp4", 45), ("ward/beta.pixelate.mp4", 30)):
         assert probe(out / name).frame_count == n
+
+
+def test_a_patients_video_left_without_methods_does_not_stop_the_wave(ray_cluster, tmp_path, capsys):
+    """A patient whose swap cannot be trained (here: rows with two donors) with one video
+    that asked for the swap only and one that also asked for a blur: the first fails, the
+    second's blur is still rendered in the same wave. The wave's method list used to be
+    taken over every video of the wave after the first had left the plans: KeyError, the
+    whole run stopped with a traceback (every rerun too), the blur never rendered."""
+    from deid.testing import make_synthetic_video
+
+    root = tmp_path / "arch"
+    root.mkdir()
+    make_synthetic_video(root / "a.mp4", n_frames=20)
+    make_synthetic_video(root / "b.mp4", n_frames=22)
+    with open(root / "manifest.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["video", "patient_id", "donor", "methods"])
+        w.writerows([["a.mp4", "P9", "donor-one", "swap"], ["b.mp4", "P9", "donor-two", "swap,blur"]])
+    out = tmp_path / "out"
+    assert _main(root / "manifest.csv", out, f"swap.donor_library={tmp_path / 'donors'}") == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "KeyError" not in err, err[-2000:]
+    st = pq.read_table(out / "status.parquet").to_pandas()
+    rows = {(v, m): (s, e) for v, m, s, e in zip(st.video, st.method, st.state, st.error)}
+    assert rows[("b", "blur")][0] == "done", rows
+    assert rows[("a", "swap")][0] == "failed" and "different donors" in rows[("a", "swap")][1], rows
+    assert rows[("b", "swap")][0] == "failed" and "different donors" in rows[("b", "swap")][1], rows
+    assert _outputs(out) == ["b.blur.audit.json", "b.blur.frames.parquet", "b.blur.mp4", "status.parquet"]
