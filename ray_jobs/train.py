@@ -179,6 +179,26 @@ def pretrain_donor_task(donor_name: str, cfg_dict: dict) -> str:
 # ----------------------------------------------------------------------------- driver side
 
 
+def training_runtime_env() -> dict:
+    """The runtime environment of the training tasks: ``RAY_ADDRESS`` set to the cluster
+    this driver is connected to, inherited by everything Ray Train starts under them.
+
+    Ray Train V2's ``PlacementGroupCleaner`` (a detached actor beside each training
+    controller) asks the State API whether the controller is alive, through a client
+    that finds its cluster from ``RAY_ADDRESS`` or, without it, from the Ray processes
+    running on the machine. deid's local Ray sets no ``RAY_ADDRESS``, so on a machine
+    where another Ray runs as well (a second archive job writing to another folder,
+    someone's ``ray start --head``) the lookup failed with "Found multiple active Ray
+    instances" (a traceback at every training, the cleaner's watch gone), or took the
+    cluster of the last ``ray start`` — another cluster, where the controller is not
+    found, so the cleaner took it for dead and removed the training's placement group."""
+    import ray
+
+    return {"env_vars": {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}}
+
+
+
+
 class SwapModels:
     """The swap models of one archive run: train them, hand their folders to the plans,
     delete each as soon as its patient's videos are finished."""
@@ -237,7 +257,7 @@ class SwapModels:
     def _submit(self) -> None:
         import ray
 
-        task = ray.remote(num_cpus=0, max_retries=self.cfg.ray.max_retries)(train_patient_task)
+        task = ray.remote(num_cpus=0, max_retries=self.cfg.ray.max_retries, runtime_env=training_runtime_env())(train_patient_task)
         while self._queue and len(self._inflight) < self.cfg.ray.max_concurrent_trainings:
             patient = self._queue.pop(0)
             self._inflight[task.remote(patient, self.jobs[patient], self._settings)] = patient

@@ -415,3 +415,59 @@ def test_evaluation_says_each_video_and_the_summary_names_the_report(one_video, 
     rc = job.main(["--manifest", str(one_video), "--out", str(tmp_path / "out"), "--methods", "blur", "--evaluate", "--no-progress"])
     assert rc == 0
     assert f"archive: metrics {metrics}; report {tmp_path / 'report.html'}" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- 6. Ray Train's watchers find this job's cluster
+
+
+def test_training_tasks_name_their_cluster_to_what_ray_train_starts_under_them(monkeypatch, tmp_path):
+    """Ray Train's PlacementGroupCleaner (a detached actor started by the training
+    controller) finds the State API from RAY_ADDRESS, else from the Ray processes on the
+    machine: with a second Ray there (another archive job, someone's `ray start`) it
+    failed ("Found multiple active Ray instances") or asked the other cluster. The
+    training tasks carry RAY_ADDRESS = this cluster, and a detached actor started under
+    such a task inherits it."""
+    ray = pytest.importorskip("ray")
+    import ray_jobs.train as train
+
+    if ray.is_initialized():
+        pytest.skip("needs its own local Ray")
+    ray.init(address="local", num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING")
+    try:
+        gcs = ray.get_runtime_context().gcs_address
+        env = train.training_runtime_env()
+        assert env == {"env_vars": {"RAY_ADDRESS": gcs}}
+
+        class Watcher:  # as Ray Train starts its cleaner: detached, from inside the training's task
+            def address(self):
+                from ray._private.services import canonicalize_bootstrap_address_or_die
+
+                return os.environ.get("RAY_ADDRESS"), canonicalize_bootstrap_address_or_die(None)
+
+        def fit():
+            w = ray.remote(num_cpus=0)(Watcher).options(lifetime="detached").remote()
+            try:
+                return ray.get(w.address.remote())
+            finally:
+                ray.kill(w)
+
+        seen = ray.get(ray.remote(num_cpus=0, runtime_env=env)(fit).remote())
+        assert seen == (gcs, gcs)
+    finally:
+        ray.shutdown()
+
+    # and the archive's trainings are submitted with it
+    submitted = {}
+
+    def fake_remote(**kw):
+        submitted.update(kw)
+        return lambda fn: type("T", (), {"remote": staticmethod(lambda *a: object())})
+
+    monkeypatch.setattr(ray, "remote", fake_remote)
+    monkeypatch.setattr(train, "training_runtime_env", lambda: {"env_vars": {"RAY_ADDRESS": "127.0.0.1:1"}})
+    models = train.SwapModels.__new__(train.SwapModels)
+    models.cfg = load_config(None, ["ray.max_concurrent_trainings=1"])
+    models._queue, models._inflight, models.jobs = ["P1"], {}, {"P1": {}}
+    models._settings = {}
+    models._submit()
+    assert submitted.get("runtime_env") == {"env_vars": {"RAY_ADDRESS": "127.0.0.1:1"}}, submitted
