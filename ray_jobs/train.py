@@ -350,9 +350,35 @@ class SwapModels:
             if p.exists():
                 shutil.rmtree(p)  # second try: let the error say what could not be removed
 
+    def stop_training(self, timeout_s: float = 30.0) -> None:
+        """Cancel the trainings still running (a stopped run: Ctrl-C, SIGTERM, an error)
+        and wait until they have ended, before their folders are deleted: a training left
+        running goes on writing there — ``TrainData.save`` re-creates the model folder
+        with the patient's face crops, a checkpoint writes ``model.pt`` — until the
+        driver's Ray shuts down, which happens after the deletion. Force-cancelling a
+        training's task ends its worker process, and with it the Ray Train controller and
+        worker it owns."""
+        import ray
+
+        refs = list(getattr(self, "_inflight", None) or {})
+        if not refs:
+            return
+        for ref in refs:
+            try:
+                ray.cancel(ref, force=True, recursive=True)
+            except Exception as e:  # noqa: BLE001 - already finished, or Ray is going down
+                log.debug("cancelling a swap training: %s", e)
+        try:
+            ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        except Exception as e:  # noqa: BLE001
+            log.debug("waiting for cancelled swap trainings: %s", e)
+        self._inflight.clear()
+        self._queue = []
+
     def cleanup(self) -> None:
-        """End of the run: delete whatever is left (failed or interrupted patients), and
-        Tune's bookkeeping."""
+        """End of the run: stop the trainings still running, delete whatever is left
+        (failed or interrupted patients), and Tune's bookkeeping."""
+        self.stop_training()
         for patient in list(self.remaining):
             self._delete(patient)
         if not self.cfg.swap.keep_model:

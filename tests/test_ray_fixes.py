@@ -471,3 +471,50 @@ def test_training_tasks_name_their_cluster_to_what_ray_train_starts_under_them(m
     models._settings = {}
     models._submit()
     assert submitted.get("runtime_env") == {"env_vars": {"RAY_ADDRESS": "127.0.0.1:1"}}, submitted
+
+
+# ----------------------------------------------------------------------------- 7. a stopped run deletes models nothing writes any more
+
+
+def test_cleanup_of_a_stopped_run_stops_the_trainings_before_deleting_their_folders(tmp_path):
+    """Ctrl-C / SIGTERM while a patient trains: run_archive's clean-up deleted the model
+    folder while the training still ran (Ray is shut down only afterwards), so the
+    training could write the face crops (or model.pt) again after the deletion."""
+    ray = pytest.importorskip("ray")
+    import time
+
+    import ray_jobs.train as train
+
+    def keeps_writing(model_dir):
+        """A training that goes on writing the patient's face crops (as TrainData.save
+        does, re-creating the folder) until it is stopped."""
+        import time
+        from pathlib import Path
+
+        d = Path(model_dir) / "faces"
+        while True:
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "patient.npz").write_bytes(b"faces")
+            time.sleep(0.05)
+
+    if ray.is_initialized():
+        pytest.skip("needs its own local Ray")
+    ray.init(address="local", num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING")
+    try:
+        model_dir = tmp_path / "storage" / "models" / "swap-x"
+        models = train.SwapModels.__new__(train.SwapModels)
+        models.cfg = load_config(None, [])
+        models.storage = tmp_path / "storage"
+        models.jobs = {"P1": {"model_dir": str(model_dir), "name": "swap-x"}}
+        models.remaining = {"P1": {"v"}}
+        ref = ray.remote(num_cpus=0, max_retries=0)(keeps_writing).remote(str(model_dir))
+        models._inflight, models._queue = {ref: "P1"}, []
+        deadline = time.time() + 60
+        while not (model_dir / "faces" / "patient.npz").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        assert (model_dir / "faces" / "patient.npz").exists()
+        models.cleanup()
+        time.sleep(1.0)  # a training still running would have written again by now
+        assert not model_dir.exists(), sorted(str(p) for p in model_dir.rglob("*"))
+    finally:
+        ray.shutdown()
