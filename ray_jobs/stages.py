@@ -99,7 +99,11 @@ class SegmentRenderer:
             if not plan.swap_model:
                 raise ModelWeightsError(f"{plan.entry.video}: no swap model was trained for patient {plan.entry.patient}")
             self._swap = None  # drop the previous patient's model before loading the next
-            self._swap = (plan.swap_model, SwapAnonymizer.from_dir(plan.swap_model, self.cfg, identity=self.comp.identity))
+            anon = SwapAnonymizer.from_dir(plan.swap_model, self.cfg, identity=self.comp.identity)
+            # as the in-process session records it (docs/swap.md): what became of the model
+            anon.info["patient_model"] = ("kept (swap.keep_model)" if self.cfg.swap.keep_model
+                                          else "deleted after the patient's videos (archive job)")
+            self._swap = (plan.swap_model, anon)
         return self.comp.with_anonymizer("swap", self._swap[1])
 
     def _attempt(self, plan: Any, index: int) -> int:

@@ -73,6 +73,7 @@ def test_swap_models_trained_per_patient_and_deleted(ray_cluster, tmp_path, caps
     rec = json.loads((out / "p1_b.swap.audit.json").read_text())
     stats = rec["anonymizer_stats"]
     assert stats["donor"] == "donor-ok" and stats["train_steps"] == 3 and rec["frames_read"] == 30
+    assert stats["patient_model"].startswith("deleted")  # as the in-process session records it
     # the patients' models (and Ray's checkpoint copies) are gone once their videos are published
     leftovers = [p for p in storage.rglob("*")] if storage.exists() else []
     assert not any(p.name == "model.pt" for p in leftovers), leftovers
