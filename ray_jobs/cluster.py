@@ -78,7 +78,23 @@ def connect(cfg: Any, *, local: bool = False, train: bool = True, runtime_env: d
         **common,
     )
     rearm()
+    _private_session_dir()
     return "local", True
+
+
+def _private_session_dir() -> None:
+    """Make the local Ray's session folder (its logs, which name input files and patient
+    ids in messages) readable by this user only: Ray creates it world-readable under
+    /tmp/ray, which on a shared server lets every account read them. Ray's own processes
+    run as this user and are unaffected."""
+    import ray
+
+    try:
+        d = ray._private.worker._global_node.get_session_dir_path()  # no public API for it
+        os.chmod(d, 0o700)
+    except (AttributeError, OSError) as e:  # another Ray version, or not ours to change
+        logging.getLogger(__name__).warning("could not make Ray's session folder private (%s): its logs may be readable "
+                                            "by other accounts on this machine", e)
 
 
 def unreachable(address: str, timeout_s: float = 5.0) -> str:

@@ -35,6 +35,12 @@ def test_local_connect_is_loopback_with_state_api(monkeypatch):
         assert isinstance(list_actors(address=gcs, timeout=20), list)  # the State API answers
         assert ctx.get_job_id()
         assert connect(cfg) == ("existing", False)
+        # its logs name inputs and patients: the session folder is this user's only
+        import os
+        import stat
+
+        session = ray._private.worker._global_node.get_session_dir_path()
+        assert stat.S_IMODE(os.stat(session).st_mode) == 0o700
     finally:
         ray.shutdown()
 
