@@ -504,6 +504,41 @@ def method_config_hash(cfg: Config, method: str, donor: str = "") -> str:
     return _digest(parts)
 
 
+def same_method_config(rec: dict[str, Any], cfg: Config | None, method: str, donor: str = "", want: str = "") -> bool:
+    """Whether the audit record ``rec`` of a ``method`` output was made under settings that
+    shape that output as ``cfg`` (and ``donor``, an archive row's) do
+    (:func:`method_config_hash`: I/O, detection, tracking, leak audit and the method's own
+    settings; not the other methods', the evaluation's or Ray's). ``want``: that hash when
+    the caller has it. The one check behind ``--skip-existing`` and the archive's recovery
+    from audit records.
+
+    The record carries the hash it was made under (``method_config_hash``, paths and donor
+    included). An older record without it is compared through its stored configuration;
+    a pseudonymous one (``io.output_names=pseudonym``) holds it with the paths left out
+    (:func:`deid.audit._without_paths`), so they are left out of ``cfg`` too, and only a
+    path setting may then differ unseen. A record without its configuration proves
+    nothing."""
+    from .audit import _without_paths
+    from .config import from_dict
+
+    if rec.get("method") not in (None, method):
+        return False
+    try:
+        want = want or method_config_hash(cfg, method, donor)
+        if rec.get("method_config_hash"):
+            return rec["method_config_hash"] == want
+        stored = rec.get("config")
+        if not isinstance(stored, dict):
+            return False
+        if cfg is not None and cfg.io.output_names == "pseudonym":
+            hidden = _without_paths(donor or cfg.swap.donor, "donor")
+            return (method_config_hash(from_dict(stored), method, hidden)
+                    == method_config_hash(from_dict(_without_paths(cfg.to_dict())), method, hidden))
+        return method_config_hash(from_dict(stored), method, donor) == want
+    except (ValueError, DeidError, TypeError, KeyError):  # a configuration that no longer loads: not this one
+        return False
+
+
 # ============================================================================ status table
 
 
@@ -639,34 +674,16 @@ def recover_from_audit(entry: ArchiveEntry, method: str, output: Path, input_sha
     """A status row rebuilt from the audit record beside ``output`` when it proves the
     output is current (same input hash and method config hash, state done/partial);
     None otherwise. This is how a run killed between publishing an output and writing
-    the status table is recognised as done.
-
-    The record carries the hash it was made under (``method_config_hash``). An older
-    pseudonymous record (``io.output_names=pseudonym``) without it holds its
-    configuration with the paths left out (:func:`deid.audit._without_paths`); with
-    ``cfg`` (the row's configuration) the comparison leaves the same paths out of it, so
-    a job whose donor or swap folder is a path is still recognised (else its swap would
-    be trained again): only a path setting may then differ unseen."""
-    from .audit import _without_paths
-    from .config import from_dict
+    the status table is recognised as done. The settings are compared by
+    :func:`same_method_config` (``cfg``: the row's configuration, for an older
+    pseudonymous record whose stored configuration has its paths left out)."""
     from .pipeline import read_record
     from .pipeline import record_proves as proves
 
     rec = read_record(output) if output.is_file() else None
     if rec is None or rec.get("status") not in DONE_STATES:
         return None
-    try:
-        want = config_hash
-        if rec.get("method_config_hash"):  # recorded when it was made: exact, paths included
-            have = rec["method_config_hash"]
-        elif cfg is not None and cfg.io.output_names == "pseudonym":  # an older record, its paths left out
-            want = method_config_hash(from_dict(_without_paths(cfg.to_dict())), method, _without_paths(entry.donor, "donor"))
-            have = method_config_hash(from_dict(rec.get("config") or {}), method, _without_paths(entry.donor, "donor"))
-        else:
-            have = method_config_hash(from_dict(rec.get("config") or {}), method, entry.donor)
-        if have != want:
-            return None
-    except (ValueError, DeidError, TypeError, KeyError):  # a configuration that no longer loads: not this one
+    if not same_method_config(rec, cfg, method, entry.donor, want=config_hash):
         return None
     if not proves(rec, output, input_sha256):  # another input, or the old video beside a new record
         return None

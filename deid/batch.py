@@ -277,8 +277,9 @@ def done_methods(video: Path, out_dir: Path, methods: Sequence[str], cfg: Config
     """The methods of ``methods`` whose run of ``video`` into ``out_dir`` is already done:
     the output exists beside an audit record that says it was published (done or
     partial) from an input with this file's sha256, under this configuration's hash or
-    one that shapes this method's output the same (:func:`same_method_config`: adding
+    one that shapes this method's output the same (:func:`deid.archive.same_method_config`: adding
     ``swap --donor X`` to a folder rendered with blur does not make blur "not done")."""
+    from .archive import same_method_config
     from .config import config_hash
     from .pipeline import output_path, read_record, record_proves
 
@@ -298,35 +299,6 @@ def done_methods(video: Path, out_dir: Path, methods: Sequence[str], cfg: Config
         if record_proves(rec, o, digest):  # not an old video beside a new record
             done.append(m)
     return done
-
-
-def same_method_config(rec: dict, cfg: Config, method: str) -> bool:
-    """Whether the audit record ``rec`` of a ``method`` output was made under settings
-    that shape that output as ``cfg`` does (:func:`deid.archive.method_config_hash`:
-    I/O, detection, tracking, leak audit and the method's own settings; not the other
-    methods', the evaluation's or Ray's). A pseudonymous record holds its configuration
-    with the paths left out, so they are left out of ``cfg`` too."""
-    from .archive import method_config_hash
-    from .audit import _without_paths
-    from .config import from_dict
-
-    if rec.get("method") not in (None, method):
-        return False
-    if rec.get("method_config_hash"):  # recorded when it was made: exact, paths and donor included
-        return rec["method_config_hash"] == method_config_hash(cfg, method)
-    stored = rec.get("config")
-    if not isinstance(stored, dict):
-        return False
-    try:
-        if cfg.io.output_names == "pseudonym":
-            want = method_config_hash(from_dict(_without_paths(cfg.to_dict())), method, _without_paths(cfg.swap.donor, "donor"))
-            have = method_config_hash(from_dict(stored), method, _without_paths(cfg.swap.donor, "donor"))
-        else:
-            want = method_config_hash(cfg, method)
-            have = method_config_hash(from_dict(stored), method)
-    except (ValueError, DeidError, TypeError, KeyError):  # a configuration that no longer loads: not this one
-        return False
-    return have == want
 
 
 def _reclaim_plain_names(planned: Sequence[PlannedInput], out: Path) -> list[PlannedInput]:

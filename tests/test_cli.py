@@ -156,7 +156,7 @@ def test_skip_existing_tells_a_swap_made_with_another_donor_from_a_done_one(tmp_
     """Every audit record carries the hash of the settings that shaped its output, the
     donor included; a pseudonymous record's stored configuration has its paths left out,
     so without that hash a swap made with donor /a/x.mp4 looked done for donor /b/y.mp4."""
-    from deid.batch import same_method_config
+    from deid.archive import same_method_config
     from deid.config import load_config
     from deid.pipeline import read_record
 
