@@ -49,10 +49,14 @@ def _record_by_content(p: Path) -> str | None:
             head = f.read(65536)
     except OSError:
         return None
+    from .report.build import SUMMARY_SCHEMA
+    from .report.html import GENERATOR
+
     text = head.decode("utf-8", "replace")
-    if '<meta name="generator" content="deid report">' in text:
+    if f'<meta name="generator" content="{GENERATOR}">' in text:
         return _RECORDS["report.html"]
-    if '"schema": "deid.report.summary/' in text or '"schema":"deid.report.summary/' in text:
+    family = SUMMARY_SCHEMA.split("/")[0] + "/"  # any version of the summary
+    if f'"schema": "{family}' in text or f'"schema":"{family}' in text:
         return _RECORDS["report_summary.json"]
     if text.lstrip().startswith("{") and '"deid_version"' in text and '"videos"' in text and '"pose_backend"' in text:
         return _RECORDS["run.json"]
