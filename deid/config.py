@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, one_line
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -575,7 +575,7 @@ def _one_line(e: yaml.YAMLError) -> str:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         context = f"{e.context}, " if e.context else ""
         return f"{context}{e.problem}{where}"
-    return " ".join(str(e).split())
+    return one_line(e, None)
 
 
 class _DuplicateKey(yaml.YAMLError):

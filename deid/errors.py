@@ -69,6 +69,14 @@ class OutputWriteError(DeidError):
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 
 
+def one_line(e: BaseException, limit: int | None = 300) -> str:
+    """``e``'s message on one line (a library's own text may span several: a traceback of
+    onnxruntime, OpenCV's file/line banner), at most ``limit`` characters: for an error
+    line that names the model file and what to do."""
+    msg = " ".join(str(e).split())
+    return msg if limit is None else msg[:limit]
+
+
 def storage_error(e: BaseException, what: str) -> OutputWriteError | None:
     """``e`` as an :class:`OutputWriteError` saying ``what: <reason>`` (no temporary's
     name, no traceback: the user's remedy is the storage) when it is a storage failure,

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import ModelWeightsError
+from ..errors import ModelWeightsError, one_line
 from ..types import Detections
 from .base import clip_boxes
 
@@ -52,7 +52,7 @@ class ScrfdDetector:
                 try:
                     dets, kps = self._m.detect(bgr, max_num=0)
                 except Exception as e:  # noqa: BLE001 - onnxruntime, or InsightFace decoding outputs of another shape
-                    msg = " ".join(str(e).split())[:300]
+                    msg = one_line(e)
                     raise ModelWeightsError(f"SCRFD model {self.model_path} failed on a frame ({type(e).__name__}: "
                                             f"{msg}); check detect.model_path or DEID_SCRFD_MODEL") from None
                 if dets is None or len(dets) == 0:

@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import ModelWeightsError
+from ..errors import ModelWeightsError, one_line
 from .base import MIN_FACE_SIZE, check_inputs, cosine_distance, embeddable, nan_rows, rebuild
 from .landmarks import Landmarks68
 
@@ -153,7 +153,7 @@ class ArcFaceIdentityEncoder:
                 return np.asarray(feats, np.float32).reshape(len(crops), self.dim)
             return np.asarray(self._model.get_feat(crops), np.float32).reshape(len(crops), self.dim)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises several types; a reshape of another output size
-            msg = " ".join(str(e).split())[:300]
+            msg = one_line(e)
             raise ModelWeightsError(f"ArcFace model {self.model_path} failed on a face ({type(e).__name__}: {msg}); "
                                     f"check {ENV_VAR} or {CONFIG_KEY}") from None
 

@@ -45,7 +45,7 @@ import cv2
 import numpy as np
 
 from .._dnn import NetsBySize
-from ..errors import ModelWeightsError
+from ..errors import ModelWeightsError, one_line
 from ..types import Keypoints
 from .base import check_extra_kwargs, check_frames, empty, finalize, to_wholebody
 
@@ -436,7 +436,7 @@ class OpenPoseEstimator:
                 net.setInput(blob)
                 out = net.forward()
             except cv2.error as e:  # e.g. an export with a fixed input of another size, or not a pose network
-                msg = " ".join(str(e).split())[:300]
+                msg = one_line(e)
                 raise ModelWeightsError(
                     f"OpenPose model {self.model_path!r} failed on a {blob.shape[3]}x{blob.shape[2]} network input "
                     f"({msg}); check {ENV_MODEL} or evaluate.pose.model_path"

@@ -33,7 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, ModelWeightsError
+from ..errors import ConfigError, ModelWeightsError, one_line
 from ..types import Keypoints
 from .base import check_extra_kwargs, check_frames, empty, finalize, keypoints_box, to_wholebody
 from .schema import NUM_KEYPOINTS
@@ -183,7 +183,7 @@ class RTMPoseEstimator:
 
     def _failed(self, what: str, path: str, e: Exception) -> ModelWeightsError:
         env, key = (ENV_DET_MODEL, "evaluate.pose.det_model_path") if what == "YOLOX" else (ENV_MODEL, "evaluate.pose.model_path")
-        msg = " ".join(str(e).split())[:300]
+        msg = one_line(e)
         return ModelWeightsError(f"the {what} model {path!r} failed on a frame ({type(e).__name__}: {msg}); "
                                  f"check {env} or {key}")
 
