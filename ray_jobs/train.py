@@ -197,8 +197,6 @@ def training_runtime_env() -> dict:
     return {"env_vars": {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}}
 
 
-
-
 class SwapModels:
     """The swap models of one archive run: train them, hand their folders to the plans,
     delete each as soon as its patient's videos are finished."""

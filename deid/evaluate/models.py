@@ -83,7 +83,6 @@ def identity_info(name: str, encoder: Any, detector_name: str, upsample: int, lo
     }
 
 
-
 def build_pose_estimator(pc: Any) -> Any:
     """The evaluation's pose estimator from ``evaluate.pose`` (in process and in the Ray
     job's actors alike)."""
@@ -91,6 +90,7 @@ def build_pose_estimator(pc: Any) -> Any:
 
     return POSE_ESTIMATORS.create(pc.backend, model_path=pc.model_path, det_model_path=pc.det_model_path, min_score=pc.min_score,
                                   **({"proto_path": pc.proto_path} if pc.proto_path else {}))
+
 
 @dataclass
 class EvalModels:
