@@ -645,6 +645,11 @@ def _with_evaluation_errors(st: pd.DataFrame, videos: Mapping[str, Mapping[str, 
 REID_MARGIN = 0.25
 
 
+def _first_five(names: Sequence[str]) -> str:
+    """``a, b, c, d, e and 3 more``: the verdict names at most five of a list."""
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
 def _unmeasured_videos(summary: pd.DataFrame | None) -> list[str]:
     """Videos of which no original face was found or compared: the "original" row's
     ``faces`` (the attacker's detector) and ``same_place_faces`` (the located faces) are
@@ -711,8 +716,7 @@ def _verdict(id_tab: pd.DataFrame, st: pd.DataFrame, summary: pd.DataFrame | Non
         n_videos = int(summary["video"].nunique())
         text += (f" Identity was not measured on {len(unmeasured)} of {n_videos} video(s): no face was found in their "
                  "original, so none of their processed frames was compared with anything ("
-                 + ", ".join(unmeasured[:5]) + (f" and {len(unmeasured) - 5} more" if len(unmeasured) > 5 else "")
-                 + "); review them.")
+                 + _first_five(unmeasured) + "); review them.")
     # the re-identification attack (patient among distractors): a method whose faces it
     # still ranks as the patient far above chance keeps identity, whatever the threshold says
     reid = []
@@ -736,13 +740,11 @@ def _verdict(id_tab: pd.DataFrame, st: pd.DataFrame, summary: pd.DataFrame | Non
     if skipped:
         level = "bad" if level == "bad" else "warn"
         text += (f" The pipeline's leak audit did not run on {len(skipped)} output(s) (audit.leak_check was off), so "
-                 "nothing re-identified them before they were written: " + ", ".join(skipped[:5])
-                 + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "") + ".")
+                 "nothing re-identified them before they were written: " + _first_five(skipped) + ".")
     if unknown:
         level = "bad" if level == "bad" else "warn"
         text += (f" The leak audit's result of {len(unknown)} output(s) is unknown (no audit record found, and the status "
-                 "table has none), so it is not counted as 0: " + ", ".join(unknown[:5])
-                 + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "") + "; run `deid verify` on their folder.")
+                 "table has none), so it is not counted as 0: " + _first_five(unknown) + "; run `deid verify` on their folder.")
     if errors:
         level = "bad" if level == "bad" else "warn"
         bad = st[st["error"].fillna("") != ""]
