@@ -99,22 +99,11 @@ def test_the_evaluation_models_are_run_on_a_frame_not_only_built(tmp_path):
     """A user's pose model that loads but fails on its first input (here an ArcFace-shaped
     net given as OpenPose: cv2.dnn reads it, the forward pass fails) is a failed check,
     not 'ok' followed by a failing deid evaluate."""
-    import numpy as np
-    import pytest
-
-    pytest.importorskip("onnx")
-    from onnx import TensorProto, helper, numpy_helper
-
     from deid.commands.doctor import _check, _evaluation_models
     from deid.config import Config
-    from deid.testing import ONNX_OPSET, save_onnx
+    from test_identity_contract import make_tiny_arcface
 
-    g = helper.make_graph(
-        [helper.make_node("Flatten", ["data"], ["f"], axis=1), helper.make_node("MatMul", ["f", "W"], ["emb"])],
-        "not_openpose", [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, 112, 112])],
-        [helper.make_tensor_value_info("emb", TensorProto.FLOAT, [1, 8])],
-        [numpy_helper.from_array(np.zeros((3 * 112 * 112, 8), np.float32), "W")])
-    path = save_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", ONNX_OPSET)]), tmp_path / "w600k_r50.onnx")
+    path = make_tiny_arcface(tmp_path / "w600k_r50.onnx")
     cfg = Config().replace("evaluate.pose.backend=openpose", f"evaluate.pose.model_path={path}", "evaluate.locate_faces=none")
     r = _check("evaluation models", lambda: _evaluation_models(cfg))
     assert not r["ok"] and "w600k_r50.onnx" in r["detail"] and "failed on a" in r["detail"], r

@@ -192,17 +192,9 @@ def test_a_network_that_fails_on_the_frame_is_a_weights_error(tmp_path):
     """A file that cv2.dnn reads but that is no OpenPose (here an ArcFace-shaped net with a
     fixed 112 x 112 input) fails in the forward pass: one ModelWeightsError naming the
     file, not a cv2.error traceback."""
-    from onnx import TensorProto, helper, numpy_helper
+    from test_identity_contract import make_tiny_arcface
 
-    from deid.testing import ONNX_OPSET, save_onnx
-
-    g = helper.make_graph(
-        [helper.make_node("Flatten", ["data"], ["f"], axis=1), helper.make_node("MatMul", ["f", "W"], ["emb"])],
-        "not_openpose", [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, 112, 112])],
-        [helper.make_tensor_value_info("emb", TensorProto.FLOAT, [1, 8])],
-        [numpy_helper.from_array(np.zeros((3 * 112 * 112, 8), np.float32), "W")])
-    path = save_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", ONNX_OPSET)]), tmp_path / "arcface.onnx")
-    est = OpenPoseEstimator(path)
+    est = OpenPoseEstimator(make_tiny_arcface(tmp_path / "arcface.onnx"))
     with pytest.raises(ModelWeightsError, match="arcface.onnx.*failed on a .*x368 network input.*DEID_OPENPOSE_MODEL") as e:
         est.estimate([textured_frame()])
     assert "\n" not in str(e.value)
