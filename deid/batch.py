@@ -170,13 +170,15 @@ def run_batch(
                     r = process_video(p, vout, todo, cfg, components=comp, overwrite=overwrite, dry_run=dry_run,
                                       progress=tick, name=item.name, protect=protected, input_sha256=digest)
             except DeidError as e:
-                msg = str(e)
                 others = [m for m in todo if m != "swap"]
                 if "swap" in todo and others and not dry_run and refused is None and not trained:
-                    # the patient's model comes first: its failure leaves the video's other
-                    # methods unrendered too, which the line must say
-                    msg += f" (the swap's training failed, so {', '.join(others)} was not rendered either: rerun with -m {','.join(others)})"
-                r = VideoResult(input=str(p), status="failed", error=msg, error_kind=e.kind)
+                    # the patient's model could not be trained (too few usable faces, the
+                    # donor is the patient, ...): the video's other methods do not need it
+                    # and are rendered; the swap is this video's failed method (exit 1)
+                    r = _without_swap(p, vout, others, cfg, comp, e, overwrite=overwrite, progress=tick,
+                                      name=item.name, protect=protected, input_sha256=digest)
+                else:
+                    r = VideoResult(input=str(p), status="failed", error=str(e), error_kind=e.kind)
             bar.close()
             if todo != list(methods):
                 r.skipped_methods = [m for m in methods if m not in todo]
@@ -207,6 +209,23 @@ def run_batch(
     return results
 
 
+def _without_swap(p: Path, vout: Path, others: Sequence[str], cfg: Config, comp: Any, err: DeidError,
+                  **kw: Any) -> VideoResult:
+    """``others`` rendered for a video whose swap model failed to train (``err``), with the
+    swap recorded as its failed method; rendering failing too fails the whole video."""
+    swap = {"error": str(err), "kind": err.kind}
+    try:
+        r = process_video(p, vout, list(others), cfg, components=comp, **kw)
+    except DeidError as e:
+        return VideoResult(input=str(p), status="failed", error_kind=e.kind,
+                           error=f"{e} (and the swap's training failed: {err})")
+    if r.status == "failed":
+        r.error = f"{r.error} (and the swap's training failed: {err})"
+    else:
+        r.failed_methods["swap"] = swap
+    return r
+
+
 def _left_out_note(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> str:
     """Why a folder that holds videos gave none: they are inside the output folder, which
     is never read as input (outputs would be de-identified again)."""
@@ -232,12 +251,16 @@ def _record_failures(r: VideoResult, metrics: Path, video_id: str, hide_input: b
         vdir = _partition_dir(metrics / PARTS, "status", video_id)
         before = set(vdir.glob("method=*")) if vdir.is_dir() else set()
         rows = status_rows(r, video=video_id) if r.status == "failed" else []
+        for m, f in r.failed_methods.items():  # a method that failed while the others were written
+            failed = VideoResult(input=r.input, status="failed", error=f["error"], error_kind=f["kind"],
+                                 frames_read=r.frames_read, timings=r.timings)
+            rows += [{**row, "method": m} for row in status_rows(failed, video=video_id)]
         if hide_input:
             for row in rows:
                 row["input_path"] = None
                 row["error"] = hide_input_in(row["error"], r.input)
         write_failures(metrics, video_id, rows)
-        if r.status == "failed" or any(not d.exists() for d in before):  # failures written or cleared
+        if rows or any(not d.exists() for d in before):  # failures written or cleared
             aggregate(metrics)
     except ImportError as e:
         log.warning("evaluation not available: %s", e)
@@ -350,9 +373,11 @@ def summary_table(results: Sequence[VideoResult]) -> str:
             if r.status == "planned":  # nothing read yet: the frames the input holds
                 frames = r.info.frame_count if r.info else 0
             rows.append((Path(r.input).name, o.method, r.status, str(frames), fc, leaks, secs,
-                         o.path if r.ok else r.error))
+                         r.error if r.status == "failed" else o.path))
         for m in r.skipped_methods:
             rows.append((Path(r.input).name, m, "skipped", "-", "-", "-", "-", SKIPPED_DONE))
+        for m, f in r.failed_methods.items():
+            rows.append((Path(r.input).name, m, "failed", "-", "-", "-", "-", f["error"]))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = []
     for k, row in enumerate(rows):
@@ -366,9 +391,11 @@ def summary_table(results: Sequence[VideoResult]) -> str:
                                                                         if n_plan < len(results) else ""))
         return "\n".join(lines)
     n_ok = sum(r.ok for r in results)
+    n_some = sum(bool(r.failed_methods) and r.status in ("done", "partial") for r in results)
     n_skip = sum(r.status == "skipped" and r.error.startswith("already done") for r in results)
     n_same = sum(r.status == "skipped" for r in results) - n_skip
     why = [f"{n_skip} skipped: already done"] * bool(n_skip) + [f"{n_same} skipped: the same bytes as another input"] * bool(n_same)
     lines.append(f"{n_ok} of {len(results)} video(s) succeeded" + (f" ({'; '.join(why)})" if why else "")
-                 + ("" if n_ok == len(results) else f"; {len(results) - n_ok} failed"))
+                 + ("" if n_ok + n_some == len(results) else f"; {len(results) - n_ok - n_some} failed")
+                 + (f"; {n_some} with a method failed (its other outputs written)" if n_some else ""))
     return "\n".join(lines)

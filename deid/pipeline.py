@@ -344,10 +344,13 @@ class VideoResult:
     outputs_written: dict[str, int] = field(default_factory=dict)
     skipped_methods: list[str] = field(default_factory=list)  # already done (--skip-existing): not rendered again
     evaluation_error: str = ""  # --evaluate: why this video's outputs (or some of them) were not evaluated
+    # methods that failed while the video's others were written (a swap whose model could
+    # not be trained): method -> {"error": ..., "kind": ...}
+    failed_methods: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return self.status in ("done", "partial", "planned", "skipped")
+        return self.status in ("done", "partial", "planned", "skipped") and not self.failed_methods
 
 
 # ----------------------------------------------------------------------------- threads

@@ -196,8 +196,10 @@ def test_a_video_whose_id_is_too_long_for_a_file_name_is_still_evaluated(tmp_pat
     assert table_video_id("a/clip") == "a/clip" and table_video_id(table_video_id("x" * 300)) == table_video_id("x" * 300)
 
 
-def test_a_swap_that_cannot_train_says_the_other_methods_were_not_rendered(two, tmp_path, capsys, monkeypatch):
+def test_a_swap_that_cannot_train_fails_alone_and_the_other_methods_are_written(two, tmp_path, capsys, monkeypatch):
     import contextlib
+
+    import pandas as pd
 
     import deid.batch
     from deid.errors import InvalidInputError
@@ -208,9 +210,26 @@ def test_a_swap_that_cannot_train_says_the_other_methods_were_not_rendered(two, 
         yield
 
     monkeypatch.setattr(deid.batch, "_swap_session", no_faces)
-    rc = main(["anonymize", str(two / "a.mp4"), "--out", str(tmp_path / "out"), "-m", "swap,blur,mask", "--donor", "demo-carphone", *FAKES])
+    out = tmp_path / "out"
+    rc = main(["anonymize", str(two / "a.mp4"), "--out", str(out), "-m", "swap,blur,mask", "--donor", "demo-carphone",
+               "--evaluate", *FAKES])
+    captured = capsys.readouterr()
+    assert rc == 1, captured.err  # the swap failed: the run did not do all it was asked
+    assert (out / "a.blur.mp4").is_file() and (out / "a.mask.mp4").is_file() and not (out / "a.swap.mp4").exists()
+    assert (out / "a.blur.audit.json").is_file() and (out / "a.mask.audit.json").is_file()
+    errors = [ln for ln in captured.err.splitlines() if ln.startswith("deid: error:")]
+    assert len(errors) == 1 and "swap: the patient face set has 0 usable face(s)" in errors[0] and "a.mp4" in errors[0]
+    assert "swap failed: the patient face set has 0 usable face(s)" in captured.err  # the line as the video finishes
+    rows = [ln.split() for ln in captured.out.splitlines() if ln.startswith("a.mp4")]
+    assert {(r[1], r[2]) for r in rows} == {("blur", "done"), ("mask", "done"), ("swap", "failed")}
+    assert "0 of 1 video(s) succeeded; 1 with a method failed (its other outputs written)" in captured.out
+    # the evaluation has the two outputs, and the swap's failure in the status table the report reads
+    summary = pd.read_parquet(out / "metrics" / "summary.parquet")
+    assert set(summary["method"]) == {"original", "blur", "mask"}
+    status = pd.read_parquet(out / "metrics" / "status.parquet")
+    failed = status[status["state"] == "failed"]
+    assert list(failed["method"]) == ["swap"] and "0 usable face" in failed["error"].iloc[0]
+    # a swap that fails alone still fails the video: no other output, no "other methods" wording
+    rc = main(["anonymize", str(two / "b.mp4"), "--out", str(out), "-m", "swap", "--donor", "demo-carphone", *FAKES])
     err = capsys.readouterr().err
-    assert rc == 1 and "so blur, mask was not rendered either: rerun with -m blur,mask" in err
-    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.mp4"))
-    rc = main(["anonymize", str(two / "a.mp4"), "--out", str(tmp_path / "out"), "-m", "swap", "--donor", "demo-carphone", *FAKES])
-    assert rc == 1 and "not rendered either" not in capsys.readouterr().err
+    assert rc == 1 and "0 usable face" in err and not list(out.glob("b.*.mp4"))

@@ -109,7 +109,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"before sharing {args.out}: deid verify {args.out}", file=sys.stderr)
     failed = [r for r in results if not r.ok]
     for r in failed:
-        print(f"deid: error: {_naming_input(r.input, r.error)}", file=sys.stderr)
+        if r.failed_methods and r.status != "failed":  # the video's other outputs were written
+            for m, f in r.failed_methods.items():
+                print(f"deid: error: {_naming_input(r.input, f'{m}: ' + f['error'])}", file=sys.stderr)
+        else:
+            print(f"deid: error: {_naming_input(r.input, r.error)}", file=sys.stderr)
     not_evaluated = [r for r in results if r.ok and r.evaluation_error]
     for r in not_evaluated:
         print(f"deid: error: {r.input}: evaluation: {r.evaluation_error}", file=sys.stderr)
@@ -128,6 +132,8 @@ def _one_line(r, i: int, n: int) -> None:
         text = f"{r.status}: {made}" + (f" in {secs:.1f} s" if secs else "")
         if r.skipped_methods:
             text += f" ({', '.join(r.skipped_methods)} already done)"
+        for m, f in r.failed_methods.items():
+            text += f"; {m} failed: {f['error']}"
     elif r.status == "skipped":
         text = f"skipped: {r.error}" if r.error else "skipped"
     else:
