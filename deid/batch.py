@@ -171,7 +171,7 @@ def run_batch(
                                       progress=tick, name=item.name, protect=protected, input_sha256=digest)
             except DeidError as e:
                 others = [m for m in todo if m != "swap"]
-                if "swap" in todo and others and not dry_run and refused is None and not trained:
+                if "swap" in todo and (others or todo != list(methods)) and not dry_run and refused is None and not trained:
                     # the patient's model could not be trained (too few usable faces, the
                     # donor is the patient, ...): the video's other methods do not need it
                     # and are rendered; the swap is this video's failed method (exit 1)
@@ -214,6 +214,8 @@ def _without_swap(p: Path, vout: Path, others: Sequence[str], cfg: Config, comp:
     """``others`` rendered for a video whose swap model failed to train (``err``), with the
     swap recorded as its failed method; rendering failing too fails the whole video."""
     swap = {"error": str(err), "kind": err.kind}
+    if not others:  # the others were done before (--skip-existing): they stay, and are evaluated
+        return VideoResult(input=str(p), status="done", failed_methods={"swap": swap})
     try:
         r = process_video(p, vout, list(others), cfg, components=comp, **kw)
     except DeidError as e:
@@ -362,7 +364,7 @@ def summary_table(results: Sequence[VideoResult]) -> str:
     rows = [("input", "method", "status", "frames", "fail-closed", "leaks", "seconds", "output / error")]
     for r in results:
         secs = f"{r.timings.get('total', 0):.1f}"
-        if not r.outputs:
+        if not r.outputs and not r.skipped_methods and not r.failed_methods:
             rows.append((Path(r.input).name, "-", r.status, str(r.frames_read or "-"), "-", "-", secs, r.error))
             continue
         for o in r.outputs:

@@ -233,3 +233,32 @@ def test_a_swap_that_cannot_train_fails_alone_and_the_other_methods_are_written(
     rc = main(["anonymize", str(two / "b.mp4"), "--out", str(out), "-m", "swap", "--donor", "demo-carphone", *FAKES])
     err = capsys.readouterr().err
     assert rc == 1 and "0 usable face" in err and not list(out.glob("b.*.mp4"))
+
+
+def test_a_swap_added_with_skip_existing_that_cannot_train_keeps_the_earlier_outputs_evaluated(two, tmp_path, capsys,
+                                                                                                monkeypatch):
+    import contextlib
+
+    import pandas as pd
+
+    import deid.batch
+    from deid.errors import InvalidInputError
+
+    @contextlib.contextmanager
+    def no_faces(video, cfg, out_dir=None):
+        raise InvalidInputError("the patient face set has 0 usable face(s)")
+        yield
+
+    out = tmp_path / "out"
+    assert main(["anonymize", str(two / "a.mp4"), "--out", str(out), "-m", "blur", "--evaluate", *FAKES]) == 0
+    monkeypatch.setattr(deid.batch, "_swap_session", no_faces)
+    capsys.readouterr()
+    rc = main(["anonymize", str(two / "a.mp4"), "--out", str(out), "-m", "blur,swap", "--donor", "demo-carphone",
+               "--skip-existing", "--evaluate", *FAKES])
+    captured = capsys.readouterr()
+    assert rc == 1 and "Traceback" not in captured.err
+    rows = {tuple(ln.split()[1:3]) for ln in captured.out.splitlines() if ln.startswith("a.mp4")}
+    assert rows == {("blur", "skipped"), ("swap", "failed")}
+    status = pd.read_parquet(out / "metrics" / "status.parquet")
+    assert list(status.loc[status["state"] == "failed", "method"]) == ["swap"]  # not a "no output" row for the video
+    assert set(pd.read_parquet(out / "metrics" / "summary.parquet")["method"]) == {"original", "blur"}
