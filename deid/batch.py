@@ -182,6 +182,13 @@ def run_batch(
             bar.close()
             if todo != list(methods):
                 r.skipped_methods = [m for m in methods if m not in todo]
+                if r.status == "failed" and not dry_run:
+                    # the methods added since failed; the outputs done before are still there
+                    # (and evaluated): the failure is the new methods', not the whole video's
+                    err = {"error": r.error, "kind": r.error_kind}
+                    r = VideoResult(input=r.input, status="done", info=r.info, frames_read=r.frames_read, timings=r.timings,
+                                    skipped_methods=r.skipped_methods,
+                                    failed_methods={**{m: err for m in todo}, **r.failed_methods})
             if evaluate and not dry_run and r.status in ("done", "partial", "failed"):
                 # the output name (sub-folder and collision-free name) tells videos apart in
                 # the tables; two inputs called clip.mp4 must not share rows. Every method

@@ -262,3 +262,29 @@ def test_a_swap_added_with_skip_existing_that_cannot_train_keeps_the_earlier_out
     status = pd.read_parquet(out / "metrics" / "status.parquet")
     assert list(status.loc[status["state"] == "failed", "method"]) == ["swap"]  # not a "no output" row for the video
     assert set(pd.read_parquet(out / "metrics" / "summary.parquet")["method"]) == {"original", "blur"}
+
+
+def test_a_method_added_with_skip_existing_that_fails_is_that_methods_failure(two, tmp_path, capsys, monkeypatch):
+    import pandas as pd
+
+    import deid.pipeline
+    from deid.errors import DeidError
+
+    out = tmp_path / "out"
+    assert main(["anonymize", str(two / "a.mp4"), "--out", str(out), "-m", "blur", "--evaluate", *FAKES]) == 0
+
+    def broken(*a, **k):
+        raise DeidError("the mask's model broke")
+
+    monkeypatch.setattr(deid.pipeline, "_run", broken)
+    capsys.readouterr()
+    rc = main(["anonymize", str(two / "a.mp4"), "--out", str(out), "-m", "blur,mask", "--skip-existing", "--evaluate", *FAKES])
+    captured = capsys.readouterr()
+    assert rc == 1 and "Traceback" not in captured.err
+    assert any("mask: the mask's model broke" in ln for ln in captured.err.splitlines() if ln.startswith("deid: error:"))
+    rows = {tuple(ln.split()[1:3]) for ln in captured.out.splitlines() if ln.startswith("a.mp4")}
+    assert rows == {("blur", "skipped"), ("mask", "failed")}
+    status = pd.read_parquet(out / "metrics" / "status.parquet")
+    assert list(status.loc[status["state"] == "failed", "method"]) == ["mask"]
+    assert set(pd.read_parquet(out / "metrics" / "summary.parquet")["method"]) == {"original", "blur"}
+    assert (out / "a.blur.mp4").is_file() and not (out / "a.mask.mp4").exists()
