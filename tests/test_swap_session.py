@@ -369,6 +369,11 @@ def test_swap_train_resume_refuses_another_donor_and_keeps_every_patient_video_i
     err = capsys.readouterr().err
     assert "trained against donor 'donor-a'" in err and "Traceback" not in err
     assert json.loads((out / "session.json").read_text()) == first, "the refused resume left the record as it was"
+    (out / "session.json").rename(tmp_path / "session.json")  # a folder whose record is lost: whose donor is unknown
+    assert train(material["clip"].path, "donor-a", "--resume", "--steps", "4") == 1
+    err = capsys.readouterr().err
+    assert "does not say which donor" in err and "Traceback" not in err and not (out / "session.json").exists()
+    (tmp_path / "session.json").rename(out / "session.json")
     assert train(more.path, "donor-a", "--resume", "--steps", "4") == 0
     info = json.loads((out / "session.json").read_text())
     assert info["donor"] == "donor-a" and info["train_steps"] == 4

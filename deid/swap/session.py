@@ -196,7 +196,11 @@ def train_patient_model(
         # another donor would leave a model of that donor's face whose record names (and
         # whose later use checks the consent of) only the new one
         prev = _read_session(out)
-        if prev.get("donor") and prev["donor"] != donor.name:
+        if not prev.get("donor"):  # fail closed: whose face the weights hold is not known
+            raise InvalidInputError(f"{out}: its {SESSION_FILE} does not say which donor the model was trained against "
+                                    "(missing or unreadable), so it cannot be resumed with a donor's consent checked; "
+                                    "train a new model in a new folder")
+        if prev["donor"] != donor.name:
             raise InvalidInputError(f"{out}: its model was trained against donor {prev['donor']!r}, not {donor.name!r}; "
                                     f"resume with --donor {prev['donor']}, or train a new model in a new folder")
         trained_on = list(dict.fromkeys(list(prev.get("patient_inputs_sha256") or []) + trained_on))
