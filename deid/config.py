@@ -267,6 +267,20 @@ class AuditConfig:
         _check(self.sample_per_minute >= 0, "audit.sample_per_minute must be >= 0")
         _check(self.max_side >= 320, "audit.max_side must be >= 320")
         _one_of(self.on_leak, ("fail", "flag"), "audit.on_leak")
+        # a threshold of 0 (or NaN) calls no face a match and a huge margin or minimum face
+        # size re-identifies none: the audit would pass every output, so such values are
+        # refused; weaker-than-default ones are warned about (weakened_audit)
+        _check(math.isfinite(self.threshold) and 0.0 < self.threshold <= 2.0,
+               f"audit.threshold must be in (0, 2] (same person below this distance; 0.6 = the recogniser's own); got {self.threshold!r}")
+        _check(math.isfinite(self.null_margin) and 0.0 <= self.null_margin < self.threshold,
+               f"audit.null_margin must be >= 0 and below audit.threshold; got {self.null_margin!r}")
+        _check(0 <= self.min_face_px <= self.max_side,
+               f"audit.min_face_px must be in 0..audit.max_side ({self.max_side}; 0 = every face); got {self.min_face_px!r}")
+
+    def weakened(self) -> list[str]:
+        """The settings of this audit that let it call fewer faces a match than the
+        defaults do (:func:`weakened_audit`)."""
+        return weakened_audit(dataclasses.asdict(self))
 
     def for_video(self, frames: int, fps: float) -> "AuditConfig":
         """This audit for a video of ``frames`` frames at ``fps``: ``sample_frames`` raised
@@ -281,6 +295,32 @@ class AuditConfig:
         return dataclasses.replace(self, sample_frames=want, risk_frames=math.ceil(self.risk_frames * want / self.sample_frames))
 
 
+def weakened_audit(audit: dict[str, Any]) -> list[str]:
+    """The leak-audit settings in ``audit`` (a config's ``audit`` section as a dict, e.g.
+    from an audit record) that let it call fewer faces a match than the defaults do, each
+    as ``key=value (default ...)``; a value that is not a number counts as weakened (an
+    old record's NaN). Empty when none is weaker; ``leak_check`` off is reported on its
+    own (the audit does not run at all)."""
+    d = AuditConfig()
+    rules = (  # key, weaker when, why
+        ("threshold", lambda v: not v >= d.threshold, "fewer faces count as a match"),
+        ("null_margin", lambda v: not v <= d.null_margin, "fewer faces count as a match"),
+        ("min_face_px", lambda v: not v <= d.min_face_px, "larger faces go unchecked"),
+    )
+    out = []
+    for key, weaker, why in rules:
+        if key not in audit:
+            continue
+        v = audit[key]
+        try:
+            bad = isinstance(v, bool) or weaker(float(v))
+        except (TypeError, ValueError):
+            bad = True
+        if bad:
+            out.append(f"audit.{key}={v!r} (default {getattr(d, key)!r}: {why})")
+    return out
+
+
 @dataclass(frozen=True)
 class PoseConfig:
     backend: str = "mediapipe_holistic"
@@ -289,12 +329,19 @@ class PoseConfig:
     proto_path: str = ""  # openpose Caffe prototxt (optional: else DEID_OPENPOSE_PROTO, or the one .prototxt beside the model)
     min_score: float = 0.3
 
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.min_score <= 1.0, "evaluate.pose.min_score must be in [0, 1]")
+
 
 @dataclass(frozen=True)
 class IdentityConfig:
     backend: str = "dlib"
     model_path: str = ""  # for arcface
     threshold: float = 0.6
+
+    def __post_init__(self) -> None:
+        _check(math.isfinite(self.threshold) and 0.0 < self.threshold <= 2.0,
+               f"evaluate.identity.threshold must be in (0, 2]; got {self.threshold!r}")
 
 
 @dataclass(frozen=True)

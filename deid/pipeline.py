@@ -290,6 +290,10 @@ class Components:
         if cfg.track.fail_closed == "flag":
             log.warning("track.fail_closed=flag: frames with a person and no head region are written as they are "
                         "(counted and flagged in the audit, not redacted)")
+        weak = cfg.audit.weakened() if cfg.audit.leak_check else []
+        if weak:
+            log.warning("the leak audit is weaker than the default: %s; `deid verify` warns about outputs made so",
+                        "; ".join(weak))
         anons = dict(prebuilt.get("anonymizers") or {})
         for m in methods:
             if m not in anons:

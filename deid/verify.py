@@ -176,6 +176,11 @@ def _read_record(a: Path) -> dict[str, Any]:
     return {**rec, "status": status}
 
 
+def obj_or_empty(v: Any) -> dict[str, Any]:
+    """``v`` when it is a JSON object, else an empty one (a hand-edited record)."""
+    return v if isinstance(v, dict) else {}
+
+
 def _record_fields(rec: dict[str, Any]) -> tuple[str, str, int, dict[str, Any]]:
     """The fields verify judges an output by, type-checked (a record edited by hand, or
     written by something else, must be a finding, not a crash): the output's sha256
@@ -214,6 +219,7 @@ def verify_folder(folder: str | os.PathLike, *, hashes: bool = True,
                   progress: Callable[[str], None] | None = None) -> Report:
     """Check every file under ``folder`` (see the module doc). ``hashes``: compare each
     output's sha256 with its audit record's (reads every byte; off for a quick look)."""
+    from .config import weakened_audit
     from .io import VIDEO_EXTENSIONS, has_sensitive_tags, probe
     from .io.atomic import PARTIAL_MARK
     from .pipeline import audit_path, frames_path, sha256_file
@@ -280,6 +286,12 @@ def verify_folder(folder: str | os.PathLike, *, hashes: bool = True,
         elif leak["leaks"] > 0:
             add(ERROR, v, f"the leak audit found {leak['leaks']} face(s) still matching the input (published with "
                           f"audit.on_leak=flag, for inspection, not for sharing)")
+        if not leak.get("skipped"):
+            audit_cfg = obj_or_empty(obj_or_empty(rec.get("config")).get("audit"))
+            weak = weakened_audit(audit_cfg)
+            if weak:
+                add(WARNING, v, f"leak-audited with weaker settings than the defaults ({'; '.join(weak)}): its "
+                                "'no leak' says less than usual")
         if leak.get("text_regions"):
             add(WARNING, v, f"text stays at the same place in it, at {leak['text_regions']} (fractions of the frame): "
                             "check that it names no one (anonymize.fixed_regions fills such boxes)")

@@ -1,0 +1,74 @@
+"""Fixes from a second QA pass on the command line and configuration: settings that
+silently switched the leak audit off, an empty --config, output names too long for the
+file system."""
+
+import json
+import logging
+
+import pytest
+
+from deid.config import Config, load_config, weakened_audit
+from deid.errors import ConfigError
+from deid.verify import verify_folder
+from test_verify import release
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("audit.threshold=0", "audit.threshold"),  # no distance is below 0: no face is ever a match
+        ("audit.threshold=-1", "audit.threshold"),
+        ("audit.threshold=nan", "audit.threshold"),  # every comparison with NaN is false
+        ("audit.threshold=inf", "audit.threshold"),
+        ("audit.null_margin=5", "audit.null_margin"),  # d < d_null - 5 never holds
+        ("audit.null_margin=nan", "audit.null_margin"),
+        ("audit.min_face_px=100000", "audit.min_face_px"),  # every face "too small" to check
+        ("audit.min_face_px=-1", "audit.min_face_px"),
+        ("evaluate.identity.threshold=0", "evaluate.identity.threshold"),
+        ("evaluate.pose.min_score=2", "evaluate.pose.min_score"),
+    ],
+)
+def test_settings_that_switch_the_leak_audit_off_are_refused(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_defaults_and_stricter_audits_are_not_weakened():
+    assert Config().audit.weakened() == []
+    strict = Config().replace("audit.threshold=0.7", "audit.null_margin=0.05", "audit.min_face_px=0")
+    assert strict.audit.weakened() == []
+
+
+def test_a_weaker_audit_is_named_and_warned_about(caplog):
+    cfg = Config().replace("audit.threshold=0.3", "audit.min_face_px=200")
+    weak = cfg.audit.weakened()
+    assert [w.split("=")[0] for w in weak] == ["audit.threshold", "audit.min_face_px"]
+    # an old record's value that the config now refuses is weakened too, not a crash
+    assert [w.split("=")[0] for w in weakened_audit({"threshold": 0.0, "null_margin": None})] == [
+        "audit.threshold", "audit.null_margin"]
+    from deid.pipeline import Components
+
+    with caplog.at_level(logging.WARNING, logger="deid"):
+        Components.build(cfg.replace("detect.backend=color", "detect.extra=", "track.pose_fallback=false",
+                                     "audit.identity_backend=patch"), ["blur"])
+    assert "the leak audit is weaker than the default: audit.threshold=0.3" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory):
+    return release(tmp_path_factory.mktemp("qa2_verify"), "clip.mp4", n_frames=8)
+
+
+def test_verify_warns_about_an_output_audited_with_a_threshold_of_zero(released):
+    """A record of an output published by a run with audit.threshold=0 (accepted before
+    this fix): its 'leaks: 0' proves nothing, and verify used to call the folder ready
+    to share without a word."""
+    out, _ = released
+    a = next(out.glob("*.mask.audit.json"))
+    rec = json.loads(a.read_text())
+    assert verify_folder(out).warnings == []
+    rec["config"]["audit"]["threshold"] = 0.0
+    a.write_text(json.dumps(rec))
+    rep = verify_folder(out)
+    assert [f.path for f in rep.warnings] == [a.name.replace(".audit.json", ".mp4")]
+    assert "audit.threshold=0.0" in rep.warnings[0].what
