@@ -654,8 +654,15 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> Config:
     """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
     data: dict[str, Any] = {}
+    if path is not None and not str(path).strip():
+        # `--config "$SITE_CONFIG"` with the variable unset: running on the built-in
+        # defaults instead would drop the site's settings (its fixed_regions) without a word
+        raise ConfigError("--config is empty (an unset variable?): give a YAML file, or leave --config out for the "
+                          "built-in defaults")
     if path:
         p = Path(path)
+        if p.is_dir():
+            raise ConfigError(f"config file {p} is a folder; give a YAML file (e.g. {p / 'default.yaml'})")
         if not p.is_file():
             raise ConfigError(f"config file {p} not found")
         text = _read_text(p)

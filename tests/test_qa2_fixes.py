@@ -72,3 +72,19 @@ def test_verify_warns_about_an_output_audited_with_a_threshold_of_zero(released)
     rep = verify_folder(out)
     assert [f.path for f in rep.warnings] == [a.name.replace(".audit.json", ".mp4")]
     assert "audit.threshold=0.0" in rep.warnings[0].what
+
+
+def test_an_empty_config_path_is_an_error_not_the_defaults(tmp_path, capsys):
+    """`deid anonymize ... --config "$SITE_CONFIG"` with the variable unset ran on the
+    built-in defaults without a word (the site's fixed_regions, its stricter settings
+    dropped)."""
+    from deid.cli import main
+
+    with pytest.raises(ConfigError, match="--config is empty"):
+        load_config("")
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_config(tmp_path)
+    assert load_config(None) == Config()
+    rc = main(["anonymize", str(tmp_path / "x.mp4"), "-o", str(tmp_path / "out"), "-m", "blur", "--dry-run",
+               "--config", ""])
+    assert rc == 1 and "--config is empty" in capsys.readouterr().err
