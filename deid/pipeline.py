@@ -452,6 +452,20 @@ def _counts(plans: Iterable[FramePlan]) -> dict[str, int]:
     return c
 
 
+def _check_name_lengths(src: str, video_out: Path) -> None:
+    """Refuse, before any work, an output whose file names the file system cannot hold:
+    a long input name fits as ``<stem>.mp4`` but not as ``<stem>.blur.frames.parquet``
+    (the run failed after rendering the whole video, with a traceback)."""
+    from .io.atomic import NAME_MAX
+
+    for f in (video_out, audit_path(video_out), frames_path(video_out)):
+        n = len(f.name.encode())
+        if n > NAME_MAX:
+            raise InvalidInputError(
+                f"{src}: output name {f.name[:40]}... would be {n} bytes, more than a file name may hold ({NAME_MAX}); "
+                "rename the input to a shorter name, or use --set io.output_names=pseudonym")
+
+
 def process_video(
     input_path: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -493,6 +507,7 @@ def process_video(
         if len(set(outs.values())) != len(outs):
             raise InvalidInputError(f"{src}: methods {list(methods)} would write the same output name")
         for p in outs.values():
+            _check_name_lengths(src, p)
             check_output_path(p, [src], overwrite=overwrite)
             if protect and str(p.resolve()) in protect:
                 raise InvalidInputError(f"{p}: refusing to write an output over another input of this batch")

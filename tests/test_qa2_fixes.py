@@ -88,3 +88,20 @@ def test_an_empty_config_path_is_an_error_not_the_defaults(tmp_path, capsys):
     rc = main(["anonymize", str(tmp_path / "x.mp4"), "-o", str(tmp_path / "out"), "-m", "blur", "--dry-run",
                "--config", ""])
     assert rc == 1 and "--config is empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stem_bytes", [236, 250])
+def test_an_input_name_too_long_for_its_outputs_fails_before_any_work(tmp_path, stem_bytes):
+    """A 236-byte stem fits as clip.blur.mp4 (245 bytes) but not as its frames table
+    (256): the run rendered and audited the whole video, then failed with a traceback
+    (OSError: File name too long), and --dry-run had called it planned."""
+    from deid.pipeline import process_video
+    from deid.testing import make_synthetic_video
+
+    src = tmp_path / ("x" * stem_bytes + ".mp4")
+    make_synthetic_video(src, n_frames=4)
+    for dry in (True, False):
+        r = process_video(src, tmp_path / "out", ["blur"], Config(), dry_run=dry,
+                          components=object())  # never built: refused before any work
+        assert r.status == "failed" and "more than a file name may hold (255)" in r.error, r.error
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
