@@ -15,7 +15,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 from .config import Config
 from .errors import DeidError, OutputWriteError
-from .pipeline import Components, PlannedInput, VideoResult, plan_inputs, process_video, pseudonym, resolved, sha256_file
+from .pipeline import (Components, PlannedInput, VideoResult, check_backends, plan_inputs, process_video, pseudonym, resolved,
+                       sha256_file)
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,16 @@ def _probe_frames(paths: Sequence[Path]) -> dict[str, int]:
         except DeidError:
             pass
     return counts
+
+
+def _check_donor(cfg: Config) -> None:
+    """The swap's donor is chosen, in the library and with a valid consent (ConsentError
+    otherwise), as the real run checks it before training; its media are not read."""
+    try:
+        from .swap.donors import DonorLibrary
+    except ImportError as e:
+        raise DeidError(f"face swap is not available in this build ({e})") from None
+    DonorLibrary(cfg.swap.donor_library or None).get(cfg.swap.donor, check=False).consent.check()
 
 
 @contextlib.contextmanager
@@ -76,6 +87,10 @@ def run_batch(
     from .records import make_records_folder, records_folder
 
     records = records_folder(out_dir, cfg.io.output_names, records_dir)  # a bad one is refused before any work
+    if components is None:
+        check_backends(cfg)  # by name, dry run or not: a typo is refused before any work, naming its key
+    if dry_run and "swap" in methods:
+        _check_donor(cfg)  # a real run refuses a missing donor or consent before training: so does a dry run
 
     planned = plan_inputs(inputs, exclude=[out_dir])
     paths = [p.path for p in planned]

@@ -452,6 +452,24 @@ def _counts(plans: Iterable[FramePlan]) -> dict[str, int]:
     return c
 
 
+def check_backends(cfg: Config) -> None:
+    """Every backend the configuration names exists, checked by name without building
+    it, the error naming the config key: a dry run reported a typo (``detect.extra:
+    centreface``) as planned, and a real run refused it without saying which key."""
+    from .errors import ConfigError
+    from .registry import DETECTORS, IDENTITY_ENCODERS, POSE_ESTIMATORS
+
+    named = [("detect.backend", DETECTORS, cfg.detect.backend)]
+    named += [("detect.extra", DETECTORS, e.strip()) for e in (cfg.detect.extra or "").split(",") if e.strip()]
+    if cfg.track.pose_fallback:
+        named.append(("track.pose_backend", POSE_ESTIMATORS, cfg.track.pose_backend))
+    if cfg.audit.leak_check:
+        named.append(("audit.identity_backend", IDENTITY_ENCODERS, cfg.audit.identity_backend))
+    for key, registry, name in named:
+        if name not in registry:
+            raise ConfigError(f"{key}: unknown {registry.kind} {name!r}; choose one of: {', '.join(registry.names())}")
+
+
 def _check_name_lengths(src: str, video_out: Path) -> None:
     """Refuse, before any work, an output whose file names the file system cannot hold:
     a long input name fits as ``<stem>.mp4`` but not as ``<stem>.blur.frames.parquet``

@@ -105,3 +105,26 @@ def test_an_input_name_too_long_for_its_outputs_fails_before_any_work(tmp_path, 
                           components=object())  # never built: refused before any work
         assert r.status == "failed" and "more than a file name may hold (255)" in r.error, r.error
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["-m", "blur", "--set", "detect.extra=centreface"], "detect.extra: unknown face detector 'centreface'"),
+        (["-m", "blur", "--set", "detect.backend=mediapip"], "detect.backend: unknown face detector 'mediapip'"),
+        (["-m", "blur", "--set", "audit.identity_backend=arcfce"], "audit.identity_backend: unknown identity encoder"),
+        (["-m", "blur", "--set", "track.pose_backend=rtmpse"], "track.pose_backend: unknown pose estimator"),
+        (["-m", "swap"], "no donor chosen"),
+        (["-m", "swap", "--donor", "nobody"], "donor 'nobody' not found"),
+    ],
+)
+def test_a_dry_run_refuses_what_the_real_run_refuses_before_any_work(tmp_path, capsys, args, said):
+    """--dry-run listed these as planned (exit 0); the real run then refused them."""
+    from deid.cli import main
+    from deid.testing import make_synthetic_video
+
+    src = make_synthetic_video(tmp_path / "clip.mp4", n_frames=4) and tmp_path / "clip.mp4"
+    rc = main(["anonymize", str(src), "-o", str(tmp_path / "out"), "--dry-run", "--no-progress",
+               "--set", f"swap.donor_library={tmp_path / 'donors'}", *args])
+    assert rc == 1 and said in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
