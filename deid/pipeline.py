@@ -290,6 +290,10 @@ class Components:
         if cfg.track.fail_closed == "flag":
             log.warning("track.fail_closed=flag: frames with a person and no head region are written as they are "
                         "(counted and flagged in the audit, not redacted)")
+        doubles = backends_for_tests_only(cfg)
+        if doubles:
+            log.warning("%s: test double(s) from deid.testing, for synthetic test clips only: on real video they find "
+                        "no face and re-identify no one (never use them for outputs to share)", ", ".join(doubles))
         weak = cfg.audit.weakened() if cfg.audit.leak_check else []
         if weak:
             log.warning("the leak audit is weaker than the default: %s; `deid verify` warns about outputs made so",
@@ -452,11 +456,8 @@ def _counts(plans: Iterable[FramePlan]) -> dict[str, int]:
     return c
 
 
-def check_backends(cfg: Config) -> None:
-    """Every backend the configuration names exists, checked by name without building
-    it, the error naming the config key: a dry run reported a typo (``detect.extra:
-    centreface``) as planned, and a real run refused it without saying which key."""
-    from .errors import ConfigError
+def _named_backends(cfg: Config) -> list[tuple[str, Any, str]]:
+    """(config key, registry, name) of every backend a de-identification run with ``cfg`` builds."""
     from .registry import DETECTORS, IDENTITY_ENCODERS, POSE_ESTIMATORS
 
     named = [("detect.backend", DETECTORS, cfg.detect.backend)]
@@ -465,9 +466,24 @@ def check_backends(cfg: Config) -> None:
         named.append(("track.pose_backend", POSE_ESTIMATORS, cfg.track.pose_backend))
     if cfg.audit.leak_check:
         named.append(("audit.identity_backend", IDENTITY_ENCODERS, cfg.audit.identity_backend))
-    for key, registry, name in named:
+    return named
+
+
+def check_backends(cfg: Config) -> None:
+    """Every backend the configuration names exists, checked by name without building
+    it, the error naming the config key: a dry run reported a typo (``detect.extra:
+    centreface``) as planned, and a real run refused it without saying which key."""
+    from .errors import ConfigError
+
+    for key, registry, name in _named_backends(cfg):
         if name not in registry:
             raise ConfigError(f"{key}: unknown {registry.kind} {name!r}; choose one of: {', '.join(registry.names())}")
+
+
+def backends_for_tests_only(cfg: Config) -> list[str]:
+    """``key=name`` of each backend ``cfg`` names that is a test double (deid.testing:
+    coloured squares for faces, patches for identities), which sees nothing of a real video."""
+    return [f"{key}={name}" for key, registry, name in _named_backends(cfg) if registry.is_test_double(name)]
 
 
 def _check_name_lengths(src: str, video_out: Path) -> None:

@@ -16,9 +16,14 @@ class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, Callable[..., T] | str] = {}
+        self._test_doubles: set[str] = set()
 
-    def register(self, name: str, factory: Callable[..., T] | str | None = None):
-        """``reg.register("x", factory)``, ``reg.register("x", "pkg.mod:Class")`` or as a decorator."""
+    def register(self, name: str, factory: Callable[..., T] | str | None = None, *, test_double: bool = False):
+        """``reg.register("x", factory)``, ``reg.register("x", "pkg.mod:Class")`` or as a decorator.
+        ``test_double``: a stand-in for tests (:mod:`deid.testing`), left out of the names
+        offered to users and warned about when a configuration uses it."""
+        if test_double:
+            self._test_doubles.add(name)
         if factory is not None:
             self._entries[name] = factory
             return factory
@@ -30,7 +35,11 @@ class Registry(Generic[T]):
         return deco
 
     def names(self) -> list[str]:
-        return sorted(self._entries)
+        """The backends a user may choose (test doubles left out)."""
+        return sorted(n for n in self._entries if n not in self._test_doubles)
+
+    def is_test_double(self, name: str) -> bool:
+        return name in self._test_doubles
 
     def __contains__(self, name: str) -> bool:
         return name in self._entries
@@ -78,6 +87,6 @@ IDENTITY_ENCODERS.register("dlib", "deid.identity.dlib_backend:DlibIdentityEncod
 IDENTITY_ENCODERS.register("arcface", "deid.identity.arcface_backend:ArcFaceIdentityEncoder")
 
 # Test doubles (deid.testing): real algorithms on synthetic clips, no model files.
-DETECTORS.register("color", "deid.testing:ColorFaceDetector")
-POSE_ESTIMATORS.register("color_pose", "deid.testing:ColorPoseEstimator")
-IDENTITY_ENCODERS.register("patch", "deid.testing:PatchIdentityEncoder")
+DETECTORS.register("color", "deid.testing:ColorFaceDetector", test_double=True)
+POSE_ESTIMATORS.register("color_pose", "deid.testing:ColorPoseEstimator", test_double=True)
+IDENTITY_ENCODERS.register("patch", "deid.testing:PatchIdentityEncoder", test_double=True)

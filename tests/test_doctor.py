@@ -107,3 +107,33 @@ def test_the_evaluation_models_are_run_on_a_frame_not_only_built(tmp_path):
     cfg = Config().replace("evaluate.pose.backend=openpose", f"evaluate.pose.model_path={path}", "evaluate.locate_faces=none")
     r = _check("evaluation models", lambda: _evaluation_models(cfg))
     assert not r["ok"] and "w600k_r50.onnx" in r["detail"] and "failed on a" in r["detail"], r
+
+
+def test_test_doubles_are_not_offered_to_users_and_doctor_fails_them(capsys, caplog):
+    """detect.backend=color finds coloured squares on synthetic clips, not faces: doctor said
+    "all required checks passed" with it, and every "choose one of" listed it (qa)."""
+    import logging
+
+    import pytest
+
+    from deid.config import load_config
+    from deid.errors import ConfigError
+    from deid.pipeline import Components, backends_for_tests_only
+    from deid.registry import DETECTORS, IDENTITY_ENCODERS, POSE_ESTIMATORS
+
+    assert "color" not in DETECTORS.names() and "patch" not in IDENTITY_ENCODERS.names()
+    assert "color_pose" not in POSE_ESTIMATORS.names() and "mediapipe" in DETECTORS.names()
+    with pytest.raises(ConfigError) as e:
+        DETECTORS.get("colour")
+    assert "color" not in str(e.value).split("choose one of:")[1]
+    rc, checks = _doctor(capsys, "--set", "detect.backend=color", "--set", "detect.extra=")
+    assert rc == 1 and not checks["pipeline models"]["ok"]
+    assert "detect.backend=color: test double" in checks["pipeline models"]["detail"]
+    cfg = load_config(None, ["detect.backend=color", "audit.identity_backend=patch", "track.pose_backend=color_pose",
+                             "detect.extra="])
+    assert backends_for_tests_only(cfg) == ["detect.backend=color", "track.pose_backend=color_pose",
+                                            "audit.identity_backend=patch"]
+    assert backends_for_tests_only(load_config()) == []
+    with caplog.at_level(logging.WARNING):
+        Components.build(cfg, ["blur"])
+    assert "for synthetic test clips only" in caplog.text

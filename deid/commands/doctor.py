@@ -47,8 +47,11 @@ def _versions():
 def _pipeline_models(cfg):
     """Every model a de-identification run with ``cfg`` builds (detectors, pose fallback,
     further-people search, presence, the leak audit's recogniser)."""
-    from ..pipeline import Components
+    from ..pipeline import Components, backends_for_tests_only
 
+    doubles = backends_for_tests_only(cfg)
+    if doubles:  # they build and run, on synthetic clips only: "all passed" would mislead
+        raise RuntimeError(f"{', '.join(doubles)}: test double(s) for synthetic clips, not for real video")
     comp = Components.build(cfg, ["blur", "pixelate", "mask"])
     det = comp.detector
     names = [getattr(m, "name", type(m).__name__) for m, *_ in getattr(det, "members", [])] or [getattr(det, "name", type(det).__name__)]
