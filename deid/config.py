@@ -194,14 +194,21 @@ class PixelateConfig:
         _one_of(self.shape, ("ellipse", "box"), "anonymize.pixelate.shape")
 
 
+def _rgb(v: Any, key: str) -> tuple[int, int, int]:
+    """Three whole numbers 0..255 (1.7 is a mistake, not 1)."""
+    ok = isinstance(v, (list, tuple)) and len(v) == 3 and all(
+        not isinstance(c, bool) and isinstance(c, (int, float)) and float(c).is_integer() and 0 <= c <= 255 for c in v)
+    _check(ok, f"{key} must be 3 whole numbers 0..255 (red, green, blue); got {v!r}")
+    return tuple(int(c) for c in v)  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class MaskConfig:
     color: tuple[int, int, int] = (0, 0, 0)
     shape: str = "ellipse"
 
     def __post_init__(self) -> None:
-        _check(len(self.color) == 3 and all(0 <= int(c) <= 255 for c in self.color), "anonymize.mask.color must be 3 ints 0..255")
-        object.__setattr__(self, "color", tuple(int(c) for c in self.color))
+        object.__setattr__(self, "color", _rgb(self.color, "anonymize.mask.color"))
         _one_of(self.shape, ("ellipse", "box"), "anonymize.mask.shape")
 
 
@@ -229,9 +236,7 @@ class AnonymizeConfig:
                        f"top left); got {r!r}")
             regions.append((x0, y0, x1, y1))
         object.__setattr__(self, "fixed_regions", tuple(regions))
-        _check(len(self.fixed_color) == 3 and all(0 <= int(c) <= 255 for c in self.fixed_color),
-               "anonymize.fixed_color must be 3 ints 0..255")
-        object.__setattr__(self, "fixed_color", tuple(int(c) for c in self.fixed_color))
+        object.__setattr__(self, "fixed_color", _rgb(self.fixed_color, "anonymize.fixed_color"))
 
 
 @dataclass(frozen=True)
@@ -540,7 +545,7 @@ def _coerce(t: Any, v: Any, key: str) -> Any:
                 if v.lower() in ("0", "false", "no", "off"):
                     return False
                 raise ValueError(v)
-            if not isinstance(v, (bool, int)):
+            if not isinstance(v, (bool, int)) or v not in (0, 1):  # 2 is a typo, not "true"
                 raise ValueError(v)
             return bool(v)
         if t is int:

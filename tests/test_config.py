@@ -151,3 +151,14 @@ def test_yaml_merge_keys_still_load_beside_the_duplicate_key_check(tmp_path):
     assert yaml.load(text, Loader=_UniqueKeyLoader)["io"] == {"crf": 30, "preset": "fast"}
     with pytest.raises(Exception, match="io"):
         yaml.load("io: {crf: 30}\nio: {crf: 31}\n", Loader=_UniqueKeyLoader)
+
+
+def test_a_switch_or_colour_that_is_not_what_it_looks_like_is_refused():
+    """qa: io.keep_audio=2 became true and anonymize.mask.color=[1.7, 0, 0] became (1, 0, 0)."""
+    for bad in ("io.keep_audio=2", "io.keep_audio=-1", "anonymize.mask.color=[1.7, 0, 0]",
+                "anonymize.fixed_color=[0, true, 0]", "anonymize.mask.color=[0, 0]", "anonymize.mask.color=red"):
+        with pytest.raises(ConfigError) as e:
+            Config().replace(bad)
+        assert bad.split("=")[0] in str(e.value), (bad, str(e.value))
+    assert Config().replace("io.keep_audio=1").io.keep_audio is True
+    assert Config().replace("anonymize.mask.color=[255.0, 0, 7]").anonymize.mask.color == (255, 0, 7)
