@@ -102,6 +102,11 @@ def run_batch(
         planned = _reclaim_plain_names(planned, out)
     if out.exists() and not out.is_dir():
         raise DeidError(f"--out {out} is a file; give the folder the outputs go to")
+    for above in out.absolute().parents:  # the first that exists must be a folder (a dry run says so too)
+        if above.exists():
+            if not above.is_dir():
+                raise OutputWriteError(f"cannot create --out {out}: {above} is a file, not a folder")
+            break
     if not dry_run:
         try:
             out.mkdir(parents=True, exist_ok=True)

@@ -288,3 +288,11 @@ def test_a_method_added_with_skip_existing_that_fails_is_that_methods_failure(tw
     assert list(status.loc[status["state"] == "failed", "method"]) == ["mask"]
     assert set(pd.read_parquet(out / "metrics" / "summary.parquet")["method"]) == {"original", "blur"}
     assert (out / "a.blur.mp4").is_file() and not (out / "a.mask.mp4").exists()
+
+
+def test_an_out_folder_under_a_file_is_refused_by_the_dry_run_too(two, tmp_path, capsys):
+    (tmp_path / "f.mp4").write_bytes(b"x")
+    for extra in (["--dry-run"], []):
+        rc = main(["anonymize", str(two / "a.mp4"), "--out", str(tmp_path / "f.mp4" / "sub"), "-m", "mask", *extra, *FAKES])
+        err = capsys.readouterr().err
+        assert rc == 1 and "f.mp4 is a file, not a folder" in err, (extra, err)
