@@ -13,12 +13,14 @@ from deid.protocols import IdentityEncoder
 from deid.registry import IDENTITY_ENCODERS
 
 
-def make_tiny_arcface(path, batch=1, dim=512, seed=0):
-    """A 3-node ONNX (pool 14x14 -> flatten -> random projection) shaped like ArcFace."""
+def make_tiny_arcface(path, batch=1, dim=512, seed=0, half=False):
+    """A 3-node ONNX (pool 14x14 -> flatten -> random projection) shaped like ArcFace
+    (``half``: a float16 export, input and output included)."""
     pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
-    w = np.random.default_rng(seed).standard_normal((3 * 8 * 8, dim)).astype(np.float32)
+    w = np.random.default_rng(seed).standard_normal((3 * 8 * 8, dim)).astype(np.float16 if half else np.float32)
+    kind = TensorProto.FLOAT16 if half else TensorProto.FLOAT
     graph = helper.make_graph(
         [
             helper.make_node("AveragePool", ["data"], ["p"], kernel_shape=[14, 14], strides=[14, 14], name="pool"),
@@ -26,8 +28,8 @@ def make_tiny_arcface(path, batch=1, dim=512, seed=0):
             helper.make_node("MatMul", ["f", "W"], ["fc1"], name="fc"),
         ],
         "tiny_arcface",
-        [helper.make_tensor_value_info("data", TensorProto.FLOAT, [batch, 3, 112, 112])],
-        [helper.make_tensor_value_info("fc1", TensorProto.FLOAT, [batch, dim])],
+        [helper.make_tensor_value_info("data", kind, [batch, 3, 112, 112])],
+        [helper.make_tensor_value_info("fc1", kind, [batch, dim])],
         [numpy_helper.from_array(w, "W")],
     )
     from deid.testing import ONNX_OPSET, save_onnx
@@ -240,3 +242,15 @@ def test_the_audit_record_names_the_recognisers_model_file(tiny_arcface_path):
 
     enc = IDENTITY_ENCODERS.create("arcface", model_path=str(tiny_arcface_path))
     assert attacker_name(enc) == "dlib HOG detector + arcface identity encoder (tiny_arcface.onnx)"
+
+
+def test_a_half_precision_arcface_export_gives_the_float32_models_embeddings(tmp_path):
+    """A float16 ArcFace export (made for GPUs) failed on its first face (onnxruntime:
+    "expected tensor(float16)"): InsightFace's float32 blob is cast around the session."""
+    full = IDENTITY_ENCODERS.create("arcface", model_path=str(make_tiny_arcface(tmp_path / "a32.onnx")))
+    half = IDENTITY_ENCODERS.create("arcface", model_path=str(make_tiny_arcface(tmp_path / "a16.onnx", half=True)))
+    frame = textured_frame()
+    a, b = full.embed([frame], [GOOD])[0], half.embed([frame], [GOOD])[0]
+    assert b.dtype == np.float32 and b.shape == a.shape == (2, 512) and np.isfinite(b).all()
+    d = np.asarray(full.distance(a, b))
+    assert np.all(np.diag(d) < 0.01) and np.all(d[~np.eye(2, dtype=bool)] > 0.05)  # same places alike, others apart
