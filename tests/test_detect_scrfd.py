@@ -241,3 +241,42 @@ def test_scrfd_as_the_evaluations_attacker_reads_detect_model_path(tiny_scrfd_pa
     cfg = Config().replace("evaluate.face_detector=scrfd", f"detect.model_path={tiny_scrfd_path}", "evaluate.locate_faces=none")
     mdl = EvalModels.build(cfg)
     assert mdl.detector.name == "scrfd" and mdl.detector.model_path == tiny_scrfd_path
+
+
+def with_half_precision_io(src, dst):
+    """The model at ``src`` with float16 inputs and outputs (Casts around the float32
+    graph), the signature of a float16 export."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    m = onnx.load(str(src))
+    g = m.graph
+    for vi in list(g.input):
+        inner = vi.name + "__f32"
+        for node in g.node:
+            node.input[:] = [inner if n == vi.name else n for n in node.input]
+        g.node.insert(0, helper.make_node("Cast", [vi.name], [inner], to=TensorProto.FLOAT))
+        vi.type.tensor_type.elem_type = TensorProto.FLOAT16
+    for vo in list(g.output):
+        inner = vo.name + "__f32"
+        for node in g.node:
+            node.output[:] = [inner if n == vo.name else n for n in node.output]
+        g.node.append(helper.make_node("Cast", [inner], [vo.name], to=TensorProto.FLOAT16))
+        vo.type.tensor_type.elem_type = TensorProto.FLOAT16
+    from deid.testing import save_onnx
+
+    return str(save_onnx(m, dst))
+
+
+def test_a_half_precision_export_finds_the_same_face(tiny_scrfd_path, tmp_path):
+    """A float16 SCRFD export failed on its first frame (onnxruntime: "expected
+    tensor(float16)"); InsightFace's float32 blob is now cast around the session."""
+    half = build_detector(name="scrfd", model_path=with_half_precision_io(tiny_scrfd_path, tmp_path / "half.onnx"),
+                          min_score=0.2)
+    h, w, cell = 240, 320, (6, 8)
+    [d] = half.detect([face_frame(h, w, [cell])])
+    box, kps = expected_face(h, w, cell)
+    assert len(d) == 1 and d.boxes.dtype == np.float32
+    np.testing.assert_allclose(d.boxes[0], box, atol=1.0)
+    np.testing.assert_allclose(d.landmarks[0], kps, atol=1.0)
+    assert d.scores[0] == pytest.approx(SCORE_GAIN * 255 / 128, abs=2e-3)

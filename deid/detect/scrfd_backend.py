@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .._ort import accept_half_precision
 from ..errors import ModelWeightsError, one_line
 from ..types import Detections
 from .base import clip_boxes
@@ -38,6 +39,7 @@ class ScrfdDetector:
         if m is None or not hasattr(m, "detect"):
             raise ModelWeightsError(f"{path}: not recognised as an SCRFD detector by insightface.model_zoo; "
                                     "check detect.model_path or DEID_SCRFD_MODEL")
+        accept_half_precision(m)  # a float16 export: cast around its session
         m.prepare(ctx_id=-1, input_size=(input_size, input_size), det_thresh=float(min_score))
         self._m = m
         self.model_path = path

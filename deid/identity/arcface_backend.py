@@ -29,6 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .._ort import accept_half_precision
 from ..errors import ModelWeightsError, one_line
 from .base import MIN_FACE_SIZE, check_inputs, cosine_distance, embeddable, nan_rows, rebuild
 from .landmarks import Landmarks68
@@ -56,22 +57,6 @@ def resolve_model_path(model_path: str = "") -> Path:
             "(the file cannot be downloaded here)"
         )
     return path
-
-
-class _HalfPrecisionSession:
-    """An onnxruntime session of a float16 export (``tensor(float16)`` input) behind
-    InsightFace's float32 processing: inputs are cast to float16 and outputs back to
-    float32 around ``run``; everything else is the session's own."""
-
-    def __init__(self, session):
-        self._session = session
-
-    def run(self, output_names, feed, *args, **kwargs):
-        half = {k: np.asarray(v, np.float16) for k, v in feed.items()}
-        return [np.asarray(o, np.float32) for o in self._session.run(output_names, half, *args, **kwargs)]
-
-    def __getattr__(self, name):
-        return getattr(self._session, name)
 
 
 class ArcFaceIdentityEncoder:
@@ -106,8 +91,7 @@ class ArcFaceIdentityEncoder:
                 f"{type(model).__name__ if model is not None else 'nothing'}); expected input "
                 "1x3x112x112 and a single embedding output"
             )
-        if model.session.get_inputs()[0].type == "tensor(float16)":  # a half-precision export (GPU-minded)
-            model.session = _HalfPrecisionSession(model.session)
+        accept_half_precision(model)
         self._model = model
         shape = list(model.output_shape)
         # an embedding: (N, D), or (N, D, 1, 1) from some exports; an image-shaped output
