@@ -553,7 +553,7 @@ def _coerce(t: Any, v: Any, key: str) -> Any:
                 raise ValueError(v)
             return int(v)
         if t is float:
-            if isinstance(v, bool):
+            if isinstance(v, bool) or not math.isfinite(float(v)):  # NaN fails every comparison: no setting means it
                 raise ValueError(v)
             return float(v)
         if t is str:

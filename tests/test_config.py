@@ -162,3 +162,13 @@ def test_a_switch_or_colour_that_is_not_what_it_looks_like_is_refused():
         assert bad.split("=")[0] in str(e.value), (bad, str(e.value))
     assert Config().replace("io.keep_audio=1").io.keep_audio is True
     assert Config().replace("anonymize.mask.color=[255.0, 0, 7]").anonymize.mask.color == (255, 0, 7)
+
+
+@pytest.mark.parametrize("key", ["track.pose_min_score", "anonymize.blur.strength", "detect.min_score", "swap.max_minutes"])
+@pytest.mark.parametrize("value", ["nan", ".nan", "inf", "-.inf"])
+def test_a_number_that_is_not_finite_is_refused_for_every_key(key, value):
+    """NaN fails every comparison (track.pose_min_score=nan counted no keypoint as seen): no
+    setting of deid means it, so any float setting refuses it, naming the key."""
+    with pytest.raises(ConfigError) as e:
+        Config().replace(f"{key}={value}")
+    assert key in str(e.value)
