@@ -13,9 +13,10 @@ its bytes) and everything in a folder that holds one (reference embeddings, the 
 record), and a symbolic link to a folder is an error (what it holds is not
 checked); only such files are probed, so a big folder of outputs costs no more.
 
-Findings are errors (the folder should not be shared as it is) or warnings (a person
-should look: audio kept on purpose, no leak audit, a file deid did not write and could
-not decode as a picture, an archive, which is not opened). Nothing is changed or deleted.
+Findings are errors (the folder should not be shared as it is; an output written
+without the leak audit among them: nothing shows it is leak-free) or warnings (a person
+should look: audio kept on purpose, a file deid did not write and could not decode as a
+picture, an archive, which is not opened). Nothing is changed or deleted.
 """
 
 from __future__ import annotations
@@ -282,7 +283,10 @@ def verify_folder(folder: str | os.PathLike, *, hashes: bool = True,
             add(ERROR, v, f"{fc} frame(s) with a person and no head region were left as they were "
                           "(track.fail_closed=flag: for review, not for sharing; the frames table lists them)")
         if leak.get("skipped"):
-            add(WARNING, v, "not leak-audited (audit.leak_check was off when it was made)")
+            # nothing shows it is leak-free: the folder's promise (exit 0 = every video
+            # passed the leak audit) does not hold for it
+            add(ERROR, v, "not leak-audited (audit.leak_check was off when it was made): nothing shows that no face "
+                          "is left in it; de-identify it again with the leak audit on")
         elif leak["leaks"] > 0:
             add(ERROR, v, f"the leak audit found {leak['leaks']} face(s) still matching the input (published with "
                           f"audit.on_leak=flag, for inspection, not for sharing)")

@@ -1,0 +1,25 @@
+"""deid verify on outputs a QA pass made with settings that leave the leak audit out."""
+
+from deid.cli import main
+from deid.testing import make_synthetic_video
+from deid.verify import verify_folder
+from test_cli import FAKES
+
+
+def test_an_output_written_without_the_leak_audit_is_not_ready_to_share(tmp_path, capsys):
+    """README: `deid verify` exit 0 = every video audited, unchanged, leak-free. An output
+    made with audit.leak_check=false passed no leak audit: it must fail the folder, not
+    pass it with a warning (a 24-block pixelation the audit refuses passed that way)."""
+    src = tmp_path / "in" / "clip.mp4"
+    src.parent.mkdir()
+    make_synthetic_video(src, n_frames=8)
+    out = tmp_path / "out"
+    assert main(["anonymize", str(src), "--out", str(out), "-m", "blur", "--set", "io.output_names=pseudonym",
+                 "--set", "audit.leak_check=false", *FAKES]) == 0
+    rep = verify_folder(out)
+    blur = next(out.glob("*.blur.mp4"))
+    assert not rep.ok and rep.outputs == 1
+    assert [(f.path, f.what.split(" (")[0]) for f in rep.errors] == [(blur.name, "not leak-audited")]
+    capsys.readouterr()
+    assert main(["verify", str(out)]) == 1
+    assert "NOT ready to share" in capsys.readouterr().out
