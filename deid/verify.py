@@ -240,6 +240,7 @@ def verify_folder(folder: str | os.PathLike, *, hashes: bool = True,
     audits = {p for p in files if p.name.endswith(".audit.json")}
     tables = {p for p in files if p.name.endswith(".frames.parquet")}
     known: set[Path] = set()
+    input_paths: list[str] = []  # the input paths the outputs' audit records hold
     for v in videos:
         if progress:
             progress(str(v.relative_to(root)))
@@ -271,6 +272,9 @@ def verify_folder(folder: str | os.PathLike, *, hashes: bool = True,
             continue
         rep.outputs += 1
         rep.names[names] = rep.names.get(names, 0) + 1
+        inp = rec.get("input")
+        if isinstance(inp, dict) and isinstance(inp.get("path"), str) and inp["path"]:
+            input_paths.append(inp["path"])  # what the record names (io.output_names=input)
         if status == "partial":
             add(WARNING, v, "partial: the input was corrupt and only its decodable part was de-identified "
                             f"({rec.get('error') or 'see the audit record'})")
@@ -362,5 +366,8 @@ def verify_folder(folder: str | os.PathLike, *, hashes: bool = True,
         rep.findings.append(Finding(ERROR, ".", "no de-identified video here: an empty or mistyped folder is not ready to share"))
     if rep.names.get("input"):
         rep.findings.append(Finding(WARNING, ".", f"{rep.names['input']} output(s) named after their inputs "
-                                                  "(io.output_names=input): check that no file or folder name identifies a patient"))
+                                                  "(io.output_names=input): check that no file or folder name identifies a patient"
+                                                  + (f"; their audit records also hold each input's path, e.g. "
+                                                     f"{input_paths[0]!r} ({len(set(input_paths))} path(s) in all)"
+                                                     if input_paths else "")))
     return rep

@@ -23,3 +23,17 @@ def test_an_output_written_without_the_leak_audit_is_not_ready_to_share(tmp_path
     capsys.readouterr()
     assert main(["verify", str(out)]) == 1
     assert "NOT ready to share" in capsys.readouterr().out
+
+
+def test_the_names_warning_says_the_records_hold_the_input_paths(tmp_path):
+    """With io.output_names=input the outputs are named clip.blur.mp4, but each audit
+    record holds the input's path (here a folder naming the patient): the warning that
+    asks to check file and folder names must say so, or the folder looks clean."""
+    src = tmp_path / "Doe_John_MRN12345" / "clip.mp4"
+    src.parent.mkdir()
+    make_synthetic_video(src, n_frames=8)
+    out = tmp_path / "out"
+    assert main(["anonymize", str(src), "--out", str(out), "-m", "blur", *FAKES]) == 0
+    assert not any("Doe_John" in p.name for p in out.rglob("*"))  # nothing in the names shows it
+    warn = [f.what for f in verify_folder(out).warnings if "named after their inputs" in f.what]
+    assert len(warn) == 1 and "Doe_John_MRN12345" in warn[0] and "audit records" in warn[0]
