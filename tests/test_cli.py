@@ -277,7 +277,7 @@ def test_outputs_never_replace_another_input_nor_feed_back_into_a_scan(inputs, t
     assert "no method given" in capsys.readouterr().err and not (tmp_path / "e").exists()
     # an --out that cannot be created (under a file; read-only or full storage alike): one line
     assert main(["anonymize", str(nest / "v.mp4"), "--out", str(nest / "v.mp4" / "sub"), "-m", "blur", *FAKES]) == 1
-    assert capsys.readouterr().err == f"deid: error: cannot create --out {nest / 'v.mp4' / 'sub'}: Not a directory\n"
+    assert capsys.readouterr().err == f"deid: error: cannot create --out {nest / 'v.mp4' / 'sub'}: {nest / 'v.mp4'} is a file, not a folder\n"
 
 
 def test_file_system_errors_are_one_line_not_a_traceback(capsys, monkeypatch):
