@@ -326,6 +326,27 @@ def weakened_audit(audit: dict[str, Any]) -> list[str]:
     return out
 
 
+def weakened_method(method: str, anonymize: dict[str, Any]) -> list[str]:
+    """The settings of ``method`` in ``anonymize`` (a config's ``anonymize`` section as a
+    dict, e.g. from an audit record) that hide less than the calibrated defaults
+    (docs/calibration.md), each as ``key=value (default ...)``: a weaker blur or a finer
+    pixelation can pass the leak audit's one attacker (dlib) and still be recognised by a
+    person."""
+    rules = {  # method -> (key, default, weaker when)
+        "blur": ("strength", BlurConfig().strength, lambda v, d: v < d),
+        "pixelate": ("blocks", PixelateConfig().blocks, lambda v, d: v > d),
+    }
+    if method not in rules or not isinstance(anonymize.get(method), dict):
+        return []
+    key, default, weaker = rules[method]
+    v = anonymize[method].get(key)
+    try:
+        bad = not isinstance(v, bool) and weaker(float(v), default)
+    except (TypeError, ValueError):
+        return []
+    return [f"anonymize.{method}.{key}={v!r} (calibrated default {default!r})"] if bad else []
+
+
 @dataclass(frozen=True)
 class PoseConfig:
     backend: str = "mediapipe_holistic"

@@ -26,7 +26,7 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -294,6 +294,12 @@ class Components:
         if doubles:
             log.warning("%s: test double(s) from deid.testing, for synthetic test clips only: on real video they find "
                         "no face and re-identify no one (never use them for outputs to share)", ", ".join(doubles))
+        from .config import weakened_method
+
+        softer = [w for m in methods for w in weakened_method(m, asdict(cfg.anonymize))]
+        if softer:
+            log.warning("%s: hides less than the calibrated default; `deid verify` warns about outputs made so",
+                        "; ".join(softer))
         weak = cfg.audit.weakened() if cfg.audit.leak_check else []
         if weak:
             log.warning("the leak audit is weaker than the default: %s; `deid verify` warns about outputs made so",

@@ -220,7 +220,7 @@ def verify_folder(folder: str | os.PathLike, *, hashes: bool = True,
                   progress: Callable[[str], None] | None = None) -> Report:
     """Check every file under ``folder`` (see the module doc). ``hashes``: compare each
     output's sha256 with its audit record's (reads every byte; off for a quick look)."""
-    from .config import weakened_audit
+    from .config import weakened_audit, weakened_method
     from .io import VIDEO_EXTENSIONS, has_sensitive_tags, probe
     from .io.atomic import PARTIAL_MARK
     from .pipeline import audit_path, frames_path, sha256_file
@@ -300,6 +300,15 @@ def verify_folder(folder: str | os.PathLike, *, hashes: bool = True,
             if weak:
                 add(WARNING, v, f"leak-audited with weaker settings than the defaults ({'; '.join(weak)}): its "
                                 "'no leak' says less than usual")
+            if not leak.get("verifiable_faces") and leak.get("output_faces_found"):
+                add(WARNING, v, f"the leak audit found faces in {leak['output_faces_found']} of its output frames but no "
+                                "face of the input it could compare them with (too small, or not found): its 'no leak' "
+                                "compared nothing; look at the video")
+        made = obj_or_empty(rec.get("config"))
+        weaker = weakened_method(str(rec.get("method") or ""), obj_or_empty(made.get("anonymize")))
+        if weaker:
+            add(WARNING, v, f"made with a weaker {rec.get('method')} than the calibrated default ({'; '.join(weaker)}): "
+                            "the leak audit is one face recogniser; a person may still recognise the face, so look at it")
         if leak.get("text_regions"):
             add(WARNING, v, f"text stays at the same place in it, at {leak['text_regions']} (fractions of the frame): "
                             "check that it names no one (anonymize.fixed_regions fills such boxes)")
