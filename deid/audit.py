@@ -541,7 +541,10 @@ class FrameRows:
 def write_frames_table(path: str | Path, rows: Iterable[tuple], method: str) -> Path:
     """Per-frame decisions as Parquet (columns: frame, decision, person_present,
     sources (list), boxes (list of [x1, y1, x2, y2]), method). ``rows``: a
-    :class:`FrameRows` or rows it takes."""
+    :class:`FrameRows` or rows it takes. ``person_present`` is true where a face, body
+    keypoints or person segmentation saw someone, and also where a held region covers the
+    frame (the fail-closed side: a held frame is assumed to have its person, and pose is
+    not run there), so it can be true on a frame that is empty to the eye."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
