@@ -9,7 +9,10 @@ all. :func:`plan_window` turns a window of observations into :class:`FramePlan` 
    fast motion), allowing gaps of up to ``max_gap`` frames;
 3. gaps are filled by interpolation (slightly enlarged for motion uncertainty); tracks
    are held ``hold_frames`` before their first and after their last evidence, since a
-   detector typically starts firing a few frames after a face appears;
+   detector typically starts firing a few frames after a face appears; and where one
+   track's evidence stops and another's resumes within ``max_gap`` frames, no further
+   than a head moves, a bridge is interpolated between them too (:func:`_bridges`: a
+   fast face missed for a few frames, two faces crossing while missed);
 4. boxes are smoothed with a centred moving average, then re-grown to cover the
    evidence of that frame (smoothing must never uncover what the detector saw);
 5. a frame where a person is present and no head region exists is marked
@@ -181,6 +184,63 @@ def _smooth(points: dict[int, _Point], window: int) -> None:
         points[f].box = B.union(avg, keep)
 
 
+def _confirmed(t: _Track, cfg: TrackConfig) -> bool:
+    n_det = sum(1 for p in t.points.values() if p.source == BoxSource.DETECTED)
+    n_pose = sum(1 for p in t.points.values() if p.source == BoxSource.POSE)
+    return n_det >= cfg.min_hits or n_pose > 0
+
+
+def _bridges(tracks: list[_Track], cfg: TrackConfig) -> list[tuple[_Track, dict[int, _Point]]]:
+    """Interpolated regions from where one track's evidence stops (its end, or the start
+    of a gap in it) to where another track's evidence resumes (its start, or the end of
+    a gap) within ``max_gap`` frames, where a head could have moved that far (at most the
+    centre-distance gate of :func:`_associate`, 0.5 box sizes, a frame).
+
+    Linking compares a track's last box with the next evidence however many frames were
+    missed, so a face moving a fraction of its size a frame breaks its track over a few
+    missed frames (10 px a frame on a 32 px face missed for 4 frames: two tracks); the
+    two tracks' holds stay where the face was last and first seen, and the face between
+    them was left in clear. And two faces that cross while missed are linked to each
+    other's track, so the interpolation runs between the wrong boxes and the true paths
+    were left in clear. A bridge covers the straight path of the other hypothesis; it is
+    added beside the holds and interpolations, never instead of them, so a wrong
+    pairing only covers more."""
+    stops: list[tuple[int, _Track, _Point]] = []
+    starts: list[tuple[int, _Track, _Point]] = []
+    for t in tracks:
+        frames = set(t.points)
+        for f, p in t.points.items():
+            if f + 1 not in frames:
+                stops.append((f, t, p))
+            if f - 1 not in frames:
+                starts.append((f, t, p))
+    out = []
+    if not stops or not starts:
+        return out
+    s_frame = np.asarray([f for f, _, _ in starts])
+    s_box = np.stack([p.box for _, _, p in starts]).astype(np.float64)
+    s_c = (s_box[:, :2] + s_box[:, 2:]) / 2
+    s_size = (s_box[:, 2] - s_box[:, 0] + s_box[:, 3] - s_box[:, 1]) / 2
+    for fa, ta, pa in stops:
+        n = s_frame - fa  # frames from the last evidence to the next
+        a = np.asarray(pa.box, np.float64)
+        size = np.maximum(0.5 * ((a[2] - a[0] + a[3] - a[1]) / 2 + s_size), 1e-6)
+        dist = np.linalg.norm(s_c - (a[:2] + a[2:]) / 2, axis=1) / size  # as B.center_distance
+        ok = (n >= 2) & (n <= cfg.max_gap + 1) & (dist <= 0.5 * n)
+        ok &= np.asarray([t is not ta for _, t, _ in starts])  # the track's own gaps: interpolated by _fill
+        if not ok.any():
+            continue
+        # one bridge a stop: to the evidence that resumes first (the nearest of those)
+        j = int(np.lexsort((np.where(ok, dist, np.inf), np.where(ok, n, np.iinfo(np.int64).max)))[0])
+        fb, _, pb = starts[j]
+        pts = {}
+        for k in range(fa + 1, fb):
+            box = B.expand(B.interpolate(pa.box, pb.box, (k - fa) / (fb - fa)), 0.05)
+            pts[k] = _Point(box, BoxSource.INTERPOLATED, min(pa.score, pb.score))
+        out.append((ta, pts))
+    return out
+
+
 def plan_window(
     observations: Iterable[Observation],
     cfg: TrackConfig,
@@ -195,15 +255,14 @@ def plan_window(
         return []
     lo, hi = obs[0].index, obs[-1].index + 1
     e_lo, e_hi = emit if emit is not None else (lo, hi)
-    tracks = _associate(obs, cfg)
+    tracks = [t for t in _associate(obs, cfg) if _confirmed(t, cfg)]
     per_frame: dict[int, list[FaceRegion]] = {}
+    filled = _bridges(tracks, cfg)  # on the evidence as found (smoothing grows the boxes in place)
     for t in tracks:
-        n_det = sum(1 for p in t.points.values() if p.source == BoxSource.DETECTED)
-        n_pose = sum(1 for p in t.points.values() if p.source == BoxSource.POSE)
-        if n_det < cfg.min_hits and n_pose == 0:
-            continue
         pts = _fill(t, cfg, lo, hi)
         _smooth(pts, cfg.smooth_window)
+        filled.append((t, pts))
+    for t, pts in filled:
         tid = int(t.first) * 1000 + int(abs(hash(tuple(np.round(t.points[t.first].box).astype(int)))) % 1000)
         for f, p in pts.items():
             if not (e_lo <= f < e_hi):
