@@ -68,3 +68,16 @@ def test_faces_crossing_while_missed_stay_covered(who):
     plans = _plans(detected, W, H)
     leaks = {p.index: v for p in plans if (v := _visible(p, truths[p.index], W, H))}
     assert leaks == {}
+
+
+@pytest.mark.parametrize("speed", [3, 5])
+def test_hold_follows_a_face_that_keeps_moving(speed):
+    # a 40x50 face walking at 3-5 px a frame, detected for 10 frames only (a person in
+    # every frame, nothing else found): the holds before and after stood still, and the
+    # face walked out of them (a third of it in clear by the 8th held frame at 3 px)
+    W, H, n = 640, 160, 60
+    truth = [[200 + speed * (i - 20), 50, 240 + speed * (i - 20), 100] for i in range(n)]
+    plans = _plans([[truth[i]] if 20 <= i < 30 else [] for i in range(n)], W, H)
+    leaks = {p.index: v for p in plans if (v := _visible(p, [truth[p.index]], W, H))}
+    assert leaks == {}
+    assert [p.index for p in plans if p.decision == FrameDecision.FAIL_CLOSED] == [*range(4), *range(46, 60)]
