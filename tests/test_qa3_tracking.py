@@ -81,3 +81,21 @@ def test_hold_follows_a_face_that_keeps_moving(speed):
     leaks = {p.index: v for p in plans if (v := _visible(p, [truth[p.index]], W, H))}
     assert leaks == {}
     assert [p.index for p in plans if p.decision == FrameDecision.FAIL_CLOSED] == [*range(4), *range(46, 60)]
+
+
+def test_two_still_faces_found_now_and_then_are_not_bridged_across_the_frame():
+    """Bridges follow a face's motion: a patient and a person in the background, each found
+    only now and then (CenterFace's every 8th frame), are two still faces, not one that
+    jumped between them. Bridged on distance alone, the pancake clip got masked strips
+    across the kitchen between the cook and the person behind (14 % more of the frame
+    covered); only the motion a face had when last seen may carry a bridge that far."""
+    W, H, n = 480, 160, 48
+    a, b = [60, 50, 100, 100], [300, 50, 340, 100]  # 240 px (5 head sizes) apart
+    detected = [[a] if i % 8 == 0 else [b] if i % 8 == 4 else [] for i in range(n)]
+    plans = _plans(detected, W, H)
+    mid = (200, 75)  # half way: no face ever there
+    crossing = [p.index for p in plans if any(f.box[0] <= mid[0] <= f.box[2] and f.box[1] <= mid[1] <= f.box[3]
+                                              for f in p.faces)]
+    assert crossing == []
+    # and both faces stay covered throughout
+    assert not {p.index for p in plans if _visible(p, [a, b], W, H)}

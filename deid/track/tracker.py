@@ -214,11 +214,18 @@ def _confirmed(t: _Track, cfg: TrackConfig) -> bool:
     return n_det >= cfg.min_hits or n_pose > 0
 
 
+#: a bridge's far end may be this far (in head sizes) from where the face's motion when
+#: last seen puts it, plus ``_BRIDGE_DRIFT`` a frame missed
+_BRIDGE_SLACK = 0.5
+_BRIDGE_DRIFT = 0.1
+
+
 def _bridges(tracks: list[_Track], cfg: TrackConfig) -> list[tuple[_Track, dict[int, _Point]]]:
     """Interpolated regions from where one track's evidence stops (its end, or the start
     of a gap in it) to where another track's evidence resumes (its start, or the end of
     a gap) within ``max_gap`` frames, where a head could have moved that far (at most the
-    centre-distance gate of :func:`_associate`, 0.5 box sizes, a frame).
+    centre-distance gate of :func:`_associate`, 0.5 box sizes, a frame) and near where
+    the motion it had when last seen (or when seen again, going back) puts it.
 
     Linking compares a track's last box with the next evidence however many frames were
     missed, so a face moving a fraction of its size a frame breaks its track over a few
@@ -229,34 +236,46 @@ def _bridges(tracks: list[_Track], cfg: TrackConfig) -> list[tuple[_Track, dict[
     were left in clear. A bridge covers the straight path of the other hypothesis; it is
     added beside the holds and interpolations, never instead of them, so a wrong
     pairing only covers more."""
-    stops: list[tuple[int, _Track, _Point]] = []
-    starts: list[tuple[int, _Track, _Point]] = []
+    stops: list[tuple[int, _Track, _Point, np.ndarray]] = []  # (frame, track, evidence, velocity there)
+    starts: list[tuple[int, _Track, _Point, np.ndarray]] = []
     for t in tracks:
-        frames = set(t.points)
-        for f, p in t.points.items():
-            if f + 1 not in frames:
-                stops.append((f, t, p))
-            if f - 1 not in frames:
-                starts.append((f, t, p))
-    out = []
+        frames = sorted(t.points)
+        runs: list[list[int]] = []
+        for f in frames:
+            if runs and f == runs[-1][-1] + 1:
+                runs[-1].append(f)
+            else:
+                runs.append([f])
+        for run in runs:
+            stops.append((run[-1], t, t.points[run[-1]], _velocity(t, run[-_VELOCITY_SPAN - 1:])))
+            starts.append((run[0], t, t.points[run[0]], _velocity(t, run[: _VELOCITY_SPAN + 1])))
+    out: list[tuple[_Track, dict[int, _Point]]] = []
     if not stops or not starts:
         return out
-    s_frame = np.asarray([f for f, _, _ in starts])
-    s_box = np.stack([p.box for _, _, p in starts]).astype(np.float64)
+    s_frame = np.asarray([f for f, _, _, _ in starts])
+    s_box = np.stack([p.box for _, _, p, _ in starts]).astype(np.float64)
     s_c = (s_box[:, :2] + s_box[:, 2:]) / 2
     s_size = (s_box[:, 2] - s_box[:, 0] + s_box[:, 3] - s_box[:, 1]) / 2
-    for fa, ta, pa in stops:
+    s_v = np.stack([v for _, _, _, v in starts]).astype(np.float64)
+    for fa, ta, pa, va in stops:
         n = s_frame - fa  # frames from the last evidence to the next
         a = np.asarray(pa.box, np.float64)
+        a_c = (a[:2] + a[2:]) / 2
         size = np.maximum(0.5 * ((a[2] - a[0] + a[3] - a[1]) / 2 + s_size), 1e-6)
-        dist = np.linalg.norm(s_c - (a[:2] + a[2:]) / 2, axis=1) / size  # as B.center_distance
-        ok = (n >= 2) & (n <= cfg.max_gap + 1) & (dist <= 0.5 * n)
-        ok &= np.asarray([t is not ta for _, t, _ in starts])  # the track's own gaps: interpolated by _fill
+        dist = np.linalg.norm(s_c - a_c, axis=1) / size  # as B.center_distance
+        # where the face would be had it kept the motion it had when last seen (or, going
+        # back, when seen again): two still faces some way apart (a patient and a person
+        # in the background, each found now and then) are not one face that jumped
+        ahead = np.linalg.norm(s_c - (a_c + np.outer(n, va)), axis=1) / size
+        back = np.linalg.norm((s_c - s_v * n[:, None]) - a_c, axis=1) / size
+        off = np.minimum(ahead, back)
+        ok = (n >= 2) & (n <= cfg.max_gap + 1) & (dist <= 0.5 * n) & (off <= _BRIDGE_SLACK + _BRIDGE_DRIFT * n)
+        ok &= np.asarray([t is not ta for _, t, _, _ in starts])  # the track's own gaps: interpolated by _fill
         if not ok.any():
             continue
-        # one bridge a stop: to the evidence that resumes first (the nearest of those)
-        j = int(np.lexsort((np.where(ok, dist, np.inf), np.where(ok, n, np.iinfo(np.int64).max)))[0])
-        fb, _, pb = starts[j]
+        # one bridge a stop: to the evidence that resumes first (the nearest to the motion of those)
+        j = int(np.lexsort((np.where(ok, off, np.inf), np.where(ok, n, np.iinfo(np.int64).max)))[0])
+        fb, _, pb, _ = starts[j]
         pts = {}
         for k in range(fa + 1, fb):
             box = B.expand(B.interpolate(pa.box, pb.box, (k - fa) / (fb - fa)), 0.05)
