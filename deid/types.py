@@ -95,6 +95,12 @@ class Detections:
         s = np.asarray(self.scores, dtype=np.float32).reshape(-1)
         if len(s) != len(b):
             raise ValueError(f"{len(b)} boxes but {len(s)} scores")
+        keep = np.isfinite(b).all(axis=1)
+        if not keep.all():  # a box at NaN or infinity places nothing: no face there (the frame's
+            # person, if any, then has no region and fails closed), not a crash when drawn
+            b, s = b[keep], s[keep]
+            if self.landmarks is not None:
+                object.__setattr__(self, "landmarks", np.asarray(self.landmarks, dtype=np.float32)[keep])
         if len(b) and np.any(b[:, 2:] < b[:, :2]):
             raise ValueError("boxes must be xyxy with x2 >= x1 and y2 >= y1")
         object.__setattr__(self, "boxes", b)

@@ -99,3 +99,16 @@ def test_two_still_faces_found_now_and_then_are_not_bridged_across_the_frame():
     assert crossing == []
     # and both faces stay covered throughout
     assert not {p.index for p in plans if _visible(p, [a, b], W, H)}
+
+
+def test_a_box_at_infinity_or_nan_places_nothing_and_its_frame_fails_closed():
+    """qa: a detector box with an infinite corner failed the whole video with an
+    OverflowError ("unexpected") when it was drawn; such a box places nothing."""
+    d = Detections(np.array([[10, 10, np.inf, 50], [5, 5, 20, 20], [np.nan, 1, 2, 3]], np.float32),
+                   np.array([0.9, 0.8, 0.7], np.float32), landmarks=np.zeros((3, 5, 2), np.float32))
+    assert d.boxes.tolist() == [[5, 5, 20, 20]] and d.scores.tolist() == [pytest.approx(0.8)] and d.landmarks.shape == (1, 5, 2)
+    W, H = 160, 120
+    face = [40, 30, 80, 80]
+    plans = _plans([[face]] * 3 + [[[40, 30, np.inf, 80]]] * 40 + [[face]] * 3, W, H)
+    assert all(not _visible(p, [face], W, H) for p in plans)
+    assert any(p.decision == FrameDecision.FAIL_CLOSED for p in plans)  # beyond the holds: redacted whole
