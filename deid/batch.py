@@ -107,6 +107,7 @@ def run_batch(
             if not above.is_dir():
                 raise OutputWriteError(f"cannot create --out {out}: {above} is a file, not a folder")
             break
+    made_out = not out.exists()  # created here: removed again if nothing was written in it
     if not dry_run:
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -233,7 +234,21 @@ def run_batch(
             _add(r)
     finally:
         overall.close()
+        if made_out and not dry_run:
+            _remove_if_empty(out)
     return results
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """``folder`` and its sub-folders, where they hold nothing (a batch whose every video
+    failed leaves no empty --out behind that looks like a finished, empty result)."""
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    for d in sorted((p for p in folder.rglob("*") if p.is_dir() and not p.is_symlink()), key=lambda p: -len(p.parts)):
+        with contextlib.suppress(OSError):
+            d.rmdir()  # only an empty one goes
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 def _without_swap(p: Path, vout: Path, others: Sequence[str], cfg: Config, comp: Any, err: DeidError,

@@ -296,3 +296,13 @@ def test_an_out_folder_under_a_file_is_refused_by_the_dry_run_too(two, tmp_path,
         rc = main(["anonymize", str(two / "a.mp4"), "--out", str(tmp_path / "f.mp4" / "sub"), "-m", "mask", *extra, *FAKES])
         err = capsys.readouterr().err
         assert rc == 1 and "f.mp4 is a file, not a folder" in err, (extra, err)
+
+
+def test_a_batch_whose_every_video_failed_leaves_no_empty_out_folder(tmp_path, capsys):
+    (tmp_path / "bad.mp4").write_text("not a video")
+    out = tmp_path / "new" / "out"
+    assert main(["anonymize", str(tmp_path / "bad.mp4"), "--out", str(out), "-m", "mask", *FAKES]) == 1
+    assert not out.exists()
+    out.mkdir(parents=True)  # a folder that was there before stays
+    assert main(["anonymize", str(tmp_path / "bad.mp4"), "--out", str(out), "-m", "mask", *FAKES]) == 1
+    assert out.is_dir()
