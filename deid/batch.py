@@ -119,7 +119,12 @@ def run_batch(
     base_methods = [m for m in methods if m != "swap"]
     comp = components
     if comp is None and not dry_run:
-        comp = Components.build(cfg, base_methods)
+        try:
+            comp = Components.build(cfg, base_methods)
+        except BaseException:  # a model that cannot be loaded: nothing was written either
+            if made_out:
+                _remove_if_empty(out)
+            raise
     results: list[VideoResult] = []
     show = progress and sys.stderr.isatty()
     frames = _probe_frames(paths) if show else {}

@@ -306,3 +306,23 @@ def test_a_batch_whose_every_video_failed_leaves_no_empty_out_folder(tmp_path, c
     out.mkdir(parents=True)  # a folder that was there before stays
     assert main(["anonymize", str(tmp_path / "bad.mp4"), "--out", str(out), "-m", "mask", *FAKES]) == 1
     assert out.is_dir()
+
+
+def test_a_batch_whose_models_cannot_be_built_leaves_no_empty_out_folder(tmp_path, capsys, monkeypatch):
+    # the --out folder is created before the models are built: a model that cannot be
+    # loaded failed the run and left that empty folder behind (review of ddab518)
+    import deid.batch
+    from deid.errors import ModelWeightsError
+
+    def no_model(*a, **k):
+        raise ModelWeightsError("the face detector's weights are missing")
+
+    (tmp_path / "bad.mp4").write_text("not a video")
+    monkeypatch.setattr(deid.batch.Components, "build", no_model)
+    out = tmp_path / "out"
+    assert main(["anonymize", str(tmp_path / "bad.mp4"), "--out", str(out), "-m", "mask", *FAKES]) == 1
+    assert "weights are missing" in capsys.readouterr().err
+    assert not out.exists()
+    out.mkdir()  # a folder that was there before stays
+    assert main(["anonymize", str(tmp_path / "bad.mp4"), "--out", str(out), "-m", "mask", *FAKES]) == 1
+    assert out.is_dir()
