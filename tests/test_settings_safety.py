@@ -128,3 +128,16 @@ def test_a_dry_run_refuses_what_the_real_run_refuses_before_any_work(tmp_path, c
                "--set", f"swap.donor_library={tmp_path / 'donors'}", *args])
     assert rc == 1 and said in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_wider_blur_feather_is_a_weaker_blur():
+    """blur.feather blends the original face into the blur from the region's rim inwards:
+    at 0.5 (allowed) the half radius keeps 45 % of the original pixels, and neither the run
+    nor deid verify said a word (only blur.strength was compared with the default)."""
+    from deid.config import weakened_method
+
+    assert weakened_method("blur", {"blur": {"strength": 0.25, "feather": 0.12}}) == []
+    assert weakened_method("blur", {"blur": {"strength": 0.25, "feather": 0.05}}) == []
+    assert weakened_method("blur", {"blur": {"strength": 0.25, "feather": 0.5}}) == [
+        "anonymize.blur.feather=0.5 (calibrated default 0.12)"]
+    assert len(weakened_method("blur", {"blur": {"strength": 0.1, "feather": 0.5}})) == 2
