@@ -350,7 +350,7 @@ def test_a_partition_of_another_type_is_one_clear_error(tmp_path):
 def test_outputs_written_without_the_leak_audit_are_not_ok(tmp_path):
     """audit.leak_check=false: the audit records say {"skipped": true} and the status
     table's leaks is null. The report used to read that as no audit leak and say OK
-    (`deid verify` warns); it warns, names the outputs and says so under "Not in this report"."""
+    (`deid verify` reports it as an error); it warns, names the outputs and says so under "Not in this report"."""
     import pandas as pd
 
     from deid.report.testing import write_rows

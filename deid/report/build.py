@@ -810,8 +810,8 @@ def build_report(metrics_dir: str | os.PathLike, out_html: str | os.PathLike, *,
     skipped = _audit_skipped(st)
     if skipped:
         missing.append(f"Leak audit: {len(skipped)} output(s) were written without the pipeline's leak audit "
-                       "(audit.leak_check was off), so their 'audit leaks' are unknown, not 0; `deid verify` warns "
-                       "about them too.")
+                       "(audit.leak_check was off), so their 'audit leaks' are unknown, not 0; `deid verify` reports "
+                       "them as errors (not ready to share).")
     archive = len(md.video_ids) > opts.per_video_limit
     worst = tables.worst_videos(summary, st, opts.worst_n)
     featured = _featured_videos(md, summary, worst, archive, opts.max_strip_videos)
