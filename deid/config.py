@@ -307,8 +307,13 @@ def weakened_audit(audit: dict[str, Any]) -> list[str]:
     old record's NaN). Empty when none is weaker; ``leak_check`` off is reported on its
     own (the audit does not run at all)."""
     d = AuditConfig()
+    own = d.threshold  # dlib's 0.6; ArcFace's cosine rule keeps its own 0.72 when 0.6 is left as is
+    if audit.get("identity_backend") == "arcface" and audit.get("threshold") != d.threshold:
+        from .identity.arcface_backend import ARCFACE_THRESHOLD
+
+        own = ARCFACE_THRESHOLD
     rules = (  # key, weaker when, why
-        ("threshold", lambda v: not v >= d.threshold, "fewer faces count as a match"),
+        ("threshold", lambda v: not v >= own, "fewer faces count as a match"),
         ("null_margin", lambda v: not v <= d.null_margin, "fewer faces count as a match"),
         ("min_face_px", lambda v: not v <= d.min_face_px, "larger faces go unchecked"),
     )
@@ -322,7 +327,7 @@ def weakened_audit(audit: dict[str, Any]) -> list[str]:
         except (TypeError, ValueError):
             bad = True
         if bad:
-            out.append(f"audit.{key}={v!r} (default {getattr(d, key)!r}: {why})")
+            out.append(f"audit.{key}={v!r} (default {own if key == 'threshold' else getattr(d, key)!r}: {why})")
     return out
 
 

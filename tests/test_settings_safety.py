@@ -141,3 +141,14 @@ def test_a_wider_blur_feather_is_a_weaker_blur():
     assert weakened_method("blur", {"blur": {"strength": 0.25, "feather": 0.5}}) == [
         "anonymize.blur.feather=0.5 (calibrated default 0.12)"]
     assert len(weakened_method("blur", {"blur": {"strength": 0.1, "feather": 0.5}})) == 2
+
+
+def test_an_arcface_audit_threshold_below_arcfaces_own_is_weakened():
+    """With audit.identity_backend=arcface, 0.6 means "ArcFace's own 0.72"; any other value
+    is used as given, so 0.65 is a weaker audit than the default one (review)."""
+    arc = {"identity_backend": "arcface"}
+    assert weakened_audit({**arc, "threshold": 0.6}) == []  # the default: ArcFace's 0.72
+    assert weakened_audit({**arc, "threshold": 0.8}) == []
+    weak = weakened_audit({**arc, "threshold": 0.65})
+    assert len(weak) == 1 and weak[0].startswith("audit.threshold=0.65 (default 0.72")
+    assert weakened_audit({"identity_backend": "dlib", "threshold": 0.65}) == []
