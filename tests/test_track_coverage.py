@@ -112,3 +112,31 @@ def test_a_box_at_infinity_or_nan_places_nothing_and_its_frame_fails_closed():
     plans = _plans([[face]] * 3 + [[[40, 30, np.inf, 80]]] * 40 + [[face]] * 3, W, H)
     assert all(not _visible(p, [face], W, H) for p in plans)
     assert any(p.decision == FrameDecision.FAIL_CLOSED for p in plans)  # beyond the holds: redacted whole
+
+
+@pytest.mark.parametrize("stops", [True, False])
+def test_a_hold_after_a_fast_diagonal_move_keeps_the_whole_face_in_its_ellipse(stops):
+    """review: the moving hold was the union of the still and the moved box; the ellipse
+    drawn in it left the corners of both out on a diagonal move (15 px a frame on a 40x50
+    face: 5 px of a face that stopped in clear, which the still hold had covered)."""
+    W, H, n, v = 640, 480, 60, 15
+    pos = [min(i, 30) if stops else i for i in range(n)]
+    truth = [[40 + v * (k - 20), 40 + v * (k - 20), 80 + v * (k - 20), 90 + v * (k - 20)] for k in pos]
+    plans = _plans([[truth[i]] if 20 <= i < 30 else [] for i in range(n)], W, H)
+    held = range(30, 46)  # the hold after the last detection
+    leaks = {p.index: v for p in plans if p.index in held and (v := _visible(p, [truth[p.index]], W, H))}
+    assert leaks == {}
+
+
+def test_ellipses_cover_holds_each_ellipse():
+    from deid.track.boxes import ellipses_cover
+
+    a, b = np.array([0, 0, 40, 50], np.float32), np.array([60, 70, 100, 120], np.float32)
+    c = ellipses_cover([a, b])
+    cx, cy, hw, hh = (c[0] + c[2]) / 2, (c[1] + c[3]) / 2, (c[2] - c[0]) / 2, (c[3] - c[1]) / 2
+    t = np.linspace(0, 2 * np.pi, 997)
+    for box in (a, b):
+        x = (box[0] + box[2]) / 2 + np.cos(t) * (box[2] - box[0]) / 2
+        y = (box[1] + box[3]) / 2 + np.sin(t) * (box[3] - box[1]) / 2
+        assert (((x - cx) / hw) ** 2 + ((y - cy) / hh) ** 2).max() <= 1.0
+    assert np.allclose(ellipses_cover([a]), a, atol=0.2)  # one box: itself (and its margin)

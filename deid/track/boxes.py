@@ -7,7 +7,7 @@ import numpy as np
 from ..detect.base import box_iou
 
 __all__ = ["box_iou", "pad_face_box", "union", "expand", "clip", "area", "center_distance", "interpolate", "head_box_from_keypoints",
-           "same_head", "SAME_HEAD_DISTANCE"]
+           "same_head", "SAME_HEAD_DISTANCE", "ellipses_cover"]
 
 
 def area(b: np.ndarray) -> float:
@@ -22,6 +22,23 @@ def expand(b: np.ndarray, frac: float) -> np.ndarray:
     """Grow a box by ``frac`` of its size on every side."""
     w, h = b[2] - b[0], b[3] - b[1]
     return np.array([b[0] - frac * w, b[1] - frac * h, b[2] + frac * w, b[3] + frac * h], np.float32)
+
+
+def ellipses_cover(boxes: "list[np.ndarray]") -> np.ndarray:
+    """The box, centred on the boxes' union and of its proportions, whose inscribed
+    ellipse holds every box's inscribed ellipse (the anonymizers draw a region's ellipse:
+    two boxes' union alone leaves the corners of diagonally offset ellipses out)."""
+    bs = np.asarray(boxes, np.float64).reshape(-1, 4)
+    u = np.array([bs[:, 0].min(), bs[:, 1].min(), bs[:, 2].max(), bs[:, 3].max()])
+    c, half = (u[:2] + u[2:]) / 2, np.maximum((u[2:] - u[:2]) / 2, 1e-6)
+    t = np.linspace(0, 2 * np.pi, 72, endpoint=False)
+    ring = np.stack([np.cos(t), np.sin(t)], axis=1)
+    k = 1.0
+    for b in bs:
+        pts = (b[:2] + b[2:]) / 2 + ring * (b[2:] - b[:2]) / 2
+        k = max(k, float(np.sqrt((((pts - c) / half) ** 2).sum(axis=1)).max()))
+    k *= 1.005  # the ring is sampled: a little margin between its points
+    return np.array([*(c - k * half), *(c + k * half)], np.float32)
 
 
 def clip(b: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -190,9 +190,13 @@ def _held(box: np.ndarray, shift: np.ndarray, grow: float) -> np.ndarray:
     ``shift`` (its velocity times the frames held), both grown by ``grow``. A face that
     keeps walking while the detector misses it was left in clear by a hold that only
     stood still (3 px a frame on a 40 px face: a third of it by the 8th held frame); one
-    that stops is still covered."""
-    moved = np.asarray(box, np.float32) + np.array([shift[0], shift[1], shift[0], shift[1]], np.float32)
-    return B.union(B.expand(box, grow), B.expand(moved, grow))
+    that stops is still covered. The region is the box whose ellipse holds both boxes'
+    ellipses (their union's ellipse left the corners of a diagonal move out)."""
+    still = B.expand(box, grow)
+    if not np.any(shift):
+        return still
+    moved = still + np.array([shift[0], shift[1], shift[0], shift[1]], np.float32)
+    return B.ellipses_cover([still, moved])
 
 
 def _smooth(points: dict[int, _Point], window: int) -> None:
