@@ -414,6 +414,8 @@ def summary_table(results: Sequence[VideoResult]) -> str:
         if not r.outputs and not r.skipped_methods and not r.failed_methods:
             rows.append((Path(r.input).name, "-", r.status, str(r.frames_read or "-"), "-", "-", secs, r.error))
             continue
+        if not r.outputs and r.status == "failed":  # e.g. a dry run's refusal of a method added since
+            rows.append((Path(r.input).name, "-", r.status, str(r.frames_read or "-"), "-", "-", secs, r.error))
         for o in r.outputs:
             leaks = str(o.leak.get("leaks", "-")) if o.leak else "-"
             fc = str(r.counts.get("frames_fail_closed", "-")) if r.counts else "-"

@@ -197,7 +197,7 @@ class PixelateConfig:
 def _rgb(v: Any, key: str) -> tuple[int, int, int]:
     """Three whole numbers 0..255 (1.7 is a mistake, not 1)."""
     ok = isinstance(v, (list, tuple)) and len(v) == 3 and all(
-        not isinstance(c, bool) and isinstance(c, (int, float)) and float(c).is_integer() and 0 <= c <= 255 for c in v)
+        not isinstance(c, bool) and isinstance(c, (int, float)) and 0 <= c <= 255 and float(c).is_integer() for c in v)
     _check(ok, f"{key} must be 3 whole numbers 0..255 (red, green, blue); got {v!r}")
     return tuple(int(c) for c in v)  # type: ignore[return-value]
 

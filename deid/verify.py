@@ -302,7 +302,7 @@ def verify_folder(folder: str | os.PathLike, *, hashes: bool = True,
                                 "'no leak' says less than usual")
             if not leak.get("verifiable_faces") and leak.get("output_faces_found"):
                 add(WARNING, v, f"the leak audit found faces in {leak['output_faces_found']} of its output frames but no "
-                                "face of the input it could compare them with (too small, or not found): its 'no leak' "
+                                "face of the input it could compare them with (too small, not found, or ruled out by its control comparison): its 'no leak' "
                                 "compared nothing; look at the video")
         made = obj_or_empty(rec.get("config"))
         weaker = weakened_method(str(rec.get("method") or ""), obj_or_empty(made.get("anonymize")))

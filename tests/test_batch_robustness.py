@@ -326,3 +326,38 @@ def test_a_batch_whose_models_cannot_be_built_leaves_no_empty_out_folder(tmp_pat
     out.mkdir()  # a folder that was there before stays
     assert main(["anonymize", str(tmp_path / "bad.mp4"), "--out", str(out), "-m", "mask", *FAKES]) == 1
     assert out.is_dir()
+
+
+def test_a_dry_run_with_skip_existing_shows_why_a_method_added_since_would_fail(two, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["anonymize", str(two / "a.mp4"), "--out", str(out), "-m", "mask", *FAKES]) == 0
+    (out / "a.blur.mp4").write_bytes(b"someone else's file")
+    capsys.readouterr()
+    rc = main(["anonymize", str(two / "a.mp4"), "--out", str(out), "-m", "mask,blur", "--skip-existing", "--dry-run", *FAKES])
+    printed = capsys.readouterr().out
+    rows = [ln for ln in printed.splitlines() if ln.startswith("a.mp4")]
+    assert rc == 1 and any(" failed " in ln and "a.blur.mp4" in ln for ln in rows), printed  # the reason, in the table
+    assert any(" mask " in ln and "skipped" in ln for ln in rows)
+
+
+def test_an_evaluation_error_of_a_video_with_a_failed_method_is_in_the_error_lines(two, tmp_path, capsys, monkeypatch):
+    import contextlib
+
+    import deid.batch
+    from deid.errors import InvalidInputError
+
+    @contextlib.contextmanager
+    def no_faces(video, cfg, out_dir=None):
+        raise InvalidInputError("the patient face set has 0 usable face(s)")
+        yield
+
+    def broken_evaluation(r, outputs, cfg, metrics, video_id):
+        r.evaluation_error = "the pose model broke"
+
+    monkeypatch.setattr(deid.batch, "_swap_session", no_faces)
+    monkeypatch.setattr(deid.batch, "_evaluate", broken_evaluation)
+    rc = main(["anonymize", str(two / "a.mp4"), "--out", str(tmp_path / "out"), "-m", "swap,mask", "--donor", "demo-carphone",
+               "--evaluate", *FAKES])
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("deid: error:")]
+    assert rc == 1 and any("swap: the patient face set" in ln for ln in errors)
+    assert any("evaluation: the pose model broke" in ln for ln in errors), errors

@@ -172,3 +172,8 @@ def test_a_number_that_is_not_finite_is_refused_for_every_key(key, value):
     with pytest.raises(ConfigError) as e:
         Config().replace(f"{key}={value}")
     assert key in str(e.value)
+
+
+def test_a_huge_number_in_a_colour_is_a_config_error():
+    with pytest.raises(ConfigError, match="anonymize.mask.color"):
+        Config().replace("anonymize.mask.color=[1" + "0" * 320 + ", 0, 0]")

@@ -129,6 +129,8 @@ def test_test_doubles_are_not_offered_to_users_and_doctor_fails_them(capsys, cap
     rc, checks = _doctor(capsys, "--set", "detect.backend=color", "--set", "detect.extra=")
     assert rc == 1 and not checks["pipeline models"]["ok"]
     assert "detect.backend=color: test double" in checks["pipeline models"]["detail"]
+    rc, checks = _doctor(capsys, "--set", "evaluate.identity.backend=patch")
+    assert rc == 1 and "evaluate.identity.backend=patch: test double" in checks["evaluation models"]["detail"]
     cfg = load_config(None, ["detect.backend=color", "audit.identity_backend=patch", "track.pose_backend=color_pose",
                              "detect.extra="])
     assert backends_for_tests_only(cfg) == ["detect.backend=color", "track.pose_backend=color_pose",

@@ -114,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"deid: error: {_naming_input(r.input, f'{m}: ' + f['error'])}", file=sys.stderr)
         else:
             print(f"deid: error: {_naming_input(r.input, r.error)}", file=sys.stderr)
-    not_evaluated = [r for r in results if r.ok and r.evaluation_error]
+    # a video with a failed method (its other outputs written) was evaluated too
+    not_evaluated = [r for r in results if (r.ok or r.status in ("done", "partial")) and r.evaluation_error]
     for r in not_evaluated:
         print(f"deid: error: {r.input}: evaluation: {r.evaluation_error}", file=sys.stderr)
     return 1 if failed or not_evaluated else 0

@@ -97,8 +97,16 @@ def _evaluation_models(cfg):
     built and run on a synthetic frame: a user's model file can load and still fail on
     its first input (an export fixed at another size, a file of another kind)."""
     from ..evaluate.models import EvalModels
+    from ..registry import DETECTORS, IDENTITY_ENCODERS, POSE_ESTIMATORS
     from ..testing import draw_frame
 
+    ev = cfg.evaluate
+    doubles = [f"{key}={name}" for key, reg, name in (("evaluate.pose.backend", POSE_ESTIMATORS, ev.pose.backend),
+                                                      ("evaluate.identity.backend", IDENTITY_ENCODERS, ev.identity.backend),
+                                                      ("evaluate.face_detector", DETECTORS, ev.face_detector))
+               if reg.is_test_double(name)]
+    if doubles:  # they run, on synthetic clips only
+        raise RuntimeError(f"{', '.join(doubles)}: test double(s) for synthetic clips, not for real video")
     mdl = EvalModels.build(cfg)
     frame, box = draw_frame(0, 1, 320, 240)
     mdl.estimator.estimate([frame])
