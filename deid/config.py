@@ -342,15 +342,20 @@ def weakened_method(method: str, anonymize: dict[str, Any]) -> list[str]:
         # region's half radius keeps 45 % of the original pixels; at 0.12 none)
         "blur": [("strength", BlurConfig().strength, lambda v, d: v < d),
                  ("feather", BlurConfig().feather, lambda v, d: v > d)],
-        "pixelate": [("blocks", PixelateConfig().blocks, lambda v, d: v > d)],
+        # calibrated as a box: an ellipse leaves the region's corners (cheeks, jaw, hair of
+        # a face that fills its box) as they were
+        "pixelate": [("blocks", PixelateConfig().blocks, lambda v, d: v > d),
+                     ("shape", PixelateConfig().shape, lambda v, d: v != d)],
     }
     if method not in rules or not isinstance(anonymize.get(method), dict):
         return []
     out = []
     for key, default, weaker in rules[method]:
         v = anonymize[method].get(key)
+        if v is None:
+            continue
         try:
-            bad = not isinstance(v, bool) and weaker(float(v), default)
+            bad = not isinstance(v, bool) and weaker(v if isinstance(default, str) else float(v), default)
         except (TypeError, ValueError):
             continue
         if bad:

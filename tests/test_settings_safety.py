@@ -152,3 +152,15 @@ def test_an_arcface_audit_threshold_below_arcfaces_own_is_weakened():
     weak = weakened_audit({**arc, "threshold": 0.65})
     assert len(weak) == 1 and weak[0].startswith("audit.threshold=0.65 (default 0.72")
     assert weakened_audit({"identity_backend": "dlib", "threshold": 0.65}) == []
+
+
+def test_an_elliptical_pixelation_is_a_weaker_pixelation():
+    """Pixelation was calibrated as a box (its default): an ellipse leaves the region's
+    corners as they were (review)."""
+    from deid.config import weakened_method
+
+    assert weakened_method("pixelate", {"pixelate": {"blocks": 5, "shape": "box"}}) == []
+    assert weakened_method("pixelate", {"pixelate": {"blocks": 5, "shape": "ellipse"}}) == [
+        "anonymize.pixelate.shape='ellipse' (calibrated default 'box')"]
+    assert weakened_method("pixelate", {"pixelate": {"blocks": 5}}) == []  # an older record without the key
+    assert weakened_method("blur", {"blur": {"strength": 0.25, "shape": "box"}}) == []  # a box blur hides more
