@@ -197,7 +197,7 @@ def run_batch(
                                       progress=tick, name=item.name, protect=protected, input_sha256=digest)
             except DeidError as e:
                 others = [m for m in todo if m != "swap"]
-                if "swap" in todo and (others or todo != list(methods)) and not dry_run and refused is None and not trained:
+                if "swap" in todo and others and not dry_run and refused is None and not trained:
                     # the patient's model could not be trained (too few usable faces, the
                     # donor is the patient, ...): the video's other methods do not need it
                     # and are rendered; the swap is this video's failed method (exit 1)
@@ -261,8 +261,6 @@ def _without_swap(p: Path, vout: Path, others: Sequence[str], cfg: Config, comp:
     """``others`` rendered for a video whose swap model failed to train (``err``), with the
     swap recorded as its failed method; rendering failing too fails the whole video."""
     swap = {"error": str(err), "kind": err.kind}
-    if not others:  # the others were done before (--skip-existing): they stay, and are evaluated
-        return VideoResult(input=str(p), status="done", failed_methods={"swap": swap})
     try:
         r = process_video(p, vout, list(others), cfg, components=comp, **kw)
     except DeidError as e:
@@ -411,11 +409,11 @@ def summary_table(results: Sequence[VideoResult]) -> str:
     rows = [("input", "method", "status", "frames", "fail-closed", "leaks", "seconds", "output / error")]
     for r in results:
         secs = f"{r.timings.get('total', 0):.1f}"
-        if not r.outputs and not r.skipped_methods and not r.failed_methods:
+        per_method = bool(r.skipped_methods or r.failed_methods)
+        if not r.outputs and (r.status == "failed" or not per_method):  # (also a dry run's refusal of a method added since)
             rows.append((Path(r.input).name, "-", r.status, str(r.frames_read or "-"), "-", "-", secs, r.error))
-            continue
-        if not r.outputs and r.status == "failed":  # e.g. a dry run's refusal of a method added since
-            rows.append((Path(r.input).name, "-", r.status, str(r.frames_read or "-"), "-", "-", secs, r.error))
+            if not per_method:
+                continue
         for o in r.outputs:
             leaks = str(o.leak.get("leaks", "-")) if o.leak else "-"
             fc = str(r.counts.get("frames_fail_closed", "-")) if r.counts else "-"

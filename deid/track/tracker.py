@@ -145,6 +145,14 @@ def _reinforce_pose(track: _Track, cfg: TrackConfig) -> None:
                 p.evidence = p.box
 
 
+def _between(fa: int, pa: _Point, fb: int, pb: _Point) -> dict[int, _Point]:
+    """Interpolated regions on the frames strictly between evidence ``pa`` (frame ``fa``)
+    and ``pb`` (frame ``fb``), slightly enlarged for motion uncertainty."""
+    return {k: _Point(B.expand(B.interpolate(pa.box, pb.box, (k - fa) / (fb - fa)), 0.05), BoxSource.INTERPOLATED,
+                      min(pa.score, pb.score))
+            for k in range(fa + 1, fb)}
+
+
 def _fill(track: _Track, cfg: TrackConfig, lo: int, hi: int) -> dict[int, _Point]:
     """Interpolate gaps and add holds; frames limited to [lo, hi)."""
     _reinforce_pose(track, cfg)
@@ -153,10 +161,7 @@ def _fill(track: _Track, cfg: TrackConfig, lo: int, hi: int) -> dict[int, _Point
     runs: list[list[int]] = [[frames[0]]]
     for a, b in zip(frames, frames[1:]):
         if b - a - 1 <= cfg.max_gap:
-            for k in range(a + 1, b):
-                t = (k - a) / (b - a)
-                box = B.expand(B.interpolate(track.points[a].box, track.points[b].box, t), 0.05)
-                out[k] = _Point(box, BoxSource.INTERPOLATED, min(track.points[a].score, track.points[b].score))
+            out.update(_between(a, track.points[a], b, track.points[b]))
             runs[-1].append(b)
         else:
             runs.append([b])
@@ -280,11 +285,7 @@ def _bridges(tracks: list[_Track], cfg: TrackConfig) -> list[tuple[_Track, dict[
         # one bridge a stop: to the evidence that resumes first (the nearest to the motion of those)
         j = int(np.lexsort((np.where(ok, off, np.inf), np.where(ok, n, np.iinfo(np.int64).max)))[0])
         fb, _, pb, _ = starts[j]
-        pts = {}
-        for k in range(fa + 1, fb):
-            box = B.expand(B.interpolate(pa.box, pb.box, (k - fa) / (fb - fa)), 0.05)
-            pts[k] = _Point(box, BoxSource.INTERPOLATED, min(pa.score, pb.score))
-        out.append((ta, pts))
+        out.append((ta, _between(fa, pa, fb, pb)))
     return out
 
 
